@@ -1,0 +1,48 @@
+// A loaded PKCS#11 module (dlopen + C_GetFunctionList + C_Initialize).
+//
+// A module is loaded once per process and path, and is never finalized or unloaded:
+// other users of the same module in the process (libp11, an nginx module, OpenSSL's
+// pkcs11 engine) may hold sessions, and C_Finalize would break them. C_Initialize is
+// called with CKF_OS_LOCKING_OK, and CKR_CRYPTOKI_ALREADY_INITIALIZED (someone else
+// initialised it first) is accepted.
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace keysvc::hsm {
+
+class Module {
+ public:
+  // Loads the module at `path`, or returns the instance already loaded from it.
+  // Throws ConfigError if the file cannot be loaded or has no C_GetFunctionList, and
+  // Pkcs11Error if C_Initialize fails.
+  static std::shared_ptr<Module> load(const std::string& path);
+
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // The module's function list; valid for the life of the process.
+  CK_FUNCTION_LIST* fn() const noexcept { return fn_; }
+  const std::string& path() const noexcept { return path_; }
+
+  // Slots that currently hold a token.
+  std::vector<CK_SLOT_ID> slots_with_token() const;
+
+  // Re-runs C_Initialize in a child after fork(): PKCS#11 state does not survive fork.
+  // Only call in a freshly forked child before any other use of the module.
+  void reinitialize_after_fork();
+
+ private:
+  Module(std::string path, void* handle, CK_FUNCTION_LIST* fn);
+  void initialize();
+
+  std::string path_;
+  void* handle_;  // dlopen handle, intentionally never closed
+  CK_FUNCTION_LIST* fn_;
+};
+
+}  // namespace keysvc::hsm

@@ -1,0 +1,56 @@
+// keysvc's long-term secret keys: 32-byte CKK_GENERIC_SECRET token keys used only for
+// HMAC-SHA256 signing, generated inside the token and never extractable.
+//
+// Every usage attribute is set explicitly, because tokens differ in their defaults
+// (SoftHSM turns CKA_WRAP and CKA_UNWRAP on unless told otherwise):
+//   CKA_SENSITIVE=TRUE  CKA_EXTRACTABLE=FALSE  CKA_SIGN=TRUE  CKA_VERIFY=FALSE
+//   CKA_ENCRYPT=FALSE   CKA_DECRYPT=FALSE      CKA_WRAP=FALSE CKA_UNWRAP=FALSE
+//   CKA_DERIVE=FALSE    CKA_COPYABLE=FALSE     CKA_MODIFIABLE=FALSE CKA_DESTROYABLE=TRUE
+//   CKA_PRIVATE=TRUE    CKA_TOKEN=TRUE
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "keysvc/hsm/session.h"
+
+namespace keysvc::hsm {
+
+inline constexpr std::size_t kHmacKeyBytes = 32;
+inline constexpr std::size_t kHmacSha256Bytes = 32;
+
+// Generates a token HMAC key with the attributes above (CKM_GENERIC_SECRET_KEY_GEN).
+CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
+                                   const std::string& label);
+
+// Imports a known key value with the same attributes. For test vectors only: an
+// imported key was outside the token once, so it is never "never extractable".
+CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t> id,
+                                 const std::string& label, std::span<const std::uint8_t> value);
+
+// HMAC-SHA256 (CKM_SHA256_HMAC) of `data` under `key`, computed in the token.
+void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+                 std::span<std::uint8_t, kHmacSha256Bytes> mac);
+
+// The attributes that prove custody, as the token reports them.
+struct KeyCustody {
+  bool sensitive = false;
+  bool always_sensitive = false;
+  bool extractable = true;
+  bool never_extractable = false;
+  bool sign = false, verify = false, encrypt = false, decrypt = false;
+  bool wrap = false, unwrap = false, derive = false;
+  bool copyable = false, modifiable = false;
+  // True when the key can never leave the token: sensitive, not extractable, and
+  // it was never otherwise (always sensitive, never extractable).
+  bool held_in_token() const noexcept {
+    return sensitive && always_sensitive && !extractable && never_extractable && !wrap;
+  }
+};
+KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key);
+
+}  // namespace keysvc::hsm

@@ -1,0 +1,70 @@
+#include "keysvc/hsm/module.h"
+
+#include <dlfcn.h>
+
+#include <map>
+#include <mutex>
+
+#include "keysvc/hsm/error.h"
+
+namespace keysvc::hsm {
+
+namespace {
+std::mutex g_modules_mutex;
+// Loaded modules by path. Kept for the life of the process on purpose: see module.h.
+std::map<std::string, std::shared_ptr<Module>>& loaded_modules() {
+  static auto* modules = new std::map<std::string, std::shared_ptr<Module>>();
+  return *modules;
+}
+}  // namespace
+
+Module::Module(std::string path, void* handle, CK_FUNCTION_LIST* fn)
+    : path_(std::move(path)), handle_(handle), fn_(fn) {}
+
+std::shared_ptr<Module> Module::load(const std::string& path) {
+  std::lock_guard lock(g_modules_mutex);
+  auto& modules = loaded_modules();
+  if (auto it = modules.find(path); it != modules.end()) return it->second;
+
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    throw ConfigError("cannot load PKCS#11 module " + path + ": " + (why ? why : "unknown error"));
+  }
+  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(handle, "C_GetFunctionList"));
+  if (get_list == nullptr) {
+    dlclose(handle);
+    throw ConfigError("not a PKCS#11 module (no C_GetFunctionList): " + path);
+  }
+  CK_FUNCTION_LIST* fn = nullptr;
+  CK_RV rv = get_list(&fn);
+  if (rv != CKR_OK || fn == nullptr) {
+    dlclose(handle);
+    throw Pkcs11Error("C_GetFunctionList", rv == CKR_OK ? CKR_GENERAL_ERROR : rv);
+  }
+  std::shared_ptr<Module> module(new Module(path, handle, fn));
+  module->initialize();
+  modules.emplace(path, module);
+  return module;
+}
+
+void Module::initialize() {
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  CK_RV rv = fn_->C_Initialize(&args);
+  if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
+  check(rv, "C_Initialize");
+}
+
+void Module::reinitialize_after_fork() { initialize(); }
+
+std::vector<CK_SLOT_ID> Module::slots_with_token() const {
+  CK_ULONG count = 0;
+  check(fn_->C_GetSlotList(CK_TRUE, nullptr, &count), "C_GetSlotList");
+  std::vector<CK_SLOT_ID> slots(count);
+  if (count > 0) check(fn_->C_GetSlotList(CK_TRUE, slots.data(), &count), "C_GetSlotList");
+  slots.resize(count);
+  return slots;
+}
+
+}  // namespace keysvc::hsm

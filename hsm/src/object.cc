@@ -1,0 +1,81 @@
+#include "keysvc/hsm/object.h"
+
+#include "keysvc/hsm/error.h"
+
+namespace keysvc::hsm {
+
+namespace {
+CK_ATTRIBUTE attr(CK_ATTRIBUTE_TYPE type, const void* value, std::size_t len) {
+  return CK_ATTRIBUTE{type, const_cast<void*>(value), static_cast<CK_ULONG>(len)};
+}
+}  // namespace
+
+std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, const ObjectQuery& query) {
+  std::vector<CK_ATTRIBUTE> tmpl;
+  CK_OBJECT_CLASS cls = query.object_class.value_or(0);
+  if (query.object_class) tmpl.push_back(attr(CKA_CLASS, &cls, sizeof cls));
+  if (query.id) tmpl.push_back(attr(CKA_ID, query.id->data(), query.id->size()));
+  if (query.label) tmpl.push_back(attr(CKA_LABEL, query.label->data(), query.label->size()));
+  if (query.application)
+    tmpl.push_back(attr(CKA_APPLICATION, query.application->data(), query.application->size()));
+
+  auto* fn = session.fn();
+  check(fn->C_FindObjectsInit(session.handle(), tmpl.data(), tmpl.size()), "C_FindObjectsInit");
+  std::vector<CK_OBJECT_HANDLE> found;
+  CK_RV rv = CKR_OK;
+  for (;;) {
+    CK_OBJECT_HANDLE batch[64];
+    CK_ULONG n = 0;
+    rv = fn->C_FindObjects(session.handle(), batch, 64, &n);
+    if (rv != CKR_OK || n == 0) break;
+    found.insert(found.end(), batch, batch + n);
+  }
+  // Always finish the search, or the session stays in CKR_OPERATION_ACTIVE.
+  CK_RV final_rv = fn->C_FindObjectsFinal(session.handle());
+  check(rv, "C_FindObjects");
+  check(final_rv, "C_FindObjectsFinal");
+  return found;
+}
+
+Bytes get_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) {
+  CK_ATTRIBUTE a = attr(type, nullptr, 0);
+  check(session.fn()->C_GetAttributeValue(session.handle(), object, &a, 1), "C_GetAttributeValue");
+  Bytes value(a.ulValueLen);
+  a.pValue = value.data();
+  check(session.fn()->C_GetAttributeValue(session.handle(), object, &a, 1), "C_GetAttributeValue");
+  value.resize(a.ulValueLen);
+  return value;
+}
+
+bool get_bool_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) {
+  CK_BBOOL value = CK_FALSE;
+  CK_ATTRIBUTE a = attr(type, &value, sizeof value);
+  check(session.fn()->C_GetAttributeValue(session.handle(), object, &a, 1), "C_GetAttributeValue");
+  return value == CK_TRUE;
+}
+
+void destroy_object(Session& session, CK_OBJECT_HANDLE object) {
+  check(session.fn()->C_DestroyObject(session.handle(), object), "C_DestroyObject");
+}
+
+CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application,
+                                    std::span<const std::uint8_t> id, const std::string& label,
+                                    std::span<const std::uint8_t> value) {
+  CK_OBJECT_CLASS cls = CKO_DATA;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE tmpl[] = {
+      attr(CKA_CLASS, &cls, sizeof cls),
+      attr(CKA_TOKEN, &yes, sizeof yes),
+      attr(CKA_PRIVATE, &yes, sizeof yes),
+      attr(CKA_MODIFIABLE, &no, sizeof no),
+      attr(CKA_APPLICATION, application.data(), application.size()),
+      attr(CKA_ID, id.data(), id.size()),
+      attr(CKA_LABEL, label.data(), label.size()),
+      attr(CKA_VALUE, value.data(), value.size()),
+  };
+  CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+  check(session.fn()->C_CreateObject(session.handle(), tmpl, std::size(tmpl), &handle), "C_CreateObject");
+  return handle;
+}
+
+}  // namespace keysvc::hsm

@@ -1,0 +1,104 @@
+#include "keysvc/hsm/secret_key.h"
+
+#include "keysvc/hsm/error.h"
+#include "keysvc/hsm/object.h"
+
+namespace keysvc::hsm {
+
+namespace {
+
+// Attributes shared by generated and imported keys. The template keeps pointers into
+// this struct, so it must outlive the C_* call.
+struct KeyTemplate {
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+  CK_ULONG len = kHmacKeyBytes;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  std::vector<CK_ATTRIBUTE> attrs;
+
+  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label) {
+    auto add = [&](CK_ATTRIBUTE_TYPE t, const void* v, std::size_t n) {
+      attrs.push_back({t, const_cast<void*>(v), static_cast<CK_ULONG>(n)});
+    };
+    add(CKA_CLASS, &cls, sizeof cls);
+    add(CKA_KEY_TYPE, &type, sizeof type);
+    add(CKA_TOKEN, &yes, 1);
+    add(CKA_PRIVATE, &yes, 1);
+    add(CKA_SENSITIVE, &yes, 1);
+    add(CKA_EXTRACTABLE, &no, 1);
+    add(CKA_SIGN, &yes, 1);
+    add(CKA_VERIFY, &no, 1);
+    add(CKA_ENCRYPT, &no, 1);
+    add(CKA_DECRYPT, &no, 1);
+    add(CKA_WRAP, &no, 1);
+    add(CKA_UNWRAP, &no, 1);
+    add(CKA_DERIVE, &no, 1);
+    add(CKA_COPYABLE, &no, 1);
+    add(CKA_MODIFIABLE, &no, 1);
+    add(CKA_DESTROYABLE, &yes, 1);
+    add(CKA_ID, id.data(), id.size());
+    add(CKA_LABEL, label.data(), label.size());
+  }
+};
+
+}  // namespace
+
+CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
+                                   const std::string& label) {
+  KeyTemplate t(id, label);
+  t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
+  CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+  check(session.fn()->C_GenerateKey(session.handle(), &mech, t.attrs.data(), t.attrs.size(), &key),
+        "C_GenerateKey");
+  return key;
+}
+
+CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t> id,
+                                 const std::string& label, std::span<const std::uint8_t> value) {
+  KeyTemplate t(id, label);
+  t.attrs.push_back({CKA_VALUE, const_cast<std::uint8_t*>(value.data()), static_cast<CK_ULONG>(value.size())});
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+  check(session.fn()->C_CreateObject(session.handle(), t.attrs.data(), t.attrs.size(), &key), "C_CreateObject");
+  return key;
+}
+
+void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+                 std::span<std::uint8_t, kHmacSha256Bytes> mac) {
+  CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};
+  check(session.fn()->C_SignInit(session.handle(), &mech, key), "C_SignInit");
+  CK_ULONG len = mac.size();
+  check(session.fn()->C_Sign(session.handle(), const_cast<std::uint8_t*>(data.data()), data.size(),
+                             mac.data(), &len),
+        "C_Sign");
+  if (len != kHmacSha256Bytes) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
+}
+
+KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
+  KeyCustody c;
+  CK_BBOOL v[13] = {};
+  CK_ATTRIBUTE a[] = {
+      {CKA_SENSITIVE, &v[0], 1}, {CKA_ALWAYS_SENSITIVE, &v[1], 1}, {CKA_EXTRACTABLE, &v[2], 1},
+      {CKA_NEVER_EXTRACTABLE, &v[3], 1}, {CKA_SIGN, &v[4], 1}, {CKA_VERIFY, &v[5], 1},
+      {CKA_ENCRYPT, &v[6], 1}, {CKA_DECRYPT, &v[7], 1}, {CKA_WRAP, &v[8], 1},
+      {CKA_UNWRAP, &v[9], 1}, {CKA_DERIVE, &v[10], 1}, {CKA_COPYABLE, &v[11], 1},
+      {CKA_MODIFIABLE, &v[12], 1},
+  };
+  check(session.fn()->C_GetAttributeValue(session.handle(), key, a, std::size(a)), "C_GetAttributeValue");
+  c.sensitive = v[0];
+  c.always_sensitive = v[1];
+  c.extractable = v[2];
+  c.never_extractable = v[3];
+  c.sign = v[4];
+  c.verify = v[5];
+  c.encrypt = v[6];
+  c.decrypt = v[7];
+  c.wrap = v[8];
+  c.unwrap = v[9];
+  c.derive = v[10];
+  c.copyable = v[11];
+  c.modifiable = v[12];
+  return c;
+}
+
+}  // namespace keysvc::hsm

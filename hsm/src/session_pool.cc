@@ -1,0 +1,59 @@
+#include "keysvc/hsm/session_pool.h"
+
+namespace keysvc::hsm {
+
+SessionPool::SessionPool(Token token, PinSource pin, std::size_t max_sessions)
+    : token_(std::move(token)), pin_(std::move(pin)), max_sessions_(max_sessions == 0 ? 1 : max_sessions) {}
+
+SessionPool::~SessionPool() = default;
+
+SessionPool::Lease::~Lease() {
+  if (pool_ != nullptr) pool_->give_back(std::move(session_));
+}
+
+void SessionPool::give_back(std::unique_ptr<Session> session) noexcept {
+  std::lock_guard lock(mutex_);
+  if (session) {
+    idle_.push_back(std::move(session));
+  } else {
+    --open_;  // discarded (or moved-from) lease: its slot is free again
+  }
+  returned_.notify_one();
+}
+
+std::unique_ptr<Session> SessionPool::open_logged_in() {
+  auto session = std::make_unique<Session>(token_, /*read_write=*/true);
+  if (!session->user_logged_in()) {
+    SecretString pin = pin_.read();
+    session->login(CKU_USER, pin);
+  }
+  return session;
+}
+
+SessionPool::Lease SessionPool::lease() {
+  {
+    std::unique_lock lock(mutex_);
+    returned_.wait(lock, [&] { return !idle_.empty() || open_ < max_sessions_; });
+    if (!idle_.empty()) {
+      auto s = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(this, std::move(s));
+    }
+    ++open_;  // reserve the slot, then open outside the lock
+  }
+  try {
+    return Lease(this, open_logged_in());
+  } catch (...) {
+    give_back(nullptr);
+    throw;
+  }
+}
+
+void SessionPool::warm_up() { Lease l = lease(); }
+
+std::size_t SessionPool::open_sessions() const {
+  std::lock_guard lock(mutex_);
+  return open_;
+}
+
+}  // namespace keysvc::hsm

@@ -1,0 +1,63 @@
+// keysvc's configuration file (TOML). The format, with defaults:
+//
+//   [hsm]
+//   module   = "/usr/lib/softhsm/libsofthsm2.so"  # PKCS#11 module (required)
+//   token    = "pkcs11:token=keysvc"              # RFC 7512 token URI (required)
+//   pin      = "file:pin"                         # file:PATH or env:NAME; or pin-source
+//                                                 # / pin-value in the URI
+//   sessions = 4                                  # size of the session pool
+//
+//   [tickets]
+//   per_handshake   = 2       # TLS 1.3 tickets sent after a full handshake
+//   lifetime        = "2h"    # ticket lifetime hint and session timeout
+//   max_session_age = "24h"   # no resumption once the original full handshake is older
+//   create_if_empty = true    # create the first generation if the token has none
+//
+//   [log]
+//   level = "info"            # trace, debug, info, warn, error, off
+//
+// Relative paths (module, file: PIN sources) are relative to the config file's folder.
+// Durations are an integer number of seconds or a number with s, m, h or d.
+// Unknown keys are errors, so a typo never silently falls back to a default.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "keysvc/hsm/error.h"
+
+namespace keysvc {
+
+using ConfigError = hsm::ConfigError;
+
+struct HsmConfig {
+  std::string module;
+  std::string token_uri;
+  std::string pin_source;  // empty: taken from the URI's pin-source / pin-value
+  std::size_t sessions = 4;
+};
+
+struct TicketConfig {
+  int per_handshake = 2;
+  std::chrono::seconds lifetime{std::chrono::hours(2)};
+  std::chrono::seconds max_session_age{std::chrono::hours(24)};
+  bool create_if_empty = true;
+};
+
+struct Config {
+  HsmConfig hsm;
+  TicketConfig tickets;
+  std::string log_level = "info";
+
+  // Loads and validates a file. Throws ConfigError with "FILE:LINE: what" on the first
+  // problem.
+  static Config load_file(const std::string& path);
+  // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
+  static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
+};
+
+// "90" -> 90s, "90s", "15m", "2h", "1d". Throws ConfigError.
+std::chrono::seconds parse_duration(std::string_view text);
+
+}  // namespace keysvc

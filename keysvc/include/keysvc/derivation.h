@@ -1,0 +1,49 @@
+// Per-ticket key derivation, computed inside the HSM.
+//
+//   aes_key  = HMAC-SHA256(generation.enc_key, "keysvc ticket v1 aes-256-cbc" || 0x00 || key_name || iv)
+//   hmac_key = HMAC-SHA256(generation.mac_key, "keysvc ticket v1 hmac-sha256" || 0x00 || key_name || iv)
+//
+// The labels are ASCII without a terminator; 0x00 separates them from the fixed-size
+// key name (16 bytes) and IV (16 bytes). Each ticket has a fresh random IV, so each
+// ticket has its own AES-256 and HMAC-SHA256 keys, and the long-term keys never leave
+// the token. docs/DERIVATION.md has the exact bytes and a test vector.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "keysvc/hsm/session.h"
+#include "keysvc/key_name.h"
+#include "keysvc/key_ring.h"
+
+namespace keysvc {
+
+inline constexpr std::string_view kAesKeyLabel = "keysvc ticket v1 aes-256-cbc";
+inline constexpr std::string_view kHmacKeyLabel = "keysvc ticket v1 hmac-sha256";
+inline constexpr std::size_t kTicketKeyBytes = 32;
+
+// A ticket's AES-256 key and HMAC-SHA256 key. Wiped on destruction; callers wipe it
+// earlier with wipe() as soon as the keys are loaded into their EVP contexts.
+struct TicketKeys {
+  std::array<std::uint8_t, kTicketKeyBytes> aes_key{};
+  std::array<std::uint8_t, kTicketKeyBytes> hmac_key{};
+
+  TicketKeys() = default;
+  TicketKeys(const TicketKeys&) = delete;
+  TicketKeys& operator=(const TicketKeys&) = delete;
+  ~TicketKeys() { wipe(); }
+  void wipe() noexcept;
+};
+
+// The message that is HMAC'd for one key: label || 0x00 || key_name || iv.
+using DerivationMessage = std::array<std::uint8_t, kAesKeyLabel.size() + 1 + kKeyNameBytes + kIvBytes>;
+static_assert(kAesKeyLabel.size() == kHmacKeyLabel.size());
+DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv);
+
+// Derives both per-ticket keys for `generation` and `iv` with two HMACs in the token.
+// Throws hsm::Pkcs11Error.
+void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out);
+
+}  // namespace keysvc

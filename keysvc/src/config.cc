@@ -1,0 +1,157 @@
+#include "keysvc/config.h"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace keysvc {
+
+namespace {
+
+std::string where(const std::string& source, const toml::source_region& r) {
+  return source + ":" + std::to_string(r.begin.line) + ": ";
+}
+
+std::string resolve(const std::string& base_dir, const std::string& path) {
+  if (path.empty() || path.front() == '/' || base_dir.empty()) return path;
+  return (std::filesystem::path(base_dir) / path).lexically_normal().string();
+}
+
+// Reads tables strictly: every key must be known, every value of the right type.
+class Reader {
+ public:
+  Reader(const toml::table& root, std::string source) : root_(root), source_(std::move(source)) {
+    for (auto&& [k, v] : root_) {
+      if (!v.is_table() || !std::set<std::string>{"hsm", "tickets", "log"}.count(std::string(k.str())))
+        throw ConfigError(where(source_, k.source()) + "unknown section '" + std::string(k.str()) + "'");
+    }
+  }
+
+  const toml::node* get(std::string_view section, std::string_view key) {
+    known_[std::string(section)].insert(std::string(key));
+    const toml::table* t = root_[section].as_table();
+    return t ? t->get(key) : nullptr;
+  }
+
+  std::string string(std::string_view section, std::string_view key, std::string fallback) {
+    const toml::node* n = get(section, key);
+    if (!n) return fallback;
+    if (auto s = n->value<std::string>()) return *s;
+    throw bad(n, section, key, "a string");
+  }
+
+  std::int64_t integer(std::string_view section, std::string_view key, std::int64_t fallback,
+                       std::int64_t lo, std::int64_t hi) {
+    const toml::node* n = get(section, key);
+    if (!n) return fallback;
+    auto v = n->value<std::int64_t>();
+    if (!v || !n->is_integer()) throw bad(n, section, key, "an integer");
+    if (*v < lo || *v > hi)
+      throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) +
+                        " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    return *v;
+  }
+
+  bool boolean(std::string_view section, std::string_view key, bool fallback) {
+    const toml::node* n = get(section, key);
+    if (!n) return fallback;
+    if (auto b = n->value<bool>(); b && n->is_boolean()) return *b;
+    throw bad(n, section, key, "true or false");
+  }
+
+  std::chrono::seconds duration(std::string_view section, std::string_view key, std::chrono::seconds fallback) {
+    const toml::node* n = get(section, key);
+    if (!n) return fallback;
+    try {
+      if (n->is_integer()) return parse_duration(std::to_string(*n->value<std::int64_t>()));
+      if (auto s = n->value<std::string>()) return parse_duration(*s);
+    } catch (const ConfigError& e) {
+      throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) + ": " +
+                        e.what());
+    }
+    throw bad(n, section, key, "a duration such as \"2h\"");
+  }
+
+  // After reading: any key nobody asked for is a typo.
+  void reject_unknown() {
+    for (auto&& [section, node] : root_) {
+      for (auto&& [k, v] : *node.as_table()) {
+        if (!known_[std::string(section.str())].count(std::string(k.str())))
+          throw ConfigError(where(source_, k.source()) + "unknown key '" + std::string(section.str()) + "." +
+                            std::string(k.str()) + "'");
+      }
+    }
+  }
+
+ private:
+  ConfigError bad(const toml::node* n, std::string_view section, std::string_view key, const char* want) {
+    return ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) + " must be " +
+                       want);
+  }
+  const toml::table& root_;
+  std::string source_;
+  std::map<std::string, std::set<std::string>> known_;
+};
+
+}  // namespace
+
+std::chrono::seconds parse_duration(std::string_view text) {
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  std::string_view unit(end, text.data() + text.size() - end);
+  if (ec != std::errc() || value < 0) throw ConfigError("invalid duration '" + std::string(text) + "'");
+  std::int64_t scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  else if (unit == "m") scale = 60;
+  else if (unit == "h") scale = 3600;
+  else if (unit == "d") scale = 86400;
+  else throw ConfigError("invalid duration '" + std::string(text) + "' (use s, m, h or d)");
+  if (value > (std::int64_t{1} << 40) / scale) throw ConfigError("duration '" + std::string(text) + "' is too long");
+  return std::chrono::seconds(value * scale);
+}
+
+Config Config::parse(std::string_view text, const std::string& source, const std::string& base_dir) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+  }
+  Reader r(root, source);
+  Config c;
+  c.hsm.module = resolve(base_dir, r.string("hsm", "module", ""));
+  c.hsm.token_uri = r.string("hsm", "token", "");
+  c.hsm.pin_source = r.string("hsm", "pin", "");
+  if (c.hsm.pin_source.starts_with("file:"))
+    c.hsm.pin_source = "file:" + resolve(base_dir, c.hsm.pin_source.substr(5));
+  c.hsm.sessions = static_cast<std::size_t>(r.integer("hsm", "sessions", 4, 1, 256));
+  c.tickets.per_handshake = static_cast<int>(r.integer("tickets", "per_handshake", 2, 0, 16));
+  c.tickets.lifetime = r.duration("tickets", "lifetime", c.tickets.lifetime);
+  c.tickets.max_session_age = r.duration("tickets", "max_session_age", c.tickets.max_session_age);
+  c.tickets.create_if_empty = r.boolean("tickets", "create_if_empty", true);
+  c.log_level = r.string("log", "level", "info");
+  r.reject_unknown();
+
+  if (c.hsm.module.empty()) throw ConfigError(source + ": hsm.module is required");
+  if (c.hsm.token_uri.empty()) throw ConfigError(source + ": hsm.token is required");
+  if (c.tickets.lifetime.count() == 0) throw ConfigError(source + ": tickets.lifetime must be positive");
+  if (c.tickets.max_session_age < c.tickets.lifetime)
+    throw ConfigError(source + ": tickets.max_session_age must be at least tickets.lifetime");
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+  if (!levels.count(c.log_level)) throw ConfigError(source + ": log.level must be one of trace, debug, info, warn, error, off");
+  return c;
+}
+
+Config Config::load_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read config file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string dir = std::filesystem::absolute(path).parent_path().string();
+  return parse(text.str(), path, dir);
+}
+
+}  // namespace keysvc

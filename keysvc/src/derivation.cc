@@ -1,0 +1,30 @@
+#include "keysvc/derivation.h"
+
+#include <algorithm>
+
+#include "keysvc/hsm/secret.h"
+#include "keysvc/hsm/secret_key.h"
+
+namespace keysvc {
+
+void TicketKeys::wipe() noexcept {
+  hsm::wipe(aes_key.data(), aes_key.size());
+  hsm::wipe(hmac_key.data(), hmac_key.size());
+}
+
+DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv) {
+  DerivationMessage m{};
+  auto out = std::copy(label.begin(), label.end(), m.begin());
+  *out++ = 0x00;
+  out = std::copy(name.begin(), name.end(), out);
+  std::copy(iv.begin(), iv.end(), out);
+  return m;
+}
+
+void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out) {
+  hsm::hmac_sha256(session, generation.enc_key, derivation_message(kAesKeyLabel, generation.name, iv), out.aes_key);
+  hsm::hmac_sha256(session, generation.mac_key, derivation_message(kHmacKeyLabel, generation.name, iv),
+                   out.hmac_key);
+}
+
+}  // namespace keysvc

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian bookworm packages keysvc needs to build, test and run its demo.
+# Idempotent: packages already present are left alone and apt is not touched at all
+# when nothing is missing.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake pkg-config make
+  # crypto, PKCS#11 and the embedded token
+  libssl-dev openssl softhsm2 libp11-kit-dev p11-kit libp11-dev opensc
+  libengine-pkcs11-openssl
+  # libraries
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # real peers for tests and the demo
+  gnutls-bin curl nginx-light nginx-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (or: sudo $0)" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# nginx-light's postinst starts a system nginx on port 80; keysvc's tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+echo "install-deps: done"
