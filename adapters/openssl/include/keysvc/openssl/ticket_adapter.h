@@ -1,0 +1,63 @@
+// keysvc for any OpenSSL 3 server: one call puts HSM-backed session tickets on an
+// SSL_CTX.
+//
+// install() registers an in-process provider ("keysvc-N", OSSL_PROVIDER_add_builtin)
+// in the SSL_CTX's library context. The provider offers one algorithm, the KDF
+// "KEYSVC-TICKET-KDF" (see ticket_kdf.h), which is the only path from the ticket
+// callback to the HSM. Then it sets on the SSL_CTX:
+//   - SSL_CTX_set_tlsext_ticket_key_evp_cb: per ticket, asks the KDF for the key name,
+//     IV and per-ticket keys, initialises the AES-256-CBC and HMAC-SHA256 contexts
+//     (fetched from the same libctx and property query), and wipes the key bytes;
+//   - SSL_CTX_set_session_ticket_cb: a small versioned app-data record in every ticket
+//     carrying the time of the original full handshake across renewals, so resumption
+//     is refused once it is older than tickets.max_session_age;
+//   - SSL_CTX_set_num_tickets (TLS 1.3 tickets per full handshake) and
+//     SSL_CTX_set_timeout (ticket lifetime).
+//
+// Return values of the ticket callback never abort a handshake because of the HSM:
+// an issue failure sends no ticket, an unknown key name or HSM failure on decrypt
+// gives a full handshake with fresh tickets.
+//
+// With SNI, OpenSSL uses only the initial SSL_CTX's ticket callbacks: install keysvc on
+// that one (installing it on the others too is harmless).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "keysvc/ticket_key_service.h"
+
+namespace keysvc::openssl {
+
+struct InstallOptions {
+  // The library context and property query the SSL_CTX was created with
+  // (SSL_CTX_new_ex); OpenSSL 3.0 has no getter for them. nullptr/"" for SSL_CTX_new.
+  OSSL_LIB_CTX* libctx = nullptr;
+  std::string propq;
+  // TLS 1.3 tickets per full handshake; negative: tickets.per_handshake from the config.
+  int tickets_per_handshake = -1;
+};
+
+// Installs keysvc's ticket handling on `ctx`. The SSL_CTX keeps `service` alive.
+// Throws std::runtime_error (one line) if the provider, KDF, cipher or MAC cannot be
+// set up in `options.libctx`.
+void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const InstallOptions& options = {});
+
+// What the ticket callbacks have seen on one SSL_CTX since install().
+struct TicketCallbackCounters {
+  std::uint64_t issued = 0;            // tickets encrypted
+  std::uint64_t issue_failed = 0;      // no ticket sent (HSM failure, no generation)
+  std::uint64_t resumed = 0;           // tickets decrypted and accepted
+  std::uint64_t renewed = 0;           // ... of which renewed under the current generation
+  std::uint64_t unknown_key = 0;       // presented key name not in the ring
+  std::uint64_t hsm_error = 0;         // HSM failed while opening a ticket
+  std::uint64_t rejected_bad_ticket = 0;  // failed MAC/decrypt, or unreadable app data
+  std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age
+};
+// Counters for `ctx`, all zero if keysvc is not installed on it.
+TicketCallbackCounters counters(const SSL_CTX* ctx);
+
+}  // namespace keysvc::openssl
