@@ -1,0 +1,280 @@
+// The ticket callbacks OpenSSL calls, and install(), which wires them to an SSL_CTX.
+//
+// Path of a ticket: OpenSSL -> ticket_key_cb (here) -> EVP_KDF_derive on
+// KEYSVC-TICKET-KDF (ticket_kdf.cc) -> TicketKeyService (keysvc/) -> two HMACs in the
+// token (hsm/). The per-ticket key bytes exist in this file only between the KDF call
+// and the EVP initialisation, in a stack buffer wiped on every path.
+#include "keysvc/openssl/ticket_adapter.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+
+#include "app_data.h"
+#include "keysvc/log.h"
+#include "keysvc/openssl/ticket_kdf.h"
+#include "provider.h"
+
+namespace keysvc::openssl {
+
+namespace {
+
+// Everything the callbacks of one SSL_CTX need; owned by the SSL_CTX's ex_data.
+struct AdapterState {
+  std::shared_ptr<TicketKeyService> service;
+  LoadedProvider provider;
+  EVP_KDF* kdf = nullptr;
+  EVP_CIPHER* cipher = nullptr;
+  std::string propq;
+  std::int64_t max_session_age = 0;
+
+  struct {
+    std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, hsm_error{0},
+        rejected_bad_ticket{0}, rejected_too_old{0};
+  } counters;
+
+  ~AdapterState() {
+    EVP_KDF_free(kdf);
+    EVP_CIPHER_free(cipher);
+    if (provider.provider != nullptr) OSSL_PROVIDER_unload(provider.provider);
+  }
+};
+
+void free_state(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<AdapterState*>(ptr); }
+
+int state_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_state);
+  return index;
+}
+
+AdapterState* state_of(const SSL_CTX* ctx) {
+  return ctx == nullptr ? nullptr : static_cast<AdapterState*>(SSL_CTX_get_ex_data(ctx, state_index()));
+}
+
+// Wipes a stack buffer of key bytes when the scope ends, whatever the path.
+template <std::size_t N>
+struct WipedBuffer {
+  unsigned char bytes[N];
+  ~WipedBuffer() { OPENSSL_cleanse(bytes, N); }
+};
+
+using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)>;
+
+// The SSL whose ticket the KDF opened last on this thread. OpenSSL calls the evp
+// callback and then dec_cb for the same SSL on the same thread within one handshake
+// step; a NO_DECRYPT status after a successful open therefore means the MAC or the
+// decryption failed, not the key lookup.
+thread_local const SSL* t_opened_ssl = nullptr;
+
+bool set_mac_key(const AdapterState& st, EVP_MAC_CTX* hctx, const unsigned char* key) {
+  OSSL_PARAM params[4];
+  int i = 0;
+  params[i++] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key),
+                                                  kTicketKeyBytes);
+  params[i++] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0);
+  if (!st.propq.empty())
+    params[i++] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_PROPERTIES, const_cast<char*>(st.propq.c_str()), 0);
+  params[i] = OSSL_PARAM_construct_end();
+  return EVP_MAC_CTX_set_params(hctx, params) == 1;
+}
+
+// enc=1: returns 1 with a ticket key set up, or 0 (no ticket this time).
+int issue_ticket(AdapterState& st, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
+                 EVP_MAC_CTX* hctx) {
+  WipedBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES> out;
+  KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
+      OSSL_PARAM_construct_end(),
+  };
+  const unsigned char* aes_key = out.bytes + kKeyNameBytes + kIvBytes;
+  const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
+  if (!kctx || EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params) != 1 ||
+      EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes + kKeyNameBytes, nullptr) != 1 ||
+      !set_mac_key(st, hctx, hmac_key)) {
+    st.counters.issue_failed.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  std::memcpy(key_name, out.bytes, kKeyNameBytes);
+  std::memcpy(iv, out.bytes + kKeyNameBytes, kIvBytes);
+  st.counters.issued.fetch_add(1, std::memory_order_relaxed);
+  return 1;
+}
+
+// enc=0: returns 1 (use), 2 (use and renew) or 0 (full handshake). Never -1: an HSM
+// problem must not abort the handshake.
+int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
+                EVP_MAC_CTX* hctx) {
+  WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
+  KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
+  if (!kctx) {
+    st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("open"), 0),
+      OSSL_PARAM_construct_octet_string(KEYSVC_KDF_PARAM_KEY_NAME, key_name, kKeyNameBytes),
+      OSSL_PARAM_construct_octet_string(KEYSVC_KDF_PARAM_IV, iv, kIvBytes),
+      OSSL_PARAM_construct_end(),
+  };
+  int derived = EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params);
+  int status = 0;
+  OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
+  EVP_KDF_CTX_get_params(kctx.get(), get);
+  if (derived != 1) {
+    auto& counter = status == KEYSVC_OPEN_UNKNOWN_KEY ? st.counters.unknown_key : st.counters.hsm_error;
+    counter.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes, iv, nullptr) != 1 ||
+      !set_mac_key(st, hctx, out.bytes + kTicketKeyBytes)) {
+    st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  t_opened_ssl = s;
+  return status == KEYSVC_OPEN_RENEW ? 2 : 1;
+}
+
+int ticket_key_cb(SSL* s, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx,
+                  int enc) {
+  AdapterState* st = state_of(SSL_get_SSL_CTX(s));
+  if (st == nullptr) return 0;
+  return enc ? issue_ticket(*st, key_name, iv, cctx, hctx) : open_ticket(*st, s, key_name, iv, cctx, hctx);
+}
+
+std::int64_t unix_now(const AdapterState& st) {
+  return std::chrono::duration_cast<std::chrono::seconds>(st.service->now().time_since_epoch()).count();
+}
+
+std::optional<TicketAppData> read_app_data(SSL_SESSION* session) {
+  void* data = nullptr;
+  std::size_t len = 0;
+  if (session == nullptr || SSL_SESSION_get0_ticket_appdata(session, &data, &len) != 1 || data == nullptr)
+    return std::nullopt;
+  return TicketAppData::decode({static_cast<const std::uint8_t*>(data), len});
+}
+
+// Called before each ticket is built: stamps the record, keeping the original
+// authentication time of a resumed session.
+int generate_app_data_cb(SSL* s, void* arg) {
+  auto* st = static_cast<AdapterState*>(arg);
+  SSL_SESSION* session = SSL_get_session(s);
+  if (session == nullptr) return 0;
+  TicketAppData record;
+  auto previous = SSL_session_reused(s) ? read_app_data(session) : std::nullopt;
+  record.auth_time = previous ? previous->auth_time : unix_now(*st);
+  record.issued_under = st->service->encrypt_key_name().value_or(KeyName{});
+  auto bytes = record.encode();
+  return SSL_SESSION_set1_ticket_appdata(session, bytes.data(), bytes.size());
+}
+
+// Called after a ticket was (or could not be) decrypted. See FIELD-NOTES: never touch
+// the session unless the status is a success.
+SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsigned char*, std::size_t,
+                                      SSL_TICKET_STATUS status, void* arg) {
+  auto* st = static_cast<AdapterState*>(arg);
+  bool opened_here = t_opened_ssl == s;
+  t_opened_ssl = nullptr;
+  switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+      break;
+    case SSL_TICKET_NO_DECRYPT:
+      // Key found and set up, yet OpenSSL could not use the ticket: bad MAC or padding.
+      if (opened_here) st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:  // SSL_TICKET_EMPTY: the client asks for a ticket
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+  }
+  auto record = read_app_data(session);
+  if (!record) {
+    st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+  }
+  if (unix_now(*st) - record->auth_time > st->max_session_age) {
+    st->counters.rejected_too_old.fetch_add(1, std::memory_order_relaxed);
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+  }
+  st->counters.resumed.fetch_add(1, std::memory_order_relaxed);
+  if (status == SSL_TICKET_SUCCESS_RENEW) {
+    st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
+    return SSL_TICKET_RETURN_USE_RENEW;
+  }
+  return SSL_TICKET_RETURN_USE;
+}
+
+// Checks that `libctx`/`propq` can give the MAC OpenSSL will use for tickets.
+void require_hmac_sha256(OSSL_LIB_CTX* libctx, const char* propq) {
+  EVP_MAC* mac = EVP_MAC_fetch(libctx, "HMAC", propq);
+  EVP_MD* md = EVP_MD_fetch(libctx, "SHA256", propq);
+  bool ok = mac != nullptr && md != nullptr;
+  EVP_MAC_free(mac);
+  EVP_MD_free(md);
+  if (!ok) throw std::runtime_error("HMAC-SHA256 is not available in the SSL_CTX's library context");
+}
+
+}  // namespace
+
+void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const InstallOptions& options) {
+  if (ctx == nullptr || !service) throw std::invalid_argument("keysvc install: null SSL_CTX or service");
+  if (state_index() < 0) throw std::runtime_error("keysvc install: no SSL_CTX ex_data index");
+  if (state_of(ctx) != nullptr) throw std::runtime_error("keysvc is already installed on this SSL_CTX");
+
+  auto st = std::make_unique<AdapterState>();
+  st->service = service;
+  st->propq = options.propq;
+  st->max_session_age = service->config().tickets.max_session_age.count();
+  const char* propq = st->propq.empty() ? nullptr : st->propq.c_str();
+
+  // Fetch the ciphers first: this activates the libctx's configured (or default)
+  // providers before keysvc's own is added.
+  st->cipher = EVP_CIPHER_fetch(options.libctx, "AES-256-CBC", propq);
+  if (st->cipher == nullptr)
+    throw std::runtime_error("AES-256-CBC is not available in the SSL_CTX's library context");
+  require_hmac_sha256(options.libctx, propq);
+
+  st->provider = load_provider(options.libctx, service);
+  std::string kdf_query = "provider=" + st->provider.name;
+  st->kdf = EVP_KDF_fetch(options.libctx, KEYSVC_TICKET_KDF_NAME, kdf_query.c_str());
+  if (st->kdf == nullptr) throw std::runtime_error("cannot fetch " KEYSVC_TICKET_KDF_NAME " from " + st->provider.name);
+
+  int tickets = options.tickets_per_handshake >= 0 ? options.tickets_per_handshake
+                                                   : service->config().tickets.per_handshake;
+  if (SSL_CTX_set_ex_data(ctx, state_index(), st.get()) != 1)
+    throw std::runtime_error("keysvc install: SSL_CTX_set_ex_data failed");
+  AdapterState* state = st.release();  // owned by the SSL_CTX from here on (free_state)
+
+  // With SSL_OP_NO_TICKET, TLS 1.3 would switch to stateful tickets and never call us.
+  SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+  SSL_CTX_set_session_ticket_cb(ctx, generate_app_data_cb, decrypt_app_data_cb, state);
+  SSL_CTX_set_num_tickets(ctx, static_cast<std::size_t>(tickets));
+  SSL_CTX_set_timeout(ctx, static_cast<long>(service->config().tickets.lifetime.count()));
+  if (SSL_CTX_get_max_early_data(ctx) > 0 && !(SSL_CTX_get_options(ctx) & SSL_OP_NO_ANTI_REPLAY))
+    logger()->warn("max_early_data > 0 without SSL_OP_NO_ANTI_REPLAY: TLS 1.3 tickets bypass keysvc");
+}
+
+TicketCallbackCounters counters(const SSL_CTX* ctx) {
+  TicketCallbackCounters c;
+  const AdapterState* st = state_of(ctx);
+  if (st == nullptr) return c;
+  auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  c.issued = r(st->counters.issued);
+  c.issue_failed = r(st->counters.issue_failed);
+  c.resumed = r(st->counters.resumed);
+  c.renewed = r(st->counters.renewed);
+  c.unknown_key = r(st->counters.unknown_key);
+  c.hsm_error = r(st->counters.hsm_error);
+  c.rejected_bad_ticket = r(st->counters.rejected_bad_ticket);
+  c.rejected_too_old = r(st->counters.rejected_too_old);
+  return c;
+}
+
+}  // namespace keysvc::openssl
