@@ -1,0 +1,48 @@
+#include "cli.h"
+
+#include "keysvc/ticket_key_service.h"
+
+namespace keysvcctl {
+
+namespace {
+std::string command_path(const CLI::App* app) {
+  std::string path;
+  for (; app != nullptr && app->get_parent() != nullptr; app = app->get_parent())
+    path = app->get_name() + (path.empty() ? "" : " " + path);
+  return path;
+}
+}  // namespace
+
+CLI::App* Cli::add_group(const std::string& name, const std::string& description, CLI::App* parent) {
+  CLI::App* group = (parent ? parent : &root_)->add_subcommand(name, description);
+  group->require_subcommand(1);
+  return group;
+}
+
+CLI::App* Cli::add_command(const std::string& name, const std::string& description, Action action,
+                           CLI::App* parent) {
+  CLI::App* command = (parent ? parent : &root_)->add_subcommand(name, description);
+  command->callback([this, command, action = std::move(action)] {
+    selected_ = action;
+    selected_name_ = command_path(command);
+  });
+  return command;
+}
+
+void Cli::add_json_flag(CLI::App* command, bool& json) {
+  command->add_flag("--json", json, "Print JSON instead of text");
+}
+
+keysvc::Config Cli::load_config() const {
+  if (config_path_.empty()) throw UsageError("this command needs --config FILE");
+  return keysvc::Config::load_file(config_path_);
+}
+
+std::unique_ptr<keysvc::hsm::SessionPool> Cli::open_pool(keysvc::Config* loaded) const {
+  keysvc::Config config = load_config();
+  auto pool = keysvc::open_session_pool(config);
+  if (loaded) *loaded = std::move(config);
+  return pool;
+}
+
+}  // namespace keysvcctl

@@ -1,0 +1,86 @@
+// keysvcctl's command framework.
+//
+// main.cc builds the root CLI11 app with the global options (--config) and hands a Cli
+// to each command group's add_*_commands() function (one .cc file per group). A group
+// adds its subcommands to root() and gives each leaf command an Action with on_run();
+// the Action of the command given on the command line runs after parsing, inside
+// main's error handling. To add a command group (rotate, revoke, destroy, audit...),
+// write its add_*() function and list it in kCommandGroups in main.cc.
+//
+// Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage. Errors are one line
+// on stderr, "keysvcctl: ...". PINs are only ever read from PIN sources (file:PATH or
+// env:NAME), never taken from argv, and never printed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "keysvc/config.h"
+#include "keysvc/hsm/session_pool.h"
+
+namespace keysvcctl {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// A usage problem found after parsing (exit 2), e.g. a command that needs --config
+// run without it.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a command does once the command line is parsed; returns the exit code.
+using Action = std::function<int()>;
+
+class Cli {
+ public:
+  explicit Cli(CLI::App& root) : root_(root) {}
+  Cli(const Cli&) = delete;
+  Cli& operator=(const Cli&) = delete;
+
+  CLI::App& root() noexcept { return root_; }
+
+  // Adds a command group ("keys") or a command under `parent` (default: the root).
+  CLI::App* add_group(const std::string& name, const std::string& description, CLI::App* parent = nullptr);
+  CLI::App* add_command(const std::string& name, const std::string& description, Action action,
+                        CLI::App* parent = nullptr);
+
+  // Adds the standard --json flag to a command whose output is data.
+  static void add_json_flag(CLI::App* command, bool& json);
+
+  // The Action of the command that was parsed, if any (set once parsing succeeded).
+  const Action& selected() const noexcept { return selected_; }
+  // "keys list": the command path of the selected command, for error messages.
+  const std::string& selected_name() const noexcept { return selected_name_; }
+
+  // --config FILE, as given.
+  std::string& config_path() noexcept { return config_path_; }
+  const std::string& config_path_view() const noexcept { return config_path_; }
+
+  // Loads the config named by --config. Throws UsageError if there is none and
+  // keysvc::ConfigError if it does not load. Commands that need one call this.
+  keysvc::Config load_config() const;
+
+  // Loads the config and opens a logged-in session pool (keysvc::open_session_pool).
+  // Never creates generations.
+  std::unique_ptr<keysvc::hsm::SessionPool> open_pool(keysvc::Config* loaded = nullptr) const;
+
+ private:
+  CLI::App& root_;
+  std::string config_path_;
+  Action selected_;
+  std::string selected_name_;
+};
+
+// Command groups (one file each).
+void add_token_commands(Cli& cli);   // token_commands.cc: token init
+void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, keys generate
+void add_status_command(Cli& cli);   // status_command.cc: status
+
+}  // namespace keysvcctl

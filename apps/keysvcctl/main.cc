@@ -1,0 +1,128 @@
+// keysvcctl: manage keysvc's PKCS#11 token and ticket key generations.
+//
+//   keysvcctl token init --module PATH --label LABEL --pin-source SRC --so-pin-source SRC
+//   keysvcctl --config FILE keys list [--json]
+//   keysvcctl --config FILE keys generate [--json]
+//   keysvcctl --config FILE status [--json]
+//
+// Exit codes: 0 ok, 1 failure, 2 usage. Errors: one line on stderr. See cli.h.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "keysvc/hsm/error.h"
+#include "keysvc/log.h"
+
+namespace {
+
+using keysvcctl::Cli;
+
+// Every command group; later groups (rotate, revoke, destroy, audit) are added here.
+constexpr void (*kCommandGroups[])(Cli&) = {
+    keysvcctl::add_status_command,
+    keysvcctl::add_keys_commands,
+    keysvcctl::add_token_commands,
+};
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+int fail(int code, const std::string& context, const std::string& message) {
+  std::cerr << "keysvcctl: " << (context.empty() ? "" : context + ": ") << one_line(message) << std::endl;
+  return code;
+}
+
+// The deepest subcommand the user named, for "see 'keysvcctl keys --help'".
+const CLI::App* deepest_parsed(const CLI::App* app) {
+  for (const CLI::App* sub : app->get_subcommands())
+    if (sub->parsed()) return deepest_parsed(sub);
+  return app;
+}
+
+std::string help_hint(const CLI::App& root) {
+  std::string path;
+  for (const CLI::App* a = deepest_parsed(&root); a && a->get_parent(); a = a->get_parent())
+    path = a->get_name() + " " + path;
+  return " (see 'keysvcctl " + path + "--help')";
+}
+
+// CLI11's own messages for unexpected arguments repeat them; a stray argument may be a
+// PIN typed on the command line, so only option names are shown.
+std::string extras_message(const CLI::App& root) {
+  const CLI::App* where = deepest_parsed(&root);
+  std::vector<std::string> extras = root.remaining(true);
+  std::string options;
+  std::size_t values = 0;
+  for (const auto& e : extras) {
+    if (e.size() > 1 && e[0] == '-') {
+      options += (options.empty() ? "" : ", ") + e.substr(0, e.find('='));
+    } else {
+      ++values;
+    }
+  }
+  std::string msg;
+  if (!options.empty()) msg = "unknown option(s) " + options;
+  if (values > 0) {
+    if (!msg.empty()) msg += " and ";
+    msg += std::to_string(values) + " unexpected value(s) (not shown)";
+  }
+  if (msg.empty()) msg = "unexpected arguments";
+  auto subs = where->get_subcommands([](const CLI::App*) { return true; });
+  if (!subs.empty()) {
+    msg += "; commands:";
+    for (std::size_t k = 0; k < subs.size(); ++k) msg += (k ? ", " : " ") + subs[k]->get_name();
+  }
+  return msg;
+}
+
+std::string lowercase_first(std::string s) {
+  if (!s.empty() && s[0] >= 'A' && s[0] <= 'Z' && !(s.size() > 1 && s[1] >= 'A' && s[1] <= 'Z'))
+    s[0] = static_cast<char>(s[0] - 'A' + 'a');
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  keysvc::set_log_level("warn");
+
+  CLI::App app("keysvcctl: manage keysvc's ticket key token (long-term keys held in a PKCS#11 token)",
+               "keysvcctl");
+  app.set_version_flag("--version", "keysvcctl 0.1.0");
+  app.require_subcommand(1);
+  app.fallthrough();  // --config may also follow the command
+  Cli cli(app);
+  app.add_option("-c,--config", cli.config_path(), "keysvc config file (TOML; see keysvc/config.h)");
+  app.footer("Exit codes: 0 ok, 1 failure, 2 usage. PINs are read from file:PATH or env:NAME, never argv.");
+  for (auto add : kCommandGroups) add(cli);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help / --version on stdout, exit 0
+  } catch (const CLI::ExtrasError&) {
+    return fail(keysvcctl::kExitUsage, "", extras_message(app) + help_hint(app));
+  } catch (const CLI::ParseError& e) {
+    return fail(keysvcctl::kExitUsage, "", lowercase_first(e.what()) + help_hint(app));
+  }
+
+  const std::string& command = cli.selected_name();
+  if (!cli.selected()) return fail(keysvcctl::kExitUsage, "", "no command given" + help_hint(app));
+  try {
+    int rc = cli.selected()();
+    std::cout.flush();
+    if (!std::cout) return fail(keysvcctl::kExitFailure, command, "cannot write output");
+    return rc;
+  } catch (const keysvcctl::UsageError& e) {
+    return fail(keysvcctl::kExitUsage, command, e.what() + help_hint(app));
+  } catch (const keysvc::hsm::Error& e) {  // ConfigError, Pkcs11Error
+    return fail(keysvcctl::kExitFailure, command, e.what());
+  } catch (const std::exception& e) {
+    return fail(keysvcctl::kExitFailure, command, e.what());
+  }
+}
