@@ -65,22 +65,26 @@ std::string extras_message(const CLI::App& root) {
       ++values;
     }
   }
+  auto subs = where->get_subcommands([](const CLI::App*) { return true; });
   std::string msg;
   if (!options.empty()) msg = "unknown option(s) " + options;
-  if (values > 0) {
+  if (values > 0 && options.empty() && !subs.empty()) {
+    msg = "unknown command";
+  } else if (values > 0) {
     if (!msg.empty()) msg += " and ";
     msg += std::to_string(values) + " unexpected value(s) (not shown)";
   }
   if (msg.empty()) msg = "unexpected arguments";
-  auto subs = where->get_subcommands([](const CLI::App*) { return true; });
   if (!subs.empty()) {
-    msg += "; commands:";
+    msg += "; commands are";
     for (std::size_t k = 0; k < subs.size(); ++k) msg += (k ? ", " : " ") + subs[k]->get_name();
   }
   return msg;
 }
 
-std::string lowercase_first(std::string s) {
+// CLI11's messages, in keysvcctl's words: lower case, "command" for "subcommand".
+std::string usage_message(std::string s) {
+  for (std::size_t at; (at = s.find("subcommand")) != std::string::npos;) s.replace(at, 10, "command");
   if (!s.empty() && s[0] >= 'A' && s[0] <= 'Z' && !(s.size() > 1 && s[1] >= 'A' && s[1] <= 'Z'))
     s[0] = static_cast<char>(s[0] - 'A' + 'a');
   return s;
@@ -107,8 +111,12 @@ int main(int argc, char** argv) {
     return app.exit(e);  // --help / --version on stdout, exit 0
   } catch (const CLI::ExtrasError&) {
     return fail(keysvcctl::kExitUsage, "", extras_message(app) + help_hint(app));
+  } catch (const CLI::RequiredError& e) {
+    // "keys lst": CLI11 reports the missing subcommand; the stray word is the real problem.
+    if (!app.remaining(true).empty()) return fail(keysvcctl::kExitUsage, "", extras_message(app) + help_hint(app));
+    return fail(keysvcctl::kExitUsage, "", usage_message(e.what()) + help_hint(app));
   } catch (const CLI::ParseError& e) {
-    return fail(keysvcctl::kExitUsage, "", lowercase_first(e.what()) + help_hint(app));
+    return fail(keysvcctl::kExitUsage, "", usage_message(e.what()) + help_hint(app));
   }
 
   const std::string& command = cli.selected_name();
