@@ -2,6 +2,8 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -10,6 +12,8 @@
 namespace keysvc::hsm {
 
 namespace {
+std::atomic<bool> g_exiting{false};
+void mark_exiting() { g_exiting = true; }
 std::mutex g_modules_mutex;
 // Loaded modules by path. Kept for the life of the process on purpose: see module.h.
 std::map<std::string, std::shared_ptr<Module>>& loaded_modules() {
@@ -44,6 +48,9 @@ std::shared_ptr<Module> Module::load(const std::string& path) {
   }
   std::shared_ptr<Module> module(new Module(path, handle, fn));
   module->initialize();
+  // Registered after the module's own exit-time destructors (dlopen, C_Initialize), so
+  // it runs before them: see process_exiting().
+  std::atexit(mark_exiting);
   modules.emplace(path, module);
   return module;
 }
@@ -55,6 +62,8 @@ void Module::initialize() {
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
   check(rv, "C_Initialize");
 }
+
+bool Module::process_exiting() noexcept { return g_exiting; }
 
 void Module::reinitialize_after_fork() { initialize(); }
 

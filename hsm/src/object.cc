@@ -58,8 +58,7 @@ void destroy_object(Session& session, CK_OBJECT_HANDLE object) {
   check(session.fn()->C_DestroyObject(session.handle(), object), "C_DestroyObject");
 }
 
-CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application,
-                                    std::span<const std::uint8_t> id, const std::string& label,
+CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
                                     std::span<const std::uint8_t> value) {
   CK_OBJECT_CLASS cls = CKO_DATA;
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -69,7 +68,6 @@ CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& applica
       attr(CKA_PRIVATE, &yes, sizeof yes),
       attr(CKA_MODIFIABLE, &no, sizeof no),
       attr(CKA_APPLICATION, application.data(), application.size()),
-      attr(CKA_ID, id.data(), id.size()),
       attr(CKA_LABEL, label.data(), label.size()),
       attr(CKA_VALUE, value.data(), value.size()),
   };

@@ -1,6 +1,7 @@
 #include "keysvc/hsm/session.h"
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/module.h"
 #include "keysvc/hsm/token.h"
 
 namespace keysvc::hsm {
@@ -11,7 +12,7 @@ Session::Session(const Token& token, bool read_write) : fn_(token.module()->fn()
 }
 
 Session::~Session() {
-  if (handle_ != CK_INVALID_HANDLE) fn_->C_CloseSession(handle_);
+  if (handle_ != CK_INVALID_HANDLE && !Module::process_exiting()) fn_->C_CloseSession(handle_);
 }
 
 bool Session::user_logged_in() const {

@@ -16,6 +16,8 @@ constexpr std::string_view kRecordMagic = "keysvc-generation v1\n";
 
 hsm::Bytes id_of(const KeyName& name) { return hsm::Bytes(name.begin(), name.end()); }
 
+std::string record_label(const KeyName& name) { return kRecordLabelPrefix + to_hex(name); }
+
 std::string format_record(std::int64_t created) {
   return std::string(kRecordMagic) + "created=" + std::to_string(created) + "\n";
 }
@@ -40,16 +42,17 @@ CK_OBJECT_HANDLE find_one_key(hsm::Session& session, const KeyName& name, const 
 
 KeyRing load(hsm::Session& session) {
   std::vector<Generation> generations;
-  auto records = hsm::find_objects(
-      session, {.object_class = CKO_DATA, .label = kRecordLabel, .application = kApplication});
-  for (CK_OBJECT_HANDLE record : records) {
-    hsm::Bytes id = hsm::get_attribute(session, record, CKA_ID);
+  for (CK_OBJECT_HANDLE record : hsm::find_objects(session, {.object_class = CKO_DATA, .application = kApplication})) {
+    hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
+    std::string_view text(reinterpret_cast<const char*>(label.data()), label.size());
+    if (!text.starts_with(kRecordLabelPrefix)) continue;
+    auto name = key_name_from_hex(text.substr(std::string_view(kRecordLabelPrefix).size()));
+    if (!name) continue;
     hsm::Bytes value = hsm::get_attribute(session, record, CKA_VALUE);
     Generation g;
-    if (id.size() != g.name.size()) continue;
+    g.name = *name;
     if (!parse_record(std::string_view(reinterpret_cast<const char*>(value.data()), value.size()), g.created))
       continue;
-    std::copy(id.begin(), id.end(), g.name.begin());
     g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
     g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
     if (g.enc_key == CK_INVALID_HANDLE || g.mac_key == CK_INVALID_HANDLE) continue;
@@ -68,7 +71,7 @@ Generation create_generation(hsm::Session& session, std::int64_t created) {
     g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel);
     g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel);
     std::string record = format_record(created);
-    hsm::create_data_object(session, kApplication, id, kRecordLabel,
+    hsm::create_data_object(session, kApplication, record_label(g.name),
                             {reinterpret_cast<const std::uint8_t*>(record.data()), record.size()});
   } catch (...) {
     try {
@@ -84,7 +87,8 @@ Generation create_generation(hsm::Session& session, std::int64_t created) {
 void destroy_generation(hsm::Session& session, const KeyName& name) {
   hsm::Bytes id = id_of(name);
   // Record first: once it is gone no server picks the generation up again.
-  for (auto h : hsm::find_objects(session, {.object_class = CKO_DATA, .id = id, .application = kApplication}))
+  for (auto h : hsm::find_objects(
+           session, {.object_class = CKO_DATA, .label = record_label(name), .application = kApplication}))
     hsm::destroy_object(session, h);
   for (const char* label : {kEncKeyLabel, kMacKeyLabel})
     for (auto h : hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .id = id, .label = label}))

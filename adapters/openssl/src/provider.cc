@@ -23,14 +23,9 @@ std::map<std::string, std::shared_ptr<TicketKeyService>>& pending() {
   return *m;
 }
 
-const OSSL_ALGORITHM kKdfs[] = {
-    {KEYSVC_TICKET_KDF_NAME, nullptr, kTicketKdfFunctions, "keysvc per-ticket key derivation in a PKCS#11 token"},
-    {nullptr, nullptr, nullptr, nullptr},
-};
-
-const OSSL_ALGORITHM* query_operation(void*, int operation_id, int* no_cache) {
+const OSSL_ALGORITHM* query_operation(void* provctx, int operation_id, int* no_cache) {
   *no_cache = 0;
-  return operation_id == OSSL_OP_KDF ? kKdfs : nullptr;
+  return operation_id == OSSL_OP_KDF ? static_cast<ProviderContext*>(provctx)->kdfs : nullptr;
 }
 
 void teardown(void* provctx) { delete static_cast<ProviderContext*>(provctx); }
@@ -81,7 +76,11 @@ int provider_init(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in, const
     if (it == pending().end()) return 0;
     service = it->second;
   }
-  *provctx = new ProviderContext{std::move(service)};
+  auto* ctx = new ProviderContext{std::move(service), std::string("provider=") + name, {}};
+  ctx->kdfs[0] = {KEYSVC_TICKET_KDF_NAME, ctx->properties.c_str(), kTicketKdfFunctions,
+                  "keysvc per-ticket key derivation in a PKCS#11 token"};
+  ctx->kdfs[1] = {nullptr, nullptr, nullptr, nullptr};
+  *provctx = ctx;
   *out = kProviderFunctions;
   return 1;
 }

@@ -12,9 +12,17 @@
 
 namespace keysvc::openssl {
 
-// What every algorithm context of one provider instance shares.
+// What every algorithm context of one provider instance shares. Each instance
+// advertises its algorithms with the property "provider=keysvc-N" (OpenSSL does not
+// add it implicitly), so the table lives here, per instance.
+//
+// The instance holds its service weakly: the SSL_CTX owns it (ticket_adapter.cc), and
+// OpenSSL may keep a provider loaded until process exit, long after the SSL_CTX and
+// the token are gone. Once the service is gone, the KDF refuses new contexts.
 struct ProviderContext {
-  std::shared_ptr<TicketKeyService> service;
+  std::weak_ptr<TicketKeyService> service;
+  std::string properties;  // "provider=keysvc-N"
+  OSSL_ALGORITHM kdfs[2];
 };
 
 // Adds and loads a provider named "keysvc-N" (N unique in the process) into `libctx`,

@@ -32,8 +32,9 @@ struct KdfContext {
 };
 
 void* kdf_new(void* provctx) {
-  auto* p = static_cast<ProviderContext*>(provctx);
-  return new (std::nothrow) KdfContext{p->service};
+  auto service = static_cast<ProviderContext*>(provctx)->service.lock();
+  if (!service) return nullptr;
+  return new (std::nothrow) KdfContext{std::move(service)};
 }
 
 void kdf_free(void* vctx) { delete static_cast<KdfContext*>(vctx); }
@@ -81,6 +82,7 @@ int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PA
   if (!kdf_set_ctx_params(vctx, params)) return 0;
   switch (ctx->operation) {
     case KdfContext::Operation::kIssue: {
+      static_assert(KEYSVC_KDF_ISSUE_OUTPUT_BYTES == kKeyNameBytes + kIvBytes + 2 * kTicketKeyBytes);
       if (outlen != KEYSVC_KDF_ISSUE_OUTPUT_BYTES) return 0;
       IssueKeys keys;  // wiped by its destructor
       if (!ctx->service->derive_for_issue(keys)) return 0;
@@ -92,6 +94,7 @@ int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PA
       return 1;
     }
     case KdfContext::Operation::kOpen: {
+      static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES == 2 * kTicketKeyBytes);
       if (outlen != KEYSVC_KDF_OPEN_OUTPUT_BYTES || !ctx->have_name || !ctx->have_iv) return 0;
       TicketKeys keys;  // wiped by its destructor
       switch (ctx->service->derive_for_open(ctx->name, ctx->iv, keys)) {

@@ -32,6 +32,11 @@ class Module {
   // Slots that currently hold a token.
   std::vector<CK_SLOT_ID> slots_with_token() const;
 
+  // True once the process has started exiting (exit() or return from main). From then
+  // on the module's own static objects may already be destroyed, so keysvc makes no
+  // more PKCS#11 calls (closing sessions at exit would crash inside the module).
+  static bool process_exiting() noexcept;
+
   // Re-runs C_Initialize in a child after fork(): PKCS#11 state does not survive fork.
   // Only call in a freshly forked child before any other use of the module.
   void reinitialize_after_fork();

@@ -36,10 +36,9 @@ bool get_bool_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_
 void destroy_object(Session& session, CK_OBJECT_HANDLE object);
 
 // Creates a private token data object (CKO_DATA, readable only after login) holding
-// `value`, with CKA_APPLICATION, CKA_ID and CKA_LABEL set. Data objects hold metadata
-// only, never key material.
-CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application,
-                                    std::span<const std::uint8_t> id, const std::string& label,
+// `value`, with CKA_APPLICATION and CKA_LABEL set (PKCS#11 data objects have no CKA_ID).
+// Data objects hold metadata only, never key material.
+CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
                                     std::span<const std::uint8_t> value);
 
 }  // namespace keysvc::hsm

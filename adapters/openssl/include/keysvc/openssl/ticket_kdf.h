@@ -9,7 +9,7 @@
 //   "key-name"   octets (16)  open: the key name from the ticket
 //   "iv"         octets (16)  open: the IV from the ticket
 // EVP_KDF_derive output:
-//   issue: 80 bytes = key_name(16) | iv(16) | aes_256_key(32) | hmac_sha256_key(32)
+//   issue: 96 bytes = key_name(16) | iv(16) | aes_256_key(32) | hmac_sha256_key(32)
 //          (the provider picks the encrypting generation and a fresh random IV)
 //   open:  64 bytes = aes_256_key(32) | hmac_sha256_key(32)
 // Gettable context parameters:
@@ -25,7 +25,7 @@
 #define KEYSVC_KDF_PARAM_OPEN_STATUS "open-status"
 #define KEYSVC_KDF_PARAM_ENCRYPT_KEY_NAME "encrypt-key-name"
 
-#define KEYSVC_KDF_ISSUE_OUTPUT_BYTES 80
+#define KEYSVC_KDF_ISSUE_OUTPUT_BYTES 96
 #define KEYSVC_KDF_OPEN_OUTPUT_BYTES 64
 
 #define KEYSVC_OPEN_OK 1          /* keys derived, generation still encrypts */

@@ -1,0 +1,48 @@
+// In-memory TLS handshakes between a server SSL_CTX and a client SSL_CTX over a BIO
+// pair: real OpenSSL handshakes, no sockets.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace keysvc::test {
+
+struct SslCtxDeleter {
+  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+};
+struct SslSessionDeleter {
+  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
+using SessionPtr = std::unique_ptr<SSL_SESSION, SslSessionDeleter>;
+
+// A server context with a fresh self-signed EC P-256 certificate, in `libctx`.
+SslCtxPtr make_server_ctx(OSSL_LIB_CTX* libctx = nullptr, const char* propq = nullptr);
+// A client context pinned to one protocol version (TLS1_2_VERSION or TLS1_3_VERSION)
+// that collects every session ticket it receives.
+SslCtxPtr make_client_ctx(int version);
+
+struct Handshake {
+  bool ok = false;         // both sides completed and exchanged application data
+  bool reused = false;     // the server resumed the offered session
+  int version = 0;
+  std::vector<SessionPtr> tickets;  // sessions carrying tickets the client received
+  std::string error;       // what failed, if !ok
+  // The last ticket received, or nullptr.
+  SSL_SESSION* last() const { return tickets.empty() ? nullptr : tickets.back().get(); }
+};
+
+// Runs one handshake (offering `resume` if given), exchanges a few bytes both ways so
+// TLS 1.3 tickets are processed, and shuts both sides down.
+Handshake handshake(SSL_CTX* server, SSL_CTX* client, SSL_SESSION* resume = nullptr);
+
+// The ticket bytes of a client session.
+std::vector<std::uint8_t> ticket_of(const SSL_SESSION* session);
+// A copy of `session` whose ticket is replaced by `ticket` (any length, even empty).
+SessionPtr with_ticket(const SSL_SESSION* session, const std::vector<std::uint8_t>& ticket);
+
+}  // namespace keysvc::test
