@@ -71,8 +71,16 @@ int keys_generate(const Cli& cli, bool json) {
   const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
-  keysvc::Generation g =
-      pool->run([now](keysvc::hsm::Session& s) { return keysvc::token_store::create_generation(s, now); });
+  keysvc::Generation g = pool->run([now](keysvc::hsm::Session& s) {
+    // The ring orders generations by creation second, then by name: a generation made in
+    // the same second as the newest one would only become the encrypt generation if its
+    // random name sorted higher. One second later than the newest makes it encrypt.
+    keysvc::KeyRing ring = keysvc::token_store::load(s);
+    std::int64_t created = now;
+    if (const keysvc::Generation* newest = ring.encrypt_generation())
+      created = std::max(created, newest->created + 1);
+    return keysvc::token_store::create_generation(s, created);
+  });
   if (json) {
     Json j;
     j.set("name", keysvc::to_hex(g.name));
@@ -99,8 +107,9 @@ void add_keys_commands(Cli& cli) {
   auto gen_json = std::make_shared<bool>(false);
   CLI::App* generate = cli.add_command(
       "generate",
-      "Create a new generation in the token and print its name. Servers encrypt new tickets "
-      "under the newest generation once they rescan the token",
+      "Create a new generation in the token and print its name. It becomes the newest "
+      "generation (created at least a second after the previous one), which servers encrypt new "
+      "tickets under once they rescan the token",
       [&cli, gen_json] { return keys_generate(cli, *gen_json); }, keys);
   Cli::add_json_flag(generate, *gen_json);
 }
