@@ -1,0 +1,380 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "keysvc/log.h"
+#include "ossl.h"
+
+namespace tls_server {
+namespace {
+
+constexpr int kIoTimeoutSeconds = 10;      // per read/write on a connection
+constexpr int kLingerMillis = 250;         // wait for the peer's close after ours
+constexpr std::size_t kMaxRequest = 16384;  // request head limit
+constexpr std::string_view kBody = "hello from keysvc-tls-server\n";
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// The write end of the active StopSignal, for the signal handler.
+std::atomic<int> g_signal_fd{-1};
+
+extern "C" void on_stop_signal(int) {
+  const int saved = errno;
+  const int fd = g_signal_fd.load();
+  if (fd >= 0) {
+    const char byte = 1;
+    [[maybe_unused]] ssize_t n = ::write(fd, &byte, 1);
+  }
+  errno = saved;
+}
+
+struct SplitAddress {
+  std::string host;
+  std::string port;
+};
+
+bool split_address(const std::string& text, SplitAddress& out) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return false;
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return false;
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return false;  // IPv6 needs brackets
+  }
+  out.host = host;
+  out.port = text.substr(colon + 1);
+  return true;
+}
+
+struct AddrInfoDeleter {
+  void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
+};
+using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
+
+// Waits for `fd` to become readable, up to `millis`. Returns false on timeout.
+bool wait_readable(int fd, int millis) {
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, millis);
+    if (n < 0 && errno == EINTR) continue;
+    return n > 0;
+  }
+}
+
+std::string ssl_failure(SSL* ssl, int ret) {
+  const int err = SSL_get_error(ssl, ret);
+  switch (err) {
+    case SSL_ERROR_ZERO_RETURN:
+      return "peer closed the connection";
+    case SSL_ERROR_SYSCALL: {
+      const int e = errno;
+      ERR_clear_error();
+      return e == 0 ? "unexpected EOF" : "I/O error: " + errno_text(e);
+    }
+    case SSL_ERROR_SSL:
+      return take_openssl_error();
+    default:
+      ERR_clear_error();
+      return "SSL error " + std::to_string(err);
+  }
+}
+
+void set_socket_timeouts(int fd) {
+  timeval tv{};
+  tv.tv_sec = kIoTimeoutSeconds;
+  const int one = 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    keysvc::logger()->debug("setsockopt on connection failed: {}", errno_text(errno));
+}
+
+// After our close_notify: half-close, then give the peer a moment to close its side so
+// unread bytes from it do not turn our close() into a reset that could discard the
+// response before the peer reads it.
+void linger_close(int fd) {
+  if (::shutdown(fd, SHUT_WR) != 0) return;
+  std::array<char, 4096> sink{};
+  for (int rounds = 0; rounds < 16; ++rounds) {
+    if (!wait_readable(fd, kLingerMillis)) return;
+    ssize_t n = ::read(fd, sink.data(), sink.size());
+    if (n <= 0) return;
+  }
+}
+
+}  // namespace
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+StopSignal::StopSignal() {
+  std::array<int, 2> fds{};
+  if (::pipe2(fds.data(), O_CLOEXEC | O_NONBLOCK) != 0) throw std::runtime_error("pipe2: " + errno_text(errno));
+  read_ = UniqueFd(fds[0]);
+  write_ = UniqueFd(fds[1]);
+}
+
+void StopSignal::catch_signals() {
+  g_signal_fd.store(write_.get());
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (::sigaction(SIGTERM, &sa, nullptr) != 0 || ::sigaction(SIGINT, &sa, nullptr) != 0)
+    throw std::runtime_error("sigaction: " + errno_text(errno));
+}
+
+void StopSignal::trigger() noexcept {
+  const char byte = 1;
+  [[maybe_unused]] ssize_t n = ::write(write_.get(), &byte, 1);  // full pipe: already triggered
+}
+
+bool StopSignal::triggered() const noexcept {
+  pollfd p{read_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+std::string check_listen_address(const std::string& text) {
+  SplitAddress parts;
+  if (!split_address(text, parts)) return "expected HOST:PORT, got '" + text + "'";
+  unsigned port = 0;
+  const char* end = parts.port.data() + parts.port.size();
+  auto [ptr, ec] = std::from_chars(parts.port.data(), end, port);
+  if (ec != std::errc() || ptr != end || port > 65535) return "bad port '" + parts.port + "'";
+  std::array<unsigned char, sizeof(in6_addr)> buf{};
+  if (::inet_pton(AF_INET, parts.host.c_str(), buf.data()) != 1 &&
+      ::inet_pton(AF_INET6, parts.host.c_str(), buf.data()) != 1)
+    return "'" + parts.host + "' is not a numeric IP address";
+  return {};
+}
+
+UniqueFd listen_on(const std::string& address) {
+  if (auto problem = check_listen_address(address); !problem.empty()) throw std::runtime_error("--listen: " + problem);
+  SplitAddress parts;
+  split_address(address, parts);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* raw = nullptr;
+  if (int rc = ::getaddrinfo(parts.host.c_str(), parts.port.c_str(), &hints, &raw); rc != 0)
+    throw std::runtime_error("cannot resolve " + address + ": " + ::gai_strerror(rc));
+  AddrInfoPtr ai(raw);
+
+  UniqueFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) throw std::runtime_error("socket: " + errno_text(errno));
+  const int one = 1;
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+    throw std::runtime_error("setsockopt(SO_REUSEADDR): " + errno_text(errno));
+  if (ai->ai_family == AF_INET6 && ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
+    throw std::runtime_error("setsockopt(IPV6_V6ONLY): " + errno_text(errno));
+  if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0)
+    throw std::runtime_error("cannot bind " + address + ": " + errno_text(errno));
+  if (::listen(fd.get(), SOMAXCONN) != 0) throw std::runtime_error("listen: " + errno_text(errno));
+  return fd;
+}
+
+std::string bound_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    throw std::runtime_error("getsockname: " + errno_text(errno));
+  std::array<char, INET6_ADDRSTRLEN> host{};
+  if (ss.ss_family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    if (::inet_ntop(AF_INET, &sin->sin_addr, host.data(), host.size()) == nullptr)
+      throw std::runtime_error("inet_ntop: " + errno_text(errno));
+    return std::string(host.data()) + ":" + std::to_string(ntohs(sin->sin_port));
+  }
+  const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  if (::inet_ntop(AF_INET6, &sin6->sin6_addr, host.data(), host.size()) == nullptr)
+    throw std::runtime_error("inet_ntop: " + errno_text(errno));
+  return "[" + std::string(host.data()) + "]:" + std::to_string(ntohs(sin6->sin6_port));
+}
+
+Server::Server(SSL_CTX* ctx, int listen_fd, StopSignal& stop, unsigned threads, std::uint64_t max_connections)
+    : ctx_(ctx), listen_fd_(listen_fd), stop_(stop), threads_(threads), max_connections_(max_connections) {}
+
+bool Server::run(const std::function<void()>& ready) {
+  std::vector<std::thread> workers;
+  workers.reserve(threads_);
+  try {
+    for (unsigned i = 0; i < threads_; ++i) workers.emplace_back([this] { worker(); });
+    ready();
+  } catch (...) {
+    stop_.trigger();
+    for (auto& t : workers) t.join();
+    throw;
+  }
+  while (!stop_.triggered()) wait_readable(stop_.fd(), -1);
+  keysvc::logger()->info("stopping: waiting for {} worker(s)", workers.size());
+  for (auto& t : workers) t.join();
+  return !failed_.load();
+}
+
+ServerStats Server::stats() const noexcept {
+  ServerStats s;
+  s.connections = accepted_.load();
+  s.handshakes_failed = handshakes_failed_.load();
+  s.full_handshakes = full_.load();
+  s.resumed = resumed_.load();
+  s.requests = requests_.load();
+  return s;
+}
+
+void Server::worker() noexcept {
+  auto log = keysvc::logger();
+  std::array<pollfd, 2> fds{pollfd{listen_fd_, POLLIN, 0}, pollfd{stop_.fd(), POLLIN, 0}};
+  for (;;) {
+    int n = ::poll(fds.data(), fds.size(), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      log->error("poll: {}", errno_text(errno));
+      break;
+    }
+    if (fds[1].revents != 0) return;  // stop requested
+    if (fds[0].revents & (POLLERR | POLLNVAL)) {
+      log->error("listening socket failed");
+      break;
+    }
+    if (!(fds[0].revents & POLLIN)) continue;
+
+    UniqueFd conn(::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
+    if (conn.get() < 0) {
+      const int err = errno;
+      switch (err) {
+        case EAGAIN:  // another worker took it
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+          continue;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+          log->warn("accept: {}; backing off", errno_text(err));
+          wait_readable(stop_.fd(), 100);
+          continue;
+        default:
+          log->error("accept: {}", errno_text(err));
+          break;
+      }
+      break;
+    }
+
+    const std::uint64_t number = accepted_.fetch_add(1) + 1;
+    if (max_connections_ != 0 && number > max_connections_) return;  // over the limit: stopping anyway
+    try {
+      serve(conn.get(), number);
+    } catch (const std::exception& e) {
+      log->warn("connection {}: {}", number, e.what());
+    }
+    if (max_connections_ != 0 && number == max_connections_) {
+      log->info("served {} connection(s) (--max-connections): stopping", number);
+      stop_.trigger();
+    }
+  }
+  failed_.store(true);
+  stop_.trigger();
+}
+
+void Server::serve(int fd, std::uint64_t number) {
+  auto log = keysvc::logger();
+  ERR_clear_error();
+  set_socket_timeouts(fd);
+
+  SslPtr ssl(SSL_new(ctx_));
+  if (!ssl) throw OpenSslError("SSL_new");
+  if (SSL_set_fd(ssl.get(), fd) != 1) throw OpenSslError("SSL_set_fd");
+
+  if (int r = SSL_accept(ssl.get()); r != 1) {
+    handshakes_failed_.fetch_add(1);
+    log->debug("connection {}: handshake failed: {}", number, ssl_failure(ssl.get(), r));
+    return;
+  }
+  const bool reused = SSL_session_reused(ssl.get()) == 1;
+  (reused ? resumed_ : full_).fetch_add(1);
+  log->debug("connection {}: {} {}, cipher {}", number, SSL_get_version(ssl.get()),
+             reused ? "session reused" : "full handshake (new session)", SSL_get_cipher_name(ssl.get()));
+
+  // Read the request head.
+  std::string request;
+  std::array<char, 4096> buf{};
+  bool usable = true;         // false after a fatal error: no close_notify then
+  bool peer_closed = false;   // the peer sent close_notify
+  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequest) {
+    int n = SSL_read(ssl.get(), buf.data(), static_cast<int>(buf.size()));
+    if (n <= 0) {
+      const int err = SSL_get_error(ssl.get(), n);
+      peer_closed = err == SSL_ERROR_ZERO_RETURN;
+      usable = peer_closed;
+      log->debug("connection {}: {} after {} request byte(s)", number, ssl_failure(ssl.get(), n), request.size());
+      break;
+    }
+    request.append(buf.data(), static_cast<std::size_t>(n));
+  }
+
+  const bool complete = request.find("\r\n\r\n") != std::string::npos;
+  if (usable && (complete || request.size() >= kMaxRequest)) {
+    std::string response;
+    if (complete) {
+      requests_.fetch_add(1);
+      response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(kBody.size()) +
+                 "\r\nConnection: close\r\n\r\n" + std::string(kBody);
+    } else {
+      response = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    }
+    int n = SSL_write(ssl.get(), response.data(), static_cast<int>(response.size()));
+    if (n != static_cast<int>(response.size())) {
+      usable = false;
+      log->debug("connection {}: write failed: {}", number, ssl_failure(ssl.get(), n));
+    }
+  }
+
+  if (usable) {
+    // Once the peer has closed, it may be gone before our close_notify reaches it.
+    if (SSL_shutdown(ssl.get()) < 0 && !peer_closed)
+      log->debug("connection {}: close_notify failed: {}", number, ssl_failure(ssl.get(), -1));
+    linger_close(fd);
+  }
+  ERR_clear_error();
+}
+
+}  // namespace tls_server

@@ -1,0 +1,337 @@
+// keysvc-tls-server against real clients: openssl s_client and gnutls-cli, TLS 1.3 and
+// 1.2, keysvc tickets (a fresh SoftHSM token per test process) and OpenSSL's stock
+// tickets as the control. Also the server's command line contract: exit codes, one-line
+// errors, clean exit on SIGTERM/SIGINT, and no PIN in its log.
+//
+// Every test name contains "interop" so `ctest -R interop` selects them.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "process.h"
+#include "test_token.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using keysvc::test::count_lines;
+using keysvc::test::Process;
+using keysvc::test::RunResult;
+using keysvc::test::TestToken;
+
+constexpr auto kStartTimeout = 15s;
+constexpr auto kClientTimeout = 15s;
+constexpr auto kStopTimeout = 10s;
+constexpr char kRequest[] = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
+constexpr char kBody[] = "hello from keysvc-tls-server";
+
+std::string server_bin() { return KEYSVC_TLS_SERVER_BIN; }
+
+std::string tls_dir() {
+  std::string dir = TestToken::get().dir() + "/tls";
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+std::string cert_path() { return tls_dir() + "/server.crt"; }
+std::string key_path() { return tls_dir() + "/server.key"; }
+
+std::string describe(const RunResult& r) {
+  return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + "\n--- stdout\n" +
+         r.out + "\n--- stderr\n" + r.err;
+}
+
+// A running keysvc-tls-server on 127.0.0.1 and a free port.
+class Server {
+ public:
+  // tickets: "keysvc" or "openssl".
+  explicit Server(const std::string& tickets, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {server_bin(), "--listen", "127.0.0.1:0", "--cert", cert_path(), "--key",
+                                     key_path(), "--tickets", tickets, "--threads", "2", "--log-level", "debug"};
+    if (tickets == "keysvc") {
+      argv.push_back("--config");
+      argv.push_back(TestToken::get().config_path());
+    }
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process_ = std::make_unique<Process>(argv);
+    auto m = process_->wait_for_stderr(std::regex(R"(listening on 127\.0\.0\.1:(\d+)\n)"), kStartTimeout);
+    if (!m) {
+      throw std::runtime_error("server did not start: " + process_->command_line() + "\n--- stderr\n" +
+                               process_->err());
+    }
+    port_ = std::stoi((*m)[1]);
+  }
+
+  int port() const { return port_; }
+  Process& process() { return *process_; }
+
+  // SIGTERM, then expects exit code 0. Returns the server's stderr.
+  std::string stop(int sig = SIGTERM) {
+    process_->signal(sig);
+    auto code = process_->wait(kStopTimeout);
+    std::string err = process_->err();
+    EXPECT_EQ(code, std::optional<int>(0)) << "server stderr:\n" << err;
+    EXPECT_EQ(err.find(TestToken::get().pin()), std::string::npos) << "the PIN appears in the server's log";
+    return err;
+  }
+
+ private:
+  std::unique_ptr<Process> process_;
+  int port_ = 0;
+};
+
+enum class Version { kTls13, kTls12 };
+enum class Client { kOpenSsl, kGnuTls };
+
+const char* s_client_version_flag(Version v) { return v == Version::kTls13 ? "-tls1_3" : "-tls1_2"; }
+const char* version_name(Version v) { return v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"; }
+
+// openssl s_client: one request, reads the whole response (so TLS 1.3 tickets, sent
+// after the handshake, are in). `sess_flag` is -sess_out or -sess_in.
+RunResult s_client(int port, Version v, const std::string& sess_flag, const std::string& sess_file) {
+  return keysvc::test::run({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port), "-servername",
+                            "localhost", s_client_version_flag(v), "-CAfile", cert_path(), "-verify_return_error",
+                            "-verify_hostname", "localhost", "-ign_eof", sess_flag, sess_file},
+                           kRequest, kClientTimeout);
+}
+
+// gnutls-cli --resume: a full handshake, then a second connection resuming it.
+RunResult gnutls_cli_resume(int port, Version v) {
+  std::vector<std::string> argv = {"gnutls-cli", "--port", std::to_string(port), "--x509cafile", cert_path(),
+                                   "--resume"};
+  if (v == Version::kTls13) {
+    argv.push_back("--priority=NORMAL:-VERS-ALL:+VERS-TLS1.3");
+    // TLS 1.3 tickets arrive after the handshake: wait for one before reconnecting.
+    argv.push_back("--waitresumption");
+  } else {
+    argv.push_back("--priority=NORMAL:-VERS-ALL:+VERS-TLS1.2");
+  }
+  argv.push_back("127.0.0.1");  // the certificate has IP:127.0.0.1; the server listens on IPv4 only
+  return keysvc::test::run(argv, kRequest, kClientTimeout);
+}
+
+// Full handshake with s_client saving the session; then a resumption attempt.
+void s_client_full_then_resume(int port, Version v, bool expect_reused) {
+  const std::string sess = tls_dir() + "/session-" + std::to_string(port) + ".pem";
+  RunResult first = s_client(port, v, "-sess_out", sess);
+  ASSERT_EQ(first.exit_code, std::optional<int>(0)) << describe(first);
+  EXPECT_NE(first.out.find(std::string("New, ") + version_name(v)), std::string::npos) << describe(first);
+  EXPECT_NE(first.out.find("Verify return code: 0 (ok)"), std::string::npos) << describe(first);
+  EXPECT_NE(first.out.find(kBody), std::string::npos) << describe(first);
+  ASSERT_TRUE(std::filesystem::exists(sess) && std::filesystem::file_size(sess) > 0) << describe(first);
+
+  RunResult second = s_client(port, v, "-sess_in", sess);
+  ASSERT_EQ(second.exit_code, std::optional<int>(0)) << describe(second);
+  const std::string want = std::string(expect_reused ? "Reused, " : "New, ") + version_name(v);
+  EXPECT_NE(second.out.find(want), std::string::npos) << describe(second);
+  EXPECT_NE(second.out.find(kBody), std::string::npos) << describe(second);
+}
+
+struct KeysvcCounters {
+  long issued = -1;
+  long resumed = -1;
+};
+KeysvcCounters keysvc_counters(const std::string& server_err) {
+  std::smatch m;
+  KeysvcCounters c;
+  if (std::regex_search(server_err, m, std::regex(R"(keysvc tickets: issued=(\d+) .*resumed=(\d+))"))) {
+    c.issued = std::stol(m[1]);
+    c.resumed = std::stol(m[2]);
+  }
+  return c;
+}
+
+// ---- resumption with both clients, both versions, both ticket sources ----
+
+using ResumeParam = std::tuple<std::string, Version, Client>;
+
+class Resumption : public ::testing::TestWithParam<ResumeParam> {};
+
+TEST_P(Resumption, SecondConnectionResumes) {
+  const auto& [tickets, version, client] = GetParam();
+  Server server(tickets);
+  if (client == Client::kOpenSsl) {
+    s_client_full_then_resume(server.port(), version, true);
+  } else {
+    RunResult r = gnutls_cli_resume(server.port(), version);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    EXPECT_NE(r.out.find("This is a resumed session"), std::string::npos) << describe(r);
+    EXPECT_NE(r.out.find(kBody), std::string::npos) << describe(r);
+    EXPECT_NE(r.out.find("The certificate is trusted"), std::string::npos) << describe(r);
+  }
+  const std::string err = server.stop();
+  EXPECT_NE(err.find(std::string(version_name(version)) + " session reused"), std::string::npos) << err;
+  if (tickets == "keysvc") {
+    // The keysvc callbacks, not OpenSSL's own keys, issued and opened the tickets.
+    KeysvcCounters c = keysvc_counters(err);
+    EXPECT_GE(c.issued, 1) << err;
+    EXPECT_GE(c.resumed, 1) << err;
+  }
+}
+
+std::string resume_name(const ::testing::TestParamInfo<ResumeParam>& info) {
+  const auto& [tickets, version, client] = info.param;
+  return tickets + (version == Version::kTls13 ? "_tls13" : "_tls12") +
+         (client == Client::kOpenSsl ? "_s_client" : "_gnutls_cli");
+}
+
+INSTANTIATE_TEST_SUITE_P(interop, Resumption,
+                         ::testing::Combine(::testing::Values("keysvc", "openssl"),
+                                            ::testing::Values(Version::kTls13, Version::kTls12),
+                                            ::testing::Values(Client::kOpenSsl, Client::kGnuTls)),
+                         resume_name);
+
+// ---- tickets outlive the server process (keys live in the token) ----
+
+class Restart : public ::testing::TestWithParam<Version> {};
+
+TEST_P(Restart, KeysvcTicketResumesOnANewServerProcess) {
+  const Version v = GetParam();
+  const std::string sess = tls_dir() + "/restart.pem";
+  {
+    Server first("keysvc");
+    RunResult r = s_client(first.port(), v, "-sess_out", sess);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    first.stop();
+  }
+  Server second("keysvc");
+  RunResult r = s_client(second.port(), v, "-sess_in", sess);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  EXPECT_NE(r.out.find(std::string("Reused, ") + version_name(v)), std::string::npos) << describe(r);
+  second.stop();
+}
+
+TEST_P(Restart, StockTicketDoesNotResumeOnANewServerProcess) {
+  // The control: OpenSSL's built-in ticket keys are per process.
+  const Version v = GetParam();
+  const std::string sess = tls_dir() + "/restart-stock.pem";
+  {
+    Server first("openssl");
+    RunResult r = s_client(first.port(), v, "-sess_out", sess);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    first.stop();
+  }
+  Server second("openssl");
+  RunResult r = s_client(second.port(), v, "-sess_in", sess);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  EXPECT_NE(r.out.find(std::string("New, ") + version_name(v)), std::string::npos) << describe(r);
+  second.stop();
+}
+
+std::string version_param_name(const ::testing::TestParamInfo<Version>& param) {
+  return param.param == Version::kTls13 ? "tls13" : "tls12";
+}
+
+INSTANTIATE_TEST_SUITE_P(interop, Restart, ::testing::Values(Version::kTls13, Version::kTls12), version_param_name);
+
+// ---- process contract ----
+
+TEST(interop, SigtermAfterServingExitsZero) {
+  Server server("keysvc");
+  RunResult r = s_client(server.port(), Version::kTls13, "-sess_out", tls_dir() + "/sigterm.pem");
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  const std::string err = server.stop(SIGTERM);
+  EXPECT_NE(err.find("stopped after 1 connection(s)"), std::string::npos) << err;
+}
+
+TEST(interop, SigintExitsZero) {
+  Server server("openssl");
+  server.stop(SIGINT);
+}
+
+TEST(interop, MaxConnectionsExitsZeroAfterN) {
+  Server server("keysvc", {"--max-connections", "2"});
+  for (int i = 0; i < 2; ++i) {
+    RunResult r = s_client(server.port(), Version::kTls12, "-sess_out", tls_dir() + "/max.pem");
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  }
+  auto code = server.process().wait(kStopTimeout);
+  EXPECT_EQ(code, std::optional<int>(0)) << server.process().err();
+  EXPECT_EQ(server.process().err().find(TestToken::get().pin()), std::string::npos);
+}
+
+TEST(interop, GeneratedCertificateAndKey) {
+  { Server server("openssl"); server.stop(); }
+  struct stat st {};
+  ASSERT_EQ(::stat(key_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  RunResult r = keysvc::test::run(
+      {"openssl", "x509", "-in", cert_path(), "-noout", "-subject", "-ext", "subjectAltName", "-text"}, "", 10s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  EXPECT_NE(r.out.find("CN = localhost"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("DNS:localhost, IP Address:127.0.0.1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prime256v1"), std::string::npos) << r.out;
+  // A second start reuses the files.
+  const auto before = std::filesystem::last_write_time(cert_path());
+  { Server server("openssl"); server.stop(); }
+  EXPECT_EQ(std::filesystem::last_write_time(cert_path()), before);
+}
+
+TEST(interop, UsageErrorsExitTwoWithOneLine) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--bogus"},
+      {"--cert", cert_path(), "--key", key_path(), "--bogus"},
+      {"--cert", cert_path(), "--key", key_path(), "--tickets", "nope"},
+      {"--cert", cert_path(), "--key", key_path(), "--threads", "0"},
+      {"--cert", cert_path(), "--key", key_path(), "--listen", "localhost"},
+      {"--cert", cert_path(), "--key", key_path(), "--listen", "127.0.0.1:99999"},
+      {"--cert", cert_path(), "--key", key_path(), "--tickets", "keysvc"},  // no --config
+      {"--key", key_path(), "--tickets", "openssl"},                          // no --cert
+  };
+  for (const auto& args : cases) {
+    std::vector<std::string> argv = {server_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    RunResult r = keysvc::test::run(argv, "", 10s);
+    const std::string cmd = ::testing::PrintToString(args);
+    EXPECT_EQ(r.exit_code, std::optional<int>(2)) << cmd << "\n" << describe(r);
+    EXPECT_EQ(count_lines(r.err), 1u) << cmd << "\n" << describe(r);
+    EXPECT_TRUE(r.out.empty()) << cmd << "\n" << describe(r);
+  }
+}
+
+TEST(interop, MissingConfigExitsOneWithOneLine) {
+  const std::string missing = TestToken::get().dir() + "/no-such.toml";
+  RunResult r = keysvc::test::run({server_bin(), "--cert", cert_path(), "--key", key_path(), "--listen",
+                                   "127.0.0.1:0", "--config", missing},
+                                  "", 10s);
+  EXPECT_EQ(r.exit_code, std::optional<int>(1)) << describe(r);
+  EXPECT_EQ(count_lines(r.err), 1u) << describe(r);
+  EXPECT_NE(r.err.find(missing), std::string::npos) << describe(r);
+}
+
+TEST(interop, WrongPinExitsOneWithOneLineAndNoPin) {
+  // A config whose PIN source holds a wrong PIN: the login fails, the PIN is not printed.
+  const std::string dir = tls_dir();
+  const std::string wrong = "wrong-" + keysvc::test::random_text(10);
+  {
+    std::ofstream(dir + "/wrong-pin") << wrong << "\n";
+    std::ofstream(dir + "/wrong.toml") << "[hsm]\nmodule = \"" << keysvc::test::kSoftHsmModule << "\"\ntoken = \""
+                                       << TestToken::get().token_uri() << "\"\npin = \"file:wrong-pin\"\n";
+  }
+  ::chmod((dir + "/wrong-pin").c_str(), 0600);
+  RunResult r = keysvc::test::run({server_bin(), "--cert", cert_path(), "--key", key_path(), "--listen",
+                                   "127.0.0.1:0", "--config", dir + "/wrong.toml"},
+                                  "", 15s);
+  EXPECT_EQ(r.exit_code, std::optional<int>(1)) << describe(r);
+  EXPECT_EQ(count_lines(r.err), 1u) << describe(r);
+  EXPECT_EQ(r.err.find(wrong), std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find(TestToken::get().pin()), std::string::npos) << describe(r);
+}
+
+TEST(interop, HelpExitsZero) {
+  RunResult r = keysvc::test::run({server_bin(), "--help"}, "", 10s);
+  EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  EXPECT_NE(r.out.find("--tickets"), std::string::npos) << describe(r);
+  EXPECT_NE(r.out.find("--max-connections"), std::string::npos) << describe(r);
+}
+
+}  // namespace
