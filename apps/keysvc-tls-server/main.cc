@@ -4,7 +4,6 @@
 //
 // Exit codes: 0 after SIGTERM/SIGINT or --max-connections; 1 on a runtime failure;
 // 2 on a usage error. Failures are one line on stderr.
-#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 
@@ -136,12 +135,7 @@ int run(const Options& o) {
         c.issued, c.issue_failed, c.resumed, c.renewed, c.unknown_key, c.hsm_error, c.rejected_bad_ticket,
         c.rejected_too_old);
   }
-  ctx.reset();
-  // WORKAROUND: keysvc's provider stays in the default library context after the
-  // SSL_CTX is freed and holds a reference to the service until OpenSSL's atexit
-  // handler, which runs after the PKCS#11 module's static destructors (SoftHSM then
-  // crashes in C_CloseSession). Release it now, while the module is intact.
-  OPENSSL_cleanup();
+  ctx.reset();  // releases the ticket key service (and its token sessions) too
   if (!ok) {
     print_failure("a worker failed; see the log above");
     return 1;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <ostream>
 #include <regex>
 #include <string>
 #include <tuple>
@@ -91,6 +92,10 @@ class Server {
 
 enum class Version { kTls13, kTls12 };
 enum class Client { kOpenSsl, kGnuTls };
+
+// Readable parameter values in test names and failure messages.
+void PrintTo(Version v, std::ostream* os) { *os << (v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"); }
+void PrintTo(Client c, std::ostream* os) { *os << (c == Client::kOpenSsl ? "openssl s_client" : "gnutls-cli"); }
 
 const char* s_client_version_flag(Version v) { return v == Version::kTls13 ? "-tls1_3" : "-tls1_2"; }
 const char* version_name(Version v) { return v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"; }
