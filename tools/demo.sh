@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# tools/demo.sh BUILD_DIR: keysvc end to end, with real TLS clients (what `make demo` runs).
+#
+#   1. a SoftHSM2 development token in BUILD_DIR/demo-token (softhsm-config/dev-token)
+#   2. keysvc-tls-server on a free local port, session tickets from keysvc
+#   3. for TLS 1.3 and TLS 1.2: a full handshake with `openssl s_client -sess_out`, then
+#      a resumption with `-sess_in`; shows the ticket's key name and that key's custody
+#      attributes in the token (`keysvcctl keys list`)
+#   4. stops the server with SIGTERM and checks that it exits 0
+# Exits non-zero if any resumption fails. The server is stopped on any exit.
+set -euo pipefail
+
+if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+  echo "usage: $0 BUILD_DIR   (after building; see 'make demo')" >&2
+  [[ $# -eq 1 ]] && exit 0 || exit 2
+fi
+
+SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD_DIR=$(cd "$1" && pwd -P)
+BIN=$BUILD_DIR/bin
+TOKEN_DIR=$BUILD_DIR/demo-token
+CONFIG=$TOKEN_DIR/keysvc.toml
+
+if [[ -t 1 ]]; then
+  BOLD=$'\e[1m' GREEN=$'\e[32m' RED=$'\e[31m' DIM=$'\e[2m' RESET=$'\e[0m'
+else
+  BOLD='' GREEN='' RED='' DIM='' RESET=''
+fi
+step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
+info() { printf '    %s\n' "$*"; }
+ok() { printf '    %s%s%s\n' "$GREEN" "$*" "$RESET"; }
+bad() { printf '    %s%s%s\n' "$RED" "$*" "$RESET"; }
+die() {
+  printf 'demo: %s\n' "$*" >&2
+  exit 1
+}
+
+for tool in keysvcctl keysvc-tls-server; do
+  [[ -x $BIN/$tool ]] || die "$BIN/$tool not found: build first (make build)"
+done
+command -v openssl >/dev/null || die "openssl not found"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-demo.XXXXXX")
+SERVER_PID=
+cleanup() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints the server log (timestamps stripped) and fails.
+server_failed() {
+  bad "$*"
+  sed -E 's/^[0-9T:.-]+Z keysvc\[[0-9]+\] //' "$WORK/server.log" | sed 's/^/    server: /' >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------
+step "Development token (SoftHSM2) in $TOKEN_DIR"
+KEYSVC_BIN_DIR=$BIN "$SOURCE_DIR/softhsm-config/dev-token" "$TOKEN_DIR" | grep -v '^export ' | sed 's/^dev-token: /    /'
+export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
+info "token: pkcs11:token=keysvc, user PIN in $TOKEN_DIR/pin (read from the file, never shown)"
+
+# ---------------------------------------------------------------------------
+step "Starting keysvc-tls-server (session tickets from keysvc)"
+"$BIN/keysvc-tls-server" --config "$CONFIG" --listen 127.0.0.1:0 \
+  --cert "$TOKEN_DIR/server-cert.pem" --key "$TOKEN_DIR/server-key.pem" \
+  --tickets keysvc --threads 2 2>"$WORK/server.log" &
+SERVER_PID=$!
+PORT=
+for _ in $(seq 150); do
+  PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$WORK/server.log")
+  [[ -n $PORT ]] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || server_failed "the server exited during start-up:"
+  sleep 0.1
+done
+[[ -n $PORT ]] || server_failed "the server did not start listening within 15 s:"
+info "listening on 127.0.0.1:$PORT (pid $SERVER_PID)"
+info "self-signed certificate: $TOKEN_DIR/server-cert.pem"
+
+# ---------------------------------------------------------------------------
+step "Ticket keys in the token (keysvcctl keys list)"
+"$BIN/keysvcctl" --config "$CONFIG" keys list >"$WORK/keys.txt"
+sed 's/^/    /' "$WORK/keys.txt"
+info "${DIM}Each generation is two 32-byte HMAC keys generated inside the token; every"
+info "ticket's AES and HMAC keys are derived from them in the HSM, per ticket.${RESET}"
+
+# The key name (first 16 bytes) of the ticket in a session file, as 32 lowercase hex.
+ticket_key_name() {
+  openssl sess_id -in "$1" -text -noout | awk '
+    /TLS session ticket:/ { on = 1; next }
+    on && /^ *[0-9a-f]+ - / {
+      line = $0; sub(/^ *[0-9a-f]+ - /, "", line)
+      hex = substr(line, 1, 48); gsub(/-/, " ", hex)
+      n = split(hex, b, " ")
+      for (i = 1; i <= n; i++) if (b[i] ~ /^[0-9a-f][0-9a-f]$/) bytes = bytes b[i]
+      next
+    }
+    on { on = 0 }
+    END { print substr(bytes, 1, 32) }'
+}
+ticket_bytes() {
+  openssl sess_id -in "$1" -text -noout | awk '
+    /TLS session ticket:/ { on = 1; next }
+    on && /^ *[0-9a-f]+ - / { line = $0; sub(/^ *[0-9a-f]+ - /, "", line)
+      hex = substr(line, 1, 48); gsub(/-/, " ", hex); n += split(hex, b, " "); next }
+    on { on = 0 }
+    END { print n + 0 }'
+}
+
+# s_client VERSION_FLAG OUT_FILE [ARGS...]: one HTTP request, waits for the server to close.
+s_client() {
+  local flag=$1 out=$2
+  shift 2
+  printf 'GET / HTTP/1.0\r\n\r\n' |
+    timeout 10 openssl s_client -connect "127.0.0.1:$PORT" "$flag" -ign_eof "$@" >"$out" 2>&1 || true
+}
+
+# The "New, ..." / "Reused, ..." line of an s_client transcript.
+outcome() { grep -m1 -E '^(New|Reused), ' "$1" || echo "no handshake (see below)"; }
+
+FULL=0
+RESUMED=0
+FAILED=0
+RESULTS=()
+for version in 1.3 1.2; do
+  flag=-tls${version/./_}
+  step "TLS $version: full handshake, then resumption with the ticket"
+  sess=$WORK/session-$version.pem
+
+  s_client "$flag" "$WORK/full-$version.txt" -sess_out "$sess"
+  line=$(outcome "$WORK/full-$version.txt")
+  info "full handshake:   $line"
+  if [[ $line != New,* || ! -s $sess ]]; then
+    bad "the full handshake failed:"
+    sed 's/^/      /' "$WORK/full-$version.txt" | tail -15
+    FAILED=$((FAILED + 1))
+    RESULTS+=("TLS $version: full handshake failed")
+    continue
+  fi
+  FULL=$((FULL + 1))
+
+  name=$(ticket_key_name "$sess")
+  if [[ ! $name =~ ^[0-9a-f]{32}$ ]]; then
+    bad "no session ticket was received"
+    FAILED=$((FAILED + 1))
+    RESULTS+=("TLS $version: no ticket")
+    continue
+  fi
+  info "ticket received:  $(ticket_bytes "$sess") bytes, key name $name"
+
+  s_client "$flag" "$WORK/resumed-$version.txt" -sess_in "$sess"
+  line=$(outcome "$WORK/resumed-$version.txt")
+  info "resumption:       $line"
+  if [[ $line == Reused,* ]]; then
+    RESUMED=$((RESUMED + 1))
+    RESULTS+=("TLS $version: resumed")
+  else
+    bad "the resumption failed (a full handshake instead):"
+    sed 's/^/      /' "$WORK/resumed-$version.txt" | grep -E 'New,|Reused,|error|alert' | head -5 || true
+    FAILED=$((FAILED + 1))
+    RESULTS+=("TLS $version: NOT resumed")
+  fi
+  [[ $line == New,* ]] && FULL=$((FULL + 1))
+
+  # The key that protects this ticket, as the token reports it.
+  "$BIN/keysvcctl" --config "$CONFIG" keys list >"$WORK/keys.txt"
+  row=$(awk -v n="$name" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }' "$WORK/keys.txt")
+  if [[ -z $row ]]; then
+    bad "key $name: not in the token"
+    FAILED=$((FAILED + 1))
+  else
+    state=${row%% *}
+    custody=${row#* }
+    custody=${custody#"${custody%%[! ]*}"}
+    info "key in the HSM:   $state; $custody"
+    if [[ $custody != "sensitive, never-extractable"* ]]; then
+      bad "the key is not held in the token"
+      FAILED=$((FAILED + 1))
+    fi
+  fi
+done
+
+# ---------------------------------------------------------------------------
+step "Stopping the server (SIGTERM)"
+kill -TERM "$SERVER_PID"
+set +e
+wait "$SERVER_PID"
+server_rc=$?
+set -e
+SERVER_PID=
+for pattern in 'stopped after' 'keysvc tickets:'; do
+  grep -m1 "$pattern" "$WORK/server.log" | sed -E 's/^[0-9T:.-]+Z keysvc\[[0-9]+\] info: //; s/^/    server: /' || true
+done
+if [[ $server_rc -eq 0 ]]; then
+  ok "server exited with status 0"
+else
+  bad "server exited with status $server_rc"
+  FAILED=$((FAILED + 1))
+fi
+
+# ---------------------------------------------------------------------------
+step "Summary"
+for r in "${RESULTS[@]}"; do info "$r"; done
+summary="$FULL full handshake(s), $RESUMED resumed (of 2 attempted), server stopped with status $server_rc"
+if [[ $FAILED -eq 0 && $RESUMED -eq 2 ]]; then
+  ok "demo passed: $summary"
+  echo
+  info "Try it yourself:"
+  info "  export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf"
+  info "  $BIN/keysvcctl --config $CONFIG status"
+  info "  $BIN/keysvcctl --config $CONFIG keys generate    # a new encrypt generation"
+  exit 0
+fi
+bad "demo FAILED: $summary"
+exit 1
