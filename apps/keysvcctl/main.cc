@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // --config may also follow the command
   Cli cli(app);
-  app.add_option("-c,--config", cli.config_path(), "keysvc config file (TOML; see keysvc/config.h)");
+  app.add_option("-c,--config", cli.config_path(), "keysvc config file (TOML; see keysvc/config.h)")
+      ->type_name("FILE");
   app.footer("Exit codes: 0 ok, 1 failure, 2 usage. PINs are read from file:PATH or env:NAME, never argv.");
   for (auto add : kCommandGroups) add(cli);
 

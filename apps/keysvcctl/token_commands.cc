@@ -26,7 +26,7 @@ CLI::Validator pin_source_validator() {
           return e.what();
         }
       },
-      "file:PATH|env:NAME", "PIN source");
+      "", "PIN source");
 }
 
 // Token labels are used unescaped in a PKCS#11 URI (pkcs11:token=LABEL), so they are
@@ -80,13 +80,19 @@ void add_token_commands(Cli& cli) {
       "Initialise a token in a free slot (SoftHSM keeps one) with a label, an SO PIN and a user PIN. "
       "For development tokens; initialise real HSMs with their vendor's tools. Needs no --config",
       [o] { return token_init(*o); }, token);
-  init->add_option("--module", o->module, "PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so")->required();
-  init->add_option("--label", o->label, "Token label (letters, digits, - _ . ~; at most 32)")->required();
+  init->add_option("--module", o->module, "PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so")
+      ->type_name("PATH")
+      ->required();
+  init->add_option("--label", o->label, "Token label (letters, digits, - _ . ~; at most 32)")
+      ->type_name("LABEL")
+      ->required();
   init->add_option("--pin-source", o->pin_source, "Where the new user PIN is read from: file:PATH or env:NAME")
+      ->type_name("file:PATH|env:NAME")
       ->required()
       ->check(pin_source_validator());
   init->add_option("--so-pin-source", o->so_pin_source,
                    "Where the new security officer PIN is read from: file:PATH or env:NAME")
+      ->type_name("file:PATH|env:NAME")
       ->required()
       ->check(pin_source_validator());
 }
