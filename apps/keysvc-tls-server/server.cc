@@ -100,14 +100,50 @@ std::string ssl_failure(SSL* ssl, int ret) {
   }
 }
 
-void set_socket_timeouts(int fd) {
-  timeval tv{};
-  tv.tv_sec = kIoTimeoutSeconds;
+void prepare_connection(int fd) {
   const int one = 1;
-  if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 ||
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
-    keysvc::logger()->debug("setsockopt on connection failed: {}", errno_text(errno));
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    throw std::runtime_error("fcntl(O_NONBLOCK): " + errno_text(errno));
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    keysvc::logger()->debug("setsockopt(TCP_NODELAY) failed: {}", errno_text(errno));
+}
+
+// Why an SSL call on a connection gave up.
+enum class IoOutcome { kDone, kSslError, kTimeout, kStopping };
+
+// Runs `op` (an SSL call) on the non-blocking connection, waiting while it wants to
+// read or write: at most kIoTimeoutSeconds per wait, and never past a stop request.
+template <typename Op>
+IoOutcome ssl_io(SSL* ssl, int fd, int stop_fd, Op op, int& ret) {
+  for (;;) {
+    ret = op();
+    if (ret > 0) return IoOutcome::kDone;
+    const int err = SSL_get_error(ssl, ret);
+    short events = 0;
+    if (err == SSL_ERROR_WANT_READ) events = POLLIN;
+    if (err == SSL_ERROR_WANT_WRITE) events = POLLOUT;
+    if (events == 0) return IoOutcome::kSslError;
+    std::array<pollfd, 2> fds{pollfd{fd, events, 0}, pollfd{stop_fd, POLLIN, 0}};
+    int n = 0;
+    do {
+      n = ::poll(fds.data(), fds.size(), kIoTimeoutSeconds * 1000);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return IoOutcome::kSslError;
+    if (fds[1].revents != 0) return IoOutcome::kStopping;
+    if (n == 0) return IoOutcome::kTimeout;
+  }
+}
+
+std::string io_failure(IoOutcome outcome, SSL* ssl, int ret) {
+  switch (outcome) {
+    case IoOutcome::kTimeout:
+      return "timed out";
+    case IoOutcome::kStopping:
+      return "server stopping";
+    default:
+      return ssl_failure(ssl, ret);
+  }
 }
 
 // After our close_notify: half-close, then give the peer a moment to close its side so
@@ -318,37 +354,41 @@ void Server::worker() noexcept {
 void Server::serve(int fd, std::uint64_t number) {
   auto log = keysvc::logger();
   ERR_clear_error();
-  set_socket_timeouts(fd);
+  prepare_connection(fd);
 
   SslPtr ssl(SSL_new(ctx_));
   if (!ssl) throw OpenSslError("SSL_new");
   if (SSL_set_fd(ssl.get(), fd) != 1) throw OpenSslError("SSL_set_fd");
+  SSL* s = ssl.get();
+  const int stop_fd = stop_.fd();
+  int ret = 0;
 
-  if (int r = SSL_accept(ssl.get()); r != 1) {
+  if (auto outcome = ssl_io(s, fd, stop_fd, [s] { return SSL_accept(s); }, ret); outcome != IoOutcome::kDone) {
     handshakes_failed_.fetch_add(1);
-    log->debug("connection {}: handshake failed: {}", number, ssl_failure(ssl.get(), r));
+    log->debug("connection {}: handshake failed: {}", number, io_failure(outcome, s, ret));
+    ERR_clear_error();
     return;
   }
-  const bool reused = SSL_session_reused(ssl.get()) == 1;
+  const bool reused = SSL_session_reused(s) == 1;
   (reused ? resumed_ : full_).fetch_add(1);
-  log->debug("connection {}: {} {}, cipher {}", number, SSL_get_version(ssl.get()),
-             reused ? "session reused" : "full handshake (new session)", SSL_get_cipher_name(ssl.get()));
+  log->debug("connection {}: {} {}, cipher {}", number, SSL_get_version(s),
+             reused ? "session reused" : "full handshake (new session)", SSL_get_cipher_name(s));
 
   // Read the request head.
   std::string request;
   std::array<char, 4096> buf{};
-  bool usable = true;         // false after a fatal error: no close_notify then
-  bool peer_closed = false;   // the peer sent close_notify
+  bool usable = true;        // false after a fatal error or timeout: no close_notify then
+  bool peer_closed = false;  // the peer sent close_notify
   while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequest) {
-    int n = SSL_read(ssl.get(), buf.data(), static_cast<int>(buf.size()));
-    if (n <= 0) {
-      const int err = SSL_get_error(ssl.get(), n);
-      peer_closed = err == SSL_ERROR_ZERO_RETURN;
+    auto outcome =
+        ssl_io(s, fd, stop_fd, [s, &buf] { return SSL_read(s, buf.data(), static_cast<int>(buf.size())); }, ret);
+    if (outcome != IoOutcome::kDone) {
+      peer_closed = outcome == IoOutcome::kSslError && SSL_get_error(s, ret) == SSL_ERROR_ZERO_RETURN;
       usable = peer_closed;
-      log->debug("connection {}: {} after {} request byte(s)", number, ssl_failure(ssl.get(), n), request.size());
+      log->debug("connection {}: {} after {} request byte(s)", number, io_failure(outcome, s, ret), request.size());
       break;
     }
-    request.append(buf.data(), static_cast<std::size_t>(n));
+    request.append(buf.data(), static_cast<std::size_t>(ret));
   }
 
   const bool complete = request.find("\r\n\r\n") != std::string::npos;
@@ -361,17 +401,22 @@ void Server::serve(int fd, std::uint64_t number) {
     } else {
       response = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     }
-    int n = SSL_write(ssl.get(), response.data(), static_cast<int>(response.size()));
-    if (n != static_cast<int>(response.size())) {
+    // Without SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_write succeeds only once it all went.
+    auto outcome = ssl_io(
+        s, fd, stop_fd, [s, &response] { return SSL_write(s, response.data(), static_cast<int>(response.size())); },
+        ret);
+    if (outcome != IoOutcome::kDone) {
       usable = false;
-      log->debug("connection {}: write failed: {}", number, ssl_failure(ssl.get(), n));
+      log->debug("connection {}: write failed: {}", number, io_failure(outcome, s, ret));
     }
   }
 
   if (usable) {
-    // Once the peer has closed, it may be gone before our close_notify reaches it.
-    if (SSL_shutdown(ssl.get()) < 0 && !peer_closed)
-      log->debug("connection {}: close_notify failed: {}", number, ssl_failure(ssl.get(), -1));
+    // Send close_notify (SSL_shutdown returns 0 once it is out; we do not wait for the
+    // peer's). Once the peer has closed, it may be gone before ours reaches it.
+    auto outcome = ssl_io(s, fd, stop_fd, [s] { return SSL_shutdown(s) >= 0 ? 1 : -1; }, ret);
+    if (outcome != IoOutcome::kDone && !peer_closed)
+      log->debug("connection {}: close_notify failed: {}", number, io_failure(outcome, s, ret));
     linger_close(fd);
   }
   ERR_clear_error();

@@ -5,10 +5,15 @@
 //
 // Every test name contains "interop" so `ctest -R interop` selects them.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +21,7 @@
 #include <ostream>
 #include <regex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -246,6 +252,23 @@ TEST(interop, SigtermAfterServingExitsZero) {
   ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
   const std::string err = server.stop(SIGTERM);
   EXPECT_NE(err.find("stopped after 1 connection(s)"), std::string::npos) << err;
+}
+
+TEST(interop, SigtermWithAnIdleClientExitsPromptly) {
+  // A client that connects and never sends a byte must not hold the server up.
+  Server server("keysvc");
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(server.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  std::this_thread::sleep_for(200ms);  // let a worker pick it up and block in the handshake
+  const auto start = std::chrono::steady_clock::now();
+  server.stop(SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  ::close(fd);
 }
 
 TEST(interop, SigintExitsZero) {
