@@ -25,7 +25,7 @@ class Reader {
  public:
   Reader(const toml::table& root, std::string source) : root_(root), source_(std::move(source)) {
     for (auto&& [k, v] : root_) {
-      if (!v.is_table() || !std::set<std::string>{"hsm", "tickets", "log"}.count(std::string(k.str())))
+      if (!v.is_table() || !std::set<std::string>{"hsm", "tickets", "rotation", "log"}.count(std::string(k.str())))
         throw ConfigError(where(source_, k.source()) + "unknown section '" + std::string(k.str()) + "'");
     }
   }
@@ -132,6 +132,13 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   c.tickets.lifetime = r.duration("tickets", "lifetime", c.tickets.lifetime);
   c.tickets.max_session_age = r.duration("tickets", "max_session_age", c.tickets.max_session_age);
   c.tickets.create_if_empty = r.boolean("tickets", "create_if_empty", true);
+  RotationPolicy& rot = c.rotation;
+  rot.encrypt_period = r.duration("rotation", "encrypt_period", rot.encrypt_period);
+  rot.publish_lead = r.duration("rotation", "publish_lead", rot.publish_lead);
+  rot.decrypt_window = r.duration("rotation", "decrypt_window", c.tickets.lifetime);
+  rot.clock_skew = r.duration("rotation", "clock_skew", rot.clock_skew);
+  rot.refresh_interval = r.duration("rotation", "refresh_interval", rot.refresh_interval);
+  rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
   c.log_level = r.string("log", "level", "info");
   r.reject_unknown();
 
@@ -140,6 +147,12 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   if (c.tickets.lifetime.count() == 0) throw ConfigError(source + ": tickets.lifetime must be positive");
   if (c.tickets.max_session_age < c.tickets.lifetime)
     throw ConfigError(source + ": tickets.max_session_age must be at least tickets.lifetime");
+  if (rot.encrypt_period.count() == 0) throw ConfigError(source + ": rotation.encrypt_period must be positive");
+  if (rot.refresh_interval.count() == 0) throw ConfigError(source + ": rotation.refresh_interval must be positive");
+  if (rot.decrypt_window < c.tickets.lifetime)
+    throw ConfigError(source + ": rotation.decrypt_window must be at least tickets.lifetime");
+  if (rot.publish_lead <= rot.refresh_interval + rot.clock_skew)
+    throw ConfigError(source + ": rotation.publish_lead must exceed rotation.refresh_interval + rotation.clock_skew");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
   if (!levels.count(c.log_level)) throw ConfigError(source + ": log.level must be one of trace, debug, info, warn, error, off");
   return c;

@@ -7,6 +7,7 @@
 #include "keysvc/hsm/token.h"
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/log.h"
+#include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
 
 namespace keysvc {
@@ -39,32 +40,79 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<h
   ring_.store(std::make_shared<const KeyRing>());
 }
 
-TicketKeyService::~TicketKeyService() = default;
+TicketKeyService::~TicketKeyService() {
+  {
+    std::lock_guard lock(refresher_mutex_);
+    stopping_ = true;
+  }
+  refresher_wake_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
 
 std::shared_ptr<TicketKeyService> TicketKeyService::open(const Config& config, Clock clock) {
   set_log_level(config.log_level);
   if (!clock) clock = [] { return std::chrono::system_clock::now(); };
   std::shared_ptr<TicketKeyService> service(new TicketKeyService(config, std::move(clock), open_session_pool(config)));
-  service->refresh();
-  if (service->ring()->empty() && config.tickets.create_if_empty) {
-    Generation g = service->create_generation();
-    logger()->info("token had no ticket keys: created generation {}", to_hex(g.name));
+  service->reload();
+  std::int64_t now = service->unix_now();
+  if (service->ring()->encrypt_generation(now) == nullptr &&
+      (config.rotation.self_rotate || config.tickets.create_if_empty)) {
+    RotationResult r = rotate(*service->pool_, now, config.rotation);
+    for (const auto& g : r.created) logger()->info("created generation {}", to_hex(g.name));
+    service->reload();
   }
   auto ring = service->ring();
+  const Generation* current = ring->encrypt_generation(now);
   logger()->info("ticket key ring loaded: {} generation(s), encrypting under {}", ring->generations().size(),
-                 ring->encrypt_generation() ? to_hex(ring->encrypt_generation()->name) : "(none)");
+                 current ? to_hex(current->name) : "(none)");
+  service->refresher_ = std::thread([raw = service.get()] { raw->refresher_loop(); });
   return service;
 }
 
+std::int64_t TicketKeyService::unix_now() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock_().time_since_epoch()).count();
+}
+
+void TicketKeyService::refresher_loop() {
+  std::unique_lock lock(refresher_mutex_);
+  while (!refresher_wake_.wait_for(lock, config_.rotation.refresh_interval, [this] { return stopping_; })) {
+    lock.unlock();
+    try {
+      refresh();
+    } catch (const std::exception& e) {
+      counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+      logger()->warn("ticket key refresh failed (keeping the previous ring): {}", e.what());
+    }
+    lock.lock();
+  }
+}
+
 void TicketKeyService::refresh() {
-  auto ring = pool_->run([](hsm::Session& s) { return token_store::load(s); });
-  ring_.store(std::make_shared<const KeyRing>(std::move(ring)));
+  if (config_.rotation.self_rotate) {
+    RotationResult r = rotate(*pool_, unix_now(), config_.rotation);
+    for (const auto& g : r.created) logger()->info("rotation created generation {}", to_hex(g.name));
+    for (const auto& name : r.destroyed) logger()->info("rotation destroyed generation {}", to_hex(name));
+  }
+  reload();
+}
+
+void TicketKeyService::reload() {
+  auto ring = std::make_shared<const KeyRing>(pool_->run([](hsm::Session& s) { return token_store::load(s); }));
+  counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
+  std::int64_t now = unix_now();
+  auto previous = ring_.exchange(ring);
+  const Generation* before = previous->encrypt_generation(now);
+  const Generation* after = ring->encrypt_generation(now);
+  if (after != nullptr && (before == nullptr || before->name != after->name))
+    logger()->info("encrypting new tickets under generation {}", to_hex(after->name));
 }
 
 Generation TicketKeyService::create_generation() {
-  auto created = std::chrono::duration_cast<std::chrono::seconds>(clock_().time_since_epoch()).count();
-  Generation g = pool_->run([&](hsm::Session& s) { return token_store::create_generation(s, created); });
-  refresh();
+  std::int64_t now = unix_now();
+  const RotationPolicy& p = config_.rotation;
+  Schedule s{now, now, now + p.encrypt_period.count(), now + p.encrypt_period.count() + p.decrypt_window.count()};
+  Generation g = pool_->run([&](hsm::Session& session) { return token_store::create_generation(session, s); });
+  reload();
   return g;
 }
 
@@ -83,7 +131,7 @@ bool TicketKeyService::derive(const Generation& g, const Iv& iv, TicketKeys& out
 
 bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   auto ring = ring_.load();
-  const Generation* g = ring->encrypt_generation();
+  const Generation* g = ring->encrypt_generation(unix_now());
   if (g == nullptr) {
     counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -95,28 +143,61 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   return true;
 }
 
+bool TicketKeyService::rescan_for_unknown_name() noexcept {
+  using std::chrono::steady_clock;
+  const auto interval = std::chrono::duration_cast<steady_clock::duration>(config_.rotation.refresh_interval).count();
+  const auto now = steady_clock::now().time_since_epoch().count();
+  auto last = last_rescan_.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < interval) return false;  // negative cache: rescanned lately
+  std::unique_lock lock(rescan_mutex_, std::try_to_lock);
+  if (!lock || last_rescan_.load() != last) return false;  // another thread is rescanning
+  last_rescan_.store(now);
+  counters_.rescans.fetch_add(1, std::memory_order_relaxed);
+  try {
+    reload();
+    return true;
+  } catch (const std::exception& e) {
+    counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+    logger()->warn("token rescan for an unknown key name failed: {}", e.what());
+    return false;
+  }
+}
+
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = ring_.load();
   const Generation* g = ring->find(name);
+  if (g == nullptr && rescan_for_unknown_name()) {
+    ring = ring_.load();
+    g = ring->find(name);
+  }
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
     return OpenStatus::kUnknownKey;
   }
+  std::int64_t now = unix_now();
+  if (!KeyRing::decrypts(*g, now, config_.rotation.clock_skew.count())) {
+    counters_.retired_key.fetch_add(1, std::memory_order_relaxed);
+    return OpenStatus::kRetired;
+  }
   if (!derive(*g, iv, out)) return OpenStatus::kHsmError;
   counters_.opened.fetch_add(1, std::memory_order_relaxed);
-  return g == ring->encrypt_generation() ? OpenStatus::kOk : OpenStatus::kOkRenew;
+  // Renew tickets under an older generation; a newer one (a server whose clock runs
+  // ahead already switched) is left alone.
+  const Generation* current = ring->encrypt_generation(now);
+  bool older = current != nullptr && current != g && g->schedule.encrypt_from <= current->schedule.encrypt_from;
+  return older ? OpenStatus::kOkRenew : OpenStatus::kOk;
 }
 
 std::optional<KeyName> TicketKeyService::encrypt_key_name() const noexcept {
   auto ring = ring_.load();
-  if (const Generation* g = ring->encrypt_generation()) return g->name;
+  if (const Generation* g = ring->encrypt_generation(unix_now())) return g->name;
   return std::nullopt;
 }
 
 ServiceCounters TicketKeyService::counters() const noexcept {
   auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return {r(counters_.issued), r(counters_.opened), r(counters_.unknown_key), r(counters_.hsm_errors),
-          r(counters_.hsm_calls)};
+  return {r(counters_.issued),    r(counters_.opened),      r(counters_.unknown_key), r(counters_.hsm_errors),
+          r(counters_.hsm_calls), r(counters_.retired_key), r(counters_.rescans),     r(counters_.refreshes)};
 }
 
 }  // namespace keysvc

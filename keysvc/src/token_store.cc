@@ -3,6 +3,8 @@
 #include <openssl/rand.h>
 
 #include <charconv>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "keysvc/hsm/error.h"
@@ -12,25 +14,53 @@ namespace keysvc::token_store {
 
 namespace {
 
-constexpr std::string_view kRecordMagic = "keysvc-generation v1\n";
+constexpr std::string_view kRecordMagic = "keysvc-generation v1";
+constexpr std::string_view kRevocationMagic = "keysvc-revocation v1";
 
 hsm::Bytes id_of(const KeyName& name) { return hsm::Bytes(name.begin(), name.end()); }
 
 std::string record_label(const KeyName& name) { return kRecordLabelPrefix + to_hex(name); }
+std::string revocation_label(const KeyName& name) { return kRevocationLabelPrefix + to_hex(name); }
 
-std::string format_record(std::int64_t created) {
-  return std::string(kRecordMagic) + "created=" + std::to_string(created) + "\n";
+std::string_view as_text(const hsm::Bytes& b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+// Parses "MAGIC\nkey=integer\n..." into its fields; nullopt if the magic line differs
+// (a format this version does not know: ignored) or a line is malformed.
+std::optional<std::map<std::string, std::int64_t, std::less<>>> parse_fields(std::string_view text,
+                                                                            std::string_view magic) {
+  auto line_end = text.find('\n');
+  if (text.substr(0, line_end) != magic || line_end == std::string_view::npos) return std::nullopt;
+  text.remove_prefix(line_end + 1);
+  std::map<std::string, std::int64_t, std::less<>> fields;
+  while (!text.empty()) {
+    line_end = text.find('\n');
+    std::string_view line = text.substr(0, line_end);
+    text.remove_prefix(line_end == std::string_view::npos ? text.size() : line_end + 1);
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos) return std::nullopt;
+    std::int64_t value = 0;
+    auto digits = line.substr(eq + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    fields.emplace(std::string(line.substr(0, eq)), value);
+  }
+  return fields;
 }
 
-// Returns false for a record this version does not understand (it is then ignored).
-bool parse_record(std::string_view text, std::int64_t& created) {
-  if (!text.starts_with(kRecordMagic)) return false;
-  text.remove_prefix(kRecordMagic.size());
-  constexpr std::string_view key = "created=";
-  if (!text.starts_with(key)) return false;
-  text.remove_prefix(key.size());
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), created);
-  return ec == std::errc() && end != text.data();
+std::optional<Schedule> parse_schedule(std::string_view text) {
+  auto f = parse_fields(text, kRecordMagic);
+  if (!f) return std::nullopt;
+  for (const char* key : {"created", "encrypt_from", "encrypt_until", "decrypt_until"})
+    if (!f->count(key)) return std::nullopt;
+  Schedule s{f->at("created"), f->at("encrypt_from"), f->at("encrypt_until"), f->at("decrypt_until")};
+  if (!(s.encrypt_from < s.encrypt_until && s.encrypt_until <= s.decrypt_until)) return std::nullopt;
+  return s;
+}
+
+std::string format_schedule(const Schedule& s) {
+  return std::string(kRecordMagic) + "\ncreated=" + std::to_string(s.created) +
+         "\nencrypt_from=" + std::to_string(s.encrypt_from) + "\nencrypt_until=" + std::to_string(s.encrypt_until) +
+         "\ndecrypt_until=" + std::to_string(s.decrypt_until) + "\n";
 }
 
 CK_OBJECT_HANDLE find_one_key(hsm::Session& session, const KeyName& name, const char* label) {
@@ -38,41 +68,69 @@ CK_OBJECT_HANDLE find_one_key(hsm::Session& session, const KeyName& name, const 
   return found.size() == 1 ? found.front() : CK_INVALID_HANDLE;
 }
 
+// The key name after `prefix` in a label, if the label has that form.
+std::optional<KeyName> name_in_label(std::string_view label, std::string_view prefix) {
+  if (!label.starts_with(prefix)) return std::nullopt;
+  return key_name_from_hex(label.substr(prefix.size()));
+}
+
+void create_record(hsm::Session& session, const std::string& label, const std::string& text) {
+  hsm::create_data_object(session, kApplication, label,
+                          {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+}
+
+void destroy_records(hsm::Session& session, const std::string& label) {
+  for (auto h : hsm::find_objects(session, {.object_class = CKO_DATA, .label = label, .application = kApplication}))
+    hsm::destroy_object(session, h);
+}
+
 }  // namespace
 
 KeyRing load(hsm::Session& session) {
-  std::vector<Generation> generations;
+  std::map<KeyName, Generation> by_name;
+  struct Revocation {
+    std::int64_t revoked, keep_until;
+  };
+  std::map<KeyName, Revocation> revocations;
   for (CK_OBJECT_HANDLE record : hsm::find_objects(session, {.object_class = CKO_DATA, .application = kApplication})) {
     hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
-    std::string_view text(reinterpret_cast<const char*>(label.data()), label.size());
-    if (!text.starts_with(kRecordLabelPrefix)) continue;
-    auto name = key_name_from_hex(text.substr(std::string_view(kRecordLabelPrefix).size()));
-    if (!name) continue;
-    hsm::Bytes value = hsm::get_attribute(session, record, CKA_VALUE);
-    Generation g;
-    g.name = *name;
-    if (!parse_record(std::string_view(reinterpret_cast<const char*>(value.data()), value.size()), g.created))
-      continue;
-    g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
-    g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
-    if (g.enc_key == CK_INVALID_HANDLE || g.mac_key == CK_INVALID_HANDLE) continue;
-    generations.push_back(g);
+    if (auto name = name_in_label(as_text(label), kRecordLabelPrefix)) {
+      auto schedule = parse_schedule(as_text(hsm::get_attribute(session, record, CKA_VALUE)));
+      if (!schedule) continue;
+      Generation g;
+      g.name = *name;
+      g.schedule = *schedule;
+      g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
+      g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
+      if (g.has_keys()) by_name[g.name] = g;
+    } else if (auto revoked = name_in_label(as_text(label), kRevocationLabelPrefix)) {
+      auto f = parse_fields(as_text(hsm::get_attribute(session, record, CKA_VALUE)), kRevocationMagic);
+      if (!f || !f->count("revoked") || !f->count("decrypt_until")) continue;
+      revocations[*revoked] = {f->at("revoked"), f->at("decrypt_until")};
+    }
   }
+  for (const auto& [name, r] : revocations) {
+    Generation& g = by_name[name];  // a record alone if the keys are gone already
+    g.name = name;
+    g.revoked = true;
+    g.revoked_at = r.revoked;
+    if (!g.has_keys()) g.schedule = Schedule{r.revoked, r.revoked, r.revoked, r.keep_until};
+  }
+  std::vector<Generation> generations;
+  for (auto& [name, g] : by_name) generations.push_back(g);
   return KeyRing(std::move(generations));
 }
 
-Generation create_generation(hsm::Session& session, std::int64_t created) {
+Generation create_generation(hsm::Session& session, const Schedule& schedule) {
   Generation g;
-  g.created = created;
+  g.schedule = schedule;
   if (RAND_bytes(g.name.data(), static_cast<int>(g.name.size())) != 1)
     throw hsm::Error("RAND_bytes failed while naming a new generation");
   hsm::Bytes id = id_of(g.name);
   try {
     g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel);
     g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel);
-    std::string record = format_record(created);
-    hsm::create_data_object(session, kApplication, record_label(g.name),
-                            {reinterpret_cast<const std::uint8_t*>(record.data()), record.size()});
+    create_record(session, record_label(g.name), format_schedule(schedule));
   } catch (...) {
     try {
       destroy_generation(session, g.name);
@@ -85,15 +143,21 @@ Generation create_generation(hsm::Session& session, std::int64_t created) {
 }
 
 void destroy_generation(hsm::Session& session, const KeyName& name) {
-  hsm::Bytes id = id_of(name);
   // Record first: once it is gone no server picks the generation up again.
-  for (auto h : hsm::find_objects(
-           session, {.object_class = CKO_DATA, .label = record_label(name), .application = kApplication}))
-    hsm::destroy_object(session, h);
+  destroy_records(session, record_label(name));
+  hsm::Bytes id = id_of(name);
   for (const char* label : {kEncKeyLabel, kMacKeyLabel})
     for (auto h : hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .id = id, .label = label}))
       hsm::destroy_object(session, h);
 }
+
+void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until) {
+  create_record(session, revocation_label(name),
+                std::string(kRevocationMagic) + "\nrevoked=" + std::to_string(revoked) +
+                    "\ndecrypt_until=" + std::to_string(keep_until) + "\n");
+}
+
+void drop_revocation(hsm::Session& session, const KeyName& name) { destroy_records(session, revocation_label(name)); }
 
 GenerationCustody read_custody(hsm::Session& session, const Generation& generation) {
   return {hsm::read_custody(session, generation.enc_key), hsm::read_custody(session, generation.mac_key)};

@@ -36,7 +36,7 @@ struct AdapterState {
   std::int64_t max_session_age = 0;
 
   struct {
-    std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, hsm_error{0},
+    std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, retired_key{0}, hsm_error{0},
         rejected_bad_ticket{0}, rejected_too_old{0};
   } counters;
 
@@ -129,7 +129,9 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
   OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
   EVP_KDF_CTX_get_params(kctx.get(), get);
   if (derived != 1) {
-    auto& counter = status == KEYSVC_OPEN_UNKNOWN_KEY ? st.counters.unknown_key : st.counters.hsm_error;
+    auto& counter = status == KEYSVC_OPEN_UNKNOWN_KEY ? st.counters.unknown_key
+                    : status == KEYSVC_OPEN_RETIRED   ? st.counters.retired_key
+                                                      : st.counters.hsm_error;
     counter.fetch_add(1, std::memory_order_relaxed);
     return 0;
   }
@@ -271,6 +273,7 @@ TicketCallbackCounters counters(const SSL_CTX* ctx) {
   c.resumed = r(st->counters.resumed);
   c.renewed = r(st->counters.renewed);
   c.unknown_key = r(st->counters.unknown_key);
+  c.retired_key = r(st->counters.retired_key);
   c.hsm_error = r(st->counters.hsm_error);
   c.rejected_bad_ticket = r(st->counters.rejected_bad_ticket);
   c.rejected_too_old = r(st->counters.rejected_too_old);

@@ -107,6 +107,9 @@ int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PA
         case OpenStatus::kUnknownKey:
           ctx->open_status = KEYSVC_OPEN_UNKNOWN_KEY;
           return 0;
+        case OpenStatus::kRetired:
+          ctx->open_status = KEYSVC_OPEN_RETIRED;
+          return 0;
         case OpenStatus::kHsmError:
           ctx->open_status = KEYSVC_OPEN_HSM_ERROR;
           return 0;

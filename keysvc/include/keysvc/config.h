@@ -13,6 +13,14 @@
 //   max_session_age = "24h"   # no resumption once the original full handshake is older
 //   create_if_empty = true    # create the first generation if the token has none
 //
+//   [rotation]                # see schedule.h and rotation.h
+//   encrypt_period   = "1h"   # each generation encrypts new tickets this long
+//   publish_lead     = "10m"  # created at least this long before it encrypts
+//   decrypt_window   = (tickets.lifetime)  # decrypts this long after its encrypt window
+//   clock_skew       = "30s"  # tolerated clock difference between servers
+//   refresh_interval = "30s"  # servers rescan the token this often
+//   self_rotate      = true   # this server rotates for itself (single node)
+//
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off
 //
@@ -26,6 +34,7 @@
 #include <string_view>
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/schedule.h"
 
 namespace keysvc {
 
@@ -48,6 +57,7 @@ struct TicketConfig {
 struct Config {
   HsmConfig hsm;
   TicketConfig tickets;
+  RotationPolicy rotation;
   std::string log_level = "info";
 
   // Loads and validates a file. Throws ConfigError with "FILE:LINE: what" on the first

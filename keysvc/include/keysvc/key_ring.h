@@ -2,8 +2,8 @@
 //
 // A generation is a key name plus two token keys that share it as CKA_ID: the
 // encryption key (per-ticket AES keys are derived from it) and the MAC key (per-ticket
-// HMAC keys). A ring is replaced whole when the token is rescanned, so a handshake
-// holding a snapshot never sees it change.
+// HMAC keys), with its schedule (schedule.h). A ring is replaced whole when the token
+// is rescanned, so a handshake holding a snapshot never sees it change.
 #pragma once
 
 #include <p11-kit/pkcs11.h>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "keysvc/key_name.h"
+#include "keysvc/schedule.h"
 
 namespace keysvc {
 
@@ -19,23 +20,43 @@ struct Generation {
   KeyName name{};
   CK_OBJECT_HANDLE enc_key = CK_INVALID_HANDLE;
   CK_OBJECT_HANDLE mac_key = CK_INVALID_HANDLE;
-  std::int64_t created = 0;  // Unix seconds, from the generation's record in the token
+  Schedule schedule;
+  // A revocation record names this generation. Its keys may already be gone; the
+  // schedule then comes from the revocation record (decrypt_until: when the record
+  // itself may be dropped).
+  bool revoked = false;
+  std::int64_t revoked_at = 0;
+
+  bool has_keys() const noexcept { return enc_key != CK_INVALID_HANDLE && mac_key != CK_INVALID_HANDLE; }
+  // May encrypt or decrypt at all (at the right times).
+  bool usable() const noexcept { return has_keys() && !revoked; }
 };
 
 class KeyRing {
  public:
   KeyRing() = default;
-  // Sorts by creation time (then name, so that every server orders ties alike).
+  // Orders by encrypt_from, then name, so every server sees the same order.
   explicit KeyRing(std::vector<Generation> generations);
 
   const std::vector<Generation>& generations() const noexcept { return generations_; }
   bool empty() const noexcept { return generations_.empty(); }
 
-  // The generation called `name`, or nullptr.
+  // The generation called `name` (usable or not), or nullptr.
   const Generation* find(const KeyName& name) const noexcept;
 
-  // The generation new tickets are issued under: the newest one. nullptr if empty.
-  const Generation* encrypt_generation() const noexcept;
+  // The generation new tickets are issued under at `now`: of the usable generations
+  // whose encrypt window has begun and that are not expired, the one whose window began
+  // last; ties (two rotators racing for one window) go to the smallest name. A
+  // generation thus keeps encrypting past encrypt_until only if no newer one exists
+  // (the rotator is late). nullptr if none qualifies. Every server applies this rule
+  // to the same token contents, so servers whose clocks agree pick the same key.
+  const Generation* encrypt_generation(std::int64_t now) const noexcept;
+
+  // Whether a ticket under `g` may be opened at `now`, allowing `skew` seconds of
+  // clock difference: g is usable and now < decrypt_until + skew.
+  static bool decrypts(const Generation& g, std::int64_t now, std::int64_t skew) noexcept;
+
+  GenerationState state(const Generation& g, std::int64_t now) const noexcept;
 
  private:
   std::vector<Generation> generations_;

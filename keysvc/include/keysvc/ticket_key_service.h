@@ -10,9 +10,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
@@ -35,7 +38,8 @@ struct IssueKeys {
 enum class OpenStatus {
   kOk,          // keys derived; generation still encrypts
   kOkRenew,     // keys derived; the ticket is under an older generation: renew it
-  kUnknownKey,  // no generation has this name
+  kUnknownKey,  // no generation has this name, even after a rescan
+  kRetired,     // the generation is expired or revoked
   kHsmError,    // the token failed; serve a full handshake
 };
 
@@ -45,13 +49,18 @@ struct ServiceCounters {
   std::uint64_t unknown_key = 0;  // presented tickets whose key name is not in the ring
   std::uint64_t hsm_errors = 0;   // issue/open calls that failed in the token
   std::uint64_t hsm_calls = 0;    // PKCS#11 sign operations made for tickets
+  std::uint64_t retired_key = 0;  // presented tickets under expired or revoked generations
+  std::uint64_t rescans = 0;      // on-demand token rescans triggered by unknown key names
+  std::uint64_t refreshes = 0;    // token rescans (periodic and on demand)
 };
 
 class TicketKeyService {
  public:
   // Loads the module, finds the token, logs in (the PIN is read from its source and
-  // wiped), loads the ring and, if it is empty and tickets.create_if_empty is set,
-  // creates the first generation. Throws ConfigError / hsm::Pkcs11Error with one line.
+  // wiped) and loads the ring. If nothing encrypts and rotation.self_rotate or
+  // tickets.create_if_empty is set, runs the rotator once. Then starts a background
+  // thread that refreshes the ring every rotation.refresh_interval (rotating first if
+  // rotation.self_rotate). Throws ConfigError / hsm::Pkcs11Error with one line.
   static std::shared_ptr<TicketKeyService> open(const Config& config, Clock clock = {});
 
   ~TicketKeyService();
@@ -63,7 +72,9 @@ class TicketKeyService {
   // generation or the token fails.
   bool derive_for_issue(IssueKeys& out) noexcept;
 
-  // Derives the keys of a presented ticket.
+  // Derives the keys of a presented ticket. An unknown name triggers a rescan of the
+  // token, at most once per refresh_interval whatever the names presented, so a flood
+  // of random names cannot multiply HSM calls.
   OpenStatus derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
 
   // The name new tickets are issued under, if any.
@@ -72,13 +83,18 @@ class TicketKeyService {
   // The current ring snapshot.
   std::shared_ptr<const KeyRing> ring() const noexcept { return ring_.load(); }
 
-  // Rescans the token and swaps in the new ring. Throws on token failure.
+  // Rotates (if rotation.self_rotate), rescans the token and swaps in the new ring.
+  // Throws on token failure.
   void refresh();
+  // Rescans the token and swaps in the new ring, without rotating.
+  void reload();
 
-  // Creates a new generation in the token and refreshes. Returns it.
+  // Creates a generation that encrypts from now for one encrypt_period, and reloads.
+  // For tests and manual intervention; scheduled generations come from the rotator.
   Generation create_generation();
 
   std::chrono::system_clock::time_point now() const { return clock_(); }
+  std::int64_t unix_now() const;
   const Config& config() const noexcept { return config_; }
   hsm::SessionPool& sessions() noexcept { return *pool_; }
   ServiceCounters counters() const noexcept;
@@ -86,14 +102,26 @@ class TicketKeyService {
  private:
   TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
   bool derive(const Generation& g, const Iv& iv, TicketKeys& out) noexcept;
+  bool rescan_for_unknown_name() noexcept;
+  void refresher_loop();
 
   Config config_;
   Clock clock_;
   std::unique_ptr<hsm::SessionPool> pool_;
   std::atomic<std::shared_ptr<const KeyRing>> ring_;
   struct AtomicCounters {
-    std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0};
+    std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
+        rescans{0}, refreshes{0};
   } counters_;
+
+  // Negative cache for unknown key names: steady-clock time of the last on-demand rescan.
+  std::mutex rescan_mutex_;
+  std::atomic<std::chrono::steady_clock::rep> last_rescan_{0};
+
+  std::mutex refresher_mutex_;
+  std::condition_variable refresher_wake_;
+  bool stopping_ = false;
+  std::thread refresher_;
 };
 
 // Builds the session pool for `config` (module, token URI, PIN source) and logs in.

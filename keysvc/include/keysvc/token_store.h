@@ -1,14 +1,17 @@
-// How keysvc lays out ticket key generations in the token.
+// How keysvc lays out ticket key generations in the token (docs/TOKEN-LAYOUT.md).
 //
 // One generation = three token objects named by the 16-byte key name:
 //   CKO_SECRET_KEY  CKA_ID = name, label "keysvc-ticket-enc"  32-byte HMAC key (hsm/secret_key.h)
 //   CKO_SECRET_KEY  CKA_ID = name, label "keysvc-ticket-mac"  32-byte HMAC key
 //   CKO_DATA        label "keysvc-generation NAME_HEX", CKA_APPLICATION "keysvc", private,
-//                   CKA_VALUE = "keysvc-generation v1\ncreated=UNIX_SECONDS\n"
-//                   (PKCS#11 data objects have no CKA_ID, so the name is in the label)
-// The data object is written last: a generation exists once its record exists, so a
-// crash half-way through creating one leaves keys that no server ever uses.
-// See docs/TOKEN-LAYOUT.md.
+//                   CKA_VALUE = "keysvc-generation v1\ncreated=..\nencrypt_from=..\n
+//                                encrypt_until=..\ndecrypt_until=..\n" (Unix seconds)
+// The record is written last and destroyed first: a generation exists exactly while
+// its record does. (PKCS#11 data objects have no CKA_ID, so the name is in the label.)
+//
+// A revoked generation additionally has, until its decrypt_until has passed:
+//   CKO_DATA        label "keysvc-revoked NAME_HEX", CKA_APPLICATION "keysvc", private,
+//                   CKA_VALUE = "keysvc-revocation v1\nrevoked=..\ndecrypt_until=..\n"
 #pragma once
 
 #include <cstdint>
@@ -23,15 +26,21 @@ inline constexpr char kApplication[] = "keysvc";
 inline constexpr char kEncKeyLabel[] = "keysvc-ticket-enc";
 inline constexpr char kMacKeyLabel[] = "keysvc-ticket-mac";
 inline constexpr char kRecordLabelPrefix[] = "keysvc-generation ";
+inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 
-// Reads every complete generation in the token.
+// Reads every complete generation and every revocation record in the token.
 KeyRing load(hsm::Session& session);
 
-// Creates a generation with a fresh random name; `created` is Unix seconds.
-Generation create_generation(hsm::Session& session, std::int64_t created);
+// Creates a generation with a fresh random name and the given schedule.
+Generation create_generation(hsm::Session& session, const Schedule& schedule);
 
 // Destroys the generation's record and keys. Missing objects are not an error.
 void destroy_generation(hsm::Session& session, const KeyName& name);
+
+// Writes the revocation record for `name` (kept until `keep_until`).
+void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until);
+// Destroys the revocation record for `name`, if any.
+void drop_revocation(hsm::Session& session, const KeyName& name);
 
 struct GenerationCustody {
   hsm::KeyCustody enc;

@@ -53,6 +53,7 @@ struct TicketCallbackCounters {
   std::uint64_t resumed = 0;           // tickets decrypted and accepted
   std::uint64_t renewed = 0;           // ... of which renewed under the current generation
   std::uint64_t unknown_key = 0;       // presented key name not in the ring
+  std::uint64_t retired_key = 0;       // presented key name expired or revoked
   std::uint64_t hsm_error = 0;         // HSM failed while opening a ticket
   std::uint64_t rejected_bad_ticket = 0;  // failed MAC/decrypt, or unreadable app data
   std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age

@@ -32,3 +32,4 @@
 #define KEYSVC_OPEN_RENEW 2       /* keys derived, renew under the current generation */
 #define KEYSVC_OPEN_UNKNOWN_KEY 3 /* no generation has this name */
 #define KEYSVC_OPEN_HSM_ERROR 4   /* the token failed */
+#define KEYSVC_OPEN_RETIRED 5     /* the generation is expired or revoked */

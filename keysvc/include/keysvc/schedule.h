@@ -1,0 +1,50 @@
+// A generation's schedule, and the one rule every server applies to pick the key that
+// encrypts new tickets. Ticket key selection and lifetimes live in this file and in
+// rotation.h, nowhere else.
+//
+// Times are Unix seconds (UTC). A generation is
+//   published     from `created` on: every server that has loaded it decrypts with it;
+//   pending       while now < encrypt_from;
+//   active        when it is the encrypt generation (see choose_encrypt_generation);
+//   decrypt-only  after its encrypt window, while now < decrypt_until;
+//   expired       from decrypt_until on (destroyed by the rotator after clock_skew);
+//   revoked       once a revocation record names it: never used again, destroyed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+namespace keysvc {
+
+struct Schedule {
+  std::int64_t created = 0;
+  std::int64_t encrypt_from = 0;
+  std::int64_t encrypt_until = 0;
+  std::int64_t decrypt_until = 0;
+
+  bool operator==(const Schedule&) const = default;
+};
+
+enum class GenerationState { kPending, kActive, kDecryptOnly, kExpired, kRevoked };
+std::string_view to_string(GenerationState state);
+
+// How generations are laid out in time; the [rotation] section of the config.
+struct RotationPolicy {
+  // How long each generation encrypts new tickets.
+  std::chrono::seconds encrypt_period{std::chrono::hours(1)};
+  // A new generation exists at least this long before it starts encrypting, so every
+  // server has loaded it by then. Must exceed refresh_interval + clock_skew.
+  std::chrono::seconds publish_lead{std::chrono::minutes(10)};
+  // How long a generation keeps decrypting after its encrypt window; at least the
+  // ticket lifetime, so every ticket it issued stays valid for its whole lifetime.
+  std::chrono::seconds decrypt_window{std::chrono::hours(2)};
+  // The largest difference between two servers' clocks that must not cost a resumption.
+  std::chrono::seconds clock_skew{std::chrono::seconds(30)};
+  // Servers rescan the token this often (and at most this often on unknown key names).
+  std::chrono::seconds refresh_interval{std::chrono::seconds(30)};
+  // Single node: the server runs the rotator itself on every refresh.
+  bool self_rotate = true;
+};
+
+}  // namespace keysvc
