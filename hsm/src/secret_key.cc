@@ -68,9 +68,11 @@ void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::ui
   CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};
   check(session.fn()->C_SignInit(session.handle(), &mech, key), "C_SignInit");
   CK_ULONG len = mac.size();
-  check(session.fn()->C_Sign(session.handle(), const_cast<std::uint8_t*>(data.data()), data.size(),
-                             mac.data(), &len),
-        "C_Sign");
+  // An empty span may have a null data(), which tokens refuse (CKR_ARGUMENTS_BAD) even
+  // with a zero length; the HMAC of an empty message is well defined.
+  CK_BYTE empty = 0;
+  CK_BYTE_PTR in = data.empty() ? &empty : const_cast<std::uint8_t*>(data.data());
+  check(session.fn()->C_Sign(session.handle(), in, data.size(), mac.data(), &len), "C_Sign");
   if (len != kHmacSha256Bytes) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
 }
 

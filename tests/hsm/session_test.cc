@@ -1,0 +1,86 @@
+#include "keysvc/hsm/session.h"
+
+#include <gtest/gtest.h>
+
+#include "keysvc/hsm/error.h"
+#include "keysvc/hsm/object.h"
+#include "keysvc/hsm/token.h"
+#include "test_helpers.h"
+
+namespace keysvc::hsm {
+namespace {
+
+CK_SESSION_INFO session_info(const Session& s) {
+  CK_SESSION_INFO info{};
+  check(s.fn()->C_GetSessionInfo(s.handle(), &info), "C_GetSessionInfo");
+  return info;
+}
+
+TEST(Session, OpensReadWriteOrReadOnlyAndClosesOnDestruction) {
+  Token token = test::test_hsm_token();
+  CK_SESSION_HANDLE handle = CK_INVALID_HANDLE;
+  CK_FUNCTION_LIST* fn = nullptr;
+  {
+    Session rw(token, true);
+    handle = rw.handle();
+    fn = rw.fn();
+    EXPECT_NE(handle, static_cast<CK_SESSION_HANDLE>(CK_INVALID_HANDLE));
+    EXPECT_EQ(fn, token.module()->fn());
+    CK_SESSION_INFO info = session_info(rw);
+    EXPECT_EQ(info.slotID, token.slot());
+    EXPECT_TRUE(info.flags & CKF_RW_SESSION);
+
+    Session ro(token, false);
+    EXPECT_NE(ro.handle(), handle);
+    EXPECT_FALSE(session_info(ro).flags & CKF_RW_SESSION);
+  }
+  CK_SESSION_INFO info{};
+  EXPECT_EQ(fn->C_GetSessionInfo(handle, &info), static_cast<CK_RV>(CKR_SESSION_HANDLE_INVALID));
+}
+
+TEST(Session, ReadOnlySessionCannotCreateTokenObjects) {
+  Session ro(test::test_hsm_token(), false);
+  ro.login(CKU_USER, SecretString(test::TestToken::get().pin()));
+  try {
+    create_data_object(ro, "app", "label", test::as_bytes("v"));
+    FAIL() << "created a token object in a read-only session";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_SESSION_READ_ONLY)) << e.what();
+  }
+}
+
+TEST(Session, LoginIsSharedAndIdempotent) {
+  Token token = test::test_hsm_token();
+  Session a(token, true);
+  Session b(token, true);
+  EXPECT_FALSE(a.user_logged_in());
+  EXPECT_FALSE(b.user_logged_in());
+  a.login(CKU_USER, SecretString(test::TestToken::get().pin()));
+  EXPECT_TRUE(a.user_logged_in());
+  EXPECT_TRUE(b.user_logged_in()) << "login state is per application, not per session";
+  // Logging in again (CKR_USER_ALREADY_LOGGED_IN) is a success.
+  EXPECT_NO_THROW(b.login(CKU_USER, SecretString(test::TestToken::get().pin())));
+  EXPECT_EQ(session_info(a).state, static_cast<CK_STATE>(CKS_RW_USER_FUNCTIONS));
+}
+
+// A wrong PIN: one line "C_Login: CKR_PIN_INCORRECT", without the PIN.
+TEST(Session, WrongPinIsPinIncorrectWithoutThePin) {
+  Session s(test::test_hsm_token(), true);
+  const std::string wrong = "Wr0ngPin-" + test::random_text(12);
+  try {
+    s.login(CKU_USER, SecretString(wrong));
+    FAIL() << "logged in with a wrong PIN";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_STREQ(e.what(), "C_Login: CKR_PIN_INCORRECT");
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_PIN_INCORRECT));
+    EXPECT_EQ(std::string(e.what()).find(wrong), std::string::npos);
+    EXPECT_EQ(std::string(e.what()).find(test::TestToken::get().pin()), std::string::npos);
+  }
+  EXPECT_FALSE(s.user_logged_in());
+  // The right PIN still works afterwards.
+  EXPECT_NO_THROW(s.login(CKU_USER, SecretString(test::TestToken::get().pin())));
+  EXPECT_TRUE(s.user_logged_in());
+}
+
+}  // namespace
+}  // namespace keysvc::hsm
