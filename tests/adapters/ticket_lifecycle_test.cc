@@ -155,5 +155,28 @@ TEST_P(TicketLifecycleTest, RevokedGenerationStopsDecryptingAndIsReplaced) {
   EXPECT_EQ(counters(server_.get()).retired_key, 1u);
 }
 
+TEST_P(TicketLifecycleTest, LongLivedConnectionGetsAFreshTicketAfterRotation) {
+  test::Connection conn(server_.get(), client_.get());
+  ASSERT_TRUE(conn.result().ok) << conn.result().error;
+  KeyName g1 = *service_->encrypt_key_name();
+  EXPECT_FALSE(push_ticket_if_rotated(conn.server())) << "nothing changed yet";
+  std::size_t before = conn.result().tickets.size();
+  at(1);
+  service_->create_generation();  // the encrypt generation changes
+  ASSERT_NE(*service_->encrypt_key_name(), g1);
+  if (GetParam() == TLS1_2_VERSION) {
+    EXPECT_FALSE(push_ticket_if_rotated(conn.server())) << "TLS 1.2 has no post-handshake tickets";
+    return;
+  }
+  ASSERT_TRUE(push_ticket_if_rotated(conn.server()));
+  ASSERT_TRUE(conn.exchange()) << conn.result().error;
+  ASSERT_EQ(conn.result().tickets.size(), before + 1);
+  EXPECT_EQ(name_of(conn.result().tickets.back().get()), *service_->encrypt_key_name());
+  EXPECT_FALSE(push_ticket_if_rotated(conn.server())) << "already has a ticket under the new generation";
+  EXPECT_EQ(counters(server_.get()).pushed, 1u);
+  Handshake h = conn.finish();
+  EXPECT_TRUE(resume(h.tickets.back().get()).reused);
+}
+
 }  // namespace
 }  // namespace keysvc::openssl

@@ -75,22 +75,21 @@ SslCtxPtr make_client_ctx(int version) {
   return ctx;
 }
 
-Handshake handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resume) {
-  Handshake h;
-  std::unique_ptr<SSL, decltype(&SSL_free)> server(SSL_new(server_ctx), SSL_free);
-  std::unique_ptr<SSL, decltype(&SSL_free)> client(SSL_new(client_ctx), SSL_free);
-  if (!server || !client) {
+Connection::Connection(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resume)
+    : server_(SSL_new(server_ctx)), client_(SSL_new(client_ctx)), offered_(resume) {
+  Handshake& h = result_;
+  if (server_ == nullptr || client_ == nullptr) {
     h.error = "SSL_new: " + ssl_errors();
-    return h;
+    return;
   }
   BIO *client_bio = nullptr, *server_bio = nullptr;
   BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
-  SSL_set_bio(client.get(), client_bio, client_bio);
-  SSL_set_bio(server.get(), server_bio, server_bio);
-  SSL_set_connect_state(client.get());
-  SSL_set_accept_state(server.get());
-  SSL_set_ex_data(client.get(), collected_index(), &h.tickets);
-  if (resume != nullptr) SSL_set_session(client.get(), resume);
+  SSL_set_bio(client_, client_bio, client_bio);
+  SSL_set_bio(server_, server_bio, server_bio);
+  SSL_set_connect_state(client_);
+  SSL_set_accept_state(server_);
+  SSL_set_ex_data(client_, collected_index(), &h.tickets);
+  if (resume != nullptr) SSL_set_session(client_, resume);
 
   auto pending = [](SSL* s, int rc) {
     int e = SSL_get_error(s, rc);
@@ -99,49 +98,66 @@ Handshake handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resum
   bool client_done = false, server_done = false;
   for (int round = 0; round < 50 && !(client_done && server_done); ++round) {
     if (!client_done) {
-      int rc = SSL_do_handshake(client.get());
+      int rc = SSL_do_handshake(client_);
       if (rc == 1) client_done = true;
-      else if (!pending(client.get(), rc)) {
+      else if (!pending(client_, rc)) {
         h.error = "client handshake: " + ssl_errors();
-        return h;
+        return;
       }
     }
     if (!server_done) {
-      int rc = SSL_do_handshake(server.get());
+      int rc = SSL_do_handshake(server_);
       if (rc == 1) server_done = true;
-      else if (!pending(server.get(), rc)) {
+      else if (!pending(server_, rc)) {
         h.error = "server handshake: " + ssl_errors();
-        return h;
+        return;
       }
     }
   }
   if (!(client_done && server_done)) {
     h.error = "handshake did not finish";
-    return h;
+    return;
   }
-  // Application data both ways; the client's read also processes TLS 1.3 tickets.
+  h.reused = SSL_session_reused(server_) == 1;
+  h.version = SSL_version(server_);
+  h.ok = exchange();
+}
+
+Connection::~Connection() {
+  SSL_free(client_);
+  SSL_free(server_);
+}
+
+bool Connection::exchange() {
   char buf[16];
-  if (SSL_write(server.get(), "ping", 4) != 4 || SSL_read(client.get(), buf, sizeof buf) != 4 ||
-      SSL_write(client.get(), "pong", 4) != 4 || SSL_read(server.get(), buf, sizeof buf) != 4) {
-    h.error = "application data: " + ssl_errors();
-    return h;
+  if (SSL_write(server_, "ping", 4) != 4 || SSL_read(client_, buf, sizeof buf) != 4 ||
+      SSL_write(client_, "pong", 4) != 4 || SSL_read(server_, buf, sizeof buf) != 4) {
+    result_.error = "application data: " + ssl_errors();
+    return false;
   }
-  // A TLS 1.2 client does not report a ticket renewed on resumption through the
-  // new-session callback; take it from the connection's session.
-  if (SSL_SESSION* current = SSL_get1_session(client.get())) {
-    SessionPtr owned(current);
-    auto bytes = ticket_of(current);
-    bool known = resume != nullptr && ticket_of(resume) == bytes;
-    for (auto& t : h.tickets) known = known || ticket_of(t.get()) == bytes;
-    if (!known && !bytes.empty()) h.tickets.push_back(std::move(owned));
+  return true;
+}
+
+Handshake Connection::finish() {
+  if (result_.ok) {
+    // A TLS 1.2 client does not report a ticket renewed on resumption through the
+    // new-session callback; take it from the connection's session.
+    if (SSL_SESSION* current = SSL_get1_session(client_)) {
+      SessionPtr owned(current);
+      auto bytes = ticket_of(current);
+      bool known = offered_ != nullptr && ticket_of(offered_) == bytes;
+      for (auto& t : result_.tickets) known = known || ticket_of(t.get()) == bytes;
+      if (!known && !bytes.empty()) result_.tickets.push_back(std::move(owned));
+    }
+    SSL_shutdown(client_);
+    SSL_shutdown(server_);
   }
-  h.reused = SSL_session_reused(server.get()) == 1;
-  h.version = SSL_version(server.get());
-  SSL_shutdown(client.get());
-  SSL_shutdown(server.get());
-  SSL_set_ex_data(client.get(), collected_index(), nullptr);
-  h.ok = true;
-  return h;
+  SSL_set_ex_data(client_, collected_index(), nullptr);
+  return std::move(result_);
+}
+
+Handshake handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resume) {
+  return Connection(server_ctx, client_ctx, resume).finish();
 }
 
 std::vector<std::uint8_t> ticket_of(const SSL_SESSION* session) {

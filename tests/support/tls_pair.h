@@ -36,6 +36,32 @@ struct Handshake {
   SSL_SESSION* last() const { return tickets.empty() ? nullptr : tickets.back().get(); }
 };
 
+// An established connection over a BIO pair, kept open for post-handshake traffic.
+class Connection {
+ public:
+  // Handshakes (offering `resume` if given) and exchanges a few bytes both ways so
+  // TLS 1.3 tickets are processed. Check ok()/result().
+  Connection(SSL_CTX* server, SSL_CTX* client, SSL_SESSION* resume = nullptr);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  SSL* server() const { return server_; }
+  SSL* client() const { return client_; }
+  // Sends a few bytes server -> client -> server; the client's read processes any
+  // post-handshake message (new session tickets). False on failure (see result().error).
+  bool exchange();
+  // Shuts down both sides and returns what was seen.
+  Handshake finish();
+  Handshake& result() { return result_; }
+
+ private:
+  SSL* server_ = nullptr;
+  SSL* client_ = nullptr;
+  SSL_SESSION* offered_ = nullptr;
+  Handshake result_;
+};
+
 // Runs one handshake (offering `resume` if given), exchanges a few bytes both ways so
 // TLS 1.3 tickets are processed, and shuts both sides down.
 Handshake handshake(SSL_CTX* server, SSL_CTX* client, SSL_SESSION* resume = nullptr);

@@ -37,7 +37,7 @@ struct AdapterState {
 
   struct {
     std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, retired_key{0}, hsm_error{0},
-        rejected_bad_ticket{0}, rejected_too_old{0};
+        rejected_bad_ticket{0}, rejected_too_old{0}, pushed{0};
   } counters;
 
   ~AdapterState() {
@@ -56,6 +56,26 @@ int state_index() {
 
 AdapterState* state_of(const SSL_CTX* ctx) {
   return ctx == nullptr ? nullptr : static_cast<AdapterState*>(SSL_CTX_get_ex_data(ctx, state_index()));
+}
+
+// Per connection: the key name of the last ticket keysvc issued on it (public bytes).
+void free_last_name(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<KeyName*>(ptr); }
+
+int last_name_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_last_name);
+  return index;
+}
+
+void remember_ticket_name(SSL* s, const unsigned char* name) {
+  auto* last = static_cast<KeyName*>(SSL_get_ex_data(s, last_name_index()));
+  if (last == nullptr) {
+    last = new (std::nothrow) KeyName{};
+    if (last == nullptr || SSL_set_ex_data(s, last_name_index(), last) != 1) {
+      delete last;
+      return;
+    }
+  }
+  std::memcpy(last->data(), name, last->size());
 }
 
 // Wipes a stack buffer of key bytes when the scope ends, whatever the path.
@@ -86,7 +106,7 @@ bool set_mac_key(const AdapterState& st, EVP_MAC_CTX* hctx, const unsigned char*
 }
 
 // enc=1: returns 1 with a ticket key set up, or 0 (no ticket this time).
-int issue_ticket(AdapterState& st, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
+int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                  EVP_MAC_CTX* hctx) {
   WipedBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES> out;
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
@@ -104,6 +124,7 @@ int issue_ticket(AdapterState& st, unsigned char* key_name, unsigned char* iv, E
   }
   std::memcpy(key_name, out.bytes, kKeyNameBytes);
   std::memcpy(iv, out.bytes + kKeyNameBytes, kIvBytes);
+  remember_ticket_name(s, key_name);
   st.counters.issued.fetch_add(1, std::memory_order_relaxed);
   return 1;
 }
@@ -148,7 +169,7 @@ int ticket_key_cb(SSL* s, unsigned char key_name[16], unsigned char* iv, EVP_CIP
                   int enc) {
   AdapterState* st = state_of(SSL_get_SSL_CTX(s));
   if (st == nullptr) return 0;
-  return enc ? issue_ticket(*st, key_name, iv, cctx, hctx) : open_ticket(*st, s, key_name, iv, cctx, hctx);
+  return enc ? issue_ticket(*st, s, key_name, iv, cctx, hctx) : open_ticket(*st, s, key_name, iv, cctx, hctx);
 }
 
 std::int64_t unix_now(const AdapterState& st) {
@@ -263,6 +284,18 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
     logger()->warn("max_early_data > 0 without SSL_OP_NO_ANTI_REPLAY: TLS 1.3 tickets bypass keysvc");
 }
 
+bool push_ticket_if_rotated(SSL* ssl) {
+  if (ssl == nullptr || SSL_version(ssl) != TLS1_3_VERSION || !SSL_is_init_finished(ssl)) return false;
+  AdapterState* st = state_of(SSL_get_SSL_CTX(ssl));
+  if (st == nullptr) return false;
+  auto current = st->service->encrypt_key_name();
+  auto* last = static_cast<const KeyName*>(SSL_get_ex_data(ssl, last_name_index()));
+  if (!current || (last != nullptr && *last == *current)) return false;
+  if (SSL_new_session_ticket(ssl) != 1) return false;
+  st->counters.pushed.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 TicketCallbackCounters counters(const SSL_CTX* ctx) {
   TicketCallbackCounters c;
   const AdapterState* st = state_of(ctx);
@@ -277,6 +310,7 @@ TicketCallbackCounters counters(const SSL_CTX* ctx) {
   c.hsm_error = r(st->counters.hsm_error);
   c.rejected_bad_ticket = r(st->counters.rejected_bad_ticket);
   c.rejected_too_old = r(st->counters.rejected_too_old);
+  c.pushed = r(st->counters.pushed);
   return c;
 }
 

@@ -46,6 +46,13 @@ struct InstallOptions {
 // set up in `options.libctx`.
 void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const InstallOptions& options = {});
 
+// For long-lived TLS 1.3 connections: if the encrypt generation changed since the
+// last ticket this connection received from keysvc, queues a fresh ticket
+// (SSL_new_session_ticket; it goes out with the connection's next write) and returns
+// true. Returns false if nothing was needed or possible (not TLS 1.3, handshake not
+// finished, keysvc not installed, no encrypt generation).
+bool push_ticket_if_rotated(SSL* ssl);
+
 // What the ticket callbacks have seen on one SSL_CTX since install().
 struct TicketCallbackCounters {
   std::uint64_t issued = 0;            // tickets encrypted
@@ -57,6 +64,7 @@ struct TicketCallbackCounters {
   std::uint64_t hsm_error = 0;         // HSM failed while opening a ticket
   std::uint64_t rejected_bad_ticket = 0;  // failed MAC/decrypt, or unreadable app data
   std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age
+  std::uint64_t pushed = 0;               // tickets pushed after a rotation (push_ticket_if_rotated)
 };
 // Counters for `ctx`, all zero if keysvc is not installed on it.
 TicketCallbackCounters counters(const SSL_CTX* ctx);
