@@ -75,6 +75,19 @@ class Reader {
     throw bad(n, section, key, "a duration such as \"2h\"");
   }
 
+  // "FILE:LINE: " for a problem found after reading: the line of the first of `keys`
+  // that is set, else of the first key's section header, else line 1.
+  std::string at(std::initializer_list<std::pair<std::string_view, std::string_view>> keys) const {
+    for (auto [section, key] : keys) {
+      if (const toml::table* t = root_[section].as_table())
+        if (const toml::node* n = t->get(key)) return where(source_, n->source());
+    }
+    if (keys.size() > 0)
+      if (const toml::table* t = root_[keys.begin()->first].as_table(); t && t->source().begin.line > 0)
+        return where(source_, t->source());
+    return source_ + ":1: ";
+  }
+
   // After reading: any key nobody asked for is a typo.
   void reject_unknown() {
     for (auto&& [section, node] : root_) {
@@ -142,19 +155,27 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   c.log_level = r.string("log", "level", "info");
   r.reject_unknown();
 
-  if (c.hsm.module.empty()) throw ConfigError(source + ": hsm.module is required");
-  if (c.hsm.token_uri.empty()) throw ConfigError(source + ": hsm.token is required");
-  if (c.tickets.lifetime.count() == 0) throw ConfigError(source + ": tickets.lifetime must be positive");
+  // Cross-field checks still name a line (the key's, or its section's if it is missing).
+  if (c.hsm.module.empty()) throw ConfigError(r.at({{"hsm", "module"}}) + "hsm.module is required");
+  if (c.hsm.token_uri.empty()) throw ConfigError(r.at({{"hsm", "token"}}) + "hsm.token is required");
+  if (c.tickets.lifetime.count() == 0)
+    throw ConfigError(r.at({{"tickets", "lifetime"}}) + "tickets.lifetime must be positive");
   if (c.tickets.max_session_age < c.tickets.lifetime)
-    throw ConfigError(source + ": tickets.max_session_age must be at least tickets.lifetime");
-  if (rot.encrypt_period.count() == 0) throw ConfigError(source + ": rotation.encrypt_period must be positive");
-  if (rot.refresh_interval.count() == 0) throw ConfigError(source + ": rotation.refresh_interval must be positive");
+    throw ConfigError(r.at({{"tickets", "max_session_age"}, {"tickets", "lifetime"}}) +
+                      "tickets.max_session_age must be at least tickets.lifetime");
+  if (rot.encrypt_period.count() == 0)
+    throw ConfigError(r.at({{"rotation", "encrypt_period"}}) + "rotation.encrypt_period must be positive");
+  if (rot.refresh_interval.count() == 0)
+    throw ConfigError(r.at({{"rotation", "refresh_interval"}}) + "rotation.refresh_interval must be positive");
   if (rot.decrypt_window < c.tickets.lifetime)
-    throw ConfigError(source + ": rotation.decrypt_window must be at least tickets.lifetime");
+    throw ConfigError(r.at({{"rotation", "decrypt_window"}, {"tickets", "lifetime"}}) +
+                      "rotation.decrypt_window must be at least tickets.lifetime");
   if (rot.publish_lead <= rot.refresh_interval + rot.clock_skew)
-    throw ConfigError(source + ": rotation.publish_lead must exceed rotation.refresh_interval + rotation.clock_skew");
+    throw ConfigError(r.at({{"rotation", "publish_lead"}, {"rotation", "refresh_interval"}, {"rotation", "clock_skew"}}) +
+                      "rotation.publish_lead must exceed rotation.refresh_interval + rotation.clock_skew");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
-  if (!levels.count(c.log_level)) throw ConfigError(source + ": log.level must be one of trace, debug, info, warn, error, off");
+  if (!levels.count(c.log_level))
+    throw ConfigError(r.at({{"log", "level"}}) + "log.level must be one of trace, debug, info, warn, error, off");
   return c;
 }
 
