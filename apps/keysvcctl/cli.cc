@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include <chrono>
+
 #include "keysvc/ticket_key_service.h"
 
 namespace keysvcctl {
@@ -31,6 +33,11 @@ CLI::App* Cli::add_command(const std::string& name, const std::string& descripti
 
 void Cli::add_json_flag(CLI::App* command, bool& json) {
   command->add_flag("--json", json, "Print JSON instead of text");
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 keysvc::Config Cli::load_config() const {

@@ -4,8 +4,8 @@
 // to each command group's add_*_commands() function (one .cc file per group). A group
 // adds its subcommands to root() and gives each leaf command an Action with on_run();
 // the Action of the command given on the command line runs after parsing, inside
-// main's error handling. To add a command group (rotate, revoke, destroy, audit...),
-// write its add_*() function and list it in kCommandGroups in main.cc.
+// main's error handling. To add a command group (audit...), write its add_*() function
+// and list it in kCommandGroups in main.cc.
 //
 // Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage. Errors are one line
 // on stderr, "keysvcctl: ...". PINs are only ever read from PIN sources (file:PATH or
@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -78,9 +79,14 @@ class Cli {
   std::string selected_name_;
 };
 
+// The wall clock in Unix seconds: the `now` every schedule decision is made at.
+std::int64_t unix_now();
+
 // Command groups (one file each).
 void add_token_commands(Cli& cli);   // token_commands.cc: token init
-void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, keys generate
+void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, revoke, destroy (+ keys rotate)
 void add_status_command(Cli& cli);   // status_command.cc: status
+// rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).
+void add_rotate_command(Cli& cli, CLI::App* parent = nullptr);
 
 }  // namespace keysvcctl

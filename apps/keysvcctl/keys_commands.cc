@@ -1,10 +1,13 @@
-// keys list, keys generate.
+// keys list, keys generate, keys revoke, keys destroy (and the "keys rotate" alias of
+// rotate, rotate_command.cc).
 #include <algorithm>
-#include <chrono>
 #include <iostream>
+#include <optional>
+#include <stdexcept>
 
 #include "cli.h"
 #include "keysvc/key_name.h"
+#include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
 #include "output.h"
 
@@ -12,83 +15,161 @@ namespace keysvcctl {
 
 namespace {
 
+namespace token_store = keysvc::token_store;
+
 struct ListedGeneration {
   keysvc::Generation generation;
-  bool active = false;
-  keysvc::token_store::GenerationCustody custody;
+  keysvc::GenerationState state{};
+  // Only for generations whose keys are still in the token (a revoked one may have none).
+  std::optional<token_store::GenerationCustody> custody;
 };
 
-// Every generation, newest first, with its custody attributes.
-std::vector<ListedGeneration> list_generations(keysvc::hsm::SessionPool& pool) {
-  return pool.run([](keysvc::hsm::Session& s) {
-    keysvc::KeyRing ring = keysvc::token_store::load(s);
-    const keysvc::Generation* active = ring.encrypt_generation();
+// Every generation, latest encrypt window first, with its state at `now` and its keys'
+// custody attributes.
+std::vector<ListedGeneration> list_generations(keysvc::hsm::SessionPool& pool, std::int64_t now) {
+  return pool.run([now](keysvc::hsm::Session& s) {
+    keysvc::KeyRing ring = token_store::load(s);
     std::vector<ListedGeneration> out;
-    for (const auto& g : ring.generations())
-      out.push_back({g, active && active->name == g.name, keysvc::token_store::read_custody(s, g)});
+    for (const auto& g : ring.generations()) {
+      ListedGeneration l{g, ring.state(g, now), std::nullopt};
+      if (g.has_keys()) l.custody = token_store::read_custody(s, g);
+      out.push_back(std::move(l));
+    }
     std::reverse(out.begin(), out.end());
     return out;
   });
 }
 
-std::string custody_text(const keysvc::token_store::GenerationCustody& c) {
-  std::string enc = custody_summary(c.enc), mac = custody_summary(c.mac);
+std::string custody_text(const ListedGeneration& l) {
+  if (!l.custody) return l.generation.revoked ? "keys destroyed" : "no keys";
+  std::string enc = custody_summary(l.custody->enc), mac = custody_summary(l.custody->mac);
   if (enc == mac) return enc;
   return "enc: " + enc + "; mac: " + mac;
 }
 
+// A name given on the command line: exactly 32 hex digits, or a usage error. The
+// message does not repeat the value (it might be a PIN pasted in the wrong place).
+keysvc::KeyName parse_name(const std::string& text) {
+  auto name = keysvc::key_name_from_hex(text);
+  if (!name) throw UsageError("NAME must be a generation name, 32 hex digits");
+  return *name;
+}
+
 int keys_list(const Cli& cli, bool json) {
   auto pool = cli.open_pool();
-  auto generations = list_generations(*pool);
+  const std::int64_t now = unix_now();
+  auto generations = list_generations(*pool, now);
   if (json) {
     Json array{Json::Array{}};
     for (const auto& l : generations) {
+      const keysvc::Generation& g = l.generation;
       Json j;
-      j.set("name", keysvc::to_hex(l.generation.name));
-      j.set("created", iso8601_utc(l.generation.created));
-      j.set("created_unix", l.generation.created);
-      j.set("state", l.active ? "active" : "decrypt-only");
-      j.set("active", l.active);
-      j.set("enc_key", custody_json(l.custody.enc));
-      j.set("mac_key", custody_json(l.custody.mac));
+      j.set("name", keysvc::to_hex(g.name));
+      j.set("state", std::string(keysvc::to_string(l.state)));
+      j.set("active", l.state == keysvc::GenerationState::kActive);
+      add_schedule(j, g.schedule);
+      j.set("revoked", g.revoked);
+      j.set("revoked_at", g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json());
+      j.set("revoked_at_unix", g.revoked ? Json(g.revoked_at) : Json());
+      j.set("has_keys", g.has_keys());
+      j.set("enc_key", l.custody ? custody_json(l.custody->enc) : Json());
+      j.set("mac_key", l.custody ? custody_json(l.custody->mac) : Json());
       array.push(std::move(j));
     }
     std::cout << array.dump() << '\n';
     return kExitOk;
   }
   if (generations.empty()) return kExitOk;
-  Table table({"NAME", "CREATED", "STATE", "CUSTODY"});
+  Table table({"NAME", "STATE", "CREATED", "ENCRYPT_FROM", "ENCRYPT_UNTIL", "DECRYPT_UNTIL", "CUSTODY"});
   for (const auto& l : generations) {
-    table.add({keysvc::to_hex(l.generation.name), iso8601_utc(l.generation.created),
-               l.active ? "active" : "decrypt-only", custody_text(l.custody)});
+    const keysvc::Schedule& s = l.generation.schedule;
+    table.add({keysvc::to_hex(l.generation.name), std::string(keysvc::to_string(l.state)), iso8601_utc(s.created),
+               iso8601_utc(s.encrypt_from), iso8601_utc(s.encrypt_until), iso8601_utc(s.decrypt_until),
+               custody_text(l)});
   }
   table.print(std::cout);
   return kExitOk;
 }
 
 int keys_generate(const Cli& cli, bool json) {
-  auto pool = cli.open_pool();
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-  keysvc::Generation g = pool->run([now](keysvc::hsm::Session& s) {
-    // The ring orders generations by creation second, then by name: a generation made in
-    // the same second as the newest one would only become the encrypt generation if its
-    // random name sorted higher. One second later than the newest makes it encrypt.
-    keysvc::KeyRing ring = keysvc::token_store::load(s);
-    std::int64_t created = now;
-    if (const keysvc::Generation* newest = ring.encrypt_generation())
-      created = std::max(created, newest->created + 1);
-    return keysvc::token_store::create_generation(s, created);
+  keysvc::Config config;
+  auto pool = cli.open_pool(&config);
+  const std::int64_t now = unix_now();
+  const keysvc::RotationPolicy& p = config.rotation;
+  keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
+    // The encrypt generation is the one whose window began last, ties going to the
+    // smallest name. A generation starting in the same second as the current one would
+    // win only if its random name sorted lower, so it starts a second later instead.
+    keysvc::KeyRing ring = token_store::load(s);
+    std::int64_t from = now;
+    if (const keysvc::Generation* current = ring.encrypt_generation(now))
+      from = std::max(from, current->schedule.encrypt_from + 1);
+    const std::int64_t until = from + p.encrypt_period.count();
+    return token_store::create_generation(s, keysvc::Schedule{now, from, until, until + p.decrypt_window.count()});
   });
   if (json) {
     Json j;
     j.set("name", keysvc::to_hex(g.name));
-    j.set("created", iso8601_utc(g.created));
-    j.set("created_unix", g.created);
+    add_schedule(j, g.schedule);
     std::cout << j.dump() << '\n';
   } else {
     std::cout << keysvc::to_hex(g.name) << '\n';
+  }
+  return kExitOk;
+}
+
+int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
+  const keysvc::KeyName name = parse_name(name_text);
+  keysvc::Config config;
+  auto pool = cli.open_pool(&config);
+  const std::int64_t now = unix_now();
+  auto encrypting = [&]() -> std::optional<keysvc::KeyName> {
+    keysvc::KeyRing ring = pool->run([](keysvc::hsm::Session& s) { return token_store::load(s); });
+    const keysvc::Generation* g = ring.encrypt_generation(now);
+    return g ? std::optional(g->name) : std::nullopt;
+  };
+  const bool was_active = encrypting() == name;
+  if (!keysvc::revoke(*pool, name, now, config.rotation))
+    throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
+  std::optional<keysvc::KeyName> now_encrypting = encrypting();
+  if (json) {
+    Json j;
+    j.set("revoked", keysvc::to_hex(name));
+    j.set("was_active", was_active);
+    j.set("encrypt_generation", now_encrypting ? Json(keysvc::to_hex(*now_encrypting)) : Json());
+    std::cout << j.dump() << '\n';
+  } else {
+    std::cout << "revoked " << keysvc::to_hex(name) << '\n';
+    if (was_active)
+      std::cout << "encrypting under " << (now_encrypting ? keysvc::to_hex(*now_encrypting) : "(none)") << '\n';
+  }
+  return kExitOk;
+}
+
+int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
+  const keysvc::KeyName name = parse_name(name_text);
+  auto pool = cli.open_pool();
+  const std::int64_t now = unix_now();
+  bool was_active = false;
+  bool found = pool->run([&](keysvc::hsm::Session& s) {
+    keysvc::KeyRing ring = token_store::load(s);
+    const keysvc::Generation* g = ring.find(name);
+    if (g == nullptr) return false;
+    was_active = ring.encrypt_generation(now) == g;
+    token_store::destroy_generation(s, name);
+    token_store::drop_revocation(s, name);
+    return true;
+  });
+  if (!found) throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
+  if (json) {
+    Json j;
+    j.set("destroyed", keysvc::to_hex(name));
+    j.set("was_active", was_active);
+    std::cout << j.dump() << '\n';
+  } else {
+    std::cout << "destroyed " << keysvc::to_hex(name) << '\n';
+    if (was_active)
+      std::cout << "it was the encrypt generation: run 'keysvcctl rotate' (or 'keys revoke' next time)\n";
   }
   return kExitOk;
 }
@@ -100,18 +181,44 @@ void add_keys_commands(Cli& cli) {
 
   auto list_json = std::make_shared<bool>(false);
   CLI::App* list = cli.add_command(
-      "list", "List every generation: name, creation time, state and the keys' HSM attributes",
+      "list",
+      "List every generation (latest encrypt window first): name, state (pending, active, decrypt-only, "
+      "expired, revoked), schedule (UTC) and the keys' HSM attributes. Changes nothing",
       [&cli, list_json] { return keys_list(cli, *list_json); }, keys);
   Cli::add_json_flag(list, *list_json);
 
   auto gen_json = std::make_shared<bool>(false);
   CLI::App* generate = cli.add_command(
       "generate",
-      "Create a new generation in the token and print its name. It becomes the newest "
-      "generation (created at least a second after the previous one), which servers encrypt new "
-      "tickets under once they rescan the token",
+      "Create a generation that encrypts from now for one rotation.encrypt_period and print its name. "
+      "If the current encrypt generation started this very second, the new one starts a second later "
+      "so that it is the one picked. Generations the rotator scheduled still take over at their start",
       [&cli, gen_json] { return keys_generate(cli, *gen_json); }, keys);
   Cli::add_json_flag(generate, *gen_json);
+
+  add_rotate_command(cli, keys);
+
+  struct NamedOptions {
+    std::string name;
+    bool json = false;
+  };
+  auto revoke = std::make_shared<NamedOptions>();
+  CLI::App* revoke_cmd = cli.add_command(
+      "revoke",
+      "Revoke a generation: servers stop using it at their next token rescan, its keys are destroyed, "
+      "and if it was the encrypt generation a replacement that encrypts from now is created",
+      [&cli, revoke] { return keys_revoke(cli, revoke->name, revoke->json); }, keys);
+  revoke_cmd->add_option("NAME", revoke->name, "Generation name (32 hex digits, see 'keys list')")->required();
+  Cli::add_json_flag(revoke_cmd, revoke->json);
+
+  auto destroy = std::make_shared<NamedOptions>();
+  CLI::App* destroy_cmd = cli.add_command(
+      "destroy",
+      "Destroy a generation's keys and records at once, without a revocation record. Tickets under it "
+      "can no longer be resumed. Prefer 'keys revoke'; expired generations are destroyed by 'rotate'",
+      [&cli, destroy] { return keys_destroy(cli, destroy->name, destroy->json); }, keys);
+  destroy_cmd->add_option("NAME", destroy->name, "Generation name (32 hex digits, see 'keys list')")->required();
+  Cli::add_json_flag(destroy_cmd, destroy->json);
 }
 
 }  // namespace keysvcctl

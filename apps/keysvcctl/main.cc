@@ -3,6 +3,9 @@
 //   keysvcctl token init --module PATH --label LABEL --pin-source SRC --so-pin-source SRC
 //   keysvcctl --config FILE keys list [--json]
 //   keysvcctl --config FILE keys generate [--json]
+//   keysvcctl --config FILE keys revoke NAME [--json]
+//   keysvcctl --config FILE keys destroy NAME [--json]
+//   keysvcctl --config FILE rotate [--every DURATION] [--json]   (also: keys rotate)
 //   keysvcctl --config FILE status [--json]
 //
 // Exit codes: 0 ok, 1 failure, 2 usage. Errors: one line on stderr. See cli.h.
@@ -18,10 +21,13 @@ namespace {
 
 using keysvcctl::Cli;
 
-// Every command group; later groups (rotate, revoke, destroy, audit) are added here.
+void add_rotate(Cli& cli) { keysvcctl::add_rotate_command(cli); }
+
+// Every command group; later groups (audit) are added here.
 constexpr void (*kCommandGroups[])(Cli&) = {
     keysvcctl::add_status_command,
     keysvcctl::add_keys_commands,
+    add_rotate,
     keysvcctl::add_token_commands,
 };
 

@@ -42,13 +42,23 @@ std::string json_escape(const std::string& s) {
 
 std::string Json::dump() const {
   std::string out;
-  dump(out, 0);
+  dump(out, 0, false);
   return out;
 }
 
-void Json::dump(std::string& out, int indent) const {
-  const std::string pad(static_cast<std::size_t>(indent + 2), ' ');
-  const std::string close_pad(static_cast<std::size_t>(indent), ' ');
+std::string Json::dump_line() const {
+  std::string out;
+  dump(out, 0, true);
+  return out;
+}
+
+void Json::dump(std::string& out, int indent, bool compact) const {
+  const std::string pad = compact ? "" : std::string(static_cast<std::size_t>(indent + 2), ' ');
+  const std::string close_pad = compact ? "" : std::string(static_cast<std::size_t>(indent), ' ');
+  const char* open_object = compact ? "{" : "{\n";
+  const char* open_array = compact ? "[" : "[\n";
+  const char* comma = compact ? ", " : ",\n";
+  const char* last = compact ? "" : "\n";
   if (std::holds_alternative<std::nullptr_t>(v_)) {
     out += "null";
   } else if (auto b = std::get_if<bool>(&v_)) {
@@ -62,11 +72,11 @@ void Json::dump(std::string& out, int indent) const {
       out += "{}";
       return;
     }
-    out += "{\n";
+    out += open_object;
     for (std::size_t k = 0; k < o->size(); ++k) {
       out += pad + json_escape((*o)[k].first) + ": ";
-      (*o)[k].second.dump(out, indent + 2);
-      out += k + 1 < o->size() ? ",\n" : "\n";
+      (*o)[k].second.dump(out, indent + 2, compact);
+      out += k + 1 < o->size() ? comma : last;
     }
     out += close_pad + "}";
   } else if (auto a = std::get_if<Array>(&v_)) {
@@ -74,11 +84,11 @@ void Json::dump(std::string& out, int indent) const {
       out += "[]";
       return;
     }
-    out += "[\n";
+    out += open_array;
     for (std::size_t k = 0; k < a->size(); ++k) {
       out += pad;
-      (*a)[k].dump(out, indent + 2);
-      out += k + 1 < a->size() ? ",\n" : "\n";
+      (*a)[k].dump(out, indent + 2, compact);
+      out += k + 1 < a->size() ? comma : last;
     }
     out += close_pad + "]";
   }
@@ -91,6 +101,14 @@ std::string iso8601_utc(std::int64_t unix_seconds) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+void add_schedule(Json& object, const keysvc::Schedule& s) {
+  for (auto [key, value] : {std::pair{"created", s.created}, {"encrypt_from", s.encrypt_from},
+                            {"encrypt_until", s.encrypt_until}, {"decrypt_until", s.decrypt_until}}) {
+    object.set(key, iso8601_utc(value));
+    object.set(std::string(key) + "_unix", value);
+  }
 }
 
 void Table::print(std::ostream& out) const {

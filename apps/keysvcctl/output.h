@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "keysvc/hsm/secret_key.h"
+#include "keysvc/schedule.h"
 
 namespace keysvcctl {
 
@@ -35,9 +36,11 @@ class Json {
 
   // Pretty-printed, two-space indent, no trailing newline.
   std::string dump() const;
+  // On one line (for JSON Lines output), no trailing newline.
+  std::string dump_line() const;
 
  private:
-  void dump(std::string& out, int indent) const;
+  void dump(std::string& out, int indent, bool compact) const;
   std::variant<std::nullptr_t, bool, std::int64_t, std::string, Object, Array> v_{nullptr};
 };
 
@@ -45,6 +48,10 @@ std::string json_escape(const std::string& s);
 
 // Unix seconds as UTC ISO-8601, "2024-05-01T10:00:00Z".
 std::string iso8601_utc(std::int64_t unix_seconds);
+
+// Appends a schedule's times to an object: created, encrypt_from, encrypt_until and
+// decrypt_until as ISO-8601, each followed by its *_unix twin.
+void add_schedule(Json& object, const keysvc::Schedule& s);
 
 // An aligned text table: a header row and rows of cells, two spaces between columns.
 class Table {

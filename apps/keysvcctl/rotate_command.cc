@@ -1,0 +1,169 @@
+// rotate (also "keys rotate"): run the rotator (keysvc/rotation.h) once, or every
+// DURATION until SIGTERM / SIGINT.
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <memory>
+
+#include "cli.h"
+#include "keysvc/key_name.h"
+#include "keysvc/rotation.h"
+#include "keysvc/ticket_key_service.h"
+#include "output.h"
+
+namespace keysvcctl {
+
+namespace {
+
+namespace hsm = keysvc::hsm;
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// SIGTERM and SIGINT set g_stop_signal. No SA_RESTART: a sleep is cut short.
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+// Sleeps `period` in steps of at most 100 ms; returns early once a stop signal came.
+void sleep_unless_stopped(std::chrono::seconds period) {
+  const auto until = std::chrono::steady_clock::now() + period;
+  while (!g_stop_signal) {
+    auto left = until - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return;
+    auto step = std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(100));
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(step).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    ::nanosleep(&ts, nullptr);  // EINTR on a signal: the loop checks the flag
+  }
+}
+
+// Errors after which retrying would only repeat a wrong PIN (and may lock the token).
+bool is_pin_error(const hsm::Pkcs11Error& e) {
+  switch (e.rv()) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+    case CKR_PIN_EXPIRED:
+    case CKR_PIN_LOCKED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Json result_json(const keysvc::RotationResult& r, std::int64_t now) {
+  Json j;
+  j.set("now", iso8601_utc(now));
+  j.set("now_unix", now);
+  Json created{Json::Array{}};
+  for (const auto& g : r.created) {
+    Json c;
+    c.set("name", keysvc::to_hex(g.name));
+    add_schedule(c, g.schedule);
+    created.push(std::move(c));
+  }
+  j.set("created", std::move(created));
+  Json destroyed{Json::Array{}};
+  for (const auto& name : r.destroyed) destroyed.push(keysvc::to_hex(name));
+  j.set("destroyed", std::move(destroyed));
+  return j;
+}
+
+void print_text(const keysvc::RotationResult& r) {
+  for (const auto& g : r.created)
+    std::cout << "created " << keysvc::to_hex(g.name) << " encrypts " << iso8601_utc(g.schedule.encrypt_from)
+              << " to " << iso8601_utc(g.schedule.encrypt_until) << ", decrypts until "
+              << iso8601_utc(g.schedule.decrypt_until) << '\n';
+  for (const auto& name : r.destroyed) std::cout << "destroyed " << keysvc::to_hex(name) << '\n';
+}
+
+struct RotateOptions {
+  bool json = false;
+  std::string every;
+};
+
+int rotate_once(const Cli& cli, bool json) {
+  keysvc::Config config;
+  auto pool = cli.open_pool(&config);
+  const std::int64_t now = unix_now();
+  keysvc::RotationResult r = keysvc::rotate(*pool, now, config.rotation);
+  if (json) {
+    std::cout << result_json(r, now).dump() << '\n';
+  } else if (r.created.empty() && r.destroyed.empty()) {
+    std::cout << "nothing to do\n";
+  } else {
+    print_text(r);
+  }
+  return kExitOk;
+}
+
+// The long-lived rotator. Text output: one line per change; --json: one JSON object
+// per run, on one line. Token errors are logged on one line and retried next period
+// (with a freshly opened session pool); only a config error at start-up or a PIN the
+// token refuses ends it (exit 1), so that a wrong PIN is not retried into a lockout.
+int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
+  std::chrono::seconds period{};
+  try {
+    period = keysvc::parse_duration(every_text);
+  } catch (const keysvc::ConfigError& e) {
+    throw UsageError(std::string("--every: ") + e.what());
+  }
+  if (period.count() <= 0) throw UsageError("--every must be at least 1s");
+
+  const keysvc::Config config = cli.load_config();
+  install_stop_handlers();
+  std::unique_ptr<hsm::SessionPool> pool = keysvc::open_session_pool(config);
+  if (!json) std::cout << "rotating every " << every_text << " until SIGTERM or SIGINT" << std::endl;
+
+  while (!g_stop_signal) {
+    try {
+      if (!pool) pool = keysvc::open_session_pool(config);
+      const std::int64_t now = unix_now();
+      keysvc::RotationResult r = keysvc::rotate(*pool, now, config.rotation);
+      if (json) std::cout << result_json(r, now).dump_line() << '\n';
+      else print_text(r);
+      std::cout.flush();
+    } catch (const hsm::Pkcs11Error& e) {
+      if (is_pin_error(e)) throw;
+      std::cerr << "keysvcctl: rotate: " << e.what() << " (retrying in " << every_text << ")" << std::endl;
+      pool.reset();
+    } catch (const std::exception& e) {
+      std::cerr << "keysvcctl: rotate: " << e.what() << " (retrying in " << every_text << ")" << std::endl;
+      pool.reset();
+    }
+    sleep_unless_stopped(period);
+  }
+  if (!json) std::cout << "stopped by " << (g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM") << std::endl;
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_rotate_command(Cli& cli, CLI::App* parent) {
+  auto o = std::make_shared<RotateOptions>();
+  CLI::App* cmd = cli.add_command(
+      "rotate",
+      "Run the rotator: create the generations the schedule needs next ([rotation] in the config) and "
+      "destroy expired ones; print what changed. Idempotent. Run it at least every rotation.publish_lead "
+      "(a timer), or keep it running with --every",
+      [&cli, o] { return o->every.empty() ? rotate_once(cli, o->json) : rotate_every(cli, o->every, o->json); },
+      parent);
+  cmd->add_option("--every", o->every,
+                  "Keep running: rotate, sleep DURATION (90, 90s, 5m, 1h), repeat; exit 0 on SIGTERM or SIGINT. "
+                  "Token errors are logged and retried next period")
+      ->type_name("DURATION");
+  cmd->add_flag("--json", o->json, "Print JSON instead of text (with --every: one JSON object per line and run)");
+}
+
+}  // namespace keysvcctl
