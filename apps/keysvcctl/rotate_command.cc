@@ -116,8 +116,9 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::chrono::seconds period{};
   try {
     period = keysvc::parse_duration(every_text);
-  } catch (const keysvc::ConfigError& e) {
-    throw UsageError(std::string("--every: ") + e.what());
+  } catch (const keysvc::ConfigError&) {
+    // Not repeated: the value might be something secret typed in the wrong place.
+    throw UsageError("--every needs a duration such as 90s, 5m or 1h");
   }
   if (period.count() <= 0) throw UsageError("--every must be at least 1s");
 

@@ -2,9 +2,11 @@
 // tokens: the test process's own token (TestToken) and, for dev-token, a token in a
 // temporary folder with its own SOFTHSM2_CONF.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -13,11 +15,16 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "keysvc/config.h"
+#include "keysvc/hsm/object.h"
+#include "keysvc/key_name.h"
+#include "keysvc/ticket_key_service.h"
 #include "process.h"
 #include "test_token.h"
 
@@ -237,7 +244,75 @@ void expect_held_in_token(const JsonValue& key) {
 
 // ---------------------------------------------------------------- keysvcctl
 
-TEST(Keysvcctl, KeysGenerateThenListShowsCustody) {
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps until the wall clock has reached Unix second `t`.
+void sleep_until_unix(std::int64_t t) {
+  while (unix_now() < t) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+// A config next to the test token's (same [hsm] and [tickets], so "file:pin" still
+// resolves), with a [rotation] section of short durations. Returns its path.
+std::string write_rotation_config(const std::string& file, const std::string& encrypt_period) {
+  std::string path = TestToken::get().dir() + "/" + file;
+  std::ofstream(path) << read_file(TestToken::get().config_path()) << "\n[rotation]\nencrypt_period = \""
+                      << encrypt_period
+                      << "\"\npublish_lead = \"20s\"\nrefresh_interval = \"5s\"\nclock_skew = \"1s\"\n";
+  return path;
+}
+// Encrypt windows of 10 s and a 20 s lead: a rotate on an empty token plans 4 windows
+// (1 active, 3 pending), and one more every 10 s.
+std::string fast_config() { return write_rotation_config("fast.toml", "10s"); }
+// Windows of 60 s: a rotate creates only the current one, and nothing else for 20 s.
+std::string calm_config() { return write_rotation_config("calm.toml", "60s"); }
+
+Result ctl_with(const std::string& config, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--config", config});
+  return ctl(std::move(args));
+}
+
+JsonValue json_of(const Result& r) {
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  return parse_json(r.out);
+}
+
+JsonValue list_json(const std::string& config) { return json_of(ctl_with(config, {"keys", "list", "--json"})); }
+JsonValue status_json(const std::string& config) { return json_of(ctl_with(config, {"status", "--json"})); }
+
+const JsonValue* find_generation(const JsonValue& list, const std::string& name) {
+  for (const auto& g : list.array)
+    if (g["name"].str == name) return &g;
+  return nullptr;
+}
+
+std::int64_t as_int(const JsonValue& v) { return static_cast<std::int64_t>(v.number); }
+
+// Usable generations (not revoked, keys present) by encrypt_from.
+std::multimap<std::int64_t, std::string> usable_by_start(const JsonValue& list) {
+  std::multimap<std::int64_t, std::string> out;
+  for (const auto& g : list.array)
+    if (!g["revoked"].b && g["has_keys"].b) out.emplace(as_int(g["encrypt_from_unix"]), g["name"].str);
+  return out;
+}
+
+// The secret keys in the token whose CKA_ID is the generation `name` (hex).
+std::size_t keys_in_token(const std::string& name) {
+  auto id = keysvc::key_name_from_hex(name);
+  if (!id) throw std::runtime_error("bad name " + name);
+  auto pool = keysvc::open_session_pool(TestToken::get().config());
+  return pool->run([&](keysvc::hsm::Session& s) {
+    return keysvc::hsm::find_objects(s, {.object_class = CKO_SECRET_KEY, .id = keysvc::hsm::Bytes(id->begin(), id->end())})
+        .size();
+  });
+}
+
+std::string iso_shape() { return "2024-01-01T00:00:00Z"; }
+
+TEST(Keysvcctl, KeysGenerateThenListShowsScheduleAndCustody) {
   TestToken::get().clear();
   Result gen = ctl_config({"keys", "generate"});
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
@@ -245,28 +320,39 @@ TEST(Keysvcctl, KeysGenerateThenListShowsCustody) {
   std::string name = gen.out.substr(0, gen.out.size() - 1);
   EXPECT_TRUE(is_key_name(name)) << name;
 
-  Result list = ctl_config({"keys", "list", "--json"});
-  ASSERT_EQ(list.exit_code, 0) << list.err;
-  EXPECT_TRUE(list.err.empty()) << list.err;
-  JsonValue v = parse_json(list.out);
+  JsonValue v = list_json(TestToken::get().config_path());
   ASSERT_EQ(v.type, JsonValue::kArray);
   ASSERT_EQ(v.array.size(), 1u);
   const JsonValue& g = v.array[0];
   EXPECT_EQ(g["name"].str, name);
   EXPECT_EQ(g["state"].str, "active");
   EXPECT_TRUE(g["active"].b);
-  EXPECT_EQ(g["created"].str.size(), std::string("2024-01-01T00:00:00Z").size()) << g["created"].str;
-  EXPECT_EQ(g["created"].str.back(), 'Z');
+  for (const char* t : {"created", "encrypt_from", "encrypt_until", "decrypt_until"}) {
+    EXPECT_EQ(g[t].str.size(), iso_shape().size()) << t << " " << g[t].str;
+    EXPECT_EQ(g[t].str.back(), 'Z') << t;
+    EXPECT_EQ(g[std::string(t) + "_unix"].type, JsonValue::kNumber) << t;
+  }
+  // Default [rotation]: one encrypt_period (1h), then decrypt_window (tickets.lifetime, 2h).
+  EXPECT_EQ(as_int(g["encrypt_from_unix"]), as_int(g["created_unix"]));
+  EXPECT_EQ(as_int(g["encrypt_until_unix"]) - as_int(g["encrypt_from_unix"]), 3600);
+  EXPECT_EQ(as_int(g["decrypt_until_unix"]) - as_int(g["encrypt_until_unix"]), 7200);
+  EXPECT_FALSE(g["revoked"].b);
+  EXPECT_TRUE(g["has_keys"].b);
   expect_held_in_token(g["enc_key"]);
   expect_held_in_token(g["mac_key"]);
 
-  // A second generation becomes active; the first is decrypt-only.
+  // A second generation starts at least a second after the first, and then encrypts;
+  // the first is decrypt-only.
   Result gen2 = ctl_config({"keys", "generate", "--json"});
   ASSERT_EQ(gen2.exit_code, 0) << gen2.err;
-  std::string name2 = parse_json(gen2.out)["name"].str;
+  JsonValue g2 = parse_json(gen2.out);
+  std::string name2 = g2["name"].str;
   EXPECT_TRUE(is_key_name(name2));
-  JsonValue v2 = parse_json(ctl_config({"keys", "list", "--json"}).out);
+  EXPECT_GE(as_int(g2["encrypt_from_unix"]), as_int(g["encrypt_from_unix"]) + 1);
+  sleep_until_unix(as_int(g2["encrypt_from_unix"]));
+  JsonValue v2 = list_json(TestToken::get().config_path());
   ASSERT_EQ(v2.array.size(), 2u);
+  EXPECT_EQ(v2.array[0]["name"].str, name2);  // latest encrypt window first
   for (const auto& e : v2.array) {
     EXPECT_EQ(e["state"].str, e["name"].str == name2 ? "active" : "decrypt-only");
   }
@@ -275,48 +361,318 @@ TEST(Keysvcctl, KeysGenerateThenListShowsCustody) {
   Result text = ctl_config({"keys", "list"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(count_lines(text.out), 3u) << text.out;
-  EXPECT_NE(text.out.find("NAME"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find(name), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find("decrypt-only"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find("sensitive, never-extractable"), std::string::npos) << text.out;
+  for (const std::string& word : {std::string("NAME"), std::string("STATE"), std::string("ENCRYPT_FROM"),
+                                  std::string("DECRYPT_UNTIL"), name, name2, std::string("decrypt-only"),
+                                  std::string("active"), std::string("sensitive, never-extractable")})
+    EXPECT_NE(text.out.find(word), std::string::npos) << word << "\n" << text.out;
 }
 
-TEST(Keysvcctl, KeysListOnEmptyTokenCreatesNothing) {
+TEST(Keysvcctl, ReadOnlyCommandsOnEmptyTokenCreateNothing) {
   TestToken::get().clear();
-  Result text = ctl_config({"keys", "list"});
+  const std::string config = fast_config();  // a rotating config: still nothing is created
+  Result text = ctl_with(config, {"keys", "list"});
   EXPECT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(text.out, "");
-  Result json = ctl_config({"keys", "list", "--json"});
+  Result json = ctl_with(config, {"keys", "list", "--json"});
   EXPECT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(json.out, "[]\n");
-  Result status = ctl_config({"status", "--json"});
-  ASSERT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_EQ(parse_json(status.out)["generations"].number, 0);
-  EXPECT_EQ(parse_json(status.out)["encrypt_generation"].type, JsonValue::kNull);
+  JsonValue s = status_json(config);
+  EXPECT_EQ(s["generations"].number, 0);
+  EXPECT_EQ(s["encrypt_generation"].type, JsonValue::kNull);
+  EXPECT_EQ(s["next_generation"].type, JsonValue::kNull);
+  for (const char* state : {"pending", "active", "decrypt-only", "expired", "revoked"})
+    EXPECT_EQ(s["states"][state].number, 0) << state;
+  Result st = ctl_with(config, {"status"});
+  EXPECT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_EQ(list_json(config).array.size(), 0u);
 }
 
 TEST(Keysvcctl, StatusJson) {
   TestToken::get().clear();
   ASSERT_EQ(ctl_config({"keys", "generate"}).exit_code, 0);
-  Result gen = ctl_config({"keys", "generate"});
+  Result gen = ctl_config({"keys", "generate", "--json"});
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
-  std::string newest = gen.out.substr(0, 32);
+  JsonValue newest = parse_json(gen.out);
+  sleep_until_unix(as_int(newest["encrypt_from_unix"]));
 
-  Result r = ctl_config({"status", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  JsonValue s = parse_json(r.out);
+  JsonValue s = status_json(TestToken::get().config_path());
   EXPECT_EQ(s["module"].str, keysvc::test::kSoftHsmModule);
   EXPECT_EQ(s["token"]["label"].str, "keysvc-test");
   EXPECT_FALSE(s["token"]["serial"].str.empty());
   EXPECT_EQ(s["token"]["model"].str, "SoftHSM v2");
   EXPECT_TRUE(s["login"].b);
   EXPECT_EQ(s["generations"].number, 2);
-  EXPECT_EQ(s["encrypt_generation"].str, newest);
+  EXPECT_EQ(s["states"]["active"].number, 1);
+  EXPECT_EQ(s["states"]["decrypt-only"].number, 1);
+  EXPECT_EQ(s["encrypt_generation"].str, newest["name"].str);
+  EXPECT_EQ(s["encrypt_from_unix"].number, newest["encrypt_from_unix"].number);
+  EXPECT_EQ(s["next_generation"].type, JsonValue::kNull);
+  EXPECT_EQ(s["covered_until_unix"].number, newest["encrypt_until_unix"].number);
+  EXPECT_EQ(s["now"].str.size(), iso_shape().size());
 
   Result text = ctl_config({"status"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("keysvc-test"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find(newest), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(newest["name"].str), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("1 active, 1 decrypt-only"), std::string::npos) << text.out;
+}
+
+TEST(Keysvcctl, KeysListShowsPendingActiveAndDecryptOnly) {
+  TestToken::get().clear();
+  const std::string config = fast_config();
+  Result rot = ctl_with(config, {"rotate", "--json"});
+  JsonValue r = json_of(rot);
+  ASSERT_EQ(r["created"].array.size(), 4u) << rot.out;  // [now, now+40s) in 10 s windows
+  EXPECT_EQ(r["destroyed"].array.size(), 0u);
+  const std::string first = r["created"].array[0]["name"].str;
+  for (std::size_t k = 1; k < 4; ++k)
+    EXPECT_EQ(r["created"].array[k]["encrypt_from_unix"].number, r["created"].array[k - 1]["encrypt_until_unix"].number);
+
+  // keys generate takes over from the rotator's current generation, which becomes
+  // decrypt-only; the rotator's later windows stay pending.
+  JsonValue gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(gen["encrypt_from_unix"]));
+  JsonValue list = list_json(config);
+  ASSERT_EQ(list.array.size(), 5u) << list.array.size();
+  std::map<std::string, int> states;
+  for (const auto& g : list.array) {
+    ++states[g["state"].str];
+    expect_held_in_token(g["enc_key"]);
+  }
+  EXPECT_EQ(states["pending"], 3);
+  EXPECT_EQ(states["active"], 1);
+  EXPECT_EQ(states["decrypt-only"], 1);
+  EXPECT_EQ((*find_generation(list, gen["name"].str))["state"].str, "active");
+  EXPECT_EQ((*find_generation(list, first))["state"].str, "decrypt-only");
+  EXPECT_EQ(list.array.front()["state"].str, "pending");
+
+  JsonValue s = status_json(config);
+  EXPECT_EQ(s["encrypt_generation"].str, gen["name"].str);
+  EXPECT_EQ(s["next_generation"].str, r["created"].array[1]["name"].str);
+  EXPECT_EQ(s["next_encrypt_from_unix"].number, r["created"].array[1]["encrypt_from_unix"].number);
+  EXPECT_EQ(s["states"]["pending"].number, 3);
+
+  Result text = ctl_with(config, {"keys", "list"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(count_lines(text.out), 6u) << text.out;
+  for (const char* state : {"pending", "active", "decrypt-only"})
+    EXPECT_NE(text.out.find(state), std::string::npos) << state << "\n" << text.out;
+}
+
+TEST(Keysvcctl, RotateIsIdempotentAndKeysRotateIsAnAlias) {
+  TestToken::get().clear();
+  const std::string config = calm_config();
+  Result first = ctl_with(config, {"rotate"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(count_lines(first.out), 1u) << first.out;
+  EXPECT_EQ(first.out.rfind("created ", 0), 0u) << first.out;
+  EXPECT_TRUE(is_key_name(first.out.substr(8, 32))) << first.out;
+
+  Result again = ctl_with(config, {"rotate"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, "nothing to do\n");
+  JsonValue alias = json_of(ctl_with(config, {"keys", "rotate", "--json"}));
+  EXPECT_EQ(alias["created"].array.size(), 0u);
+  EXPECT_EQ(alias["destroyed"].array.size(), 0u);
+  EXPECT_EQ(list_json(config).array.size(), 1u);
+  EXPECT_EQ(status_json(config)["encrypt_generation"].str, first.out.substr(8, 32));
+}
+
+TEST(Keysvcctl, ConcurrentRotatorsLeaveAConsistentRing) {
+  TestToken::get().clear();
+  const std::string config = fast_config();
+  JsonValue seed = json_of(ctl_with(config, {"rotate", "--json"}));
+  ASSERT_EQ(seed["created"].array.size(), 4u);
+  const std::int64_t t0 = as_int(seed["now_unix"]);
+  // One second later both rotators plan the same fifth window [t0+40s, t0+50s).
+  sleep_until_unix(t0 + 1);
+  std::vector<std::string> argv = {keysvcctl_path(), "--config", config, "rotate", "--json"};
+  keysvc::test::Process a(argv), b(argv);
+  auto code_a = a.wait(std::chrono::seconds(20)), code_b = b.wait(std::chrono::seconds(20));
+  ASSERT_EQ(code_a, 0) << a.err();
+  ASSERT_EQ(code_b, 0) << b.err();
+  const std::size_t created = parse_json(a.out())["created"].array.size() + parse_json(b.out())["created"].array.size();
+  EXPECT_GE(created, 1u);
+  EXPECT_LE(created, 2u);
+  std::cout << "[          ] concurrent rotators created " << created << " generation(s) for the fifth window\n";
+
+  // Every reader agrees on the encrypt generation and on what comes next.
+  JsonValue s1 = status_json(config), s2 = status_json(config);
+  EXPECT_EQ(s1["encrypt_generation"].str, seed["created"].array[0]["name"].str);
+  EXPECT_EQ(s1["encrypt_generation"].str, s2["encrypt_generation"].str);
+  EXPECT_EQ(s1["next_generation"].str, s2["next_generation"].str);
+
+  // At most the planned windows are covered: 5 distinct, back to back.
+  auto by_start = usable_by_start(list_json(config));
+  std::set<std::int64_t> starts;
+  for (const auto& [start, name] : by_start) starts.insert(start);
+  EXPECT_EQ(starts.size(), 5u);
+  EXPECT_EQ(*starts.begin(), t0);
+  EXPECT_EQ(*starts.rbegin(), t0 + 40);
+  EXPECT_EQ(by_start.size(), 4u + created);
+
+  // A third run removes the losers of the race (while pending), keeping the smallest name.
+  std::string winner;
+  for (auto [it, end] = by_start.equal_range(t0 + 40); it != end; ++it)
+    if (winner.empty() || it->second < winner) winner = it->second;
+  JsonValue third = json_of(ctl_with(config, {"rotate", "--json"}));
+  EXPECT_EQ(third["created"].array.size(), 0u);
+  EXPECT_EQ(third["destroyed"].array.size(), created - 1);
+  auto after = usable_by_start(list_json(config));
+  EXPECT_EQ(after.size(), 5u);
+  for (const auto& [start, name] : after) EXPECT_EQ(after.count(start), 1u) << "two usable generations start at " << start;
+  auto last = after.find(t0 + 40);
+  ASSERT_NE(last, after.end());
+  EXPECT_EQ(last->second, winner);
+  EXPECT_EQ(status_json(config)["encrypt_generation"].str, s1["encrypt_generation"].str);
+}
+
+TEST(Keysvcctl, RevokeActiveGenerationReplacesIt) {
+  TestToken::get().clear();
+  const std::string config = calm_config();
+  ASSERT_EQ(ctl_with(config, {"rotate"}).exit_code, 0);
+  const std::string active = status_json(config)["encrypt_generation"].str;
+  ASSERT_TRUE(is_key_name(active));
+  ASSERT_EQ(keys_in_token(active), 2u);
+
+  Result r = ctl_with(config, {"keys", "revoke", active});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("revoked " + active), std::string::npos) << r.out;
+
+  JsonValue list = list_json(config);
+  ASSERT_EQ(list.array.size(), 2u);
+  const JsonValue* revoked = find_generation(list, active);
+  ASSERT_NE(revoked, nullptr);
+  EXPECT_EQ((*revoked)["state"].str, "revoked");
+  EXPECT_TRUE((*revoked)["revoked"].b);
+  EXPECT_EQ((*revoked)["revoked_at"].str.size(), iso_shape().size());
+  EXPECT_FALSE((*revoked)["has_keys"].b);
+  EXPECT_EQ((*revoked)["enc_key"].type, JsonValue::kNull);
+  EXPECT_EQ(keys_in_token(active), 0u);  // the keys are gone from the token
+
+  JsonValue s = status_json(config);
+  ASSERT_EQ(s["encrypt_generation"].type, JsonValue::kString);
+  const std::string replacement = s["encrypt_generation"].str;
+  EXPECT_NE(replacement, active);
+  EXPECT_EQ((*find_generation(list, replacement))["state"].str, "active");
+  EXPECT_EQ(s["states"]["revoked"].number, 1);
+  EXPECT_NE(r.out.find("encrypting under " + replacement), std::string::npos) << r.out;
+
+  Result text = ctl_with(config, {"keys", "list"});
+  EXPECT_NE(text.out.find("keys destroyed"), std::string::npos) << text.out;
+
+  // Revoking a generation that does not encrypt creates nothing.
+  JsonValue gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(gen["encrypt_from_unix"]));
+  JsonValue rj = json_of(ctl_with(config, {"keys", "revoke", "--json", replacement}));
+  EXPECT_EQ(rj["revoked"].str, replacement);
+  EXPECT_FALSE(rj["was_active"].b);
+  EXPECT_EQ(rj["encrypt_generation"].str, gen["name"].str);
+  EXPECT_EQ(list_json(config).array.size(), 3u);
+}
+
+TEST(Keysvcctl, DestroyRemovesGenerationOrRevocation) {
+  TestToken::get().clear();
+  const std::string config = calm_config();
+  std::string a = json_of(ctl_with(config, {"keys", "generate", "--json"}))["name"].str;
+  JsonValue b = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(b["encrypt_from_unix"]));
+
+  Result r = ctl_with(config, {"keys", "destroy", a});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "destroyed " + a + "\n");
+  EXPECT_EQ(keys_in_token(a), 0u);
+  JsonValue list = list_json(config);
+  ASSERT_EQ(list.array.size(), 1u);
+  EXPECT_EQ(list.array[0]["name"].str, b["name"].str);
+
+  // Again: unknown now.
+  Result again = ctl_with(config, {"keys", "destroy", a});
+  EXPECT_EQ(again.exit_code, 1);
+  expect_one_error_line(again);
+
+  // A revoked generation's record goes too.
+  ASSERT_EQ(ctl_with(config, {"keys", "revoke", b["name"].str}).exit_code, 0);
+  ASSERT_NE(find_generation(list_json(config), b["name"].str), nullptr);
+  JsonValue d = json_of(ctl_with(config, {"keys", "destroy", "--json", b["name"].str}));
+  EXPECT_EQ(d["destroyed"].str, b["name"].str);
+  EXPECT_EQ(find_generation(list_json(config), b["name"].str), nullptr);
+}
+
+TEST(Keysvcctl, RevokeAndDestroyCheckTheName) {
+  TestToken::get().clear();
+  const std::string config = calm_config();
+  ASSERT_EQ(ctl_with(config, {"rotate"}).exit_code, 0);
+  for (const char* verb : {"revoke", "destroy"}) {
+    for (const std::string& bad : {std::string("xyz"), std::string(31, 'a'), std::string(33, 'a'),
+                                   std::string(32, 'g'), std::string("0x") + std::string(30, '0')}) {
+      Result r = ctl_with(config, {"keys", verb, bad});
+      EXPECT_EQ(r.exit_code, 2) << verb << " " << bad << ": " << r.err;
+      expect_one_error_line(r);
+    }
+    Result missing = ctl_with(config, {"keys", verb});
+    EXPECT_EQ(missing.exit_code, 2) << missing.err;
+    expect_one_error_line(missing);
+
+    Result unknown = ctl_with(config, {"keys", verb, std::string(32, '0')});
+    EXPECT_EQ(unknown.exit_code, 1) << unknown.err;
+    expect_one_error_line(unknown);
+    EXPECT_NE(unknown.err.find(std::string(32, '0')), std::string::npos) << unknown.err;
+  }
+  // Upper case names are accepted.
+  std::string name = status_json(config)["encrypt_generation"].str;
+  std::string upper = name;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  Result r = ctl_with(config, {"keys", "revoke", upper});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(name), std::string::npos) << r.out;
+  EXPECT_EQ(list_json(config).array.size(), 2u);  // the revoked one and its replacement
+}
+
+TEST(Keysvcctl, RotateEveryRunsAndStopsOnSigterm) {
+  TestToken::get().clear();
+  const std::string config = calm_config();
+  keysvc::test::Process p({keysvcctl_path(), "--config", config, "rotate", "--every", "1s"});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (p.out().find("created ") == std::string::npos && std::chrono::steady_clock::now() < deadline &&
+         !p.poll())
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_NE(p.out().find("created "), std::string::npos) << p.out() << p.err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // at least one more run: nothing to do
+  EXPECT_EQ(count_lines(p.out()), 2u) << p.out();  // "rotating every 1s ...", "created ..."
+  EXPECT_EQ(status_json(config)["generations"].number, 1);
+
+  auto sent = std::chrono::steady_clock::now();
+  p.signal(SIGTERM);
+  auto code = p.wait(std::chrono::seconds(5));
+  auto took = std::chrono::steady_clock::now() - sent;
+  ASSERT_EQ(code, 0) << p.err();
+  EXPECT_LT(took, std::chrono::seconds(2));
+  EXPECT_TRUE(p.err().empty()) << p.err();
+  EXPECT_NE(p.out().find("stopped by SIGTERM"), std::string::npos) << p.out();
+
+  // --json: one JSON object per line and run; SIGINT stops it too.
+  keysvc::test::Process j({keysvcctl_path(), "--config", config, "rotate", "--every", "1s", "--json"});
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (count_lines(j.out()) < 2 && std::chrono::steady_clock::now() < deadline && !j.poll())
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  j.signal(SIGINT);
+  ASSERT_EQ(j.wait(std::chrono::seconds(5)), 0) << j.err();
+  std::istringstream lines(j.out());
+  std::size_t n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    JsonValue run = parse_json(line);
+    EXPECT_EQ(run["created"].array.size(), 0u) << line;
+  }
+  EXPECT_GE(n, 2u) << j.out();
+}
+
+TEST(Keysvcctl, RotateEveryRejectsBadDurations) {
+  for (const char* bad : {"0", "0s", "soon", "-5s", "5x"}) {
+    Result r = ctl_config({"rotate", "--every", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    expect_one_error_line(r);
+  }
 }
 
 TEST(Keysvcctl, UsageErrorsExitTwoWithOneLine) {
@@ -334,7 +690,8 @@ TEST(Keysvcctl, UsageErrorsExitTwoWithOneLine) {
 TEST(Keysvcctl, HelpEverywhere) {
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
            {"--help"}, {"keys", "--help"}, {"keys", "list", "--help"}, {"keys", "generate", "--help"},
-           {"status", "--help"}, {"token", "--help"}, {"token", "init", "--help"}}) {
+           {"keys", "revoke", "--help"}, {"keys", "destroy", "--help"}, {"keys", "rotate", "--help"},
+           {"rotate", "--help"}, {"status", "--help"}, {"token", "--help"}, {"token", "init", "--help"}}) {
     Result r = ctl(args);
     EXPECT_EQ(r.exit_code, 0) << args.front() << r.err;
     EXPECT_NE(r.out.find("Usage:"), std::string::npos) << r.out;
@@ -424,13 +781,18 @@ TEST(Keysvcctl, TokenInitMakesAUsableToken) {
 TEST(Keysvcctl, PinNeverAppearsInOutput) {
   const std::string& pin = TestToken::get().pin();
   std::vector<Result> results = {
+      ctl_config({"rotate"}),
       ctl_config({"keys", "generate"}),
       ctl_config({"keys", "generate", "--json"}),
       ctl_config({"keys", "list"}),
       ctl_config({"keys", "list", "--json"}),
       ctl_config({"status"}),
       ctl_config({"status", "--json"}),
+      ctl_config({"keys", "revoke", std::string(32, 'f')}),
       ctl_config({"keys", "list", pin}),   // a PIN pasted on the command line
+      ctl_config({"keys", "revoke", pin}),
+      ctl_config({"keys", "destroy", pin}),
+      ctl_config({"rotate", "--every", pin}),
       ctl_config({"status", "--pin", pin}),
       ctl_config({"--pin=" + pin, "status"}),
       ctl({"token", "init", "--module", keysvc::test::kSoftHsmModule, "--label", "x", "--pin-source", pin,
@@ -438,7 +800,10 @@ TEST(Keysvcctl, PinNeverAppearsInOutput) {
   };
   for (std::size_t k = 0; k < results.size(); ++k) {
     EXPECT_EQ(results[k].all().find(pin), std::string::npos) << "command " << k << ": " << results[k].all();
-    if (k >= 6) {
+    if (k == 7) {
+      EXPECT_EQ(results[k].exit_code, 1) << results[k].err;  // unknown name
+    }
+    if (k >= 8) {
       EXPECT_EQ(results[k].exit_code, 2) << k << results[k].err;
     }
   }
