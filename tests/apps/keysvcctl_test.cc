@@ -667,6 +667,37 @@ TEST(Keysvcctl, RotateEveryRunsAndStopsOnSigterm) {
   EXPECT_GE(n, 2u) << j.out();
 }
 
+TEST(Keysvcctl, RotateEveryLogsTokenErrorsAndKeepsGoing) {
+  TestToken::get().clear();
+  // 2 s windows: every run or two creates a generation, so every run writes to the token.
+  const std::string config = TestToken::get().dir() + "/tiny.toml";
+  std::ofstream(config) << read_file(TestToken::get().config_path())
+                        << "\n[rotation]\nencrypt_period = \"2s\"\npublish_lead = \"6s\"\n"
+                           "refresh_interval = \"2s\"\nclock_skew = \"1s\"\n";
+  keysvc::test::Process p({keysvcctl_path(), "--config", config, "rotate", "--every", "1s"});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (p.out().find("created ") == std::string::npos && std::chrono::steady_clock::now() < deadline && !p.poll())
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_NE(p.out().find("created "), std::string::npos) << p.out() << p.err();
+
+  // Take the token away (SoftHSM keeps it in this folder) until the rotator reports it.
+  const std::string tokens = TestToken::get().dir() + "/tokens";
+  fs::rename(tokens, tokens + ".away");
+  auto logged = p.wait_for_stderr(std::regex("keysvcctl: rotate: [^\n]*\\(retrying in 1s\\)\n"), std::chrono::seconds(8));
+  fs::rename(tokens + ".away", tokens);
+  ASSERT_TRUE(logged) << p.err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_FALSE(p.poll()) << "the rotator stopped: " << p.err();
+  std::istringstream lines(p.err());
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_EQ(line.rfind("keysvcctl: rotate: ", 0), 0u) << line;
+    EXPECT_NE(line.find("(retrying in 1s)"), std::string::npos) << line;
+  }
+  EXPECT_EQ((p.out() + p.err()).find(TestToken::get().pin()), std::string::npos);
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(std::chrono::seconds(3)), 0) << p.err();
+}
+
 TEST(Keysvcctl, RotateEveryRejectsBadDurations) {
   for (const char* bad : {"0", "0s", "soon", "-5s", "5x"}) {
     Result r = ctl_config({"rotate", "--every", bad});
