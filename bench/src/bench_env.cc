@@ -1,0 +1,186 @@
+#include "bench_env.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "keysvc/hsm/module.h"
+#include "keysvc/hsm/secret.h"
+#include "keysvc/hsm/token.h"
+
+namespace keysvc::bench {
+
+namespace {
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) throw std::runtime_error("cannot write " + path);
+  ::chmod(path.c_str(), 0600);
+}
+
+std::string toml(const std::string& module, const std::string& token, const std::string& pin_file) {
+  return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
+         "\"\nsessions = 4\n\n[tickets]\nper_handshake = 2\n\n[log]\nlevel = \"warn\"\n";
+}
+
+}  // namespace
+
+std::string random_text(std::size_t n) {
+  static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string s(n, 'x');
+  for (auto& c : s) {
+    unsigned char b = 0;
+    if (RAND_bytes(&b, 1) != 1) throw std::runtime_error("RAND_bytes failed");
+    c = alphabet[b % (sizeof alphabet - 1)];
+  }
+  return s;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Child::Child(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    if (null >= 0) ::dup2(null, 0);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+}
+
+Child& Child::operator=(Child&& o) noexcept {
+  if (this != &o) {
+    stop();
+    pid_ = o.pid_;
+    o.pid_ = -1;
+  }
+  return *this;
+}
+
+bool Child::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return r == 0;
+}
+
+std::string Child::stop(int grace_ms) {
+  if (pid_ <= 0) return "";
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  for (;;) {
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_ || r < 0) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "stopped";
+}
+
+BenchEnv::BenchEnv(std::string base) {
+  if (base.empty()) {
+    const char* env = std::getenv("KEYSVC_BENCH_TMPDIR");
+    base = env && *env ? env : "/tmp";
+  }
+  std::filesystem::create_directories(base);
+  std::string tmpl = base + "/keysvc-bench-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed in " + base);
+  dir_ = std::filesystem::absolute(tmpl).string();
+  std::filesystem::create_directories(dir_ + "/tokens");
+  write_file(dir_ + "/softhsm2.conf", "directories.tokendir = " + dir_ +
+                                          "/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"
+                                          "slots.removable = false\n");
+  ::setenv("SOFTHSM2_CONF", (dir_ + "/softhsm2.conf").c_str(), 1);
+
+  auto module = hsm::Module::load(kSoftHsmModule);
+  for (const char* label : {kLocalToken, kRemoteToken}) {
+    std::string pin = random_text(16);
+    hsm::Token::init_free_slot(module, label, hsm::SecretString(random_text(16)), hsm::SecretString(pin));
+    write_file(dir_ + "/" + label + ".pin", pin + "\n");
+  }
+  write_file(local_config(), toml(kSoftHsmModule, kLocalToken, std::string(kLocalToken) + ".pin"));
+  write_file(remote_config(), toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin"));
+}
+
+BenchEnv::~BenchEnv() {
+  p11kit_.stop();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string BenchEnv::start_remote() {
+  if (::access(kP11KitClient, R_OK) != 0) return std::string("no ") + kP11KitClient;
+  const std::string socket = dir_ + "/p11kit.sock";
+  const std::string log = dir_ + "/p11kit-server.log";
+  try {
+    p11kit_ = Child({"p11-kit", "server", "-f", "-n", socket, "--provider", kSoftHsmModule,
+                     std::string("pkcs11:token=") + kRemoteToken},
+                    log);
+  } catch (const std::exception& e) {
+    return std::string("cannot start p11-kit server: ") + e.what();
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!p11kit_.running()) {
+      std::string text = read_file(log);
+      while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+      for (auto& c : text)
+        if (c == '\n') c = ' ';
+      return "p11-kit server exited at start" + (text.empty() ? std::string() : ": " + text);
+    }
+    struct stat st {};
+    if (::stat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      ::setenv("P11_KIT_SERVER_ADDRESS", ("unix:path=" + socket).c_str(), 1);
+      return "";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  p11kit_.stop();
+  return "p11-kit server did not create " + socket + " within 10 s";
+}
+
+}  // namespace keysvc::bench

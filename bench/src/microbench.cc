@@ -1,0 +1,280 @@
+// keysvc-microbench: the pieces of the ticket path, one at a time (Google Benchmark).
+//
+//   BM_HsmHmacSign/{local,remote}  one C_SignInit+C_Sign HMAC-SHA256 in the token on a
+//                                  generation key (hsm::hmac_sha256), the derivation message
+//   BM_DeriveTicketKeys            derive_ticket_keys: both per-ticket keys (2 HMACs)
+//   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
+//   BM_KdfFetchDerive              EVP_KDF_fetch + EVP_KDF_CTX_new + derive ("issue")
+//   BM_KdfDerive                   EVP_KDF_CTX_new + derive with the KDF fetched once (what
+//                                  the adapter does per ticket)
+//   BM_StaticCallback/{issue,open} the static (nginx-style) evp callback's key setup
+//   BM_TicketSeal / BM_TicketOpen  AES-256-CBC + HMAC-SHA256 over a 100-byte session
+#include <benchmark/benchmark.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/provider.h>
+#include <openssl/rand.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "bench_env.h"
+#include "bio_handshake.h"
+#include "keysvc/config.h"
+#include "keysvc/derivation.h"
+#include "keysvc/hsm/secret_key.h"
+#include "keysvc/log.h"
+#include "keysvc/openssl/ticket_adapter.h"
+#include "keysvc/openssl/ticket_kdf.h"
+#include "keysvc/ticket_key_service.h"
+#include "static_tickets.h"
+
+namespace keysvc::bench {
+namespace {
+
+BenchEnv* g_env = nullptr;
+std::shared_ptr<TicketKeyService> g_local, g_remote;
+std::string g_remote_skip;
+
+const Generation& encrypt_generation(TicketKeyService& svc) {
+  static thread_local std::shared_ptr<const KeyRing> keep;
+  keep = svc.ring();
+  const Generation* g = keep->encrypt_generation(svc.unix_now());
+  if (g == nullptr) throw std::runtime_error("no encrypt generation");
+  return *g;
+}
+
+void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
+  if (svc == nullptr) {
+    state.SkipWithError(skip.c_str());
+    return;
+  }
+  const Generation g = encrypt_generation(*svc);
+  Iv iv{};
+  RAND_bytes(iv.data(), iv.size());
+  auto msg = derivation_message(kAesKeyLabel, g.name, iv);
+  std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
+  auto lease = svc->sessions().lease();
+  for (auto _ : state) {
+    hsm::hmac_sha256(lease.session(), g.enc_key, msg, mac);
+    benchmark::DoNotOptimize(mac);
+  }
+}
+void BM_HsmHmacSign_local(benchmark::State& state) { hmac_sign(state, g_local.get(), ""); }
+void BM_HsmHmacSign_remote(benchmark::State& state) { hmac_sign(state, g_remote.get(), g_remote_skip); }
+
+void derive(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
+  if (svc == nullptr) {
+    state.SkipWithError(skip.c_str());
+    return;
+  }
+  const Generation g = encrypt_generation(*svc);
+  Iv iv{};
+  RAND_bytes(iv.data(), iv.size());
+  TicketKeys keys;
+  auto lease = svc->sessions().lease();
+  for (auto _ : state) {
+    derive_ticket_keys(lease.session(), g, iv, keys);
+    benchmark::DoNotOptimize(keys.aes_key);
+  }
+}
+void BM_DeriveTicketKeys_local(benchmark::State& state) { derive(state, g_local.get(), ""); }
+void BM_DeriveTicketKeys_remote(benchmark::State& state) { derive(state, g_remote.get(), g_remote_skip); }
+
+void BM_ServiceIssue(benchmark::State& state) {
+  IssueKeys out;
+  for (auto _ : state) {
+    if (!g_local->derive_for_issue(out)) state.SkipWithError("derive_for_issue failed");
+    benchmark::DoNotOptimize(out.keys.aes_key);
+  }
+}
+
+void BM_ServiceOpen(benchmark::State& state) {
+  IssueKeys issued;
+  if (!g_local->derive_for_issue(issued)) {
+    state.SkipWithError("derive_for_issue failed");
+    return;
+  }
+  TicketKeys keys;
+  for (auto _ : state) {
+    if (g_local->derive_for_open(issued.name, issued.iv, keys) != OpenStatus::kOk)
+      state.SkipWithError("derive_for_open failed");
+    benchmark::DoNotOptimize(keys.aes_key);
+  }
+}
+
+// An SSL_CTX in its own library context with keysvc installed: the provider lives there.
+struct KdfSetup {
+  OSSL_LIB_CTX* libctx = OSSL_LIB_CTX_new();
+  SslCtxPtr ctx;
+  std::string propq;
+  KdfSetup() {
+    ctx.reset(SSL_CTX_new_ex(libctx, nullptr, TLS_server_method()));
+    keysvc::openssl::InstallOptions opts;
+    opts.libctx = libctx;
+    keysvc::openssl::install(ctx.get(), g_local, opts);
+    OSSL_PROVIDER_do_all(
+        libctx,
+        [](OSSL_PROVIDER* p, void* arg) {
+          std::string name = OSSL_PROVIDER_get0_name(p);
+          if (name.rfind("keysvc-", 0) == 0) *static_cast<std::string*>(arg) = "provider=" + name;
+          return 1;
+        },
+        &propq);
+  }
+  ~KdfSetup() {
+    ctx.reset();
+    OSSL_LIB_CTX_free(libctx);
+  }
+};
+
+bool kdf_issue(EVP_KDF* kdf) {
+  EVP_KDF_CTX* k = EVP_KDF_CTX_new(kdf);
+  unsigned char out[KEYSVC_KDF_ISSUE_OUTPUT_BYTES];
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
+      OSSL_PARAM_construct_end(),
+  };
+  bool ok = k != nullptr && EVP_KDF_derive(k, out, sizeof out, params) == 1;
+  EVP_KDF_CTX_free(k);
+  OPENSSL_cleanse(out, sizeof out);
+  return ok;
+}
+
+void BM_KdfFetchDerive(benchmark::State& state) {
+  KdfSetup s;
+  for (auto _ : state) {
+    EVP_KDF* kdf = EVP_KDF_fetch(s.libctx, KEYSVC_TICKET_KDF_NAME, s.propq.c_str());
+    if (kdf == nullptr || !kdf_issue(kdf)) state.SkipWithError("KDF fetch/derive failed");
+    EVP_KDF_free(kdf);
+  }
+}
+
+void BM_KdfDerive(benchmark::State& state) {
+  KdfSetup s;
+  EVP_KDF* kdf = EVP_KDF_fetch(s.libctx, KEYSVC_TICKET_KDF_NAME, s.propq.c_str());
+  if (kdf == nullptr) {
+    state.SkipWithError("KDF fetch failed");
+    return;
+  }
+  for (auto _ : state)
+    if (!kdf_issue(kdf)) state.SkipWithError("KDF derive failed");
+  EVP_KDF_free(kdf);
+}
+
+struct EvpContexts {
+  EVP_CIPHER_CTX* cctx = EVP_CIPHER_CTX_new();
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC_CTX* hctx = EVP_MAC_CTX_new(mac);
+  ~EvpContexts() {
+    EVP_MAC_CTX_free(hctx);
+    EVP_MAC_free(mac);
+    EVP_CIPHER_CTX_free(cctx);
+  }
+};
+
+void BM_StaticCallback(benchmark::State& state) {
+  const int enc = static_cast<int>(state.range(0));
+  std::unique_ptr<StaticTicketKey, decltype(&free_static_key)> key(new_static_key(), free_static_key);
+  EvpContexts c;
+  unsigned char name[16], iv[16];
+  std::memcpy(name, key->name.data(), 16);
+  RAND_bytes(iv, sizeof iv);
+  for (auto _ : state) {
+    if (static_ticket_setup(*key, name, iv, c.cctx, c.hctx, enc) != 1) state.SkipWithError("callback failed");
+  }
+}
+
+// A 100-byte serialised session, sealed the way OpenSSL seals a ticket body.
+void BM_TicketSeal(benchmark::State& state) {
+  std::unique_ptr<StaticTicketKey, decltype(&free_static_key)> key(new_static_key(), free_static_key);
+  EvpContexts c;
+  unsigned char name[16], iv[16], session[100], out[160], mac[32];
+  RAND_bytes(session, sizeof session);
+  for (auto _ : state) {
+    int len = 0, fin = 0;
+    std::size_t maclen = 0;
+    static_ticket_setup(*key, name, iv, c.cctx, c.hctx, 1);
+    EVP_MAC_init(c.hctx, nullptr, 0, nullptr);
+    EVP_EncryptUpdate(c.cctx, out, &len, session, sizeof session);
+    EVP_EncryptFinal_ex(c.cctx, out + len, &fin);
+    EVP_MAC_update(c.hctx, name, sizeof name);
+    EVP_MAC_update(c.hctx, iv, sizeof iv);
+    EVP_MAC_update(c.hctx, out, static_cast<std::size_t>(len + fin));
+    EVP_MAC_final(c.hctx, mac, &maclen, sizeof mac);
+    benchmark::DoNotOptimize(mac);
+  }
+}
+
+void BM_TicketOpen(benchmark::State& state) {
+  std::unique_ptr<StaticTicketKey, decltype(&free_static_key)> key(new_static_key(), free_static_key);
+  EvpContexts c;
+  unsigned char name[16], iv[16], session[100], sealed[160], mac[32], plain[160];
+  RAND_bytes(session, sizeof session);
+  int len = 0, fin = 0;
+  static_ticket_setup(*key, name, iv, c.cctx, c.hctx, 1);
+  EVP_EncryptUpdate(c.cctx, sealed, &len, session, sizeof session);
+  EVP_EncryptFinal_ex(c.cctx, sealed + len, &fin);
+  const int sealed_len = len + fin;
+  for (auto _ : state) {
+    std::size_t maclen = 0;
+    int plen = 0, pfin = 0;
+    static_ticket_setup(*key, name, iv, c.cctx, c.hctx, 0);
+    EVP_MAC_init(c.hctx, nullptr, 0, nullptr);
+    EVP_MAC_update(c.hctx, name, sizeof name);
+    EVP_MAC_update(c.hctx, iv, sizeof iv);
+    EVP_MAC_update(c.hctx, sealed, static_cast<std::size_t>(sealed_len));
+    EVP_MAC_final(c.hctx, mac, &maclen, sizeof mac);
+    EVP_DecryptUpdate(c.cctx, plain, &plen, sealed, sealed_len);
+    EVP_DecryptFinal_ex(c.cctx, plain + plen, &pfin);
+    benchmark::DoNotOptimize(plain);
+  }
+}
+
+}  // namespace
+}  // namespace keysvc::bench
+
+using namespace keysvc::bench;
+
+BENCHMARK(BM_HsmHmacSign_local);
+BENCHMARK(BM_HsmHmacSign_remote);
+BENCHMARK(BM_DeriveTicketKeys_local);
+BENCHMARK(BM_DeriveTicketKeys_remote);
+BENCHMARK(BM_ServiceIssue);
+BENCHMARK(BM_ServiceOpen);
+BENCHMARK(BM_KdfFetchDerive);
+BENCHMARK(BM_KdfDerive);
+BENCHMARK(BM_StaticCallback)->Arg(1)->Arg(0)->ArgName("enc");
+BENCHMARK(BM_TicketSeal);
+BENCHMARK(BM_TicketOpen);
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  try {
+    keysvc::set_log_level("warn");
+    BenchEnv env;
+    g_env = &env;
+    g_local = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_config()));
+    g_remote_skip = env.start_remote();
+    if (g_remote_skip.empty()) {
+      try {
+        g_remote = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.remote_config()));
+      } catch (const std::exception& e) {
+        g_remote_skip = std::string("p11-kit remote token: ") + e.what();
+      }
+    }
+    if (!g_remote_skip.empty()) std::fprintf(stderr, "remote benchmarks skipped: %s\n", g_remote_skip.c_str());
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    g_remote.reset();
+    g_local.reset();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keysvc-microbench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,79 @@
+// Results of one keysvc-bench run: the table on stdout and the JSON file.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace keysvc::bench {
+
+// The ticket modes, in table order.
+inline const std::vector<std::string> kModes = {"openssl", "static", "keysvc", "keysvc-remote"};
+
+// Per handshake samples and totals gathered for one (scenario, mode) cell.
+struct CellAccum {
+  std::vector<double> latency_us;  // per handshake (in-process: server wall; TCP: connection)
+  std::uint64_t handshakes = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t not_resumed = 0;  // resumption scenario, but the server did a full handshake
+  double server_cpu_ns = 0;
+  double client_wall_ns = 0;
+  double elapsed_ns = 0;            // wall time of the timed chunks
+  std::map<int, std::pair<double, double>> per_thread;  // thread -> (handshakes, server wall ns)
+  std::optional<std::uint64_t> hsm_calls;
+  std::string first_error;
+};
+
+struct CellResult {
+  std::string mode;
+  bool skipped = false;
+  std::string reason;
+  std::uint64_t handshakes = 0, failures = 0, not_resumed = 0;
+  double handshakes_per_s = 0;
+  double e2e_handshakes_per_s = 0;
+  double server_cpu_us_per_handshake = 0;
+  double client_us_per_handshake = 0;  // in-process only
+  double p50_us = 0, p99_us = 0;
+  std::optional<double> hsm_calls_per_handshake;
+  std::optional<double> ratio_to_openssl;
+  std::string error;
+};
+
+struct ScenarioResult {
+  std::string name;  // tls13-resume-t2
+  std::string tls;   // "1.3"
+  std::string kind;  // "full" / "resume"
+  int threads = 1;   // server threads
+  std::vector<CellResult> cells;
+};
+
+struct Section {
+  std::string name;         // "inprocess" / "tcp"
+  std::string description;  // one line for the table heading and the JSON
+  bool skipped = false;
+  std::string reason;
+  std::vector<ScenarioResult> scenarios;
+};
+
+// Turns the samples of a cell into its numbers. `in_process` picks how handshakes/s is
+// computed (see docs/PERFORMANCE.md).
+CellResult summarise(const std::string& mode, const CellAccum& a, bool in_process);
+// Fills ratio_to_openssl in every scenario.
+void add_ratios(Section& s);
+
+void print_section(const Section& s);
+// `machine` and `parameters` are flat string/number maps; numbers are given as text
+// already formatted (written without quotes when `numeric` says so).
+struct JsonValue {
+  std::string text;
+  bool numeric = false;
+};
+using JsonObject = std::vector<std::pair<std::string, JsonValue>>;
+std::string to_json(const JsonObject& machine, const JsonObject& parameters,
+                    const std::vector<std::pair<std::string, std::string>>& mode_status,
+                    const std::vector<Section>& sections);
+
+}  // namespace keysvc::bench
