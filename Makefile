@@ -8,8 +8,11 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # CI builds with -Werror.
 WERROR ?= $(if $(CI),ON,OFF)
 CTEST_ARGS ?=
+# make bench QUICK=1: a smoke run of the harness (few handshakes, rough numbers).
+QUICK ?=
+BENCH_ARGS ?=
 
-.PHONY: all deps configure build test demo clean
+.PHONY: all deps configure build test demo bench clean
 
 all: build
 
@@ -27,6 +30,12 @@ test: build
 
 demo: build
 	@tools/demo.sh $(BUILD_DIR)
+
+# Handshake benchmark (table on stdout, bench/results/latest.json; docs/PERFORMANCE.md),
+# then the micro-benchmarks unless QUICK (QUICK=1 writes $(BUILD_DIR)/bench-quick.json instead).
+bench: build
+	@$(BUILD_DIR)/bin/keysvc-bench $(if $(QUICK),--quick --out $(BUILD_DIR)/bench-quick.json) $(BENCH_ARGS)
+	@$(if $(QUICK),true,$(BUILD_DIR)/bin/keysvc-microbench)
 
 clean:
 	rm -rf $(BUILD_DIR)

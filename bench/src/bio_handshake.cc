@@ -118,7 +118,14 @@ HandshakeTiming timed_handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SE
     client = SSL_new(client_ctx);
     if (client != nullptr) {
       SSL_set_connect_state(client);
-      if (resume != nullptr) SSL_set_session(client, resume);
+      // A TLS 1.3 client uses a session once (OpenSSL marks it not resumable after
+      // the resumption): offer a fresh copy each time, the way a client with many
+      // tickets from one server would present one of them.
+      if (resume != nullptr) {
+        SSL_SESSION* copy = SSL_SESSION_dup(resume);
+        SSL_set_session(client, copy);
+        SSL_SESSION_free(copy);
+      }
     }
   }
   {
@@ -171,6 +178,16 @@ HandshakeTiming timed_handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SE
   if (t.error.empty()) {
     t.ok = true;
     if (keep_session) t.session.reset(SSL_get1_session(client));
+    // Clean close_notify both ways: an SSL freed without it marks its session
+    // not resumable.
+    {
+      ClientTimer c(t);
+      SSL_shutdown(client);
+    }
+    {
+      ServerTimer s(t);
+      SSL_shutdown(server);
+    }
   }
   ERR_clear_error();
   {

@@ -129,7 +129,11 @@ ConnResult connect_once(int port, SSL_CTX* ctx, SSL_SESSION* resume, bool keep_s
   }
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
-  if (resume != nullptr) SSL_set_session(ssl, resume);
+  if (resume != nullptr) {  // TLS 1.3 sessions are single use: offer a fresh copy
+    SSL_SESSION* copy = SSL_SESSION_dup(resume);
+    SSL_set_session(ssl, copy);
+    SSL_SESSION_free(copy);
+  }
   static const char request[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
   if (SSL_connect(ssl) != 1) {
     r.error = "handshake: " + ssl_errors();
