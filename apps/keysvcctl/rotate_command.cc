@@ -110,8 +110,9 @@ int rotate_once(const Cli& cli, bool json) {
 
 // The long-lived rotator. Text output: one line per change; --json: one JSON object
 // per run, on one line. Token errors are logged on one line and retried next period
-// (with a freshly opened session pool); only a config error at start-up or a PIN the
-// token refuses ends it (exit 1), so that a wrong PIN is not retried into a lockout.
+// (with a freshly opened session pool). It ends (exit 1) only if it cannot start
+// (config, token, login) or the token refuses the PIN: a wrong PIN is not retried
+// into a lockout.
 int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::chrono::seconds period{};
   try {
