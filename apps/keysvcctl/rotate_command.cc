@@ -137,6 +137,9 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
       else print_text(r);
       std::cout.flush();
     } catch (const hsm::Pkcs11Error& e) {
+      // Note: a fresh pool still uses this process's module (hsm::Module stays
+      // initialised for the process's life), so a token the module itself has given up
+      // on (SoftHSM2 after its files changed under it) only comes back with a restart.
       if (is_pin_error(e)) throw;
       std::cerr << "keysvcctl: rotate: " << e.what() << " (retrying in " << every_text << ")" << std::endl;
       pool.reset();
