@@ -41,7 +41,6 @@
 
 #include "keysvc/config.h"
 #include "keysvc/key_name.h"
-#include "keysvc/rotation.h"
 #include "keysvc/ticket_key_service.h"
 #include "keysvc/token_store.h"
 #include "process.h"
@@ -106,14 +105,6 @@ std::int64_t unix_now() {
 
 // ---- keysvcctl: the operator's tools, as separate processes ----
 
-bool ctl_has(std::vector<std::string> command) {
-  std::vector<std::string> argv = {ctl_bin()};
-  argv.insert(argv.end(), command.begin(), command.end());
-  argv.push_back("--help");
-  RunResult r = keysvc::test::run(argv, "", kCtlTimeout);
-  return r.exit_code == std::optional<int>(0);
-}
-
 // Names (32 hex digits) listed under "created" in `keysvcctl rotate --json` output.
 std::size_t created_in_rotate_output(const std::string& out) {
   std::smatch m;
@@ -124,54 +115,53 @@ std::size_t created_in_rotate_output(const std::string& out) {
                                                 std::sregex_iterator()));
 }
 
-// One rotator run: `keysvcctl --config FILE rotate --json` if keysvcctl has it, else
-// keysvc::rotate in this process (until the command lands). Returns how many
-// generations it created, or std::nullopt (with `error`) if it failed.
-class Rotator {
- public:
-  Rotator(std::string config_path) : config_path_(std::move(config_path)), use_cli_(ctl_has({"rotate"})) {
-    if (!use_cli_) {
-      std::cout << "[fleet] NOTE: `keysvcctl rotate` is not available yet: rotating in the test process "
-                   "(keysvc::rotate)\n";
-      config_ = keysvc::Config::load_file(config_path_);
-      pool_ = keysvc::open_session_pool(*config_);
-    }
+// One rotator run, as an operator's timer would do it: `keysvcctl --config FILE rotate
+// --json` in its own process. Returns how many generations it created, or std::nullopt
+// (with `error`) if it failed.
+std::optional<std::size_t> run_rotator(const std::string& config_path, std::string& error) {
+  RunResult r = keysvc::test::run({ctl_bin(), "--config", config_path, "rotate", "--json"}, "", kCtlTimeout);
+  if (r.exit_code != std::optional<int>(0) || r.out.find("\"created\"") == std::string::npos) {
+    error = describe(r);
+    return std::nullopt;
   }
-  bool uses_cli() const { return use_cli_; }
-
-  std::optional<std::size_t> run_once(std::string& error) {
-    if (use_cli_) {
-      RunResult r = keysvc::test::run({ctl_bin(), "--config", config_path_, "rotate", "--json"}, "", kCtlTimeout);
-      if (r.exit_code != std::optional<int>(0)) {
-        error = describe(r);
-        return std::nullopt;
-      }
-      if (r.err.find(TestToken::get().pin()) != std::string::npos ||
-          r.out.find(TestToken::get().pin()) != std::string::npos) {
-        error = "the PIN appears in keysvcctl rotate's output";
-        return std::nullopt;
-      }
-      return created_in_rotate_output(r.out);
-    }
-    try {
-      return keysvc::rotate(*pool_, unix_now(), config_->rotation).created.size();
-    } catch (const std::exception& e) {
-      error = e.what();
-      return std::nullopt;
-    }
+  if (r.err.find(TestToken::get().pin()) != std::string::npos || r.out.find(TestToken::get().pin()) != std::string::npos) {
+    error = "the PIN appears in keysvcctl rotate's output";
+    return std::nullopt;
   }
-
- private:
-  std::string config_path_;
-  bool use_cli_;
-  std::optional<keysvc::Config> config_;
-  std::unique_ptr<keysvc::hsm::SessionPool> pool_;
-};
+  return created_in_rotate_output(r.out);
+}
 
 // The current ring, read in this process.
 keysvc::KeyRing load_ring(const std::string& config_path) {
   auto pool = keysvc::open_session_pool(keysvc::Config::load_file(config_path));
   return pool->run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+}
+
+std::string describe_ring(const std::string& config_path) {
+  try {
+    keysvc::KeyRing ring = load_ring(config_path);
+    const std::int64_t now = unix_now();
+    std::ostringstream out;
+    for (const auto& g : ring.generations()) {
+      out << "    " << keysvc::to_hex(g.name) << " " << keysvc::to_string(ring.state(g, now)) << " created "
+          << g.schedule.created << " encrypt [" << g.schedule.encrypt_from << ", " << g.schedule.encrypt_until
+          << ") decrypt_until " << g.schedule.decrypt_until << "\n";
+    }
+    return out.str();
+  } catch (const std::exception& e) {
+    return std::string("    (cannot load the ring: ") + e.what() + ")\n";
+  }
+}
+
+// Lines of a server log at warn level or above.
+std::string warnings_in(const std::string& log) {
+  std::istringstream in(log);
+  std::string line, out;
+  while (std::getline(in, line))
+    if ((line.find("warn") != std::string::npos || line.find("error") != std::string::npos) &&
+        line.find("keysvc tickets:") == std::string::npos && line.find("stopped after") == std::string::npos)
+      out += "    " + line + "\n";
+  return out;
 }
 
 // ---- servers ----
@@ -377,7 +367,10 @@ class Fleet {
   // Stops every server; returns their counters lines.
   std::string stop() {
     std::string summary;
-    for (auto& s : servers_) summary += "  server " + s->name() + ": " + counters_line(s->stop()) + "\n";
+    for (auto& s : servers_) {
+      const std::string err = s->stop();
+      summary += "  server " + s->name() + ": " + counters_line(err) + "\n" + warnings_in(err);
+    }
     return summary;
   }
 
@@ -395,15 +388,15 @@ class FleetRotation : public ::testing::TestWithParam<Version> {};
 
 TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   const Version version = GetParam();
+  TestToken::get().clear();  // each test starts from an empty ring (several tests may share a process)
   const std::string config = write_fleet_config("fleet.toml", kRotatingFleet);
   const auto lifetime = std::chrono::seconds(8);
   const auto load_duration = 10s;
 
   // The operator's rotator runs before the servers start, so they find a published
   // ring instead of racing to create the first generation.
-  Rotator rotator(config);
   std::string error;
-  auto first_run = rotator.run_once(error);
+  auto first_run = run_rotator(config, error);
   ASSERT_TRUE(first_run.has_value()) << error;
 
   Fleet fleet(config);
@@ -414,6 +407,8 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
     std::string issued_by, presented_to, key_name, error;
     long age_ms;
     bool handshake_ok;
+    std::int64_t unix_time;
+    std::string ring;  // the token's generations right after the failure
   };
   std::mutex mutex;
   std::uint64_t full = 0, full_errors = 0, no_ticket = 0, resumed = 0, failures = 0, presented_late = 0;
@@ -430,7 +425,7 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
     auto next = Clock::now();
     while (!stop_rotator.load()) {
       std::string err;
-      auto created = rotator.run_once(err);
+      auto created = run_rotator(config, err);
       ++rotator_runs;
       if (!created) {
         ++rotator_errors;
@@ -483,11 +478,21 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
         }
         ++failures;
         if (failure_log.size() < 10) {
+          // Diagnosis: is it transient (the same ticket resumes on a second try) and does
+          // the issuer still accept it?
+          lock.unlock();
+          Connection retry = connect_once(ctx.get(), fleet[target].port(), ticket);
+          Connection at_issuer = connect_once(ctx.get(), fleet[issuer].port(), ticket);
+          lock.lock();
+          const std::string diagnosis = std::string("; retry on ") + fleet[target].name() + ": " +
+                         (retry.ok ? (retry.reused ? "resumed" : "full handshake") : retry.error) + "; on issuer " +
+                         fleet[issuer].name() + ": " +
+                         (at_issuer.ok ? (at_issuer.reused ? "resumed" : "full handshake") : at_issuer.error);
           failure_log.push_back({std::chrono::duration<double>(Clock::now() - start).count(),
                                  fleet[issuer].name(), fleet[target].name(), key_name,
-                                 again.ok ? "full handshake instead of resumption" : again.error,
+                                 (again.ok ? "full handshake instead of resumption" : again.error) + diagnosis,
                                  static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(age).count()),
-                                 again.ok});
+                                 again.ok, unix_now(), describe_ring(config)});
         }
       }
     }
@@ -507,14 +512,15 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
           << " generations_issuing_tickets=" << tickets_by_generation.size()
           << " rotator_runs=" << rotator_runs << " rotations_that_created=" << runs_that_created
           << " generations_created=" << generations_created << " (+" << first_run.value_or(0)
-          << " before the servers started) rotator=" << (rotator.uses_cli() ? "keysvcctl rotate" : "in-process")
+          << " before the servers started)"
           << " full_handshake_errors=" << full_errors << " full_handshakes_without_ticket=" << no_ticket
           << " load_seconds=" << elapsed << "\n";
   for (const auto& [name, n] : tickets_by_generation) summary << "  generation " << name << ": " << n << " ticket(s)\n";
   summary << server_counters;
   for (const auto& f : failure_log) {
     summary << "  FAILURE at " << f.at << "s: ticket from " << f.issued_by << " under " << f.key_name << " (age "
-            << f.age_ms << " ms) presented to " << f.presented_to << ": " << f.error << "\n";
+            << f.age_ms << " ms) presented to " << f.presented_to << " at unix " << f.unix_time << ": " << f.error
+            << "\n" << f.ring;
   }
   for (const auto& e : full_error_log) summary << "  full handshake error: " << e << "\n";
   for (const auto& e : rotator_error_log) summary << "  rotator error: " << e << "\n";
@@ -546,12 +552,12 @@ class FleetRevocation : public ::testing::TestWithParam<Version> {};
 
 TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterval) {
   const Version version = GetParam();
+  TestToken::get().clear();
   const std::string config = write_fleet_config("fleet-revocation.toml", kRevocationFleet);
   const auto refresh_interval = 1s;
   {
-    Rotator rotator(config);
     std::string error;
-    ASSERT_TRUE(rotator.run_once(error).has_value()) << error;
+    ASSERT_TRUE(run_rotator(config, error).has_value()) << error;
   }
   Fleet fleet(config);
   ClientCtx ctx = make_client_ctx(version);
@@ -572,16 +578,11 @@ TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterv
     EXPECT_TRUE(again.reused) << "server " << fleet[i].name() << " did not resume A's ticket before the revocation";
   }
 
-  if (ctl_has({"keys", "revoke"})) {
+  {
     RunResult r = keysvc::test::run({ctl_bin(), "--config", config, "keys", "revoke", revoked}, "", kCtlTimeout);
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
     EXPECT_EQ(r.out.find(TestToken::get().pin()), std::string::npos);
     EXPECT_EQ(r.err.find(TestToken::get().pin()), std::string::npos);
-  } else {
-    std::cout << "[fleet] NOTE: `keysvcctl keys revoke` is not available yet: revoking in the test process\n";
-    keysvc::Config c = keysvc::Config::load_file(config);
-    auto pool = keysvc::open_session_pool(c);
-    ASSERT_TRUE(keysvc::revoke(*pool, *keysvc::key_name_from_hex(revoked), unix_now(), c.rotation));
   }
   std::this_thread::sleep_for(refresh_interval + 1s);
 
