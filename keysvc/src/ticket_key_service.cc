@@ -116,17 +116,35 @@ Generation TicketKeyService::create_generation() {
   return g;
 }
 
-bool TicketKeyService::derive(const Generation& g, const Iv& iv, TicketKeys& out) noexcept {
-  try {
-    counters_.hsm_calls.fetch_add(2, std::memory_order_relaxed);
-    pool_->run([&](hsm::Session& s) { derive_ticket_keys(s, g, iv, out); });
-    return true;
-  } catch (const std::exception& e) {
-    out.wipe();
-    counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
-    logger()->warn("ticket key derivation under {} failed: {}", to_hex(g.name), e.what());
-    return false;
+namespace {
+bool handle_is_stale(CK_RV rv) { return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID; }
+}  // namespace
+
+bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv,
+                              TicketKeys& out) noexcept {
+  for (int attempt = 0;; ++attempt) {
+    const Generation* g = ring->find(name);
+    if (g == nullptr || !g->usable()) break;
+    try {
+      counters_.hsm_calls.fetch_add(2, std::memory_order_relaxed);
+      pool_->run([&](hsm::Session& s) { derive_ticket_keys(s, *g, iv, out); });
+      return true;
+    } catch (const hsm::Pkcs11Error& e) {
+      out.wipe();
+      if (attempt == 0 && handle_is_stale(e.rv()) &&
+          throttled_reload(stale_handle_reloads_, std::chrono::seconds(1), "stale object handles")) {
+        ring = ring_.load();
+        continue;
+      }
+      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), e.what());
+    } catch (const std::exception& e) {
+      out.wipe();
+      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), e.what());
+    }
+    break;
   }
+  counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+  return false;
 }
 
 bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
@@ -138,38 +156,38 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   }
   if (RAND_bytes(out.iv.data(), static_cast<int>(out.iv.size())) != 1) return false;
   out.name = g->name;
-  if (!derive(*g, out.iv, out.keys)) return false;
+  if (!derive(ring, out.name, out.iv, out.keys)) return false;
   counters_.issued.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
-bool TicketKeyService::rescan_for_unknown_name() noexcept {
+bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept {
   using std::chrono::steady_clock;
-  const auto interval = std::chrono::duration_cast<steady_clock::duration>(config_.rotation.refresh_interval).count();
+  const auto span = std::chrono::duration_cast<steady_clock::duration>(interval).count();
   const auto now = steady_clock::now().time_since_epoch().count();
-  auto last = last_rescan_.load(std::memory_order_relaxed);
-  if (last != 0 && now - last < interval) return false;  // negative cache: rescanned lately
-  std::unique_lock lock(rescan_mutex_, std::try_to_lock);
-  if (!lock || last_rescan_.load() != last) return false;  // another thread is rescanning
-  last_rescan_.store(now);
-  counters_.rescans.fetch_add(1, std::memory_order_relaxed);
+  auto last = throttle.last.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < span) return false;  // reloaded lately
+  std::unique_lock lock(throttle.mutex, std::try_to_lock);
+  if (!lock || throttle.last.load() != last) return false;  // another thread is reloading
+  throttle.last.store(now);
   try {
     reload();
     return true;
   } catch (const std::exception& e) {
     counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
-    logger()->warn("token rescan for an unknown key name failed: {}", e.what());
+    logger()->warn("token rescan ({}) failed: {}", why, e.what());
     return false;
   }
 }
 
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = ring_.load();
-  const Generation* g = ring->find(name);
-  if (g == nullptr && rescan_for_unknown_name()) {
+  if (ring->find(name) == nullptr &&
+      throttled_reload(unknown_name_rescans_, config_.rotation.refresh_interval, "unknown key name")) {
+    counters_.rescans.fetch_add(1, std::memory_order_relaxed);
     ring = ring_.load();
-    g = ring->find(name);
   }
+  const Generation* g = ring->find(name);
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
     return OpenStatus::kUnknownKey;
@@ -179,12 +197,14 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
     counters_.retired_key.fetch_add(1, std::memory_order_relaxed);
     return OpenStatus::kRetired;
   }
-  if (!derive(*g, iv, out)) return OpenStatus::kHsmError;
+  if (!derive(ring, name, iv, out)) return OpenStatus::kHsmError;
   counters_.opened.fetch_add(1, std::memory_order_relaxed);
   // Renew tickets under an older generation; a newer one (a server whose clock runs
-  // ahead already switched) is left alone.
+  // ahead already switched) is left alone. `ring` may have been reloaded by derive().
+  g = ring->find(name);
   const Generation* current = ring->encrypt_generation(now);
-  bool older = current != nullptr && current != g && g->schedule.encrypt_from <= current->schedule.encrypt_from;
+  bool older = g != nullptr && current != nullptr && current != g &&
+               g->schedule.encrypt_from <= current->schedule.encrypt_from;
   return older ? OpenStatus::kOkRenew : OpenStatus::kOk;
 }
 

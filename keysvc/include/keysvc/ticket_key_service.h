@@ -101,8 +101,16 @@ class TicketKeyService {
 
  private:
   TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
-  bool derive(const Generation& g, const Iv& iv, TicketKeys& out) noexcept;
-  bool rescan_for_unknown_name() noexcept;
+  // Derives under the generation `name` of `ring`. If the token no longer knows the
+  // ring's object handles (SoftHSM forgets them when an application's last session
+  // closes; a token reset does the same), reloads the ring (throttled) and retries once.
+  bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
+  // Reloads the ring unless `throttle` allowed a reload less than `interval` ago.
+  struct Throttle {
+    std::mutex mutex;
+    std::atomic<std::chrono::steady_clock::rep> last{0};
+  };
+  bool throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept;
   void refresher_loop();
 
   Config config_;
@@ -114,9 +122,8 @@ class TicketKeyService {
         rescans{0}, refreshes{0};
   } counters_;
 
-  // Negative cache for unknown key names: steady-clock time of the last on-demand rescan.
-  std::mutex rescan_mutex_;
-  std::atomic<std::chrono::steady_clock::rep> last_rescan_{0};
+  Throttle unknown_name_rescans_;  // the negative cache for unknown key names
+  Throttle stale_handle_reloads_;
 
   std::mutex refresher_mutex_;
   std::condition_variable refresher_wake_;
