@@ -2,6 +2,7 @@
 //
 //   BM_HsmHmacSign/{local,remote}  one C_SignInit+C_Sign HMAC-SHA256 in the token on a
 //                                  generation key (hsm::hmac_sha256), the derivation message
+//   BM_HsmHmacSign_session_key     the same with a session-object key (a lever, not keysvc today)
 //   BM_DeriveTicketKeys            derive_ticket_keys: both per-ticket keys (2 HMACs)
 //   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
 //   BM_KdfFetchDerive              EVP_KDF_fetch + EVP_KDF_CTX_new + derive ("issue")
@@ -65,6 +66,37 @@ void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string
 }
 void BM_HsmHmacSign_local(benchmark::State& state) { hmac_sign(state, g_local.get(), ""); }
 void BM_HsmHmacSign_remote(benchmark::State& state) { hmac_sign(state, g_remote.get(), g_remote_skip); }
+
+// Not what keysvc does today: the same HMAC with a *session* object key (CKA_TOKEN=FALSE,
+// still sensitive and non-extractable), generated in the bench's session. Measures the
+// lever FIELD-NOTES describes (SoftHSM re-reads token objects on every use).
+void BM_HsmHmacSign_session_key(benchmark::State& state) {
+  auto lease = g_local->sessions().lease();
+  hsm::Session& session = lease.session();
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+  CK_ULONG len = 32;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE tmpl[] = {
+      {CKA_CLASS, &cls, sizeof cls},         {CKA_KEY_TYPE, &type, sizeof type},
+      {CKA_VALUE_LEN, &len, sizeof len},     {CKA_TOKEN, &no, sizeof no},
+      {CKA_SENSITIVE, &yes, sizeof yes},     {CKA_EXTRACTABLE, &no, sizeof no},
+      {CKA_SIGN, &yes, sizeof yes},          {CKA_PRIVATE, &yes, sizeof yes},
+  };
+  CK_MECHANISM gen{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+  if (session.fn()->C_GenerateKey(session.handle(), &gen, tmpl, sizeof tmpl / sizeof tmpl[0], &key) != CKR_OK) {
+    state.SkipWithError("C_GenerateKey (session object) failed");
+    return;
+  }
+  std::array<std::uint8_t, 61> msg{};
+  std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
+  for (auto _ : state) {
+    hsm::hmac_sha256(session, key, msg, mac);
+    benchmark::DoNotOptimize(mac);
+  }
+  session.fn()->C_DestroyObject(session.handle(), key);
+}
 
 void derive(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
   if (svc == nullptr) {
@@ -241,6 +273,7 @@ using namespace keysvc::bench;
 
 BENCHMARK(BM_HsmHmacSign_local);
 BENCHMARK(BM_HsmHmacSign_remote);
+BENCHMARK(BM_HsmHmacSign_session_key);
 BENCHMARK(BM_DeriveTicketKeys_local);
 BENCHMARK(BM_DeriveTicketKeys_remote);
 BENCHMARK(BM_ServiceIssue);

@@ -110,6 +110,9 @@ void print_section(const Section& s) {
                   c.error.c_str());
     }
   }
+  for (const auto& m : s.memory)
+    std::printf("server memory %-14s threads=%d  peak RSS %ld kB, RSS %ld kB\n", m.mode.c_str(), m.threads,
+                m.peak_rss_kb, m.rss_kb);
   std::fflush(stdout);
 }
 
@@ -167,7 +170,16 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
       }
       o << "\n        }}";
     }
-    o << "\n      ]\n    }";
+    o << "\n      ]";
+    if (!s.memory.empty()) {
+      o << ",\n      \"server_memory\": [";
+      for (std::size_t i = 0; i < s.memory.size(); ++i)
+        o << (i ? ",\n" : "\n") << "        {\"mode\": " << quote(s.memory[i].mode)
+          << ", \"server_threads\": " << s.memory[i].threads << ", \"peak_rss_kb\": " << s.memory[i].peak_rss_kb
+          << ", \"rss_kb\": " << s.memory[i].rss_kb << "}";
+      o << "\n      ]";
+    }
+    o << "\n    }";
   }
   o << "\n  }\n}\n";
   return o.str();

@@ -56,6 +56,14 @@ struct Section {
   bool skipped = false;
   std::string reason;
   std::vector<ScenarioResult> scenarios;
+  // TCP only: memory of each keysvc-tls-server at the end of its run.
+  struct Memory {
+    std::string mode;
+    int threads = 1;
+    long peak_rss_kb = 0;  // VmHWM
+    long rss_kb = 0;       // VmRSS
+  };
+  std::vector<Memory> memory;
 };
 
 // Turns the samples of a cell into its numbers. `in_process` picks how handshakes/s is

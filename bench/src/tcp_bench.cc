@@ -276,7 +276,15 @@ Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
       }
     }
   }
-  for (auto& s : servers) s->child.stop();
+  for (auto& s : servers) {
+    std::string status = read_file("/proc/" + std::to_string(s->child.pid()) + "/status");
+    auto field = [&](const char* name) {
+      auto at = status.find(name);
+      return at == std::string::npos ? 0L : std::atol(status.c_str() + at + std::strlen(name));
+    };
+    section.memory.push_back({s->mode, s->threads, field("VmHWM:"), field("VmRSS:")});
+    s->child.stop();
+  }
 
   for (std::size_t si = 0; si < scns.size(); ++si) {
     ScenarioResult sc;
