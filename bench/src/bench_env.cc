@@ -8,7 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -75,6 +78,7 @@ Child::Child(const std::vector<std::string>& argv, const std::string& log_path) 
     }
     if (null >= 0) ::dup2(null, 0);
     ::execvp(args[0], args.data());
+    ::dprintf(2, "cannot run %s: %s\n", args[0], std::strerror(errno));
     ::_exit(127);
   }
   pid_ = pid;

@@ -225,7 +225,10 @@ int run(const Options& o) {
     try {
       if (m.name == "keysvc-remote") {
         m.skip = env.start_remote();
-        if (!m.skip.empty()) continue;
+        if (!m.skip.empty()) {
+          std::fprintf(stderr, "keysvc-bench: mode %s skipped: %s\n", m.name.c_str(), m.skip.c_str());
+          continue;
+        }
       }
       m.server = make_server_ctx(id);
       if (m.name == "static") {
