@@ -110,7 +110,12 @@ void TicketKeyService::reload() {
 Generation TicketKeyService::create_generation() {
   std::int64_t now = unix_now();
   const RotationPolicy& p = config_.rotation;
-  Schedule s{now, now, now + p.encrypt_period.count(), now + p.encrypt_period.count() + p.decrypt_window.count()};
+  // Start at least a second after the current generation's window began, so the new
+  // one wins the encrypt rule (a tie in encrypt_from would go to the smaller name).
+  std::int64_t from = now;
+  if (const Generation* current = ring()->encrypt_generation(now))
+    from = std::max(now, current->schedule.encrypt_from + 1);
+  Schedule s{now, from, from + p.encrypt_period.count(), from + p.encrypt_period.count() + p.decrypt_window.count()};
   Generation g = pool_->run([&](hsm::Session& session) { return token_store::create_generation(session, s); });
   reload();
   return g;

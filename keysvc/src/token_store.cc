@@ -93,20 +93,25 @@ KeyRing load(hsm::Session& session) {
   };
   std::map<KeyName, Revocation> revocations;
   for (CK_OBJECT_HANDLE record : hsm::find_objects(session, {.object_class = CKO_DATA, .application = kApplication})) {
-    hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
-    if (auto name = name_in_label(as_text(label), kRecordLabelPrefix)) {
-      auto schedule = parse_schedule(as_text(hsm::get_attribute(session, record, CKA_VALUE)));
-      if (!schedule) continue;
-      Generation g;
-      g.name = *name;
-      g.schedule = *schedule;
-      g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
-      g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
-      if (g.has_keys()) by_name[g.name] = g;
-    } else if (auto revoked = name_in_label(as_text(label), kRevocationLabelPrefix)) {
-      auto f = parse_fields(as_text(hsm::get_attribute(session, record, CKA_VALUE)), kRevocationMagic);
-      if (!f || !f->count("revoked") || !f->count("decrypt_until")) continue;
-      revocations[*revoked] = {f->at("revoked"), f->at("decrypt_until")};
+    try {
+      hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
+      if (auto name = name_in_label(as_text(label), kRecordLabelPrefix)) {
+        auto schedule = parse_schedule(as_text(hsm::get_attribute(session, record, CKA_VALUE)));
+        if (!schedule) continue;
+        Generation g;
+        g.name = *name;
+        g.schedule = *schedule;
+        g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
+        g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
+        if (g.has_keys()) by_name[g.name] = g;
+      } else if (auto revoked = name_in_label(as_text(label), kRevocationLabelPrefix)) {
+        auto f = parse_fields(as_text(hsm::get_attribute(session, record, CKA_VALUE)), kRevocationMagic);
+        if (!f || !f->count("revoked") || !f->count("decrypt_until")) continue;
+        revocations[*revoked] = {f->at("revoked"), f->at("decrypt_until")};
+      }
+    } catch (const hsm::Pkcs11Error& e) {
+      // Another process (the rotator) destroyed it between the search and the read.
+      if (e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;
     }
   }
   for (const auto& [name, r] : revocations) {

@@ -16,7 +16,9 @@
 //      has passed.
 //   4. Two rotators racing may both create a generation for the same window. Every
 //      server picks the same one (smallest name, see KeyRing::encrypt_generation);
-//      the next run destroys the others while they are still pending.
+//      the next run destroys the others while they are still pending. A duplicate
+//      whose window has begun is left to expire: a server that loaded it before the
+//      winner existed may have issued tickets under it.
 // Creating is idempotent: running the rotator again at once creates nothing.
 #pragma once
 

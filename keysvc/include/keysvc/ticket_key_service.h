@@ -89,8 +89,9 @@ class TicketKeyService {
   // Rescans the token and swaps in the new ring, without rotating.
   void reload();
 
-  // Creates a generation that encrypts from now for one encrypt_period, and reloads.
-  // For tests and manual intervention; scheduled generations come from the rotator.
+  // Creates a generation that encrypts from now (or a second after the current one
+  // began, if that is later) for one encrypt_period, and reloads. For tests and manual
+  // intervention; scheduled generations come from the rotator.
   Generation create_generation();
 
   std::chrono::system_clock::time_point now() const { return clock_(); }
