@@ -59,6 +59,15 @@ class ClientTimer {
   std::int64_t wall0_;
 };
 
+// Tickets received by client connections on this thread (each thread runs one
+// handshake at a time).
+thread_local int t_tickets_received = 0;
+
+int count_ticket(SSL*, SSL_SESSION* session) {
+  if (SSL_SESSION_has_ticket(session)) ++t_tickets_received;
+  return 0;  // not kept
+}
+
 bool pending(SSL* s, int rc) {
   int e = SSL_get_error(s, rc);
   return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
@@ -106,11 +115,13 @@ SslCtxPtr make_client_ctx(int version) {
   SSL_CTX_set_max_proto_version(ctx.get(), version);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx.get(), count_ticket);
   return ctx;
 }
 
 HandshakeTiming timed_handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resume, bool keep_session) {
   HandshakeTiming t;
+  const int tickets_before = t_tickets_received;
   SSL* client = nullptr;
   SSL* server = nullptr;
   {
@@ -177,6 +188,7 @@ HandshakeTiming timed_handshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SE
   }
   if (t.error.empty()) {
     t.ok = true;
+    t.tickets = t_tickets_received - tickets_before;
     if (keep_session) t.session.reset(SSL_get1_session(client));
     // Clean close_notify both ways: an SSL freed without it marks its session
     // not resumable.

@@ -35,7 +35,8 @@ struct ServerIdentity {
 // A TLS 1.2-1.3 server context with `id`, no server-side session cache (resumption
 // only through tickets), OpenSSL's defaults otherwise (2 TLS 1.3 tickets).
 SslCtxPtr make_server_ctx(const ServerIdentity& id);
-// A client context pinned to one version (TLS1_2_VERSION / TLS1_3_VERSION).
+// A client context pinned to one version (TLS1_2_VERSION / TLS1_3_VERSION) that
+// counts the session tickets it receives (HandshakeTiming::tickets).
 SslCtxPtr make_client_ctx(int version);
 
 struct HandshakeTiming {
@@ -45,6 +46,7 @@ struct HandshakeTiming {
   std::int64_t server_cpu_ns = 0;   // server thread CPU time
   std::int64_t server_wall_ns = 0;  // server wall time (includes waits for the HSM)
   std::int64_t client_wall_ns = 0;
+  int tickets = 0;     // session tickets the client received
   SessionPtr session;  // the client's session afterwards, if asked for
 };
 

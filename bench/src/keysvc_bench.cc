@@ -33,6 +33,9 @@
 #include "static_tickets.h"
 #include "tcp_bench.h"
 
+#ifndef KEYSVC_BENCH_REVISION
+#define KEYSVC_BENCH_REVISION "unknown"
+#endif
 #ifndef KEYSVC_BENCH_RESULTS
 #define KEYSVC_BENCH_RESULTS "bench/results/latest.json"
 #endif
@@ -158,7 +161,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
       std::vector<double> lat;
       lat.reserve(static_cast<std::size_t>(n));
       double cpu = 0, wall = 0, client_wall = 0;
-      std::uint64_t fail = 0, not_resumed = 0;
+      std::uint64_t fail = 0, not_resumed = 0, tickets = 0;
       std::string err;
       SSL_SESSION* offer = s.resume ? sessions[static_cast<std::size_t>(t)].get() : nullptr;
       for (int i = 0; i < n; ++i) {
@@ -173,6 +176,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
         cpu += static_cast<double>(h.server_cpu_ns);
         wall += static_cast<double>(h.server_wall_ns);
         client_wall += static_cast<double>(h.client_wall_ns);
+        tickets += static_cast<std::uint64_t>(h.tickets);
       }
       std::lock_guard<std::mutex> lock(mu);
       acc.latency_us.insert(acc.latency_us.end(), lat.begin(), lat.end());
@@ -181,6 +185,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
       acc.not_resumed += not_resumed;
       acc.server_cpu_ns += cpu;
       acc.client_wall_ns += client_wall;
+      acc.tickets = acc.tickets.value_or(0) + tickets;
       acc.per_thread[t].first += static_cast<double>(lat.size());
       acc.per_thread[t].second += wall;
       if (acc.first_error.empty() && !err.empty()) acc.first_error = err;
@@ -357,6 +362,7 @@ int run(const Options& o) {
       {"loadavg_end", {loadavg(), false}},
   };
   JsonObject params = {
+      {"source_revision", {KEYSVC_BENCH_REVISION, false}},
       {"quick", {o.quick ? "true" : "false", true}},
       {"rounds", {std::to_string(o.rounds), true}},
       {"handshakes_per_cell_round", {std::to_string(o.handshakes), true}},

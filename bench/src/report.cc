@@ -74,6 +74,7 @@ CellResult summarise(const std::string& mode, const CellAccum& a, bool in_proces
   r.p50_us = percentile(a.latency_us, 50);
   r.p99_us = percentile(a.latency_us, 99);
   if (a.hsm_calls) r.hsm_calls_per_handshake = static_cast<double>(*a.hsm_calls) / n;
+  if (a.tickets) r.tickets_per_handshake = static_cast<double>(*a.tickets) / n;
   return r;
 }
 
@@ -94,8 +95,8 @@ void print_section(const Section& s) {
     std::printf("   skipped: %s\n", s.reason.c_str());
     return;
   }
-  std::printf("%-18s %-14s %10s %7s %9s %9s %9s %9s %6s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs", "p50_us",
-              "p99_us", "hsm/hs", "fail");
+  std::printf("%-18s %-14s %10s %7s %9s %9s %9s %7s %7s %5s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs",
+              "p50_us", "p99_us", "hsm/hs", "tix/hs", "fail");
   for (const auto& sc : s.scenarios) {
     for (const auto& c : sc.cells) {
       if (c.skipped) {
@@ -104,8 +105,10 @@ void print_section(const Section& s) {
       }
       std::string hsm = c.hsm_calls_per_handshake ? num(*c.hsm_calls_per_handshake, 2) : "-";
       std::string ratio = c.ratio_to_openssl ? num(*c.ratio_to_openssl, 3) : "-";
-      std::printf("%-18s %-14s %10.0f %7s %9.1f %9.1f %9.1f %9s %6llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
+      std::string tix = c.tickets_per_handshake ? num(*c.tickets_per_handshake, 2) : "-";
+      std::printf("%-18s %-14s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
                   c.handshakes_per_s, ratio.c_str(), c.server_cpu_us_per_handshake, c.p50_us, c.p99_us, hsm.c_str(),
+                  tix.c_str(),
                   static_cast<unsigned long long>(c.failures + c.not_resumed), c.error.empty() ? "" : "  ",
                   c.error.c_str());
     }
@@ -164,7 +167,9 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
           << ", \"p50_us\": " << num(c.p50_us, 1) << ", \"p99_us\": " << num(c.p99_us, 1)
           << ", \"hsm_calls_per_handshake\": " << opt_num(c.hsm_calls_per_handshake, 3)
           << ", \"ratio_to_openssl\": " << opt_num(c.ratio_to_openssl, 4);
-        if (s.name == "inprocess") o << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2);
+        if (s.name == "inprocess")
+          o << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2)
+            << ", \"tickets_per_handshake\": " << opt_num(c.tickets_per_handshake, 3);
         if (!c.error.empty()) o << ", \"error\": " << quote(c.error);
         o << "}";
       }

@@ -21,6 +21,7 @@ struct CellAccum {
   std::uint64_t not_resumed = 0;  // resumption scenario, but the server did a full handshake
   double server_cpu_ns = 0;
   double client_wall_ns = 0;
+  std::optional<std::uint64_t> tickets;  // received by the clients (in-process)
   double elapsed_ns = 0;            // wall time of the timed chunks
   std::map<int, std::pair<double, double>> per_thread;  // thread -> (handshakes, server wall ns)
   std::optional<std::uint64_t> hsm_calls;
@@ -38,6 +39,7 @@ struct CellResult {
   double client_us_per_handshake = 0;  // in-process only
   double p50_us = 0, p99_us = 0;
   std::optional<double> hsm_calls_per_handshake;
+  std::optional<double> tickets_per_handshake;
   std::optional<double> ratio_to_openssl;
   std::string error;
 };
