@@ -145,6 +145,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   c.tickets.lifetime = r.duration("tickets", "lifetime", c.tickets.lifetime);
   c.tickets.max_session_age = r.duration("tickets", "max_session_age", c.tickets.max_session_age);
   c.tickets.create_if_empty = r.boolean("tickets", "create_if_empty", true);
+  c.tickets.issue_pool = static_cast<std::size_t>(r.integer("tickets", "issue_pool", 64, 0, 4096));
   RotationPolicy& rot = c.rotation;
   rot.encrypt_period = r.duration("rotation", "encrypt_period", rot.encrypt_period);
   rot.publish_lead = r.duration("rotation", "publish_lead", rot.publish_lead);

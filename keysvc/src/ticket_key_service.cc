@@ -42,11 +42,13 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<h
 
 TicketKeyService::~TicketKeyService() {
   {
-    std::lock_guard lock(refresher_mutex_);
+    std::scoped_lock lock(refresher_mutex_, refill_mutex_);
     stopping_ = true;
   }
   refresher_wake_.notify_all();
+  refill_wake_.notify_all();
   if (refresher_.joinable()) refresher_.join();
+  if (refiller_.joinable()) refiller_.join();
 }
 
 std::shared_ptr<TicketKeyService> TicketKeyService::open(const Config& config, Clock clock) {
@@ -66,6 +68,11 @@ std::shared_ptr<TicketKeyService> TicketKeyService::open(const Config& config, C
   logger()->info("ticket key ring loaded: {} generation(s), encrypting under {}", ring->generations().size(),
                  current ? to_hex(current->name) : "(none)");
   service->refresher_ = std::thread([raw = service.get()] { raw->refresher_loop(); });
+  if (config.tickets.issue_pool > 0) {
+    service->issue_pool_ = std::make_unique<IssueKeyPool>(config.tickets.issue_pool);
+    service->refiller_ = std::thread([raw = service.get()] { raw->refiller_loop(); });
+    service->request_refill();
+  }
   return service;
 }
 
@@ -75,7 +82,7 @@ std::int64_t TicketKeyService::unix_now() const {
 
 void TicketKeyService::refresher_loop() {
   std::unique_lock lock(refresher_mutex_);
-  while (!refresher_wake_.wait_for(lock, config_.rotation.refresh_interval, [this] { return stopping_; })) {
+  while (!refresher_wake_.wait_for(lock, config_.rotation.refresh_interval, [this] { return stopping_.load(); })) {
     lock.unlock();
     try {
       refresh();
@@ -103,8 +110,48 @@ void TicketKeyService::reload() {
   auto previous = ring_.exchange(ring);
   const Generation* before = previous->encrypt_generation(now);
   const Generation* after = ring->encrypt_generation(now);
-  if (after != nullptr && (before == nullptr || before->name != after->name))
+  if (after != nullptr && (before == nullptr || before->name != after->name)) {
     logger()->info("encrypting new tickets under generation {}", to_hex(after->name));
+    if (issue_pool_) {
+      issue_pool_->clear();  // entries of the old generation are never used
+      request_refill();
+    }
+  }
+}
+
+void TicketKeyService::request_refill() noexcept {
+  if (!issue_pool_) return;
+  {
+    std::lock_guard lock(refill_mutex_);
+    refill_requested_ = true;
+  }
+  refill_wake_.notify_one();
+}
+
+void TicketKeyService::refiller_loop() {
+  std::unique_lock lock(refill_mutex_);
+  while (!stopping_) {
+    // Also wakes every second: a generation's window can begin without a reload.
+    refill_wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load() || refill_requested_; });
+    if (stopping_) break;
+    refill_requested_ = false;
+    lock.unlock();
+    fill_issue_pool();
+    lock.lock();
+  }
+}
+
+void TicketKeyService::fill_issue_pool() noexcept {
+  while (!stopping_) {
+    auto ring = ring_.load();
+    const Generation* g = ring->encrypt_generation(unix_now());
+    if (g == nullptr || issue_pool_->missing(g->name) == 0) return;
+    auto entry = std::make_unique<IssueKeys>();
+    entry->name = g->name;
+    if (RAND_bytes(entry->iv.data(), static_cast<int>(entry->iv.size())) != 1) return;
+    if (!derive(ring, entry->name, entry->iv, entry->keys)) return;  // counted; next wake retries
+    if (!issue_pool_->put(std::move(entry))) return;
+  }
 }
 
 Generation TicketKeyService::create_generation() {
@@ -158,6 +205,15 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   if (g == nullptr) {
     counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
     return false;
+  }
+  if (issue_pool_) {
+    bool taken = issue_pool_->take(g->name, out);
+    request_refill();
+    if (taken) {
+      counters_.issued_from_pool.fetch_add(1, std::memory_order_relaxed);
+      counters_.issued.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
   }
   if (RAND_bytes(out.iv.data(), static_cast<int>(out.iv.size())) != 1) return false;
   out.name = g->name;
@@ -222,7 +278,8 @@ std::optional<KeyName> TicketKeyService::encrypt_key_name() const noexcept {
 ServiceCounters TicketKeyService::counters() const noexcept {
   auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   return {r(counters_.issued),    r(counters_.opened),      r(counters_.unknown_key), r(counters_.hsm_errors),
-          r(counters_.hsm_calls), r(counters_.retired_key), r(counters_.rescans),     r(counters_.refreshes)};
+          r(counters_.hsm_calls), r(counters_.retired_key), r(counters_.rescans),     r(counters_.refreshes),
+          r(counters_.issued_from_pool)};
 }
 
 }  // namespace keysvc

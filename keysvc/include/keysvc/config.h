@@ -12,6 +12,8 @@
 //   lifetime        = "2h"    # ticket lifetime hint and session timeout
 //   max_session_age = "24h"   # no resumption once the original full handshake is older
 //   create_if_empty = true    # create the first generation if the token has none
+//   issue_pool      = 64      # per-ticket keys derived ahead for the issue path (0: off;
+//                             # see issue_pool.h for what that keeps in memory)
 //
 //   [rotation]                # see schedule.h and rotation.h
 //   encrypt_period   = "1h"   # each generation encrypts new tickets this long
@@ -52,6 +54,7 @@ struct TicketConfig {
   std::chrono::seconds lifetime{std::chrono::hours(2)};
   std::chrono::seconds max_session_age{std::chrono::hours(24)};
   bool create_if_empty = true;
+  std::size_t issue_pool = 64;
 };
 
 struct Config {

@@ -20,6 +20,7 @@
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/session_pool.h"
+#include "keysvc/issue_pool.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
 
@@ -52,6 +53,7 @@ struct ServiceCounters {
   std::uint64_t retired_key = 0;  // presented tickets under expired or revoked generations
   std::uint64_t rescans = 0;      // on-demand token rescans triggered by unknown key names
   std::uint64_t refreshes = 0;    // token rescans (periodic and on demand)
+  std::uint64_t issued_from_pool = 0;  // of `issued`: taken from the pre-derived pool
 };
 
 class TicketKeyService {
@@ -68,8 +70,9 @@ class TicketKeyService {
   TicketKeyService& operator=(const TicketKeyService&) = delete;
 
   // Fills `out` for a new ticket: the encrypting generation's name, a fresh random IV
-  // and the derived keys. Returns false (and counts an HSM error) if there is no
-  // generation or the token fails.
+  // and the derived keys, taken from the pre-derived issue pool when it has an entry
+  // for the encrypt generation (no HSM call), else derived now. Returns false (and
+  // counts an HSM error) if there is no generation or the token fails.
   bool derive_for_issue(IssueKeys& out) noexcept;
 
   // Derives the keys of a presented ticket. An unknown name triggers a rescan of the
@@ -113,6 +116,10 @@ class TicketKeyService {
   };
   bool throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept;
   void refresher_loop();
+  // Keeps the issue pool full for the encrypt generation (its own thread).
+  void refiller_loop();
+  void fill_issue_pool() noexcept;
+  void request_refill() noexcept;
 
   Config config_;
   Clock clock_;
@@ -120,16 +127,22 @@ class TicketKeyService {
   std::atomic<std::shared_ptr<const KeyRing>> ring_;
   struct AtomicCounters {
     std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
-        rescans{0}, refreshes{0};
+        rescans{0}, refreshes{0}, issued_from_pool{0};
   } counters_;
 
   Throttle unknown_name_rescans_;  // the negative cache for unknown key names
   Throttle stale_handle_reloads_;
 
+  std::atomic<bool> stopping_{false};
   std::mutex refresher_mutex_;
   std::condition_variable refresher_wake_;
-  bool stopping_ = false;
   std::thread refresher_;
+
+  std::unique_ptr<IssueKeyPool> issue_pool_;  // null when tickets.issue_pool = 0
+  std::mutex refill_mutex_;
+  std::condition_variable refill_wake_;
+  bool refill_requested_ = false;
+  std::thread refiller_;
 };
 
 // Builds the session pool for `config` (module, token URI, PIN source) and logs in.

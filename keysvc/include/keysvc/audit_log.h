@@ -1,0 +1,261 @@
+// keysvc's audit trail: a tamper-evident JSON Lines file, sealed in the HSM.
+//
+// Every record is one line, built here byte for byte (spdlog only carries it: the sink's
+// pattern is "%v"), so the hash chain is over exactly the bytes in the file:
+//
+//   {"seq":7,"ts":"2026-11-23T12:00:00.123Z","host":"h","pid":42,"event":"revoked",
+//    "name":"<32 hex>","prev":"<64 hex>"}
+//
+//   seq   1, 2, 3, ... over the whole chain, across rotated files
+//   ts    UTC, milliseconds
+//   prev  hex SHA-256 of the previous line's bytes (without its '\n'); for the very
+//         first record of a chain, 64 zeros
+//
+// Each file starts with a "chain_start" record ({"prev_file","prev_seq"} name the end of
+// the previous file; "prev" is the hash of its last line, so files chain too). A "seal"
+// record, written every Options::seal_interval (when records were added since the last
+// seal) and by close()/rotate(), carries
+//   "head": the hash of the line before it (== its "prev"),
+//   "mac":  HMAC-SHA256 computed in the token with the audit key (audit_key.h) over
+//           seal_message(seq of the seal, head) = "keysvc audit seal v1" 00 seq(8, big
+//           endian) head(32 raw bytes),
+//   "key":  the audit key's CKA_ID in hex.
+// What is covered: every line before the last seal, and the last seal's seq and head.
+// Not covered: lines after the last seal (verify reports them as an unsealed tail), and
+// a cut made exactly after a seal (nothing inside the file can tell; keep the last
+// seal's seq elsewhere if that matters).
+//
+// Never written: key bytes, derived keys, IVs, PINs. The API takes typed events whose
+// only identifiers are key names (public: they lead every ticket), token labels, PKCS#11
+// return value names, operation names and file paths.
+//
+// Durability: append() queues the line on an spdlog async logger (one worker thread,
+// blocking when its queue is full, never dropping). flush() returns only after every line
+// appended before it is written to the file (fflush) and, with Options::fsync, fsync'ed:
+// it posts spdlog's flush and waits for the sink to report that flush done (the worker
+// thread handles messages in order). Lifecycle events are appended with append_durable(),
+// i.e. append + flush, so a command reports success only after its event is on disk.
+//
+// Thread-safe. Sealing calls the token; an HSM failure while sealing is logged on the
+// operational logger (log.h) and leaves the tail unsealed until the next seal.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "keysvc/hsm/secret_key.h"
+#include "keysvc/key_name.h"
+#include "keysvc/schedule.h"
+
+namespace spdlog {
+class logger;
+namespace details {
+class thread_pool;
+}
+}  // namespace spdlog
+
+namespace keysvc::audit {
+
+using Mac = std::array<std::uint8_t, 32>;
+using Hash = std::array<std::uint8_t, 32>;
+
+// The fixed label the seal MAC starts with (20 bytes, then a 00 byte).
+inline constexpr char kSealLabel[] = "keysvc audit seal v1";
+// label 00 seq(8, big endian) head(32): what the token MACs for a seal.
+std::vector<std::uint8_t> seal_message(std::uint64_t seq, const Hash& head);
+
+std::string hex(std::span<const std::uint8_t> bytes);
+Hash sha256(std::string_view bytes);
+
+// Computes the seal MAC in the token: HMAC-SHA256 under the audit key over `message`.
+struct Sealer {
+  std::string key_id_hex;  // the audit key's CKA_ID, written in every seal record
+  std::function<Mac(std::span<const std::uint8_t> message)> hmac;
+};
+
+// For verification: HMAC-SHA256 under the audit key whose CKA_ID is `key_id_hex`,
+// computed in the token; std::nullopt if there is no such key (audit_key.h).
+using KeyedHmac =
+    std::function<std::optional<Mac>(std::string_view key_id_hex, std::span<const std::uint8_t> message)>;
+
+// ---------------------------------------------------------------- events
+
+struct GenerationCreated {
+  KeyName name{};
+  Schedule schedule;
+  hsm::KeyCustody enc;  // as the token reports them (token_store::read_custody)
+  hsm::KeyCustody mac;
+};
+struct Activated { KeyName name{}; };    // became the encrypt generation
+struct DecryptOnly { KeyName name{}; };  // its encrypt window ended
+struct Revoked { KeyName name{}; };
+struct Destroyed { KeyName name{}; };
+struct LoginFailed {
+  std::string token;  // token label or URI (no PIN: URIs with pin-value must not be passed)
+  std::string rv;     // "CKR_PIN_INCORRECT"
+};
+struct HsmError {
+  std::string operation;  // "C_SignInit", "derive_for_open", ...
+  std::string rv;
+};
+struct ConfigLoaded { std::string path; };
+
+// What happened to a ticket. kIssued/kResumed/kRenewed succeed; the rest are rejections.
+enum class Outcome {
+  kIssued,
+  kResumed,
+  kRenewed,
+  kUnknownKey,
+  kExpired,
+  kRevoked,
+  kMacFailure,
+  kDecryptFailure,
+  kHsmError,
+  kMaxSessionAge,
+};
+inline constexpr std::size_t kOutcomeCount = 10;
+// "issued", "resumed", "renewed", "unknown_key", "expired", "revoked", "mac_failure",
+// "decrypt_failure", "hsm_error", "max_session_age".
+std::string_view to_string(Outcome o);
+std::optional<Outcome> outcome_from_string(std::string_view s);
+
+using UsageCounters = std::array<std::uint64_t, kOutcomeCount>;  // indexed by Outcome
+
+// Counters per key name over [period_start, period_end) (Unix milliseconds).
+// Record: {"event":"usage","period_start":ts,"period_end":ts,"keys":{"<hex>":{"issued":1,
+// "resumed":0,"renewed":0,"rejected":{"unknown_key":0,...}}},...}; zero counters and keys
+// with all-zero counters are still written as given.
+struct UsageSummary {
+  std::int64_t period_start_ms = 0;
+  std::int64_t period_end_ms = 0;
+  std::map<KeyName, UsageCounters> keys;
+  bool empty() const;
+};
+
+// One handshake (optional, off by default: see Options::per_handshake).
+struct Handshake {
+  KeyName name{};
+  Outcome outcome = Outcome::kIssued;
+};
+
+using Event = std::variant<GenerationCreated, Activated, DecryptOnly, Revoked, Destroyed, LoginFailed, HsmError,
+                           ConfigLoaded, UsageSummary, Handshake>;
+
+// Thread-safe counters for the service/adapter to bump per ticket; take() returns the
+// summary since the last take() and starts a new period. Names presented by clients
+// (unknown ones included) are kept up to max_names per period; further names are counted
+// under the all-zero name (00..00) so a flood of random names cannot grow memory.
+class UsageAccumulator {
+ public:
+  explicit UsageAccumulator(std::size_t max_names = 1024);
+  void add(const KeyName& name, Outcome outcome, std::uint64_t n = 1);
+  UsageSummary take(std::int64_t now_ms);
+
+ private:
+  std::mutex mutex_;
+  std::size_t max_names_;
+  std::int64_t period_start_ms_ = -1;
+  std::map<KeyName, UsageCounters> keys_;
+};
+
+// ---------------------------------------------------------------- the log
+
+// Where a chain stands: the last record's seq and the hash of its line.
+struct ChainHead {
+  std::string file;  // the file it is in (for chain_start's prev_file)
+  std::uint64_t seq = 0;
+  Hash hash{};
+};
+
+// The head of an existing log file (its last complete line), or std::nullopt if the file
+// is missing, empty or its last line is not a record. For continuing a chain after a
+// restart: Options::previous.
+std::optional<ChainHead> read_head(const std::string& path);
+
+class AuditLog {
+ public:
+  struct Options {
+    std::string host;  // empty: gethostname()
+    // A seal is written this often if records were added since the last one (0: only
+    // at rotate() and close()).
+    std::chrono::milliseconds seal_interval{std::chrono::minutes(1)};
+    // If set, called every summary_interval and at close(); non-empty summaries are
+    // written. Typically [&acc, clock] { return acc.take(now_ms); }.
+    std::function<UsageSummary()> usage_source;
+    std::chrono::milliseconds summary_interval{std::chrono::minutes(1)};
+    // Whether Handshake events are written (else append() drops them).
+    bool per_handshake = false;
+    // Continue this chain (the file's first record links to it); nullopt: new chain.
+    std::optional<ChainHead> previous;
+    bool fsync = true;  // flush() also fsyncs the file
+    // Wall clock, injectable for tests.
+    std::function<std::chrono::system_clock::time_point()> clock;
+  };
+
+  // Opens (appends to) `path`, writes its chain_start record and flushes. Throws
+  // std::runtime_error if the file cannot be opened.
+  AuditLog(const std::string& path, Sealer sealer, Options options);
+  ~AuditLog();  // close()
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+
+  // Queues the event's record; returns its seq (0 if dropped: Handshake with
+  // per_handshake off, or after close()).
+  std::uint64_t append(const Event& event);
+  // append() + flush(): for lifecycle events, before the command reports success.
+  std::uint64_t append_durable(const Event& event);
+  // Waits until every record appended so far is in the file (see above).
+  void flush();
+  // Writes a seal record now (if any record follows the last seal) and flushes. Throws
+  // what the Sealer throws.
+  void seal();
+  // Seals, closes this file and continues the chain in `new_path` (chain_start first).
+  void rotate(const std::string& new_path);
+  // Writes the final usage summary (usage_source), seals, flushes and closes. Idempotent;
+  // never throws (failures go to the operational log).
+  void close() noexcept;
+
+  ChainHead head() const;
+  std::string path() const;  // the current file
+
+ private:
+  struct File;
+  std::uint64_t write_locked(const std::string& event, const std::string& fields);
+  void seal_locked();
+  void open_locked(const std::string& path);
+  void close_file_locked();
+  void timer_loop();
+  std::int64_t now_ms() const;
+
+  Sealer sealer_;
+  Options options_;
+  int pid_ = 0;
+  mutable std::mutex mutex_;
+  std::unique_ptr<File> file_;
+  ChainHead head_;
+  std::uint64_t last_seal_seq_ = 0;
+  bool closed_ = false;
+
+  std::mutex timer_mutex_;
+  std::condition_variable timer_wake_;
+  bool stopping_ = false;
+  std::thread timer_;
+};
+
+// "2026-11-23T12:00:00.123Z"
+std::string iso8601_ms(std::int64_t unix_ms);
+
+}  // namespace keysvc::audit

@@ -1,0 +1,93 @@
+#include "keysvc/audit_key.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+
+#include "keysvc/hsm/error.h"
+#include "keysvc/hsm/secret_key.h"
+
+namespace keysvc::audit {
+
+namespace {
+
+std::optional<hsm::Bytes> from_hex(std::string_view text) {
+  if (text.empty() || text.size() % 2 != 0 || text.size() > 256) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  hsm::Bytes out;
+  for (std::size_t k = 0; k < text.size(); k += 2) {
+    int hi = nibble(text[k]), lo = nibble(text[k + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
+  }
+  return out;
+}
+
+Mac mac_in_token(hsm::Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> message) {
+  Mac mac{};
+  hsm::hmac_sha256(s, key, message, mac);
+  return mac;
+}
+
+}  // namespace
+
+std::vector<AuditKey> find_audit_keys(hsm::Session& session) {
+  std::vector<AuditKey> keys;
+  for (CK_OBJECT_HANDLE h :
+       hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .label = std::string(kAuditKeyLabel)})) {
+    try {
+      keys.push_back({h, hsm::get_attribute(session, h, CKA_ID)});
+    } catch (const hsm::Pkcs11Error& e) {
+      if (e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;  // destroyed meanwhile
+    }
+  }
+  std::sort(keys.begin(), keys.end(), [](const AuditKey& a, const AuditKey& b) { return a.id < b.id; });
+  return keys;
+}
+
+std::optional<AuditKey> find_audit_key(hsm::Session& session, std::string_view id_hex) {
+  auto id = from_hex(id_hex);
+  if (!id) return std::nullopt;
+  auto handles = hsm::find_objects(
+      session, {.object_class = CKO_SECRET_KEY, .id = *id, .label = std::string(kAuditKeyLabel)});
+  if (handles.empty()) return std::nullopt;
+  return AuditKey{handles.front(), *id};
+}
+
+AuditKey find_or_create_audit_key(hsm::Session& session) {
+  auto keys = find_audit_keys(session);
+  if (!keys.empty()) return keys.front();
+  hsm::Bytes id(kAuditKeyIdBytes);
+  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw hsm::Error("RAND_bytes failed while naming the audit key");
+  CK_OBJECT_HANDLE h = hsm::generate_hmac_key(session, id, kAuditKeyLabel);
+  return {h, id};
+}
+
+Sealer token_sealer(hsm::SessionPool& pool) {
+  AuditKey key = pool.run([](hsm::Session& s) { return find_or_create_audit_key(s); });
+  std::string id_hex = key.id_hex();
+  return Sealer{id_hex, [&pool, id_hex](std::span<const std::uint8_t> message) {
+                  return pool.run([&](hsm::Session& s) {
+                    auto k = find_audit_key(s, id_hex);
+                    if (!k) throw hsm::Error("the audit key " + id_hex + " is no longer in the token");
+                    return mac_in_token(s, k->handle, message);
+                  });
+                }};
+}
+
+KeyedHmac token_keyed_hmac(hsm::SessionPool& pool) {
+  return [&pool](std::string_view key_id_hex, std::span<const std::uint8_t> message) -> std::optional<Mac> {
+    return pool.run([&](hsm::Session& s) -> std::optional<Mac> {
+      auto k = find_audit_key(s, key_id_hex);
+      if (!k) return std::nullopt;
+      return mac_in_token(s, k->handle, message);
+    });
+  };
+}
+
+}  // namespace keysvc::audit
