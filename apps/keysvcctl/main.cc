@@ -29,6 +29,7 @@ constexpr void (*kCommandGroups[])(Cli&) = {
     keysvcctl::add_keys_commands,
     add_rotate,
     keysvcctl::add_token_commands,
+    keysvcctl::add_audit_commands,
 };
 
 std::string one_line(std::string s) {
