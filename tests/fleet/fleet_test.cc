@@ -484,7 +484,14 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
           Connection retry = connect_once(ctx.get(), fleet[target].port(), ticket);
           Connection at_issuer = connect_once(ctx.get(), fleet[issuer].port(), ticket);
           lock.lock();
-          const std::string diagnosis = std::string("; retry on ") + fleet[target].name() + ": " +
+          const unsigned char* tick = nullptr;
+          std::size_t tick_len = 0;
+          SSL_SESSION_get0_ticket(ticket, &tick, &tick_len);
+          const std::string diagnosis = "; client session: resumable=" + std::to_string(SSL_SESSION_is_resumable(ticket)) +
+                         " ticket_bytes=" + std::to_string(tick_len) + " version=" +
+                         std::to_string(SSL_SESSION_get_protocol_version(ticket)) + " time=" +
+                         std::to_string(SSL_SESSION_get_time(ticket)) + " timeout=" +
+                         std::to_string(SSL_SESSION_get_timeout(ticket)) + "; retry on " + fleet[target].name() + ": " +
                          (retry.ok ? (retry.reused ? "resumed" : "full handshake") : retry.error) + "; on issuer " +
                          fleet[issuer].name() + ": " +
                          (at_issuer.ok ? (at_issuer.reused ? "resumed" : "full handshake") : at_issuer.error);

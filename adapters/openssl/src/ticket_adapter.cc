@@ -37,7 +37,7 @@ struct AdapterState {
 
   struct {
     std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, retired_key{0}, hsm_error{0},
-        rejected_bad_ticket{0}, rejected_too_old{0}, pushed{0};
+        rejected_bad_ticket{0}, rejected_unopened{0}, empty_ticket{0}, rejected_too_old{0}, pushed{0};
   } counters;
 
   ~AdapterState() {
@@ -87,11 +87,15 @@ struct WipedBuffer {
 
 using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)>;
 
-// The SSL whose ticket the KDF opened last on this thread. OpenSSL calls the evp
-// callback and then dec_cb for the same SSL on the same thread within one handshake
-// step; a NO_DECRYPT status after a successful open therefore means the MAC or the
-// decryption failed, not the key lookup.
-thread_local const SSL* t_opened_ssl = nullptr;
+// What the evp callback last did on this thread. OpenSSL calls the evp callback and
+// then dec_cb for the same SSL on the same thread within one handshake step, so dec_cb
+// can tell why a ticket got NO_DECRYPT: the MAC or decryption failed after a
+// successful open, or OpenSSL never asked (ticket too short to hold a name and IV).
+struct LastOpen {
+  const SSL* ssl = nullptr;
+  bool opened = false;
+};
+thread_local LastOpen t_last_open;
 
 bool set_mac_key(const AdapterState& st, EVP_MAC_CTX* hctx, const unsigned char* key) {
   OSSL_PARAM params[4];
@@ -133,6 +137,7 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
 // problem must not abort the handshake.
 int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                 EVP_MAC_CTX* hctx) {
+  t_last_open = {s, false};
   WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   if (!kctx) {
@@ -161,7 +166,7 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
     st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
     return 0;
   }
-  t_opened_ssl = s;
+  t_last_open.opened = true;
   return status == KEYSVC_OPEN_RENEW ? 2 : 1;
 }
 
@@ -203,17 +208,24 @@ int generate_app_data_cb(SSL* s, void* arg) {
 SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsigned char*, std::size_t,
                                       SSL_TICKET_STATUS status, void* arg) {
   auto* st = static_cast<AdapterState*>(arg);
-  bool opened_here = t_opened_ssl == s;
-  t_opened_ssl = nullptr;
+  const bool asked = t_last_open.ssl == s;
+  const bool opened_here = asked && t_last_open.opened;
+  t_last_open = {};
   switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
       break;
     case SSL_TICKET_NO_DECRYPT:
-      // Key found and set up, yet OpenSSL could not use the ticket: bad MAC or padding.
+      // Opened here: key found and set up, yet OpenSSL could not use the ticket (bad MAC
+      // or padding). Otherwise OpenSSL refused it before asking, or the open failed and
+      // was counted there already (unknown, retired, HSM error).
       if (opened_here) st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
+      if (!asked) st->counters.rejected_unopened.fetch_add(1, std::memory_order_relaxed);
       return SSL_TICKET_RETURN_IGNORE_RENEW;
-    default:  // SSL_TICKET_EMPTY: the client asks for a ticket
+    case SSL_TICKET_EMPTY:  // the client asks for a ticket
+      st->counters.empty_ticket.fetch_add(1, std::memory_order_relaxed);
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
       return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
   auto record = read_app_data(session);
@@ -310,6 +322,8 @@ TicketCallbackCounters counters(const SSL_CTX* ctx) {
   c.hsm_error = r(st->counters.hsm_error);
   c.rejected_bad_ticket = r(st->counters.rejected_bad_ticket);
   c.rejected_too_old = r(st->counters.rejected_too_old);
+  c.rejected_unopened = r(st->counters.rejected_unopened);
+  c.empty_ticket = r(st->counters.empty_ticket);
   c.pushed = r(st->counters.pushed);
   return c;
 }

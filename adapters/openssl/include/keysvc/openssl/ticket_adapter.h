@@ -63,6 +63,8 @@ struct TicketCallbackCounters {
   std::uint64_t retired_key = 0;       // presented key name expired or revoked
   std::uint64_t hsm_error = 0;         // HSM failed while opening a ticket
   std::uint64_t rejected_bad_ticket = 0;  // failed MAC/decrypt, or unreadable app data
+  std::uint64_t rejected_unopened = 0;    // OpenSSL refused the ticket before asking keysvc (too short)
+  std::uint64_t empty_ticket = 0;         // TLS 1.2 client asked for a ticket without presenting one
   std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age
   std::uint64_t pushed = 0;               // tickets pushed after a rotation (push_ticket_if_rotated)
 };
