@@ -1,0 +1,218 @@
+#include "keysvc/audit_log.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "audit_test_log.h"
+#include "keysvc/audit_verify.h"
+#include "keysvc/hsm/object.h"
+#include "keysvc/ticket_key_service.h"
+#include "test_helpers.h"
+
+namespace keysvc::audit {
+namespace {
+
+namespace fs = std::filesystem;
+using test::lines_of;
+using test::slurp;
+
+class AuditLogTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    test::TestToken::get().clear();
+    pool_ = open_session_pool(test::TestToken::get().config()).release();
+  }
+  static void TearDownTestSuite() {
+    delete pool_;
+    pool_ = nullptr;
+  }
+  void SetUp() override {
+    dir_ = test::TestToken::get().dir() + "/audit-log-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  static AuditLog::Options quiet() {
+    AuditLog::Options o;
+    o.seal_interval = std::chrono::milliseconds(0);
+    return o;
+  }
+  static hsm::SessionPool* pool_;
+  std::string dir_;
+};
+hsm::SessionPool* AuditLogTest::pool_ = nullptr;
+
+TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
+  auto w = test::write_realistic_log(*pool_, dir_);
+  auto ls = lines_of(slurp(w.files[0]));
+  ASSERT_GE(ls.size(), 10u);
+  const std::regex common(
+      R"re(^\{"seq":(\d+),"ts":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","host":"test-host","pid":(\d+),"event":"([a-z_]+)".*,"prev":"([0-9a-f]{64})"\}$)re");
+  std::string prev_hash(64, '0');
+  for (std::size_t k = 0; k < ls.size(); ++k) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(ls[k], m, common)) << ls[k];
+    EXPECT_EQ(std::stoull(m[1]), k + 1);
+    EXPECT_EQ(std::stoll(m[2]), static_cast<long long>(::getpid()));
+    EXPECT_EQ(m[4].str(), prev_hash) << "line " << k + 1;
+    prev_hash = hex(sha256(ls[k]));
+  }
+  EXPECT_NE(ls.front().find("\"event\":\"chain_start\",\"prev_file\":\"\",\"prev_seq\":0"), std::string::npos);
+  EXPECT_NE(ls.back().find("\"event\":\"seal\",\"head\":\"" + hex(sha256(ls[ls.size() - 2])) + "\""), std::string::npos);
+  std::string all = slurp(w.files[0]);
+  for (const char* e : {"config_loaded", "generation_created", "activated", "decrypt_only", "revoked", "destroyed",
+                        "hsm_error", "login_failed", "usage"})
+    EXPECT_NE(all.find(std::string("\"event\":\"") + e + "\""), std::string::npos) << e;
+  EXPECT_NE(all.find("\"held_in_token\":true"), std::string::npos);
+  EXPECT_NE(all.find("\"rejected\":{\"unknown_key\":2,"), std::string::npos);
+}
+
+TEST_F(AuditLogTest, DurableAppendIsInTheFileWhenItReturns) {
+  AuditLog log(dir_ + "/a.log", token_sealer(*pool_), quiet());
+  for (int k = 0; k < 200; ++k) log.append(ConfigLoaded{"/p" + std::to_string(k)});
+  auto seq = log.append_durable(Revoked{KeyName{1}});
+  auto ls = lines_of(slurp(dir_ + "/a.log"));
+  ASSERT_EQ(ls.size(), seq);
+  EXPECT_NE(ls.back().find("\"event\":\"revoked\""), std::string::npos);
+  EXPECT_EQ(log.head().seq, seq);
+  EXPECT_EQ(log.head().hash, sha256(ls.back()));
+}
+
+TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
+  // A ticket key with a value the test knows, logged as a generation.
+  std::vector<std::uint8_t> value(32);
+  for (std::size_t k = 0; k < value.size(); ++k) value[k] = static_cast<std::uint8_t>(0xa0 + k);
+  KeyName name{};
+  name.fill(0x42);
+  GenerationCreated g;
+  pool_->run([&](hsm::Session& s) {
+    CK_OBJECT_HANDLE h = hsm::import_hmac_key(s, std::vector<std::uint8_t>(name.begin(), name.end()), "t", value);
+    g.enc = g.mac = hsm::read_custody(s, h);
+    hsm::destroy_object(s, h);
+    return 0;
+  });
+  g.name = name;
+  {
+    AuditLog log(dir_ + "/s.log", token_sealer(*pool_), quiet());
+    log.append(g);
+    log.append(LoginFailed{"keysvc-test", "CKR_PIN_INCORRECT"});
+    log.append(HsmError{"C_Login", "CKR_PIN_INCORRECT"});
+    log.append(ConfigLoaded{test::TestToken::get().config_path()});
+  }
+  std::string all = slurp(dir_ + "/s.log");
+  const std::string& pin = test::TestToken::get().pin();
+  EXPECT_EQ(all.find(pin), std::string::npos);
+  EXPECT_EQ(all.find(std::string(value.begin(), value.end())), std::string::npos);
+  EXPECT_EQ(all.find(hex(value)), std::string::npos);
+  EXPECT_EQ(all.find(hex(std::span<const std::uint8_t>(value).subspan(0, 8))), std::string::npos);
+  EXPECT_NE(all.find(to_hex(name)), std::string::npos);  // the name is public
+}
+
+TEST_F(AuditLogTest, SealsPeriodicallyAndSummarisesUsage) {
+  UsageAccumulator acc;
+  AuditLog::Options o;
+  o.seal_interval = std::chrono::milliseconds(50);
+  o.summary_interval = std::chrono::milliseconds(50);
+  o.usage_source = [&acc] {
+    return acc.take(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count());
+  };
+  KeyName a{};
+  a.fill(1);
+  const std::string path = dir_ + "/p.log";
+  {
+    AuditLog log(path, token_sealer(*pool_), o);
+    for (int k = 0; k < 7; ++k) acc.add(a, Outcome::kIssued);
+    acc.add(a, Outcome::kMacFailure, 3);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline && test::line_with(path, "\"event\":\"seal\"") == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_GT(test::line_with(path, "\"event\":\"usage\""), 0u);
+    EXPECT_GT(test::line_with(path, "\"event\":\"seal\""), 0u) << "sealed before close";
+    acc.add(a, Outcome::kResumed, 2);  // only in the summary written at close
+  }
+  auto r = verify({path}, token_keyed_hmac(*pool_));
+  EXPECT_TRUE(r.ok) << r.detail;
+  Report rep = report({path}, {});
+  ASSERT_EQ(rep.keys.size(), 1u);
+  EXPECT_EQ(rep.keys[0].totals[0], 7u);
+  EXPECT_EQ(rep.keys[0].totals[1], 2u);
+  EXPECT_EQ(rep.keys[0].totals[static_cast<std::size_t>(Outcome::kMacFailure)], 3u);
+}
+
+TEST_F(AuditLogTest, HandshakeRecordsOnlyWhenAskedFor) {
+  KeyName a{};
+  {
+    AuditLog log(dir_ + "/h.log", token_sealer(*pool_), quiet());
+    EXPECT_EQ(log.append(Handshake{a, Outcome::kResumed}), 0u);
+  }
+  EXPECT_EQ(test::line_with(dir_ + "/h.log", "handshake"), 0u);
+  auto o = quiet();
+  o.per_handshake = true;
+  {
+    AuditLog log(dir_ + "/h2.log", token_sealer(*pool_), o);
+    EXPECT_EQ(log.append(Handshake{a, Outcome::kResumed}), 2u);
+  }
+  EXPECT_GT(test::line_with(dir_ + "/h2.log", "\"event\":\"handshake\",\"name\":\"" + to_hex(a) + "\",\"outcome\":\"resumed\""), 0u);
+}
+
+TEST_F(AuditLogTest, RotateAndRestartContinueTheChain) {
+  const std::string p1 = dir_ + "/r.log", p2 = dir_ + "/r.log.1", p3 = dir_ + "/r.log.2";
+  {
+    AuditLog log(p1, token_sealer(*pool_), quiet());
+    log.append(ConfigLoaded{"a"});
+    log.rotate(p2);
+    EXPECT_EQ(log.path(), p2);
+    log.append(ConfigLoaded{"b"});
+  }
+  auto l1 = lines_of(slurp(p1)), l2 = lines_of(slurp(p2));
+  ASSERT_EQ(l1.size(), 3u);  // chain_start, config_loaded, seal
+  EXPECT_NE(l2[0].find("\"prev_file\":\"" + p1 + "\",\"prev_seq\":3,\"prev\":\"" + hex(sha256(l1[2])) + "\""),
+            std::string::npos)
+      << l2[0];
+  auto head = read_head(p2);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->seq, 6u);
+  {
+    auto o = quiet();
+    o.previous = head;
+    AuditLog log(p3, token_sealer(*pool_), o);
+    log.append(ConfigLoaded{"c"});
+  }
+  auto r = verify({p1, p2, p3}, token_keyed_hmac(*pool_));
+  EXPECT_TRUE(r.ok) << r.first_bad_file << ":" << r.first_bad_line << " " << r.detail;
+  EXPECT_EQ(r.last_seq, 9u);
+  EXPECT_FALSE(read_head(dir_ + "/missing"));
+}
+
+TEST_F(AuditLogTest, EscapesStrings) {
+  {
+    AuditLog log(dir_ + "/e.log", token_sealer(*pool_), quiet());
+    log.append(ConfigLoaded{std::string("a\"b\\c\nd\x01\xff", 9)});
+  }
+  auto ls = lines_of(slurp(dir_ + "/e.log"));
+  ASSERT_EQ(ls.size(), 3u);
+  EXPECT_NE(ls[1].find(R"re("path":"a\"b\\c\u000ad\u0001\u00ff")re"), std::string::npos) << ls[1];
+  EXPECT_TRUE(verify({dir_ + "/e.log"}, token_keyed_hmac(*pool_)).ok);
+}
+
+TEST(UsageAccumulatorTest, CapsNames) {
+  UsageAccumulator acc(2);
+  KeyName a{}, b{}, c{};
+  a.fill(1);
+  b.fill(2);
+  c.fill(3);
+  acc.add(a, Outcome::kIssued);
+  acc.add(b, Outcome::kUnknownKey);
+  acc.add(c, Outcome::kUnknownKey, 5);
+  UsageSummary s = acc.take(1000);
+  EXPECT_EQ(s.keys.size(), 3u);  // a, b and the catch-all 00..00
+  EXPECT_EQ(s.keys[KeyName{}][static_cast<std::size_t>(Outcome::kUnknownKey)], 5u);
+  EXPECT_TRUE(acc.take(2000).empty());
+}
+
+}  // namespace
+}  // namespace keysvc::audit
