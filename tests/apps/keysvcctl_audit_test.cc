@@ -1,0 +1,136 @@
+// keysvcctl audit verify / audit report, run as subprocesses against the test token, on
+// logs this process writes through AuditLog (sealed with the token's audit key).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "audit_test_log.h"
+#include "keysvc/ticket_key_service.h"
+#include "process.h"
+#include "test_token.h"
+
+namespace {
+
+using keysvc::test::TestToken;
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string keysvcctl_path() {
+  if (const char* dir = std::getenv("KEYSVC_BIN_DIR"); dir && *dir) return std::string(dir) + "/keysvcctl";
+  return KEYSVCCTL_PATH;
+}
+
+Result ctl(std::vector<std::string> args, bool with_config = true) {
+  if (with_config) args.insert(args.begin(), {"--config", TestToken::get().config_path()});
+  args.insert(args.begin(), keysvcctl_path());
+  auto r = keysvc::test::run(args, "", std::chrono::seconds(60));
+  return {r.exit_code.value_or(-1), r.out, r.err};
+}
+
+class KeysvcctlAudit : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    TestToken::get().clear();
+    pool_ = keysvc::open_session_pool(TestToken::get().config()).release();
+  }
+  static void TearDownTestSuite() {
+    delete pool_;
+    pool_ = nullptr;
+  }
+  void SetUp() override {
+    dir_ = TestToken::get().dir() + "/ctl-audit-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+  }
+  static keysvc::hsm::SessionPool* pool_;
+  std::string dir_;
+};
+keysvc::hsm::SessionPool* KeysvcctlAudit::pool_ = nullptr;
+
+TEST_F(KeysvcctlAudit, VerifyIntactLogExitsZero) {
+  auto w = keysvc::test::write_realistic_log(*pool_, dir_, true);
+  Result r = ctl({"audit", "verify", w.files[0], w.files[1]});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("intact: "), std::string::npos) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  Result j = ctl({"audit", "verify", "--json", w.files[0], w.files[1]});
+  EXPECT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_NE(j.out.find("\"ok\": true"), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"seals\": 3"), std::string::npos) << j.out;
+}
+
+TEST_F(KeysvcctlAudit, VerifyTamperedLogNamesTheLineOnOneLine) {
+  auto w = keysvc::test::write_realistic_log(*pool_, dir_);
+  std::size_t line = keysvc::test::line_with(w.files[0], "\"issued\":5");
+  auto ls = keysvc::test::lines_of(keysvc::test::slurp(w.files[0]));
+  ls[line - 1].replace(ls[line - 1].find("\"issued\":5"), 10, "\"issued\":6");
+  keysvc::test::spit(w.files[0], keysvc::test::join_lines(ls));
+  Result r = ctl({"audit", "verify", w.files[0]});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(keysvc::test::count_lines(r.err), 1u) << r.err;
+  EXPECT_EQ(r.err.rfind("keysvcctl: audit verify: " + w.files[0] + ":" + std::to_string(line) + ": edited", 0), 0u)
+      << r.err;
+
+  ls.pop_back();
+  ls[line - 1].replace(ls[line - 1].find("\"issued\":6"), 10, "\"issued\":5");
+  keysvc::test::spit(w.files[0], keysvc::test::join_lines(ls));
+  r = ctl({"audit", "verify", w.files[0]});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(": unsealed_tail"), std::string::npos) << r.err;
+}
+
+TEST_F(KeysvcctlAudit, VerifyUsageAndMissingFiles) {
+  Result r = ctl({"audit", "verify"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  r = ctl({"audit", "verify", dir_ + "/nope.log"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nope.log:1: malformed: cannot read"), std::string::npos) << r.err;
+  r = ctl({"audit", "verify", "/etc/hostname"}, /*with_config=*/false);
+  EXPECT_EQ(r.exit_code, 2) << "verify needs the token: " << r.err;
+}
+
+TEST_F(KeysvcctlAudit, ReportTotalsAndAnomalies) {
+  auto w = keysvc::test::write_realistic_log(*pool_, dir_, true);
+  Result r = ctl({"audit", "report", "--json", w.files[0], w.files[1]}, /*with_config=*/false);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Key a: issued 5, resumed 3+2, renewed 1+1; b: issued 4+2, resumed 1.
+  std::string a = keysvc::to_hex(w.a), b = keysvc::to_hex(w.b);
+  auto block = [&](const std::string& name) {
+    auto at = r.out.find("\"name\": \"" + name + "\"");
+    return at == std::string::npos ? std::string() : r.out.substr(at, r.out.find('}', r.out.find("\"rejected\"", at)) - at);
+  };
+  std::string ba = block(a), bb = block(b);
+  EXPECT_NE(ba.find("\"issued\": 5,\n      \"resumed\": 5,\n      \"renewed\": 2"), std::string::npos) << ba;
+  EXPECT_NE(ba.find("\"revoked\": 3"), std::string::npos) << ba;
+  EXPECT_NE(bb.find("\"issued\": 6,\n      \"resumed\": 1,\n      \"renewed\": 0"), std::string::npos) << bb;
+  EXPECT_NE(r.out.find("\"kind\": \"unknown_key_name\""), std::string::npos);
+  EXPECT_NE(r.out.find("\"kind\": \"ticket_under_revoked_key\""), std::string::npos);
+
+  Result t = ctl({"audit", "report", w.files[0], w.files[1]}, false);
+  EXPECT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.out.find(a), std::string::npos);
+  EXPECT_NE(t.out.find("anomalies:"), std::string::npos) << t.out;
+
+  Result none = ctl({"audit", "report", "--json", "--since", "2999-01-01T00:00:00Z", w.files[0]}, false);
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_NE(none.out.find("\"records\": 0"), std::string::npos) << none.out;
+  Result unix_since = ctl({"audit", "report", "--json", "--since", "0", "--until", "32503680000", w.files[0]}, false);
+  EXPECT_EQ(unix_since.exit_code, 0) << unix_since.err;
+  EXPECT_EQ(unix_since.out.find("\"records\": 0,"), std::string::npos) << unix_since.out;
+
+  Result bad = ctl({"audit", "report", "--since", "yesterday", w.files[0]}, false);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(keysvc::test::count_lines(bad.err), 1u) << bad.err;
+}
+
+}  // namespace
