@@ -110,6 +110,12 @@ TEST_P(TicketAdapterTest, TicketResumes) {
   EXPECT_TRUE(h.reused);
   EXPECT_EQ(stats().resumed, 1u);
   EXPECT_EQ(stats().renewed, 0u);
+  // TLS 1.3 clients use a ticket once: like OpenSSL's own keys, send exactly one fresh
+  // ticket after a TLS 1.3 resumption, and it resumes too. TLS 1.2 keeps its ticket.
+  ASSERT_EQ(h.tickets.size(), tls13() ? 1u : 0u);
+  if (tls13()) {
+    EXPECT_TRUE(resume(h.last()).reused);
+  }
 }
 
 TEST_P(TicketAdapterTest, TicketUnderOlderGenerationResumesAndIsRenewed) {

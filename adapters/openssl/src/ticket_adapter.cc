@@ -94,6 +94,7 @@ using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)>;
 struct LastOpen {
   const SSL* ssl = nullptr;
   bool opened = false;
+  bool older_generation = false;  // renewing because the ticket's generation is older
 };
 thread_local LastOpen t_last_open;
 
@@ -137,7 +138,7 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
 // problem must not abort the handshake.
 int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                 EVP_MAC_CTX* hctx) {
-  t_last_open = {s, false};
+  t_last_open = {s, false, false};
   WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   if (!kctx) {
@@ -167,7 +168,11 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
     return 0;
   }
   t_last_open.opened = true;
-  return status == KEYSVC_OPEN_RENEW ? 2 : 1;
+  t_last_open.older_generation = status == KEYSVC_OPEN_RENEW;
+  // TLS 1.3 clients use a ticket once (RFC 8446 C.4), and OpenSSL's own keys send a new
+  // ticket after every TLS 1.3 resumption: do the same, or the client's next
+  // connection is a full handshake. TLS 1.2 tickets are renewed only when older.
+  return t_last_open.older_generation || SSL_version(s) == TLS1_3_VERSION ? 2 : 1;
 }
 
 int ticket_key_cb(SSL* s, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx,
@@ -210,6 +215,7 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
   auto* st = static_cast<AdapterState*>(arg);
   const bool asked = t_last_open.ssl == s;
   const bool opened_here = asked && t_last_open.opened;
+  const bool older_generation = opened_here && t_last_open.older_generation;
   t_last_open = {};
   switch (status) {
     case SSL_TICKET_SUCCESS:
@@ -239,7 +245,7 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
   }
   st->counters.resumed.fetch_add(1, std::memory_order_relaxed);
   if (status == SSL_TICKET_SUCCESS_RENEW) {
-    st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
+    if (older_generation) st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
     return SSL_TICKET_RETURN_USE_RENEW;
   }
   return SSL_TICKET_RETURN_USE;

@@ -14,6 +14,10 @@
 //   - SSL_CTX_set_num_tickets (TLS 1.3 tickets per full handshake) and
 //     SSL_CTX_set_timeout (ticket lifetime).
 //
+// A resumed TLS 1.3 session always gets one fresh ticket (as with OpenSSL's own keys:
+// TLS 1.3 clients use each ticket once); a TLS 1.2 ticket is renewed when its
+// generation is older than the encrypt generation.
+//
 // Return values of the ticket callback never abort a handshake because of the HSM:
 // an issue failure sends no ticket, an unknown key name or HSM failure on decrypt
 // gives a full handshake with fresh tickets.
@@ -58,7 +62,8 @@ struct TicketCallbackCounters {
   std::uint64_t issued = 0;            // tickets encrypted
   std::uint64_t issue_failed = 0;      // no ticket sent (HSM failure, no generation)
   std::uint64_t resumed = 0;           // tickets decrypted and accepted
-  std::uint64_t renewed = 0;           // ... of which renewed under the current generation
+  std::uint64_t renewed = 0;           // ... of which renewed because their generation is older
+                                       // (TLS 1.3 resumptions always get one fresh ticket)
   std::uint64_t unknown_key = 0;       // presented key name not in the ring
   std::uint64_t retired_key = 0;       // presented key name expired or revoked
   std::uint64_t hsm_error = 0;         // HSM failed while opening a ticket
