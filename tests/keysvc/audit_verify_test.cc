@@ -93,6 +93,16 @@ TEST_F(AuditVerify, EditedByteInAPrevFieldOrSeqNamesTheLine) {
   spit(w.files[0], orig);
   edit_lines(w.files[0], [&](auto& ls) { ls[line - 1][0] = '['; });  // no longer JSON
   expect_failure(check(w.files), w.files[0], line, Failure::kEdited);
+
+  // The prev field of the final seal.
+  spit(w.files[0], orig);
+  std::size_t last = lines_of(orig).size();
+  edit_lines(w.files[0], [&](auto& ls) {
+    auto& l = ls.back();
+    std::size_t at = l.find("\"prev\":\"") + 8;
+    l[at] = l[at] == '0' ? '1' : '0';
+  });
+  expect_failure(check(w.files), w.files[0], last, Failure::kEdited);
 }
 
 TEST_F(AuditVerify, DeletedLineNamesTheGap) {
