@@ -280,6 +280,7 @@ AuditLog::AuditLog(const std::string& path, Sealer sealer, Options options)
     : sealer_(std::move(sealer)), options_(std::move(options)), pid_(static_cast<int>(::getpid())) {
   if (options_.host.empty()) options_.host = host_name();
   if (options_.previous) head_ = *options_.previous;
+  else if (auto existing = read_head(path)) head_ = *existing;  // reopening a log: continue its chain
   last_seal_seq_ = head_.seq;
   std::unique_lock<std::mutex> lock(mutex_);
   open_locked(path);

@@ -188,6 +188,18 @@ TEST_F(AuditLogTest, RotateAndRestartContinueTheChain) {
   EXPECT_FALSE(read_head(dir_ + "/missing"));
 }
 
+TEST_F(AuditLogTest, ReopeningTheSameFileContinuesItsChain) {
+  const std::string p = dir_ + "/same.log";
+  for (int run = 0; run < 3; ++run) {
+    AuditLog log(p, token_sealer(*pool_), quiet());
+    log.append(ConfigLoaded{"run " + std::to_string(run)});
+  }
+  auto r = verify({p}, token_keyed_hmac(*pool_));
+  EXPECT_TRUE(r.ok) << r.first_bad_line << " " << r.detail;
+  EXPECT_EQ(r.last_seq, 9u);
+  EXPECT_EQ(r.seals, 3u);
+}
+
 TEST_F(AuditLogTest, EscapesStrings) {
   {
     AuditLog log(dir_ + "/e.log", token_sealer(*pool_), quiet());

@@ -198,14 +198,16 @@ class AuditLog {
     std::chrono::milliseconds summary_interval{std::chrono::minutes(1)};
     // Whether Handshake events are written (else append() drops them).
     bool per_handshake = false;
-    // Continue this chain (the file's first record links to it); nullopt: new chain.
+    // Continue this chain (the file's first record links to it). nullopt: continue the
+    // chain of `path` itself if it already ends in a record (a restart appending to the
+    // same file), else start a new chain.
     std::optional<ChainHead> previous;
     bool fsync = true;  // flush() also fsyncs the file
     // Wall clock, injectable for tests.
     std::function<std::chrono::system_clock::time_point()> clock;
   };
 
-  // Opens (appends to) `path`, writes its chain_start record and flushes. Throws
+  // Opens (appends to) `path`, writes a chain_start record and flushes. Throws
   // std::runtime_error if the file cannot be opened.
   AuditLog(const std::string& path, Sealer sealer, Options options);
   ~AuditLog();  // close()
