@@ -30,8 +30,8 @@ def main():
         if section.get("skipped"):
             print(f"skipped: {section['reason']}\n")
             continue
-        print("| scenario | mode | handshakes/s | ratio to openssl | server CPU us/hs | p50 us | p99 us | HSM calls/hs |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print("| scenario | mode | handshakes/s | ratio to openssl | server CPU us/hs | p50 us | p99 us | HSM calls/hs | tickets/hs |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for s in section["scenarios"]:
             for mode in MODES:
                 c = s["modes"].get(mode, {})
@@ -39,7 +39,7 @@ def main():
                     continue
                 print(f"| {s['scenario']} | {mode} | {fmt(c['handshakes_per_s'])} | {fmt(c['ratio_to_openssl'], 3)} "
                       f"| {fmt(c['server_cpu_us_per_handshake'], 1)} | {fmt(c['p50_us'], 1)} | {fmt(c['p99_us'], 1)} "
-                      f"| {fmt(c['hsm_calls_per_handshake'], 2)} |")
+                      f"| {fmt(c['hsm_calls_per_handshake'], 2)} | {fmt(c.get('tickets_per_handshake'), 2)} |")
         skipped = {mode: c["reason"] for s in section["scenarios"] for mode, c in s["modes"].items() if c.get("skipped")}
         for mode, reason in skipped.items():
             print(f"\n{mode}: skipped ({reason})")
