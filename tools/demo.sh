@@ -171,16 +171,28 @@ for version in 1.3 1.2; do
   [[ $line == New,* ]] && FULL=$((FULL + 1))
 
   # The key that protects this ticket, as the token reports it.
-  "$BIN/keysvcctl" --config "$CONFIG" keys list >"$WORK/keys.txt"
-  row=$(awk -v n="$name" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }' "$WORK/keys.txt")
+  "$BIN/keysvcctl" --config "$CONFIG" keys list --json >"$WORK/keys.json"
+  row=$(python3 - "$WORK/keys.json" "$name" <<'PY'
+import json, sys
+for g in json.load(open(sys.argv[1])):
+    if g["name"] != sys.argv[2]:
+        continue
+    keys = [g.get("enc_key"), g.get("mac_key")]
+    held = all(k and k["held_in_token"] for k in keys)
+    sign_only = all(k and k["sign"] and not any(k[a] for a in
+                    ("verify", "encrypt", "decrypt", "wrap", "unwrap", "derive")) for k in keys)
+    custody = ("sensitive, never-extractable" if held else "NOT held in the token") + \
+              (", sign only" if sign_only else "")
+    print(g["state"], custody)
+PY
+)
   if [[ -z $row ]]; then
     bad "key $name: not in the token"
     FAILED=$((FAILED + 1))
   else
     state=${row%% *}
     custody=${row#* }
-    custody=${custody#"${custody%%[! ]*}"}
-    info "key in the HSM:   $state; $custody"
+    info "key in the HSM:   $state; $custody (both keys: CKA_SENSITIVE, CKA_NEVER_EXTRACTABLE)"
     if [[ $custody != "sensitive, never-extractable"* ]]; then
       bad "the key is not held in the token"
       FAILED=$((FAILED + 1))

@@ -15,6 +15,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and the demo
   gnutls-bin curl nginx-light nginx-dev
+  # scripts (demo, bench result checks)
+  python3
 )
 
 missing=()
