@@ -7,17 +7,14 @@
 
 #include <stdexcept>
 
+#include "tls_pair.h"
+
 namespace keysvc::bench {
 
 namespace {
 
 std::string ssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += (out.empty() ? "" : "; ") + std::string(buf);
-  }
+  std::string out = test::openssl_errors();
   return out.empty() ? "no OpenSSL error" : out;
 }
 

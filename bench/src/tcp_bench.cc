@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+
+#include "tls_pair.h"
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -94,15 +96,7 @@ struct ConnResult {
   SessionPtr session;
 };
 
-std::string ssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += (out.empty() ? "" : "; ") + std::string(buf);
-  }
-  return out;
-}
+std::string ssl_errors() { return test::openssl_errors(); }
 
 // One connection: TCP connect, handshake, GET, the whole response, close.
 ConnResult connect_once(int port, SSL_CTX* ctx, SSL_SESSION* resume, bool keep_session) {

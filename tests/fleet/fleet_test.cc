@@ -45,6 +45,7 @@
 #include "keysvc/token_store.h"
 #include "process.h"
 #include "test_token.h"
+#include "tls_pair.h"
 
 namespace {
 
@@ -267,15 +268,7 @@ std::string key_name_of(const SSL_SESSION* s) {
   return keysvc::to_hex(name);
 }
 
-std::string ssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += (out.empty() ? "" : "; ") + std::string(buf);
-  }
-  return out;
-}
+std::string ssl_errors() { return keysvc::test::openssl_errors(); }
 
 struct Connection {
   bool ok = false;      // handshake done, request sent, whole response read
@@ -317,7 +310,17 @@ Connection connect_once(SSL_CTX* ctx, int port, SSL_SESSION* resume) {
   }
   SSL_set_tlsext_host_name(ssl.get(), "localhost");
   SSL_set_ex_data(ssl.get(), sink_index(), &c.tickets);
-  if (resume != nullptr) SSL_set_session(ssl.get(), resume);
+  // Offer a copy, never `resume` itself: when a TLS 1.2 server renews the ticket on
+  // resumption, OpenSSL's client removes the offered session from the client cache
+  // (SSL_SESS_CACHE_CLIENT), which marks that very object not resumable, and the
+  // caller offers the same ticket to the next server (it would then send no ticket).
+  if (resume != nullptr) {
+    SessionPtr copy(SSL_SESSION_dup(resume));
+    if (!copy || SSL_set_session(ssl.get(), copy.get()) != 1) {
+      c.error = "SSL_SESSION_dup/SSL_set_session: " + ssl_errors();
+      return c;
+    }
+  }
   auto fail = [&](const std::string& what) {
     c.error = what + " (errno " + std::strerror(errno) + "): " + ssl_errors();
     SSL_set_ex_data(ssl.get(), sink_index(), nullptr);

@@ -8,9 +8,7 @@
 
 namespace keysvc::test {
 
-namespace {
-
-std::string ssl_errors() {
+std::string openssl_errors() {
   std::string out;
   while (unsigned long e = ERR_get_error()) {
     char buf[256];
@@ -19,6 +17,10 @@ std::string ssl_errors() {
   }
   return out;
 }
+
+namespace {
+
+std::string ssl_errors() { return openssl_errors(); }
 
 void require(bool ok, const char* what) {
   if (!ok) throw std::runtime_error(std::string(what) + ": " + ssl_errors());

@@ -20,6 +20,9 @@ struct SslSessionDeleter {
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 using SessionPtr = std::unique_ptr<SSL_SESSION, SslSessionDeleter>;
 
+// Drains OpenSSL's error queue into one line ("; "-separated), for messages.
+std::string openssl_errors();
+
 // A server context with a fresh self-signed EC P-256 certificate, in `libctx`.
 SslCtxPtr make_server_ctx(OSSL_LIB_CTX* libctx = nullptr, const char* propq = nullptr);
 // A client context pinned to one protocol version (TLS1_2_VERSION or TLS1_3_VERSION)
