@@ -228,9 +228,10 @@ bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::seconds
   const auto now = steady_clock::now().time_since_epoch().count();
   auto last = throttle.last.load(std::memory_order_relaxed);
   if (last != 0 && now - last < span) return false;  // reloaded lately
-  std::unique_lock lock(throttle.mutex, std::try_to_lock);
-  if (!lock || throttle.last.load() != last) return false;  // another thread is reloading
+  std::lock_guard lock(throttle.mutex);               // waits out a reload in progress
+  if (throttle.last.load() != last) return true;      // another thread just reloaded
   throttle.last.store(now);
+  throttle.reloads.fetch_add(1, std::memory_order_relaxed);
   try {
     reload();
     return true;
@@ -245,7 +246,6 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
   auto ring = ring_.load();
   if (ring->find(name) == nullptr &&
       throttled_reload(unknown_name_rescans_, config_.rotation.refresh_interval, "unknown key name")) {
-    counters_.rescans.fetch_add(1, std::memory_order_relaxed);
     ring = ring_.load();
   }
   const Generation* g = ring->find(name);
@@ -278,7 +278,7 @@ std::optional<KeyName> TicketKeyService::encrypt_key_name() const noexcept {
 ServiceCounters TicketKeyService::counters() const noexcept {
   auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   return {r(counters_.issued),    r(counters_.opened),      r(counters_.unknown_key), r(counters_.hsm_errors),
-          r(counters_.hsm_calls), r(counters_.retired_key), r(counters_.rescans),     r(counters_.refreshes),
+          r(counters_.hsm_calls), r(counters_.retired_key), r(unknown_name_rescans_.reloads),     r(counters_.refreshes),
           r(counters_.issued_from_pool)};
 }
 

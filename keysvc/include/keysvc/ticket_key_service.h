@@ -109,10 +109,13 @@ class TicketKeyService {
   // ring's object handles (SoftHSM forgets them when an application's last session
   // closes; a token reset does the same), reloads the ring (throttled) and retries once.
   bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
-  // Reloads the ring unless `throttle` allowed a reload less than `interval` ago.
+  // Reloads the ring unless `throttle` allowed a reload less than `interval` ago. If
+  // another thread is reloading, waits for it. True when the ring may have changed
+  // (look the name up again).
   struct Throttle {
     std::mutex mutex;
     std::atomic<std::chrono::steady_clock::rep> last{0};
+    std::atomic<std::uint64_t> reloads{0};
   };
   bool throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept;
   void refresher_loop();
@@ -127,7 +130,7 @@ class TicketKeyService {
   std::atomic<std::shared_ptr<const KeyRing>> ring_;
   struct AtomicCounters {
     std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
-        rescans{0}, refreshes{0}, issued_from_pool{0};
+        refreshes{0}, issued_from_pool{0};
   } counters_;
 
   Throttle unknown_name_rescans_;  // the negative cache for unknown key names
