@@ -48,6 +48,7 @@ std::string PinSource::describe() const {
 
 SecretString PinSource::read() const {
   std::string pin;
+  WipeOnExit wipe_pin(pin);
   switch (kind_) {
     case Kind::kFile: {
       std::ifstream in(where_, std::ios::binary);

@@ -8,13 +8,13 @@ void wipe(std::span<std::byte> bytes) noexcept {
   if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
 }
 
-void SecretString::clear() noexcept {
-  // Wipe the whole capacity: a shrink or an earlier longer value may have left bytes.
-  if (value_.capacity() > 0) {
-    value_.resize(value_.capacity());
-    wipe(value_.data(), value_.size());
-  }
-  value_.clear();
+void wipe(std::string& s) noexcept {
+  // The whole capacity: a shrink or an earlier longer value may have left bytes.
+  s.resize(s.capacity());
+  wipe(s.data(), s.size());
+  s.clear();
 }
+
+void SecretString::clear() noexcept { wipe(value_); }
 
 }  // namespace keysvc::hsm

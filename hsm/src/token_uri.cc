@@ -19,6 +19,7 @@ TokenUri TokenUri::parse(std::string_view text) {
   impl->uri = p11_kit_uri_new();
   if (impl->uri == nullptr) throw std::bad_alloc();
   std::string copy(text);
+  WipeOnExit wipe_copy(copy);  // it may carry a pin-value
   int rc = p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_ANY, impl->uri);
   if (rc != P11_KIT_URI_OK) {
     std::string shown = copy.find("pin-value") == std::string::npos ? copy : "(URI with pin-value)";
@@ -65,8 +66,10 @@ std::optional<std::string> opt(const char* s) {
 std::optional<std::string> TokenUri::pin_source() const {
   return opt(p11_kit_uri_get_pin_source(impl_->uri));
 }
-std::optional<std::string> TokenUri::pin_value() const {
-  return opt(p11_kit_uri_get_pin_value(impl_->uri));
+std::optional<SecretString> TokenUri::pin_value() const {
+  const char* value = p11_kit_uri_get_pin_value(impl_->uri);
+  if (value == nullptr) return std::nullopt;
+  return SecretString::copy_of(value);
 }
 std::optional<std::string> TokenUri::module_path() const {
   return opt(p11_kit_uri_get_module_path(impl_->uri));

@@ -48,6 +48,14 @@ RotationPlan plan_rotation(const KeyRing& ring, std::int64_t now, const Rotation
   return plan;
 }
 
+Schedule schedule_encrypting_now(const KeyRing& ring, std::int64_t now, const RotationPolicy& policy) {
+  std::int64_t from = now;
+  if (const Generation* current = ring.encrypt_generation(now))
+    from = std::max(now, current->schedule.encrypt_from + 1);
+  const std::int64_t until = from + policy.encrypt_period.count();
+  return Schedule{now, from, until, until + policy.decrypt_window.count()};
+}
+
 RotationResult rotate(hsm::SessionPool& pool, std::int64_t now, const RotationPolicy& policy) {
   return pool.run([&](hsm::Session& session) {
     RotationPlan plan = plan_rotation(token_store::load(session), now, policy);

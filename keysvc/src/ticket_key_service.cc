@@ -23,7 +23,7 @@ std::unique_ptr<hsm::SessionPool> open_session_pool(const Config& config) {
   } else if (auto source = uri.pin_source()) {
     pin = hsm::PinSource::parse(*source);
   } else if (auto value = uri.pin_value()) {
-    pin = hsm::PinSource::literal(hsm::SecretString(*value));
+    pin = hsm::PinSource::literal(std::move(*value));
   } else {
     throw ConfigError("no PIN source: set hsm.pin (file:PATH or env:NAME) or pin-source in the token URI");
   }
@@ -155,14 +155,7 @@ void TicketKeyService::fill_issue_pool() noexcept {
 }
 
 Generation TicketKeyService::create_generation() {
-  std::int64_t now = unix_now();
-  const RotationPolicy& p = config_.rotation;
-  // Start at least a second after the current generation's window began, so the new
-  // one wins the encrypt rule (a tie in encrypt_from would go to the smaller name).
-  std::int64_t from = now;
-  if (const Generation* current = ring()->encrypt_generation(now))
-    from = std::max(now, current->schedule.encrypt_from + 1);
-  Schedule s{now, from, from + p.encrypt_period.count(), from + p.encrypt_period.count() + p.decrypt_window.count()};
+  Schedule s = schedule_encrypting_now(*ring(), unix_now(), config_.rotation);
   Generation g = pool_->run([&](hsm::Session& session) { return token_store::create_generation(session, s); });
   reload();
   return g;

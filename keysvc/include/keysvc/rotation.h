@@ -40,6 +40,13 @@ struct RotationPlan {
 
 RotationPlan plan_rotation(const KeyRing& ring, std::int64_t now, const RotationPolicy& policy);
 
+// The schedule of a generation made by hand (`keysvcctl keys generate`,
+// TicketKeyService::create_generation) that must encrypt at once: its window starts now,
+// or one second after the current encrypt generation's began if that is later (a tie in
+// encrypt_from would go to the smaller name, so the new one might not take over), and
+// lasts one encrypt_period.
+Schedule schedule_encrypting_now(const KeyRing& ring, std::int64_t now, const RotationPolicy& policy);
+
 struct RotationResult {
   std::vector<Generation> created;
   std::vector<KeyName> destroyed;

@@ -15,12 +15,35 @@ inline void wipe(void* p, std::size_t n) noexcept {
   wipe(std::span<std::byte>(static_cast<std::byte*>(p), n));
 }
 
+// Wipes a std::string's whole buffer (capacity, not just size) and empties it. Use on
+// every plain string that held a secret, including one it was moved from: a short
+// string's characters stay in its own buffer after a move.
+void wipe(std::string& s) noexcept;
+
+// Wipes `s` when the scope ends, on every path.
+class WipeOnExit {
+ public:
+  explicit WipeOnExit(std::string& s) noexcept : s_(s) {}
+  ~WipeOnExit() { wipe(s_); }
+  WipeOnExit(const WipeOnExit&) = delete;
+  WipeOnExit& operator=(const WipeOnExit&) = delete;
+
+ private:
+  std::string& s_;
+};
+
 // A string holding a secret (a PIN). Move-only; the characters are wiped when the
 // object is destroyed, moved from or cleared. Never formatted or logged.
 class SecretString {
  public:
   SecretString() = default;
   explicit SecretString(std::string value) : value_(std::move(value)) {}
+  // Copies `value` straight into the secret's own buffer (no plain intermediate).
+  static SecretString copy_of(std::string_view value) {
+    SecretString s;
+    s.value_.assign(value);
+    return s;
+  }
   SecretString(const SecretString&) = delete;
   SecretString& operator=(const SecretString&) = delete;
   SecretString(SecretString&& other) noexcept { swap(other); }

@@ -15,6 +15,8 @@
 #include <string>
 #include <string_view>
 
+#include "keysvc/hsm/secret.h"
+
 namespace keysvc::hsm {
 
 class TokenUri {
@@ -26,7 +28,7 @@ class TokenUri {
 
   // Query attributes, if present.
   std::optional<std::string> pin_source() const;
-  std::optional<std::string> pin_value() const;
+  std::optional<SecretString> pin_value() const;
   std::optional<std::string> module_path() const;
 
   // The URI as given, for messages. Never contains pin-value (it is refused in
