@@ -95,17 +95,9 @@ int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
   auto pool = cli.open_pool(&config);
   const std::int64_t now = unix_now();
-  const keysvc::RotationPolicy& p = config.rotation;
   keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
-    // The encrypt generation is the one whose window began last, ties going to the
-    // smallest name. A generation starting in the same second as the current one would
-    // win only if its random name sorted lower, so it starts a second later instead.
-    keysvc::KeyRing ring = token_store::load(s);
-    std::int64_t from = now;
-    if (const keysvc::Generation* current = ring.encrypt_generation(now))
-      from = std::max(from, current->schedule.encrypt_from + 1);
-    const std::int64_t until = from + p.encrypt_period.count();
-    return token_store::create_generation(s, keysvc::Schedule{now, from, until, until + p.decrypt_window.count()});
+    return token_store::create_generation(
+        s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation));
   });
   if (json) {
     Json j;
