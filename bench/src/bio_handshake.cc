@@ -106,13 +106,8 @@ SslCtxPtr make_server_ctx(const ServerIdentity& id) {
 }
 
 SslCtxPtr make_client_ctx(int version) {
-  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  require(ctx != nullptr, "SSL_CTX_new");
-  SSL_CTX_set_min_proto_version(ctx.get(), version);
-  SSL_CTX_set_max_proto_version(ctx.get(), version);
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(ctx.get(), count_ticket);
+  SslCtxPtr ctx = test::make_client_ctx(version);
+  SSL_CTX_sess_set_new_cb(ctx.get(), count_ticket);  // count, instead of collecting sessions
   return ctx;
 }
 

@@ -11,16 +11,12 @@
 #include <memory>
 #include <string>
 
+#include "tls_pair.h"
+
 namespace keysvc::bench {
 
-struct SslCtxDeleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct SessionDeleter {
-  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
-using SessionPtr = std::unique_ptr<SSL_SESSION, SessionDeleter>;
+using SslCtxPtr = test::SslCtxPtr;
+using SessionPtr = test::SessionPtr;
 
 // A self-signed EC P-256 certificate and key, shared by every server context.
 struct ServerIdentity {
