@@ -19,30 +19,15 @@ namespace fs = std::filesystem;
 using test::lines_of;
 using test::slurp;
 
-class AuditLogTest : public ::testing::Test {
+class AuditLogTest : public test::AuditTokenTest {
  protected:
-  static void SetUpTestSuite() {
-    test::TestToken::get().clear();
-    pool_ = open_session_pool(test::TestToken::get().config()).release();
-  }
-  static void TearDownTestSuite() {
-    delete pool_;
-    pool_ = nullptr;
-  }
-  void SetUp() override {
-    dir_ = test::TestToken::get().dir() + "/audit-log-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { make_dir("audit-log-"); }
   static AuditLog::Options quiet() {
     AuditLog::Options o;
     o.seal_interval = std::chrono::milliseconds(0);
     return o;
   }
-  static hsm::SessionPool* pool_;
-  std::string dir_;
 };
-hsm::SessionPool* AuditLogTest::pool_ = nullptr;
 
 TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
   auto w = test::write_realistic_log(*pool_, dir_);

@@ -10,12 +10,37 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_log.h"
 #include "keysvc/hsm/session_pool.h"
+#include "keysvc/ticket_key_service.h"
 #include "keysvc/token_store.h"
+#include "test_token.h"
 
 namespace keysvc::test {
+
+// Fixture for audit tests: one logged-in session pool on the test token for the suite,
+// and a fresh folder per test under the token's folder, named `prefix` + test name.
+class AuditTokenTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    TestToken::get().clear();
+    pool_ = open_session_pool(TestToken::get().config()).release();
+  }
+  static void TearDownTestSuite() {
+    delete pool_;
+    pool_ = nullptr;
+  }
+  void make_dir(const std::string& prefix) {
+    dir_ = TestToken::get().dir() + "/" + prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  inline static hsm::SessionPool* pool_ = nullptr;
+  std::string dir_;
+};
 
 inline std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -19,21 +19,9 @@ using test::lines_of;
 using test::slurp;
 using test::spit;
 
-class AuditVerify : public ::testing::Test {
+class AuditVerify : public test::AuditTokenTest {
  protected:
-  static void SetUpTestSuite() {
-    test::TestToken::get().clear();
-    pool_ = open_session_pool(test::TestToken::get().config()).release();
-  }
-  static void TearDownTestSuite() {
-    delete pool_;
-    pool_ = nullptr;
-  }
-  void SetUp() override {
-    dir_ = test::TestToken::get().dir() + "/audit-verify-" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-  }
+  void SetUp() override { make_dir("audit-verify-"); }
   VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*pool_)); }
   // Rewrites `path` with `edit` applied to its lines.
   template <class F>
@@ -48,11 +36,7 @@ class AuditVerify : public ::testing::Test {
     EXPECT_EQ(r.first_bad_line, line) << r.detail;
     EXPECT_EQ(to_string(r.reason), to_string(why)) << r.detail;
   }
-
-  static hsm::SessionPool* pool_;
-  std::string dir_;
 };
-hsm::SessionPool* AuditVerify::pool_ = nullptr;
 
 TEST_F(AuditVerify, UntouchedLogIsIntact) {
   auto w = test::write_realistic_log(*pool_, dir_);
