@@ -58,7 +58,7 @@ std::shared_ptr<Module> Module::load(const std::string& path) {
 void Module::initialize() {
   CK_C_INITIALIZE_ARGS args{};
   args.flags = CKF_OS_LOCKING_OK;
-  CK_RV rv = fn_->C_Initialize(&args);
+  CK_RV rv = call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
   check(rv, "C_Initialize");
 }
@@ -69,9 +69,9 @@ void Module::reinitialize_after_fork() { initialize(); }
 
 std::vector<CK_SLOT_ID> Module::slots_with_token() const {
   CK_ULONG count = 0;
-  check(fn_->C_GetSlotList(CK_TRUE, nullptr, &count), "C_GetSlotList");
+  checked_call(*stats_, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, nullptr, &count);
   std::vector<CK_SLOT_ID> slots(count);
-  if (count > 0) check(fn_->C_GetSlotList(CK_TRUE, slots.data(), &count), "C_GetSlotList");
+  if (count > 0) checked_call(*stats_, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, slots.data(), &count);
   slots.resize(count);
   return slots;
 }

@@ -1,5 +1,6 @@
 #include "keysvc/hsm/secret_key.h"
 
+#include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 
@@ -49,8 +50,8 @@ CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  check(session.fn()->C_GenerateKey(session.handle(), &mech, t.attrs.data(), t.attrs.size(), &key),
-        "C_GenerateKey");
+  checked_call(session.stats(), Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
+               t.attrs.data(), t.attrs.size(), &key);
   return key;
 }
 
@@ -59,20 +60,22 @@ CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t>
   KeyTemplate t(id, label);
   t.attrs.push_back({CKA_VALUE, const_cast<std::uint8_t*>(value.data()), static_cast<CK_ULONG>(value.size())});
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  check(session.fn()->C_CreateObject(session.handle(), t.attrs.data(), t.attrs.size(), &key), "C_CreateObject");
+  checked_call(session.stats(), Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.attrs.data(),
+               t.attrs.size(), &key);
   return key;
 }
 
 void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
                  std::span<std::uint8_t, kHmacSha256Bytes> mac) {
   CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};
-  check(session.fn()->C_SignInit(session.handle(), &mech, key), "C_SignInit");
+  checked_call(session.stats(), Call::kSignInit, session.fn()->C_SignInit, session.handle(), &mech, key);
   CK_ULONG len = mac.size();
   // An empty span may have a null data(), which tokens refuse (CKR_ARGUMENTS_BAD) even
   // with a zero length; the HMAC of an empty message is well defined.
   CK_BYTE empty = 0;
   CK_BYTE_PTR in = data.empty() ? &empty : const_cast<std::uint8_t*>(data.data());
-  check(session.fn()->C_Sign(session.handle(), in, data.size(), mac.data(), &len), "C_Sign");
+  checked_call(session.stats(), Call::kSign, session.fn()->C_Sign, session.handle(), in, data.size(), mac.data(),
+               &len);
   if (len != kHmacSha256Bytes) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
 }
 
@@ -86,7 +89,8 @@ KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
       {CKA_UNWRAP, &v[9], 1}, {CKA_DERIVE, &v[10], 1}, {CKA_COPYABLE, &v[11], 1},
       {CKA_MODIFIABLE, &v[12], 1},
   };
-  check(session.fn()->C_GetAttributeValue(session.handle(), key, a, std::size(a)), "C_GetAttributeValue");
+  checked_call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key, a,
+               std::size(a));
   c.sensitive = v[0];
   c.always_sensitive = v[1];
   c.extractable = v[2];

@@ -11,7 +11,7 @@ namespace keysvc::hsm {
 namespace {
 CK_TOKEN_INFO token_info(const Module& module, CK_SLOT_ID slot) {
   CK_TOKEN_INFO info{};
-  check(module.fn()->C_GetTokenInfo(slot, &info), "C_GetTokenInfo");
+  checked_call(module.stats(), Call::kGetTokenInfo, module.fn()->C_GetTokenInfo, slot, &info);
   return info;
 }
 }  // namespace
@@ -45,19 +45,16 @@ Token Token::init_free_slot(std::shared_ptr<Module> module, const std::string& l
     std::memset(padded, ' ', sizeof padded);
     std::memcpy(padded, label.data(), std::min(label.size(), sizeof padded));
     auto so = so_pin.reveal();
-    check(module->fn()->C_InitToken(slot, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(so.data())),
-                                    so.size(), padded),
-          "C_InitToken");
+    checked_call(module->stats(), Call::kInitToken, module->fn()->C_InitToken, slot,
+                 reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(so.data())), so.size(), padded);
     // SoftHSM moves the initialised token to a new slot id: find it again by label.
     Token token = find(module, TokenUri::parse("pkcs11:token=" + label));
     Session session(token, /*read_write=*/true);
     session.login(CKU_SO, so_pin);
     auto user = user_pin.reveal();
-    check(module->fn()->C_InitPIN(session.handle(),
-                                  reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(user.data())),
-                                  user.size()),
-          "C_InitPIN");
-    module->fn()->C_Logout(session.handle());
+    checked_call(module->stats(), Call::kInitPIN, module->fn()->C_InitPIN, session.handle(),
+                 reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(user.data())), user.size());
+    call(module->stats(), Call::kLogout, module->fn()->C_Logout, session.handle());
     return token;
   }
   throw ConfigError("no free slot to initialise a token in " + module->path());

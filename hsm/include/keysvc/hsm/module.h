@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "keysvc/hsm/call_stats.h"
+
 namespace keysvc::hsm {
 
 class Module {
@@ -28,6 +30,10 @@ class Module {
   // The module's function list; valid for the life of the process.
   CK_FUNCTION_LIST* fn() const noexcept { return fn_; }
   const std::string& path() const noexcept { return path_; }
+
+  // Counts and latencies of every PKCS#11 call keysvc made through this module (all
+  // sessions, all threads) since it was loaded.
+  CallStats& stats() const noexcept { return *stats_; }
 
   // Slots that currently hold a token.
   std::vector<CK_SLOT_ID> slots_with_token() const;
@@ -48,6 +54,7 @@ class Module {
   std::string path_;
   void* handle_;  // dlopen handle, intentionally never closed
   CK_FUNCTION_LIST* fn_;
+  std::unique_ptr<CallStats> stats_ = std::make_unique<CallStats>();
 };
 
 }  // namespace keysvc::hsm

@@ -3,6 +3,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/secret.h"
 
 namespace keysvc::hsm {
@@ -18,6 +19,8 @@ class Session {
 
   CK_FUNCTION_LIST* fn() const noexcept { return fn_; }
   CK_SESSION_HANDLE handle() const noexcept { return handle_; }
+  // Where calls on this session are recorded: its module's stats (see call_stats.h).
+  CallStats& stats() const noexcept { return *stats_; }
 
   // True if the token's user is logged in (login state is shared by all sessions of
   // the application on that token).
@@ -29,6 +32,7 @@ class Session {
 
  private:
   CK_FUNCTION_LIST* fn_;
+  CallStats* stats_;
   CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
 };
 
