@@ -20,10 +20,6 @@ namespace keysvc::audit {
 
 namespace {
 
-constexpr std::array<std::string_view, kOutcomeCount> kOutcomeNames = {
-    "issued", "resumed", "renewed", "unknown_key", "expired", "revoked", "mac_failure", "decrypt_failure",
-    "hsm_error", "max_session_age"};
-
 // JSON string: quotes, backslash, control characters and every byte >= 0x7f escaped, so
 // each record is one line of ASCII whatever a path or label holds.
 std::string quote(std::string_view s) {
@@ -65,10 +61,10 @@ std::string custody_json(const hsm::KeyCustody& c) {
 std::string counters_json(const UsageCounters& c) {
   std::string s = "{";
   for (std::size_t k = 0; k < 3; ++k)
-    s += (k ? ",\"" : "\"") + std::string(kOutcomeNames[k]) + "\":" + std::to_string(c[k]);
+    s += (k ? ",\"" : "\"") + std::string(outcome_name(static_cast<Outcome>(k))) + "\":" + std::to_string(c[k]);
   s += ",\"rejected\":{";
   for (std::size_t k = 3; k < kOutcomeCount; ++k)
-    s += (k > 3 ? ",\"" : "\"") + std::string(kOutcomeNames[k]) + "\":" + std::to_string(c[k]);
+    s += (k > 3 ? ",\"" : "\"") + std::string(outcome_name(static_cast<Outcome>(k))) + "\":" + std::to_string(c[k]);
   return s + "}}";
 }
 
@@ -213,13 +209,9 @@ std::string iso8601_ms(std::int64_t unix_ms) {
   return buf;
 }
 
-std::string_view to_string(Outcome o) { return kOutcomeNames[static_cast<std::size_t>(o)]; }
+std::string_view to_string(Outcome o) { return outcome_name(o); }
 
-std::optional<Outcome> outcome_from_string(std::string_view s) {
-  for (std::size_t k = 0; k < kOutcomeCount; ++k)
-    if (kOutcomeNames[k] == s) return static_cast<Outcome>(k);
-  return std::nullopt;
-}
+std::optional<Outcome> outcome_from_string(std::string_view s) { return outcome_from_name(s); }
 
 bool UsageSummary::empty() const {
   for (const auto& [name, c] : keys)

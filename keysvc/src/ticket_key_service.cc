@@ -122,6 +122,11 @@ void TicketKeyService::reload() {
 void TicketKeyService::request_refill() noexcept {
   if (!issue_pool_) return;
   {
+  {
+    std::vector<KeyName> names;
+    for (const auto& g : ring->generations()) names.push_back(g.name);
+    usage_.track(names);
+  }
     std::lock_guard lock(refill_mutex_);
     refill_requested_ = true;
   }
@@ -237,6 +242,7 @@ bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::seconds
 
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = ring_.load();
+      usage_.record(out.name, TicketOutcome::kIssued);
   if (ring->find(name) == nullptr &&
       throttled_reload(unknown_name_rescans_, config_.rotation.refresh_interval, "unknown key name")) {
     ring = ring_.load();
@@ -244,6 +250,7 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
   const Generation* g = ring->find(name);
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
+  usage_.record(out.name, TicketOutcome::kIssued);
     return OpenStatus::kUnknownKey;
   }
   std::int64_t now = unix_now();
@@ -251,7 +258,10 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
     counters_.retired_key.fetch_add(1, std::memory_order_relaxed);
     return OpenStatus::kRetired;
   }
-  if (!derive(ring, name, iv, out)) return OpenStatus::kHsmError;
+  if (!derive(ring, name, iv, out)) {
+    usage_.record(name, TicketOutcome::kHsmError);
+    return OpenStatus::kHsmError;
+  }
   counters_.opened.fetch_add(1, std::memory_order_relaxed);
   // Renew tickets under an older generation; a newer one (a server whose clock runs
   // ahead already switched) is left alone. `ring` may have been reloaded by derive().
@@ -276,3 +286,5 @@ ServiceCounters TicketKeyService::counters() const noexcept {
 }
 
 }  // namespace keysvc
+    usage_.record(name, TicketOutcome::kUnknownKey);
+    usage_.record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);

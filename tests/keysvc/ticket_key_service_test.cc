@@ -172,6 +172,42 @@ TEST(TicketKeyService, CountersCount) {
   EXPECT_EQ(c.hsm_errors, 0u);
 }
 
+// Per key name: what the service sees itself, plus what the adapter reports by record().
+TEST(TicketKeyService, UsageCountsPerKeyName) {
+  test::TestToken::get().clear();
+  TestClock clock;
+  Config c = test_config();
+  c.rotation.self_rotate = false;
+  auto svc = TicketKeyService::open(c, clock.clock());
+  IssueKeys t;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(svc->derive_for_issue(t));
+  KeyName bogus = t.name;
+  bogus[0] ^= 0xff;
+  TicketKeys out;
+  ASSERT_EQ(svc->derive_for_open(bogus, Iv{}, out), OpenStatus::kUnknownKey);
+  svc->record(t.name, TicketOutcome::kResumed);
+  svc->record(t.name, TicketOutcome::kMacFailure);
+  const Generation* g = svc->ring()->find(t.name);
+  ASSERT_NE(g, nullptr);
+  clock.advance(g->schedule.decrypt_until - *clock.seconds + c.rotation.clock_skew.count());
+  ASSERT_EQ(svc->derive_for_open(t.name, t.iv, out), OpenStatus::kRetired);
+
+  UsageSnapshot u = svc->usage();
+  const KeyUsage* k = u.find(t.name);
+  ASSERT_NE(k, nullptr);
+  EXPECT_EQ(k->kind, KeyUsage::Kind::kGeneration);
+  auto at = [](const KeyUsage* ku, TicketOutcome o) { return ku->counters[static_cast<std::size_t>(o)]; };
+  EXPECT_EQ(at(k, TicketOutcome::kIssued), 3u);
+  EXPECT_EQ(at(k, TicketOutcome::kResumed), 1u);
+  EXPECT_EQ(at(k, TicketOutcome::kMacFailure), 1u);
+  EXPECT_EQ(at(k, TicketOutcome::kExpired), 1u);
+  EXPECT_EQ(k->rejected(), 2u);
+  const KeyUsage* unknown = u.find(bogus);
+  ASSERT_NE(unknown, nullptr);
+  EXPECT_EQ(unknown->kind, KeyUsage::Kind::kUnknown);
+  EXPECT_EQ(at(unknown, TicketOutcome::kUnknownKey), 1u);
+}
+
 // The token fails (keys destroyed behind the service's back): an HSM error, keys wiped.
 TEST(TicketKeyService, TokenFailureIsHsmErrorAndWipesTheOutput) {
   test::TestToken::get().clear();

@@ -59,6 +59,7 @@
 #include "keysvc/hsm/secret_key.h"
 #include "keysvc/key_name.h"
 #include "keysvc/schedule.h"
+#include "keysvc/usage.h"
 
 namespace spdlog {
 class logger;
@@ -113,26 +114,14 @@ struct HsmError {
 };
 struct ConfigLoaded { std::string path; };
 
-// What happened to a ticket. kIssued/kResumed/kRenewed succeed; the rest are rejections.
-enum class Outcome {
-  kIssued,
-  kResumed,
-  kRenewed,
-  kUnknownKey,
-  kExpired,
-  kRevoked,
-  kMacFailure,
-  kDecryptFailure,
-  kHsmError,
-  kMaxSessionAge,
-};
-inline constexpr std::size_t kOutcomeCount = 10;
-// "issued", "resumed", "renewed", "unknown_key", "expired", "revoked", "mac_failure",
-// "decrypt_failure", "hsm_error", "max_session_age".
+// What happened to a ticket (usage.h).
+using Outcome = TicketOutcome;
+inline constexpr std::size_t kOutcomeCount = kTicketOutcomeCount;
+// outcome_name() / outcome_from_name() under the names this file always used.
 std::string_view to_string(Outcome o);
 std::optional<Outcome> outcome_from_string(std::string_view s);
 
-using UsageCounters = std::array<std::uint64_t, kOutcomeCount>;  // indexed by Outcome
+using UsageCounters = keysvc::UsageCounters;  // indexed by Outcome
 
 // Counters per key name over [period_start, period_end) (Unix milliseconds).
 // Record: {"event":"usage","period_start":ts,"period_end":ts,"keys":{"<hex>":{"issued":1,

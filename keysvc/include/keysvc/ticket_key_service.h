@@ -25,6 +25,8 @@
 #include "keysvc/key_ring.h"
 
 namespace keysvc {
+#include "keysvc/session_key_cache.h"
+#include "keysvc/usage.h"
 
 // Wall-clock source; injectable so tests can move time.
 using Clock = std::function<std::chrono::system_clock::time_point()>;
@@ -109,6 +111,18 @@ class TicketKeyService {
   // ring's object handles (SoftHSM forgets them when an application's last session
   // closes; a token reset does the same), reloads the ring (throttled) and retries once.
   bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
+  // The HSM guard's figures: breaker state, opens, probes, refusals, deadline overruns
+  // (hsm_guard.h).
+  HsmGuard::Counters hsm_guard_counters() const noexcept { return guard_->counters(); }
+
+  // Per key name: tickets issued, resumed, renewed and rejected by reason (usage.h),
+  // cumulative since open(). The service counts what it sees itself (issued, unknown
+  // key, expired, revoked, HSM error on open); the TLS adapter reports the rest through
+  // record(). Cheap enough to call per ticket; snapshot() takes no lock on the hot path.
+  UsageSnapshot usage() const { return usage_.snapshot(); }
+  // Counts an outcome only the TLS integration can see (resumed, renewed, MAC or decrypt
+  // failure, max session age) for the ticket under `name`. Never throws.
+  void record(const KeyName& name, TicketOutcome outcome) noexcept { usage_.record(name, outcome); }
   // Reloads the ring unless `throttle` allowed a reload less than `interval` ago. If
   // another thread is reloading, waits for it. True when the ring may have changed
   // (look the name up again).
@@ -145,6 +159,8 @@ class TicketKeyService {
   std::mutex refill_mutex_;
   std::condition_variable refill_wake_;
   bool refill_requested_ = false;
+  UsageTable usage_;
+
   std::thread refiller_;
 };
 
