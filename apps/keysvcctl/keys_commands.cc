@@ -97,7 +97,8 @@ int keys_generate(const Cli& cli, bool json) {
   const std::int64_t now = unix_now();
   keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
     return token_store::create_generation(
-        s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation));
+        s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
+        keysvc::copyable(config.rotation));
   });
   if (json) {
     Json j;

@@ -17,7 +17,8 @@ struct KeyTemplate {
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
   std::vector<CK_ATTRIBUTE> attrs;
 
-  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label) {
+  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label, Copyable copyable = Copyable::kNo) {
+    const CK_BBOOL* copies = copyable == Copyable::kYes ? &yes : &no;
     auto add = [&](CK_ATTRIBUTE_TYPE t, const void* v, std::size_t n) {
       attrs.push_back({t, const_cast<void*>(v), static_cast<CK_ULONG>(n)});
     };
@@ -34,8 +35,8 @@ struct KeyTemplate {
     add(CKA_WRAP, &no, 1);
     add(CKA_UNWRAP, &no, 1);
     add(CKA_DERIVE, &no, 1);
-    add(CKA_COPYABLE, &no, 1);
-    add(CKA_MODIFIABLE, &no, 1);
+    add(CKA_COPYABLE, copies, 1);
+    add(CKA_MODIFIABLE, copies, 1);
     add(CKA_DESTROYABLE, &yes, 1);
     add(CKA_ID, id.data(), id.size());
     add(CKA_LABEL, label.data(), label.size());
@@ -45,8 +46,8 @@ struct KeyTemplate {
 }  // namespace
 
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
-                                   const std::string& label) {
-  KeyTemplate t(id, label);
+                                   const std::string& label, Copyable copyable) {
+  KeyTemplate t(id, label, copyable);
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;

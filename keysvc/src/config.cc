@@ -141,6 +141,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   if (c.hsm.pin_source.starts_with("file:"))
     c.hsm.pin_source = "file:" + resolve(base_dir, c.hsm.pin_source.substr(5));
   c.hsm.sessions = static_cast<std::size_t>(r.integer("hsm", "sessions", 4, 1, 256));
+  c.hsm.session_copies = r.boolean("hsm", "session_copies", c.hsm.session_copies);
   c.tickets.per_handshake = static_cast<int>(r.integer("tickets", "per_handshake", 2, 0, 16));
   c.tickets.lifetime = r.duration("tickets", "lifetime", c.tickets.lifetime);
   c.tickets.max_session_age = r.duration("tickets", "max_session_age", c.tickets.max_session_age);
@@ -153,6 +154,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.clock_skew = r.duration("rotation", "clock_skew", rot.clock_skew);
   rot.refresh_interval = r.duration("rotation", "refresh_interval", rot.refresh_interval);
   rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
+  rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
   c.log_level = r.string("log", "level", "info");
   r.reject_unknown();
 

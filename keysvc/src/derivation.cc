@@ -22,8 +22,9 @@ DerivationMessage derivation_message(std::string_view label, const KeyName& name
 }
 
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out) {
-  hsm::hmac_sha256(session, generation.enc_key, derivation_message(kAesKeyLabel, generation.name, iv), out.aes_key);
-  hsm::hmac_sha256(session, generation.mac_key, derivation_message(kHmacKeyLabel, generation.name, iv),
+  hsm::hmac_sha256(session, generation.enc_signing_key(), derivation_message(kAesKeyLabel, generation.name, iv),
+                   out.aes_key);
+  hsm::hmac_sha256(session, generation.mac_signing_key(), derivation_message(kHmacKeyLabel, generation.name, iv),
                    out.hmac_key);
 }
 

@@ -38,6 +38,7 @@ std::unique_ptr<hsm::SessionPool> open_session_pool(const Config& config) {
 TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool)
     : config_(std::move(config)), clock_(std::move(clock)), pool_(std::move(pool)) {
   ring_.store(std::make_shared<const KeyRing>());
+  if (config_.hsm.session_copies) session_copies_ = std::make_unique<SessionKeyCache>(pool_->token());
 }
 
 TicketKeyService::~TicketKeyService() {
@@ -104,7 +105,14 @@ void TicketKeyService::refresh() {
 }
 
 void TicketKeyService::reload() {
-  auto ring = std::make_shared<const KeyRing>(pool_->run([](hsm::Session& s) { return token_store::load(s); }));
+  KeyRing loaded = pool_->run([](hsm::Session& s) {
+    // Logged out by another user of the module: a search would miss every private
+    // object (an empty ring). A dead-session error makes run() log in on a fresh session.
+    if (!s.user_logged_in()) throw hsm::Pkcs11Error("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
+    return token_store::load(s);
+  });
+  if (session_copies_) loaded = session_copies_->attach(loaded, unix_now(), config_.rotation.clock_skew.count());
+  auto ring = std::make_shared<const KeyRing>(std::move(loaded));
   counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
   std::int64_t now = unix_now();
   auto previous = ring_.exchange(ring);
@@ -161,7 +169,8 @@ void TicketKeyService::fill_issue_pool() noexcept {
 
 Generation TicketKeyService::create_generation() {
   Schedule s = schedule_encrypting_now(*ring(), unix_now(), config_.rotation);
-  Generation g = pool_->run([&](hsm::Session& session) { return token_store::create_generation(session, s); });
+  Generation g = pool_->run(
+      [&](hsm::Session& session) { return token_store::create_generation(session, s, copyable(config_.rotation)); });
   reload();
   return g;
 }

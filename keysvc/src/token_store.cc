@@ -126,15 +126,15 @@ KeyRing load(hsm::Session& session) {
   return KeyRing(std::move(generations));
 }
 
-Generation create_generation(hsm::Session& session, const Schedule& schedule) {
+Generation create_generation(hsm::Session& session, const Schedule& schedule, hsm::Copyable copyable) {
   Generation g;
   g.schedule = schedule;
   if (RAND_bytes(g.name.data(), static_cast<int>(g.name.size())) != 1)
     throw hsm::Error("RAND_bytes failed while naming a new generation");
   hsm::Bytes id = id_of(g.name);
   try {
-    g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel);
-    g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel);
+    g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel, copyable);
+    g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel, copyable);
     create_record(session, record_label(g.name), format_schedule(schedule));
   } catch (...) {
     try {

@@ -137,6 +137,17 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.log_level, "info");
 }
 
+TEST(Config, SessionCopiesAreAnOptInInTwoParts) {
+  Config off = Config::parse(kMinimal, "t", "/base");
+  EXPECT_FALSE(off.hsm.session_copies);
+  EXPECT_FALSE(off.rotation.copyable_keys);
+  Config on = Config::parse(kMinimal + "session_copies = true\n[rotation]\ncopyable_keys = true\n", "t", "/base");
+  EXPECT_TRUE(on.hsm.session_copies);
+  EXPECT_TRUE(on.rotation.copyable_keys);
+  expect_error(kMinimal + "session_copies = 1\n", 4, "hsm.session_copies must be true or false");
+  expect_error(kMinimal + "[rotation]\ncopyable_keys = \"yes\"\n", 5, "rotation.copyable_keys must be true or false");
+}
+
 TEST(Config, PinSourcesOtherThanRelativeFilesAreKept) {
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"env:KEYSVC_PIN\"\n", "t", "/base").hsm.pin_source, "env:KEYSVC_PIN");
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"file:/etc/pin\"\n", "t", "/base").hsm.pin_source, "file:/etc/pin");

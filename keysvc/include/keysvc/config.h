@@ -6,6 +6,10 @@
 //   pin      = "file:pin"                         # file:PATH or env:NAME; or pin-source
 //                                                 # / pin-value in the URI
 //   sessions = 4                                  # size of the session pool
+//   session_copies = false    # derive with per-process session-object copies of the
+//                             # generation keys whose keys are copyable (see
+//                             # rotation.copyable_keys; session_key_cache.h): about 3x
+//                             # cheaper per HMAC in SoftHSM. Uses one more session.
 //
 //   [tickets]
 //   per_handshake   = 2       # TLS 1.3 tickets sent after a full handshake
@@ -22,6 +26,13 @@
 //   clock_skew       = "30s"  # tolerated clock difference between servers
 //   refresh_interval = "30s"  # servers rescan the token this often
 //   self_rotate      = true   # this server rotates for itself (single node)
+//   copyable_keys    = false  # custody opt-in: generations this process creates get
+//                             # CKA_COPYABLE=TRUE and CKA_MODIFIABLE=TRUE, so servers with
+//                             # hsm.session_copies may copy them into session objects.
+//                             # Copies stay sensitive and non-extractable, but whoever holds
+//                             # the user PIN may copy the keys and change their non-custody
+//                             # attributes (docs/PERFORMANCE.md, "Session copies"). The
+//                             # default keeps keys uncopyable and unmodifiable.
 //
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off
@@ -47,6 +58,7 @@ struct HsmConfig {
   std::string token_uri;
   std::string pin_source;  // empty: taken from the URI's pin-source / pin-value
   std::size_t sessions = 4;
+  bool session_copies = false;  // derive with session-object copies (session_key_cache.h)
 };
 
 struct TicketConfig {

@@ -42,7 +42,8 @@ using DerivationMessage = std::array<std::uint8_t, kAesKeyLabel.size() + 1 + kKe
 static_assert(kAesKeyLabel.size() == kHmacKeyLabel.size());
 DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv);
 
-// Derives both per-ticket keys for `generation` and `iv` with two HMACs in the token.
+// Derives both per-ticket keys for `generation` and `iv` with two HMACs in the token,
+// on the generation's session copies if it has them (same key material, same result).
 // Throws hsm::Pkcs11Error.
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out);
 

@@ -20,6 +20,10 @@ struct Generation {
   KeyName name{};
   CK_OBJECT_HANDLE enc_key = CK_INVALID_HANDLE;
   CK_OBJECT_HANDLE mac_key = CK_INVALID_HANDLE;
+  // This process's session-object copies of the two keys (hsm.session_copies,
+  // session_key_cache.h), or CK_INVALID_HANDLE: derivation then uses the token keys.
+  CK_OBJECT_HANDLE enc_copy = CK_INVALID_HANDLE;
+  CK_OBJECT_HANDLE mac_copy = CK_INVALID_HANDLE;
   Schedule schedule;
   // A revocation record names this generation. Its keys may already be gone; the
   // schedule then comes from the revocation record (decrypt_until: when the record
@@ -30,6 +34,10 @@ struct Generation {
   bool has_keys() const noexcept { return enc_key != CK_INVALID_HANDLE && mac_key != CK_INVALID_HANDLE; }
   // May encrypt or decrypt at all (at the right times).
   bool usable() const noexcept { return has_keys() && !revoked; }
+  // The handles derivation signs with: the session copies when both exist.
+  bool has_copies() const noexcept { return enc_copy != CK_INVALID_HANDLE && mac_copy != CK_INVALID_HANDLE; }
+  CK_OBJECT_HANDLE enc_signing_key() const noexcept { return has_copies() ? enc_copy : enc_key; }
+  CK_OBJECT_HANDLE mac_signing_key() const noexcept { return has_copies() ? mac_copy : mac_key; }
 };
 
 class KeyRing {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "keysvc/hsm/secret_key.h"
 #include "keysvc/hsm/session_pool.h"
 #include "keysvc/key_ring.h"
 #include "keysvc/schedule.h"
@@ -51,6 +52,11 @@ struct RotationResult {
   std::vector<Generation> created;
   std::vector<KeyName> destroyed;
 };
+
+// The custody of keys made under `policy` (rotation.copyable_keys).
+inline hsm::Copyable copyable(const RotationPolicy& policy) {
+  return policy.copyable_keys ? hsm::Copyable::kYes : hsm::Copyable::kNo;
+}
 
 // Loads the ring, plans at `now` and carries the plan out in the token.
 RotationResult rotate(hsm::SessionPool& pool, std::int64_t now, const RotationPolicy& policy);

@@ -45,6 +45,9 @@ struct RotationPolicy {
   std::chrono::seconds refresh_interval{std::chrono::seconds(30)};
   // Single node: the server runs the rotator itself on every refresh.
   bool self_rotate = true;
+  // Custody opt-in: keys of generations made under this policy are COPYABLE and
+  // MODIFIABLE, so servers may derive with session copies (config.h, hsm/secret_key.h).
+  bool copyable_keys = false;
 };
 
 }  // namespace keysvc

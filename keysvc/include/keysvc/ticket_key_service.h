@@ -23,6 +23,7 @@
 #include "keysvc/issue_pool.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
+#include "keysvc/session_key_cache.h"
 
 namespace keysvc {
 #include "keysvc/session_key_cache.h"
@@ -103,6 +104,11 @@ class TicketKeyService {
   std::int64_t unix_now() const;
   const Config& config() const noexcept { return config_; }
   hsm::SessionPool& sessions() noexcept { return *pool_; }
+  // The session-copy cache's figures, or nullopt when hsm.session_copies is off.
+  std::optional<SessionKeyCache::Stats> session_copy_stats() const {
+    if (!session_copies_) return std::nullopt;
+    return session_copies_->stats();
+  }
   ServiceCounters counters() const noexcept;
 
  private:
@@ -142,6 +148,7 @@ class TicketKeyService {
   Clock clock_;
   std::unique_ptr<hsm::SessionPool> pool_;
   std::atomic<std::shared_ptr<const KeyRing>> ring_;
+  std::unique_ptr<SessionKeyCache> session_copies_;  // null unless hsm.session_copies
   struct AtomicCounters {
     std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
         refreshes{0}, issued_from_pool{0};

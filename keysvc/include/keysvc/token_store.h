@@ -31,8 +31,10 @@ inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 // Reads every complete generation and every revocation record in the token.
 KeyRing load(hsm::Session& session);
 
-// Creates a generation with a fresh random name and the given schedule.
-Generation create_generation(hsm::Session& session, const Schedule& schedule);
+// Creates a generation with a fresh random name and the given schedule. `copyable`:
+// whether its keys may be copied into session objects (rotation.copyable_keys).
+Generation create_generation(hsm::Session& session, const Schedule& schedule,
+                             hsm::Copyable copyable = hsm::Copyable::kNo);
 
 // Destroys the generation's record and keys. Missing objects are not an error.
 void destroy_generation(hsm::Session& session, const KeyName& name);

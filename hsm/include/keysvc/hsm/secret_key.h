@@ -7,6 +7,10 @@
 //   CKA_ENCRYPT=FALSE   CKA_DECRYPT=FALSE      CKA_WRAP=FALSE CKA_UNWRAP=FALSE
 //   CKA_DERIVE=FALSE    CKA_COPYABLE=FALSE     CKA_MODIFIABLE=FALSE CKA_DESTROYABLE=TRUE
 //   CKA_PRIVATE=TRUE    CKA_TOKEN=TRUE
+// except that Copyable::kYes (an opt-in, rotation.copyable_keys) sets CKA_COPYABLE and
+// CKA_MODIFIABLE to TRUE, so that a server may make session-object copies of the key
+// (hsm/session_copy.h; SoftHSM refuses C_CopyObject with a template unless the source is
+// modifiable). docs/PERFORMANCE.md states what that exposes.
 #pragma once
 
 #include <p11-kit/pkcs11.h>
@@ -23,9 +27,12 @@ namespace keysvc::hsm {
 inline constexpr std::size_t kHmacKeyBytes = 32;
 inline constexpr std::size_t kHmacSha256Bytes = 32;
 
+// Whether a generated key may be copied into session objects (see above).
+enum class Copyable : bool { kNo = false, kYes = true };
+
 // Generates a token HMAC key with the attributes above (CKM_GENERIC_SECRET_KEY_GEN).
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
-                                   const std::string& label);
+                                   const std::string& label, Copyable copyable = Copyable::kNo);
 
 // Imports a known key value with the same attributes. For test vectors only: an
 // imported key was outside the token once, so it is never "never extractable".
