@@ -7,6 +7,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "keysvc/listen_address.h"
+
 namespace keysvc {
 
 namespace {
@@ -25,7 +27,8 @@ class Reader {
  public:
   Reader(const toml::table& root, std::string source) : root_(root), source_(std::move(source)) {
     for (auto&& [k, v] : root_) {
-      if (!v.is_table() || !std::set<std::string>{"hsm", "tickets", "rotation", "log"}.count(std::string(k.str())))
+      static const std::set<std::string> sections{"hsm", "tickets", "rotation", "log", "metrics"};
+      if (!v.is_table() || !sections.count(std::string(k.str())))
         throw ConfigError(where(source_, k.source()) + "unknown section '" + std::string(k.str()) + "'");
     }
   }
@@ -156,6 +159,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
   rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
   c.log_level = r.string("log", "level", "info");
+  c.metrics.listen = r.string("metrics", "listen", "");
   r.reject_unknown();
 
   // Cross-field checks still name a line (the key's, or its section's if it is missing).
@@ -176,6 +180,9 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   if (rot.publish_lead <= rot.refresh_interval + rot.clock_skew)
     throw ConfigError(r.at({{"rotation", "publish_lead"}, {"rotation", "refresh_interval"}, {"rotation", "clock_skew"}}) +
                       "rotation.publish_lead must exceed rotation.refresh_interval + rotation.clock_skew");
+  if (c.metrics.enabled())
+    if (std::string problem = check_listen_address(c.metrics.listen); !problem.empty())
+      throw ConfigError(r.at({{"metrics", "listen"}}) + "metrics.listen: " + problem);
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
   if (!levels.count(c.log_level))
     throw ConfigError(r.at({{"log", "level"}}) + "log.level must be one of trace, debug, info, warn, error, off");

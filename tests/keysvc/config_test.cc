@@ -223,6 +223,21 @@ TEST(ConfigErrors, BadLogLevel) {
   expect_error(kMinimal + "[log]\nlevel = \"verbose\"\n", 5, "log.level must be one of");
 }
 
+TEST(ConfigMetrics, OffUnlessListenIsSet) {
+  EXPECT_FALSE(Config::parse(kMinimal, "test.toml", "/base").metrics.enabled());
+  EXPECT_FALSE(Config::parse(kMinimal + "[metrics]\nlisten = \"\"\n", "test.toml", "/base").metrics.enabled());
+  Config c = Config::parse(kMinimal + "[metrics]\nlisten = \"127.0.0.1:9464\"\n", "test.toml", "/base");
+  EXPECT_TRUE(c.metrics.enabled());
+  EXPECT_EQ(c.metrics.listen, "127.0.0.1:9464");
+}
+
+TEST(ConfigErrors, BadMetricsSection) {
+  expect_error(kMinimal + "[metrics]\nlisten = \"localhost:9464\"\n", 5, "metrics.listen: 'localhost' is not a numeric IPv4");
+  expect_error(kMinimal + "[metrics]\nlisten = \"127.0.0.1\"\n", 5, "metrics.listen: expected a numeric IPv4 HOST:PORT");
+  expect_error(kMinimal + "[metrics]\nlisten = 9464\n", 5, "metrics.listen must be a string");
+  expect_error(kMinimal + "[metrics]\naddress = \"127.0.0.1:9464\"\n", 5, "unknown key 'metrics.address'");
+}
+
 TEST(ConfigErrors, TomlSyntax) {
   expect_error(kMinimal + "sessions = \n", 4, "");
   expect_error("[hsm\nmodule = \"/m.so\"\n", 1, "");

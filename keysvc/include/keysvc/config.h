@@ -37,6 +37,11 @@
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off
 //
+//   [metrics]                 # Prometheus metrics (docs/METRICS.md)
+//   listen = ""               # numeric IPv4 HOST:PORT where keysvc-tls-server serves
+//                             # /metrics, e.g. "127.0.0.1:9464" (listen_address.h);
+//                             # empty or absent: no metrics endpoint
+//
 // Relative paths (module, file: PIN sources) are relative to the config file's folder.
 // Durations are an integer number of seconds or a number with s, m, h or d.
 // Unknown keys are errors, so a typo never silently falls back to a default.
@@ -69,7 +74,13 @@ struct TicketConfig {
   std::size_t issue_pool = 64;
 };
 
+struct MetricsConfig {
+  std::string listen;  // empty: no metrics endpoint
+  bool enabled() const noexcept { return !listen.empty(); }
+};
+
 struct Config {
+  MetricsConfig metrics;
   HsmConfig hsm;
   TicketConfig tickets;
   RotationPolicy rotation;
