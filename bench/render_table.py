@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-MODES = ["openssl", "static", "keysvc", "keysvc-remote"]
+MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-remote", "keysvc-remote-copies"]
 
 
 def fmt(v, digits=0):

@@ -35,9 +35,13 @@ void write_file(const std::string& path, const std::string& text) {
   ::chmod(path.c_str(), 0600);
 }
 
-std::string toml(const std::string& module, const std::string& token, const std::string& pin_file) {
+// `copies`: hsm.session_copies; `copyable`: rotation.copyable_keys.
+std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, bool copies = false,
+                 bool copyable = false) {
+  auto flag = [](bool b) { return b ? std::string("true") : std::string("false"); };
   return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
-         "\"\nsessions = 4\n\n[tickets]\nper_handshake = 2\n\n[log]\nlevel = \"warn\"\n";
+         "\"\nsessions = 4\nsession_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
+         "copyable_keys = " + flag(copyable) + "\n\n[log]\nlevel = \"warn\"\n";
 }
 
 }  // namespace
@@ -141,13 +145,16 @@ BenchEnv::BenchEnv(std::string base) {
   ::setenv("SOFTHSM2_CONF", (dir_ + "/softhsm2.conf").c_str(), 1);
 
   auto module = hsm::Module::load(kSoftHsmModule);
-  for (const char* label : {kLocalToken, kRemoteToken}) {
+  for (const char* label : {kLocalToken, kRemoteToken, kCopiesToken}) {
     std::string pin = random_text(16);
     hsm::Token::init_free_slot(module, label, hsm::SecretString(random_text(16)), hsm::SecretString(pin));
     write_file(dir_ + "/" + label + ".pin", pin + "\n");
   }
   write_file(local_config(), toml(kSoftHsmModule, kLocalToken, std::string(kLocalToken) + ".pin"));
-  write_file(remote_config(), toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin"));
+  write_file(remote_config(), toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", false, true));
+  write_file(local_copies_config(), toml(kSoftHsmModule, kCopiesToken, std::string(kCopiesToken) + ".pin", true, true));
+  write_file(remote_copies_config(),
+             toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", true, true));
 }
 
 BenchEnv::~BenchEnv() {

@@ -15,6 +15,8 @@ inline constexpr char kSoftHsmModule[] = "/usr/lib/softhsm/libsofthsm2.so";
 inline constexpr char kP11KitClient[] = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 inline constexpr char kLocalToken[] = "keysvc-bench";
 inline constexpr char kRemoteToken[] = "keysvc-bench-remote";
+// The session-copy mode's own local token: its generations are made copyable.
+inline constexpr char kCopiesToken[] = "keysvc-bench-copies";
 
 // A child process started with fork/exec; it gets SIGTERM if the bench dies.
 class Child {
@@ -51,6 +53,11 @@ class BenchEnv {
   const std::string& dir() const { return dir_; }
   std::string local_config() const { return dir_ + "/local.toml"; }
   std::string remote_config() const { return dir_ + "/remote.toml"; }
+  // hsm.session_copies + rotation.copyable_keys: on the copies token, and on the remote
+  // token (which both remote modes share: p11-kit server exports one token; a copyable
+  // key costs the same as any other when used as a token object).
+  std::string local_copies_config() const { return dir_ + "/local-copies.toml"; }
+  std::string remote_copies_config() const { return dir_ + "/remote-copies.toml"; }
 
   // Starts `p11-kit server` for the remote token and sets P11_KIT_SERVER_ADDRESS for
   // this process and its children. Returns "" on success, else why it did not start.

@@ -134,6 +134,15 @@ struct Scenario {
   }
 };
 
+// The keysvc config of a keysvc mode (bench_env.h).
+std::string config_of(const BenchEnv& env, const std::string& mode) {
+  if (mode == "keysvc") return env.local_config();
+  if (mode == "keysvc-copies") return env.local_copies_config();
+  if (mode == "keysvc-remote") return env.remote_config();
+  if (mode == "keysvc-remote-copies") return env.remote_copies_config();
+  throw std::logic_error("no config for mode " + mode);
+}
+
 std::uint64_t hsm_calls(const Mode& m) { return m.service ? m.service->counters().hsm_calls : 0; }
 
 // `handshakes` handshakes over `s.threads` threads, added to `acc`.
@@ -228,7 +237,8 @@ int run(const Options& o) {
   for (const auto& name : kModes) modes.push_back(Mode{name, "", nullptr, nullptr});
   for (auto& m : modes) {
     try {
-      if (m.name == "keysvc-remote") {
+      const bool remote = m.name.starts_with("keysvc-remote");
+      if (remote && !env.remote_running()) {
         m.skip = env.start_remote();
         if (!m.skip.empty()) {
           std::fprintf(stderr, "keysvc-bench: mode %s skipped: %s\n", m.name.c_str(), m.skip.c_str());
@@ -238,15 +248,19 @@ int run(const Options& o) {
       m.server = make_server_ctx(id);
       if (m.name == "static") {
         install_static_tickets(m.server.get());
-      } else if (m.name == "keysvc") {
-        m.service = TicketKeyService::open(Config::load_file(env.local_config()));
+      } else if (m.name != "openssl") {
+        m.service = TicketKeyService::open(Config::load_file(config_of(env, m.name)));
         keysvc::openssl::install(m.server.get(), m.service);
-      } else if (m.name == "keysvc-remote") {
-        m.service = TicketKeyService::open(Config::load_file(env.remote_config()));
-        keysvc::openssl::install(m.server.get(), m.service);
+        auto copies = m.service->session_copy_stats();
+        if (copies && copies->live == 0) {
+          m.skip = "no session copies were made (the token refused C_CopyObject; see the log)";
+          if (!remote) throw std::runtime_error("mode " + m.name + ": " + m.skip);
+          m.service.reset();
+          m.server.reset();
+        }
       }
     } catch (const std::exception& e) {
-      if (m.name != "keysvc-remote") throw;  // the local modes must work
+      if (!m.name.starts_with("keysvc-remote")) throw;  // the local modes must work
       m.skip = std::string("cannot open the token through p11-kit: ") + first_line(e.what());
       m.server.reset();
     }
@@ -315,7 +329,6 @@ int run(const Options& o) {
   // first so the servers have the token to themselves.
   std::vector<std::pair<std::string, std::string>> mode_status;
   for (auto& m : modes) mode_status.emplace_back(m.name, m.skip);
-  const bool remote_ok = modes[3].skip.empty();
   for (auto& m : modes) {
     m.server.reset();
     m.service.reset();
@@ -329,12 +342,15 @@ int run(const Options& o) {
     t.rounds = o.tcp_rounds;
     t.connections = o.tcp_connections;
     t.client_threads = o.tcp_clients;
-    std::vector<TcpMode> tmodes = {
-        {"openssl", "openssl", "", ""},
-        {"static", "", "", "keysvc-tls-server has no static-key ticket mode (in-process only)"},
-        {"keysvc", "keysvc", env.local_config(), ""},
-        {"keysvc-remote", "keysvc", env.remote_config(), remote_ok ? "" : modes[3].skip},
-    };
+    std::vector<TcpMode> tmodes;
+    for (const auto& [name, skip] : mode_status) {
+      if (name == "openssl")
+        tmodes.push_back({name, "openssl", "", ""});
+      else if (name == "static")
+        tmodes.push_back({name, "", "", "keysvc-tls-server has no static-key ticket mode (in-process only)"});
+      else
+        tmodes.push_back({name, "keysvc", config_of(env, name), skip});
+    }
     tcp = run_tcp(t, tmodes);
   } else {
     tcp.name = "tcp";

@@ -2,9 +2,14 @@
 //
 //   BM_HsmHmacSign/{local,remote}  one C_SignInit+C_Sign HMAC-SHA256 in the token on a
 //                                  generation key (hsm::hmac_sha256), the derivation message
-//   BM_HsmHmacSign_session_key     the same with a session-object key (a lever, not keysvc today)
+//   BM_HsmHmacSign_session_key     the same with a key generated as a session object
+//   BM_HsmHmacSign_session_copy    the same with keysvc's session copy of a generation key
+//                                  (hsm.session_copies, session_key_cache.h)
+//   BM_HsmHmacSha512/{token,session}  one HMAC-SHA512 (64 bytes out: both per-ticket keys in
+//                                  one call, a derivation keysvc does not use) with a 64-byte key
 //   BM_DeriveTicketKeys            derive_ticket_keys: both per-ticket keys (2 HMACs)
 //   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
+//   BM_ServiceOpen_copies          derive_for_open with hsm.session_copies
 //   BM_KdfFetchDerive              EVP_KDF_fetch + EVP_KDF_CTX_new + derive ("issue")
 //   BM_KdfDerive                   EVP_KDF_CTX_new + derive with the KDF fetched once (what
 //                                  the adapter does per ticket)
@@ -37,7 +42,7 @@ namespace keysvc::bench {
 namespace {
 
 BenchEnv* g_env = nullptr;
-std::shared_ptr<TicketKeyService> g_local, g_remote;
+std::shared_ptr<TicketKeyService> g_local, g_remote, g_copies;
 std::string g_remote_skip;
 
 const Generation& encrypt_generation(TicketKeyService& svc) {
@@ -48,23 +53,29 @@ const Generation& encrypt_generation(TicketKeyService& svc) {
   return *g;
 }
 
-void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
+void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string& skip, bool copy = false) {
   if (svc == nullptr) {
     state.SkipWithError(skip.c_str());
     return;
   }
   const Generation g = encrypt_generation(*svc);
+  if (copy && !g.has_copies()) {
+    state.SkipWithError("no session copy");
+    return;
+  }
+  const CK_OBJECT_HANDLE key = copy ? g.enc_copy : g.enc_key;
   Iv iv{};
   RAND_bytes(iv.data(), iv.size());
   auto msg = derivation_message(kAesKeyLabel, g.name, iv);
   std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
   auto lease = svc->sessions().lease();
   for (auto _ : state) {
-    hsm::hmac_sha256(lease.session(), g.enc_key, msg, mac);
+    hsm::hmac_sha256(lease.session(), key, msg, mac);
     benchmark::DoNotOptimize(mac);
   }
 }
 void BM_HsmHmacSign_local(benchmark::State& state) { hmac_sign(state, g_local.get(), ""); }
+void BM_HsmHmacSign_session_copy(benchmark::State& state) { hmac_sign(state, g_copies.get(), "", true); }
 void BM_HsmHmacSign_remote(benchmark::State& state) { hmac_sign(state, g_remote.get(), g_remote_skip); }
 
 // Not what keysvc does today: the same HMAC with a *session* object key (CKA_TOKEN=FALSE,
@@ -98,6 +109,42 @@ void BM_HsmHmacSign_session_key(benchmark::State& state) {
   session.fn()->C_DestroyObject(session.handle(), key);
 }
 
+// Lever 2 of issue #5, measured but not used by keysvc: one HMAC-SHA512 would give both
+// 32-byte per-ticket keys in one C_Sign. SHA-512 HMAC keys must be 64 bytes in SoftHSM.
+// range(0): 0 = token object, 1 = session object.
+void BM_HsmHmacSha512(benchmark::State& state) {
+  auto lease = g_local->sessions().lease();
+  hsm::Session& session = lease.session();
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+  CK_ULONG len = 64;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = state.range(0) == 0 ? CK_TRUE : CK_FALSE;
+  CK_ATTRIBUTE tmpl[] = {
+      {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type}, {CKA_VALUE_LEN, &len, sizeof len},
+      {CKA_TOKEN, &token, sizeof token}, {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &no, sizeof no},
+      {CKA_SIGN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
+  };
+  CK_MECHANISM gen{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+  if (session.fn()->C_GenerateKey(session.handle(), &gen, tmpl, sizeof tmpl / sizeof tmpl[0], &key) != CKR_OK) {
+    state.SkipWithError("C_GenerateKey (64-byte key) failed");
+    return;
+  }
+  std::array<std::uint8_t, 61> msg{};
+  std::array<std::uint8_t, 64> mac{};
+  CK_MECHANISM mech{CKM_SHA512_HMAC, nullptr, 0};
+  for (auto _ : state) {
+    CK_ULONG out = mac.size();
+    if (session.fn()->C_SignInit(session.handle(), &mech, key) != CKR_OK ||
+        session.fn()->C_Sign(session.handle(), msg.data(), msg.size(), mac.data(), &out) != CKR_OK || out != 64) {
+      state.SkipWithError("HMAC-SHA512 failed");
+      break;
+    }
+    benchmark::DoNotOptimize(mac);
+  }
+  session.fn()->C_DestroyObject(session.handle(), key);
+}
+
 void derive(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
   if (svc == nullptr) {
     state.SkipWithError(skip.c_str());
@@ -115,6 +162,7 @@ void derive(benchmark::State& state, TicketKeyService* svc, const std::string& s
 }
 void BM_DeriveTicketKeys_local(benchmark::State& state) { derive(state, g_local.get(), ""); }
 void BM_DeriveTicketKeys_remote(benchmark::State& state) { derive(state, g_remote.get(), g_remote_skip); }
+void BM_DeriveTicketKeys_copies(benchmark::State& state) { derive(state, g_copies.get(), ""); }
 
 void BM_ServiceIssue(benchmark::State& state) {
   IssueKeys out;
@@ -124,19 +172,21 @@ void BM_ServiceIssue(benchmark::State& state) {
   }
 }
 
-void BM_ServiceOpen(benchmark::State& state) {
+void service_open(benchmark::State& state, TicketKeyService& svc) {
   IssueKeys issued;
-  if (!g_local->derive_for_issue(issued)) {
+  if (!svc.derive_for_issue(issued)) {
     state.SkipWithError("derive_for_issue failed");
     return;
   }
   TicketKeys keys;
   for (auto _ : state) {
-    if (g_local->derive_for_open(issued.name, issued.iv, keys) != OpenStatus::kOk)
+    if (svc.derive_for_open(issued.name, issued.iv, keys) != OpenStatus::kOk)
       state.SkipWithError("derive_for_open failed");
     benchmark::DoNotOptimize(keys.aes_key);
   }
 }
+void BM_ServiceOpen(benchmark::State& state) { service_open(state, *g_local); }
+void BM_ServiceOpen_copies(benchmark::State& state) { service_open(state, *g_copies); }
 
 // An SSL_CTX in its own library context with keysvc installed: the provider lives there.
 struct KdfSetup {
@@ -274,10 +324,14 @@ using namespace keysvc::bench;
 BENCHMARK(BM_HsmHmacSign_local);
 BENCHMARK(BM_HsmHmacSign_remote);
 BENCHMARK(BM_HsmHmacSign_session_key);
+BENCHMARK(BM_HsmHmacSign_session_copy);
+BENCHMARK(BM_HsmHmacSha512)->Arg(0)->Arg(1)->ArgName("session");
 BENCHMARK(BM_DeriveTicketKeys_local);
+BENCHMARK(BM_DeriveTicketKeys_copies);
 BENCHMARK(BM_DeriveTicketKeys_remote);
 BENCHMARK(BM_ServiceIssue);
 BENCHMARK(BM_ServiceOpen);
+BENCHMARK(BM_ServiceOpen_copies);
 BENCHMARK(BM_KdfFetchDerive);
 BENCHMARK(BM_KdfDerive);
 BENCHMARK(BM_StaticCallback)->Arg(1)->Arg(0)->ArgName("enc");
@@ -292,6 +346,7 @@ int main(int argc, char** argv) {
     BenchEnv env;
     g_env = &env;
     g_local = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_config()));
+    g_copies = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_copies_config()));
     g_remote_skip = env.start_remote();
     if (g_remote_skip.empty()) {
       try {
@@ -304,6 +359,7 @@ int main(int argc, char** argv) {
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     g_remote.reset();
+    g_copies.reset();
     g_local.reset();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "keysvc-microbench: %s\n", e.what());

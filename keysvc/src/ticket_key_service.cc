@@ -114,6 +114,11 @@ void TicketKeyService::reload() {
   if (session_copies_) loaded = session_copies_->attach(loaded, unix_now(), config_.rotation.clock_skew.count());
   auto ring = std::make_shared<const KeyRing>(std::move(loaded));
   counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::vector<KeyName> names;
+    for (const auto& g : ring->generations()) names.push_back(g.name);
+    usage_.track(names);
+  }
   std::int64_t now = unix_now();
   auto previous = ring_.exchange(ring);
   const Generation* before = previous->encrypt_generation(now);
@@ -130,11 +135,6 @@ void TicketKeyService::reload() {
 void TicketKeyService::request_refill() noexcept {
   if (!issue_pool_) return;
   {
-  {
-    std::vector<KeyName> names;
-    for (const auto& g : ring->generations()) names.push_back(g.name);
-    usage_.track(names);
-  }
     std::lock_guard lock(refill_mutex_);
     refill_requested_ = true;
   }
@@ -219,6 +219,7 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
     if (taken) {
       counters_.issued_from_pool.fetch_add(1, std::memory_order_relaxed);
       counters_.issued.fetch_add(1, std::memory_order_relaxed);
+      usage_.record(out.name, TicketOutcome::kIssued);
       return true;
     }
   }
@@ -226,6 +227,7 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   out.name = g->name;
   if (!derive(ring, out.name, out.iv, out.keys)) return false;
   counters_.issued.fetch_add(1, std::memory_order_relaxed);
+  usage_.record(out.name, TicketOutcome::kIssued);
   return true;
 }
 
@@ -251,7 +253,6 @@ bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::seconds
 
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = ring_.load();
-      usage_.record(out.name, TicketOutcome::kIssued);
   if (ring->find(name) == nullptr &&
       throttled_reload(unknown_name_rescans_, config_.rotation.refresh_interval, "unknown key name")) {
     ring = ring_.load();
@@ -259,12 +260,13 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
   const Generation* g = ring->find(name);
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
-  usage_.record(out.name, TicketOutcome::kIssued);
+    usage_.record(name, TicketOutcome::kUnknownKey);
     return OpenStatus::kUnknownKey;
   }
   std::int64_t now = unix_now();
   if (!KeyRing::decrypts(*g, now, config_.rotation.clock_skew.count())) {
     counters_.retired_key.fetch_add(1, std::memory_order_relaxed);
+    usage_.record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);
     return OpenStatus::kRetired;
   }
   if (!derive(ring, name, iv, out)) {
@@ -295,5 +297,3 @@ ServiceCounters TicketKeyService::counters() const noexcept {
 }
 
 }  // namespace keysvc
-    usage_.record(name, TicketOutcome::kUnknownKey);
-    usage_.record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);

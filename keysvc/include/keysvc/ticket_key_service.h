@@ -24,10 +24,9 @@
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
 #include "keysvc/session_key_cache.h"
+#include "keysvc/usage.h"
 
 namespace keysvc {
-#include "keysvc/session_key_cache.h"
-#include "keysvc/usage.h"
 
 // Wall-clock source; injectable so tests can move time.
 using Clock = std::function<std::chrono::system_clock::time_point()>;
@@ -111,16 +110,6 @@ class TicketKeyService {
   }
   ServiceCounters counters() const noexcept;
 
- private:
-  TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
-  // Derives under the generation `name` of `ring`. If the token no longer knows the
-  // ring's object handles (SoftHSM forgets them when an application's last session
-  // closes; a token reset does the same), reloads the ring (throttled) and retries once.
-  bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
-  // The HSM guard's figures: breaker state, opens, probes, refusals, deadline overruns
-  // (hsm_guard.h).
-  HsmGuard::Counters hsm_guard_counters() const noexcept { return guard_->counters(); }
-
   // Per key name: tickets issued, resumed, renewed and rejected by reason (usage.h),
   // cumulative since open(). The service counts what it sees itself (issued, unknown
   // key, expired, revoked, HSM error on open); the TLS adapter reports the rest through
@@ -129,6 +118,13 @@ class TicketKeyService {
   // Counts an outcome only the TLS integration can see (resumed, renewed, MAC or decrypt
   // failure, max session age) for the ticket under `name`. Never throws.
   void record(const KeyName& name, TicketOutcome outcome) noexcept { usage_.record(name, outcome); }
+
+ private:
+  TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
+  // Derives under the generation `name` of `ring`. If the token no longer knows the
+  // ring's object handles (SoftHSM forgets them when an application's last session
+  // closes; a token reset does the same), reloads the ring (throttled) and retries once.
+  bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
   // Reloads the ring unless `throttle` allowed a reload less than `interval` ago. If
   // another thread is reloading, waits for it. True when the ring may have changed
   // (look the name up again).
@@ -153,6 +149,7 @@ class TicketKeyService {
     std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
         refreshes{0}, issued_from_pool{0};
   } counters_;
+  UsageTable usage_;
 
   Throttle unknown_name_rescans_;  // the negative cache for unknown key names
   Throttle stale_handle_reloads_;
@@ -166,8 +163,6 @@ class TicketKeyService {
   std::mutex refill_mutex_;
   std::condition_variable refill_wake_;
   bool refill_requested_ = false;
-  UsageTable usage_;
-
   std::thread refiller_;
 };
 
