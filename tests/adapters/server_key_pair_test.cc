@@ -10,6 +10,10 @@
 #include "test_token.h"
 
 namespace keysvc::openssl {
+
+// Readable parameter values (found by argument-dependent lookup, so not in the anonymous namespace).
+void PrintTo(ServerKeyType t, std::ostream* os) { *os << to_string(t); }
+
 namespace {
 
 constexpr std::uint8_t kId[] = {0x01, 0x02};
@@ -22,8 +26,6 @@ class ServerKeyPairTest : public ::testing::TestWithParam<ServerKeyType> {
   }
   std::unique_ptr<hsm::SessionPool> pool_;
 };
-
-void PrintTo(ServerKeyType t, std::ostream* os) { *os << to_string(t); }
 
 INSTANTIATE_TEST_SUITE_P(KeyTypes, ServerKeyPairTest, ::testing::Values(ServerKeyType::kEcP256, ServerKeyType::kRsa2048),
                          [](const auto& p) { return p.param == ServerKeyType::kEcP256 ? "EcP256" : "Rsa2048"; });

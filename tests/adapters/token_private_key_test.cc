@@ -20,6 +20,10 @@
 #include "tls_pair.h"
 
 namespace keysvc::openssl {
+
+// Readable parameter values (found by argument-dependent lookup, so not in the anonymous namespace).
+void PrintTo(ServerKeyType t, std::ostream* os) { *os << to_string(t); }
+
 namespace {
 
 using test::TestToken;
@@ -78,8 +82,6 @@ class TokenPrivateKeyTest : public ::testing::TestWithParam<ServerKeyType> {
 
   std::shared_ptr<TicketKeyService> service_;
 };
-
-void PrintTo(ServerKeyType t, std::ostream* os) { *os << to_string(t); }
 
 INSTANTIATE_TEST_SUITE_P(KeyTypes, TokenPrivateKeyTest,
                          ::testing::Values(ServerKeyType::kEcP256, ServerKeyType::kRsa2048),
