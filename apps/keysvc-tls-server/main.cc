@@ -22,6 +22,7 @@
 #include "keysvc/ticket_key_service.h"
 #include "ossl.h"
 #include "server.h"
+#include "server_key.h"
 
 namespace {
 
@@ -33,6 +34,7 @@ struct Options {
   std::string listen = "127.0.0.1:8443";
   std::string cert;
   std::string key;
+  std::string key_pin;
   std::string tickets = "keysvc";
   unsigned threads = 2;
   std::uint64_t max_connections = 0;
@@ -49,7 +51,7 @@ void print_failure(const std::string& message) {
   std::fprintf(stderr, "%s: %s\n", kProgram, one_line(message).c_str());
 }
 
-tls_server::SslCtxPtr make_ssl_ctx(const Options& o) {
+tls_server::SslCtxPtr make_ssl_ctx(const Options& o, const tls_server::ServerKey& key) {
   tls_server::SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) throw tls_server::OpenSslError("SSL_CTX_new");
   if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1 ||
@@ -57,10 +59,7 @@ tls_server::SslCtxPtr make_ssl_ctx(const Options& o) {
     throw tls_server::OpenSslError("setting the protocol versions");
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert.c_str()) != 1)
     throw tls_server::OpenSslError("cannot load certificate " + o.cert);
-  if (SSL_CTX_use_PrivateKey_file(ctx.get(), o.key.c_str(), SSL_FILETYPE_PEM) != 1)
-    throw tls_server::OpenSslError("cannot load key " + o.key);
-  if (SSL_CTX_check_private_key(ctx.get()) != 1)
-    throw tls_server::OpenSslError("key " + o.key + " does not match certificate " + o.cert);
+  key.use_in(ctx.get());
   // Resumption only through tickets: no server-side session cache, so a resumed
   // session proves the ticket path works.
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
@@ -102,9 +101,13 @@ int run(const Options& o) {
     if (!o.log_level.empty()) keysvc::set_log_level(o.log_level);  // open() applied the config's level
   }
 
-  if (tls_server::ensure_certificate(o.cert, o.key))
+  // A key in the token shares the module (and the login) with the ticket sessions: see
+  // keysvc/openssl/token_private_key.h. It outlives ctx (declared first).
+  const tls_server::ServerKey key = tls_server::ServerKey::load(o.key, o.key_pin, config ? &*config : nullptr);
+  if (!key.in_token() && tls_server::ensure_certificate(o.cert, o.key))
     log->info("generated a self-signed certificate {} and key {}", o.cert, o.key);
-  tls_server::SslCtxPtr ctx = make_ssl_ctx(o);
+  tls_server::SslCtxPtr ctx = make_ssl_ctx(o, key);
+  log->info("server key: {}", key.describe());
 
   if (use_keysvc) {
     keysvc::openssl::install(ctx.get(), std::move(service), {});
@@ -153,7 +156,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check([](const std::string& v) { return tls_server::check_listen_address(v); });
   app.add_option("--cert", o.cert, "certificate file (PEM); generated with --key if both are absent")->required();
-  app.add_option("--key", o.key, "private key file (PEM)")->required();
+  app.add_option("--key", o.key,
+                 "private key file (PEM), or a key in a PKCS#11 token: pkcs11:token=T;object=LABEL;type=private "
+                 "(keysvcctl server-key create makes one)")
+      ->required();
+  app.add_option("--key-pin", o.key_pin,
+                 "PIN source for a --key in a token: file:PATH or env:NAME (default: the URI's pin-source, then "
+                 "the config's hsm.pin)");
   app.add_option("--tickets", o.tickets, "session ticket keys: keysvc (HSM) or openssl (built-in)")
       ->capture_default_str()
       ->check(CLI::IsMember({"keysvc", "openssl"}));
