@@ -2,7 +2,15 @@
 # Each installs missing Debian packages (tools/install-deps.sh), configures and builds
 # into build/, then runs. Everything else here is a step of those two.
 
-BUILD_DIR ?= build
+# make test SANITIZE=address,undefined (or thread): the same suite in a sanitizer build
+# in its own folder; tools/sanitizers/env.sh sets the runtime options (docs/RELIABILITY.md).
+SANITIZE ?=
+BUILD_DIR ?= $(if $(SANITIZE),$(if $(filter thread,$(SANITIZE)),build-tsan,build-asan),build)
+# Extra cmake arguments (e.g. -DCMAKE_CXX_COMPILER_LAUNCHER=ccache).
+CMAKE_ARGS ?=
+# make fuzz [FUZZ_SECONDS=N]: every libFuzzer target (fuzz/) for N seconds, in a clang build.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # CI builds with -Werror.
@@ -12,7 +20,7 @@ CTEST_ARGS ?=
 QUICK ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test demo bench clean fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -20,13 +28,30 @@ deps:
 	@tools/install-deps.sh
 
 configure: deps
-	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DKEYSVC_WERROR=$(WERROR) >/dev/null
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DKEYSVC_WERROR=$(WERROR) \
+	  -DKEYSVC_SANITIZE=$(SANITIZE) $(CMAKE_ARGS) >/dev/null
 
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Then, except in sanitizer runs, a few seconds of each fuzz target (fuzz-smoke).
 test: build
-	@cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure --timeout 300 $(CTEST_ARGS)
+	@. tools/sanitizers/env.sh && cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure --timeout 300 $(CTEST_ARGS)
+	@$(if $(SANITIZE),true,$(MAKE) --no-print-directory fuzz-smoke)
+
+# The fuzz targets only (libraries + fuzz/), built by clang with ASan+UBSan; no -Werror
+# (clang's warnings differ from gcc's, which CI's -Werror build covers).
+fuzz-build: deps
+	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_CXX_COMPILER=clang++ -DKEYSVC_FUZZ=ON -DKEYSVC_BUILD_TESTS=OFF -DKEYSVC_BUILD_BENCH=OFF \
+	  -DKEYSVC_BUILD_NGINX=OFF $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
+
+fuzz-smoke: fuzz-build
+	@cd $(FUZZ_DIR) && ctest -j $(JOBS) --output-on-failure --timeout 300
+
+fuzz: fuzz-build
+	@fuzz/run_all.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
 
 demo: build
 	@tools/demo.sh $(BUILD_DIR)

@@ -13,8 +13,11 @@ PACKAGES=(
   # libraries
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  # real peers for tests and the demo
-  gnutls-bin curl nginx-light nginx-dev
+  # real peers for tests and the demo (nginx: the binary package nginx-dev matches,
+  # version for version, so the keysvc module loads into it)
+  gnutls-bin curl nginx nginx-dev
+  # fuzzing (make fuzz, make test's fuzz smoke): clang with libFuzzer and the sanitizer runtimes
+  clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
   python3
 )
@@ -40,6 +43,6 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# nginx-light's postinst starts a system nginx on port 80; keysvc's tests run their own.
+# nginx's postinst starts a system nginx on port 80; keysvc's tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

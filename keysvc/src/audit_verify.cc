@@ -12,6 +12,7 @@ namespace {
 
 // ---------------------------------------------------------------- a bounded JSON reader
 
+struct Member;
 struct Value {
   enum Type { kNull, kBool, kInt, kString, kArray, kObject } type = kNull;
   bool b = false;
@@ -20,15 +21,21 @@ struct Value {
   std::uint64_t u = 0;
   std::string s;
   std::vector<Value> array;
-  std::vector<std::pair<std::string, Value>> object;
+  std::vector<Member> object;  // not std::pair<std::string, Value>: clang needs Value complete for pair
 
-  const Value* get(std::string_view key) const {
-    if (type != kObject) return nullptr;
-    for (const auto& [k, v] : object)
-      if (k == key) return &v;
-    return nullptr;
-  }
+  const Value* get(std::string_view key) const;
 };
+struct Member {
+  std::string key;
+  Value value;
+};
+
+const Value* Value::get(std::string_view key) const {
+  if (type != kObject) return nullptr;
+  for (const auto& [k, v] : object)
+    if (k == key) return &v;
+  return nullptr;
+}
 
 class Parser {
  public:
@@ -157,7 +164,7 @@ class Parser {
       if (!lit(":")) return false;
       Value e;
       if (!value(e, depth + 1)) return false;
-      v.object.emplace_back(std::move(key), std::move(e));
+      v.object.push_back(Member{std::move(key), std::move(e)});
       ws();
       if (lit("}")) return true;
       if (!lit(",")) return false;
