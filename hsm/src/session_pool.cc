@@ -51,6 +51,13 @@ SessionPool::Lease SessionPool::lease() {
 
 void SessionPool::warm_up() { Lease l = lease(); }
 
+void SessionPool::forget_after_fork() noexcept {
+  std::lock_guard lock(mutex_);
+  for (auto& session : idle_) (void)session.release();  // intentionally leaked: see header
+  idle_.clear();
+  open_ = 0;
+}
+
 std::size_t SessionPool::open_sessions() const {
   std::lock_guard lock(mutex_);
   return open_;

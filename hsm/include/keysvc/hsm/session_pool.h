@@ -73,6 +73,12 @@ class SessionPool {
   // start-up rather than in the first handshake.
   void warm_up();
 
+  // In a child process right after fork(): forgets every session without a PKCS#11 call
+  // (their handles belong to the parent's module state; closing them from the child could
+  // close the parent's sessions on a network HSM). The next lease() opens and logs in a
+  // fresh session. Leases held at the time of the fork must never be returned.
+  void forget_after_fork() noexcept;
+
   const Token& token() const noexcept { return token_; }
   std::size_t open_sessions() const;
 

@@ -1,0 +1,88 @@
+#include "fork_hooks.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "keysvc/hsm/module.h"
+#include "keysvc/log.h"
+#include "keysvc/ticket_key_service.h"
+
+namespace keysvc {
+
+namespace {
+// Held from prepare() to parent()/child(), so no service comes or goes during a fork.
+// (Unlocked in the child by the forking thread, as glibc does with its own locks.)
+std::mutex& registry_mutex() {
+  static auto* m = new std::mutex();  // never destroyed: handlers may run during exit
+  return *m;
+}
+std::vector<TicketKeyService*>& registry() {
+  static auto* services = new std::vector<TicketKeyService*>();
+  return *services;
+}
+}  // namespace
+
+void ForkHooks::add(TicketKeyService* service) {
+  static std::once_flag installed;
+  std::call_once(installed, [] { pthread_atfork(&ForkHooks::prepare, &ForkHooks::parent, &ForkHooks::child); });
+  std::lock_guard lock(registry_mutex());
+  registry().push_back(service);
+}
+
+void ForkHooks::remove(TicketKeyService* service) noexcept {
+  std::lock_guard lock(registry_mutex());
+  auto& r = registry();
+  r.erase(std::remove(r.begin(), r.end(), service), r.end());
+}
+
+void ForkHooks::prepare() noexcept {
+  registry_mutex().lock();
+  for (auto* s : registry()) s->pause_for_fork();
+}
+
+void ForkHooks::parent() noexcept {
+  for (auto* s : registry()) s->resume_after_fork(false);
+  registry_mutex().unlock();
+}
+
+void ForkHooks::child() noexcept {
+  for (auto* s : registry()) s->resume_after_fork(true);
+  registry_mutex().unlock();
+}
+
+// ------------------------------------------------------------ the service's side
+
+void TicketKeyService::pause_for_fork() noexcept {
+  // No background thread may hold a lock (ours, spdlog's, the module's) or be inside a
+  // PKCS#11 call when the address space is copied: stop and join them.
+  stop_background();
+}
+
+void TicketKeyService::resume_after_fork(bool in_child) noexcept {
+  if (in_child) {
+    try {
+      pool_->token().module()->reinitialize_after_fork();
+    } catch (const std::exception& e) {
+      logger()->warn("C_Initialize after fork failed: {} (the next HSM call will tell)", e.what());
+    }
+    pool_->forget_after_fork();
+    // The old guard's workers and cache entries belong to the parent: leaked on purpose
+    // (destroying them would join threads that do not exist here or close the parent's
+    // session objects).
+    (void)guard_.release();
+    (void)session_copies_.release();
+    if (issue_pool_) issue_pool_->clear();
+  }
+  try {
+    if (in_child) make_hsm_helpers();
+    start_background();
+  } catch (const std::exception& e) {  // out of memory or threads: nothing sensible left to do
+    logger()->critical("cannot restart keysvc after fork: {}", e.what());
+    std::terminate();
+  }
+}
+
+}  // namespace keysvc
