@@ -1,6 +1,7 @@
 // keysvc-tls-server: a small TLS 1.2/1.3 server answering every HTTP request with a
 // short response, with session tickets from keysvc (HSM-backed) or, for comparison,
-// from OpenSSL's built-in ticket keys.
+// from OpenSSL's built-in ticket keys. With [metrics] listen or --metrics-listen it serves
+// Prometheus metrics on http://HOST:PORT/metrics (docs/METRICS.md).
 //
 // Exit codes: 0 after SIGTERM/SIGINT or --max-connections; 1 on a runtime failure;
 // 2 on a usage error. Failures are one line on stderr.
@@ -19,6 +20,9 @@
 #include "keysvc/config.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ticket_adapter.h"
+#include "keysvc/listen_address.h"
+#include "keysvc/prometheus/collector.h"
+#include "keysvc/prometheus/exporter.h"
 #include "keysvc/ticket_key_service.h"
 #include "ossl.h"
 #include "server.h"
@@ -39,6 +43,7 @@ struct Options {
   unsigned threads = 2;
   std::uint64_t max_connections = 0;
   std::string log_level;
+  std::string metrics_listen;  // overrides [metrics] listen
 };
 
 std::string one_line(std::string text) {
@@ -110,11 +115,22 @@ int run(const Options& o) {
   log->info("server key: {}", key.describe());
 
   if (use_keysvc) {
-    keysvc::openssl::install(ctx.get(), std::move(service), {});
+    keysvc::openssl::install(ctx.get(), service, {});
     log->info("session tickets: keysvc");
   } else {
     log->info("session tickets: OpenSSL built-in keys");
   }
+
+  // Prometheus metrics of the service and of ctx's ticket callbacks (docs/METRICS.md).
+  std::unique_ptr<keysvc::prometheus::Exporter> metrics;
+  std::string metrics_listen = o.metrics_listen;
+  if (metrics_listen.empty() && config) metrics_listen = config->metrics.listen;
+  if (use_keysvc && !metrics_listen.empty()) {
+    metrics = std::make_unique<keysvc::prometheus::Exporter>(
+        metrics_listen, std::make_shared<keysvc::prometheus::Collector>(service, ctx.get()));
+    std::fprintf(stderr, "metrics on http://%s/metrics\n", metrics->address().c_str());
+  }
+  service.reset();  // ctx (and the metrics collector) keep it
 
   tls_server::UniqueFd listener = tls_server::listen_on(o.listen);
   const std::string address = tls_server::bound_address(listener.get());
@@ -138,6 +154,7 @@ int run(const Options& o) {
         c.issued, c.issue_failed, c.resumed, c.renewed, c.unknown_key, c.retired_key, c.hsm_error,
         c.rejected_bad_ticket, c.rejected_unopened, c.rejected_too_old, c.empty_ticket, c.pushed);
   }
+  metrics.reset();
   ctx.reset();  // releases the ticket key service (and its token sessions) too
   if (!ok) {
     print_failure("a worker failed; see the log above");
@@ -173,10 +190,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off (default: from the config)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "numeric IPv4 HOST:PORT to serve Prometheus metrics on (/metrics); overrides [metrics] listen")
+      ->check([](const std::string& v) { return keysvc::check_listen_address(v); });
 
   try {
     app.parse(argc, argv);
     if (o.tickets == "keysvc" && o.config.empty()) throw CLI::ValidationError("--tickets keysvc requires --config");
+    if (o.tickets != "keysvc" && !o.metrics_listen.empty())
+      throw CLI::ValidationError("--metrics-listen requires --tickets keysvc");
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
     print_failure(std::string(e.what()) + " (see --help)");

@@ -1,0 +1,223 @@
+// keysvc-tls-server's Prometheus endpoint, end to end: real TLS clients (openssl
+// s_client) drive full and resumed handshakes, curl scrapes /metrics, and every count
+// must match what the clients did. Also the endpoint's error contract (bad or busy
+// address: one line, non-zero exit).
+//
+// Every test name contains "interop" so `ctest -R interop` selects them.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "metrics_scrape.h"
+#include "process.h"
+#include "test_token.h"
+#include "tls_server_process.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using keysvc::test::describe;
+using keysvc::test::parse_exposition;
+using keysvc::test::RunResult;
+using keysvc::test::sample;
+using keysvc::test::scrape_metrics;
+using keysvc::test::TestToken;
+using keysvc::test::tls_test_dir;
+using keysvc::test::TlsServerProcess;
+using keysvc::test::TlsVersion;
+
+using Samples = std::map<std::string, double>;
+
+// The test token's keysvc.toml with `tail` appended. Its issue pool is off, so every
+// ticket is derived when issued and HSM call counts follow the handshakes exactly.
+std::string write_config(const std::string& name, const std::string& tail) {
+  std::ifstream in(TestToken::get().config_path());
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("issue_pool = 0\n") == std::string::npos)
+    throw std::runtime_error("the exact counts below need the test token's issue_pool = 0");
+  const std::string path = TestToken::get().dir() + "/" + name;  // beside the PIN file it names
+  std::ofstream(path) << text.str() << "\n" << tail;
+  return path;
+}
+
+TlsServerProcess start_server(const std::string& config, std::vector<std::string> extra = {}) {
+  return TlsServerProcess(KEYSVC_TLS_SERVER_BIN, {.config = config, .extra = std::move(extra)});
+}
+
+double delta(const Samples& before, const Samples& after, const std::string& series) {
+  const double b = sample(before, series);
+  return sample(after, series) - (b < 0 ? 0 : b);
+}
+
+void full_then_resume(int port, TlsVersion v, int full, int resumed, const std::string& tag) {
+  for (int i = 0; i < full; ++i) {
+    const std::string sess = tls_test_dir() + "/metrics-" + tag + std::to_string(i) + ".pem";
+    RunResult r = keysvc::test::s_client(port, v, "-sess_out", sess);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    ASSERT_NE(r.out.find(std::string("New, ") + keysvc::test::tls_version_name(v)), std::string::npos) << describe(r);
+  }
+  for (int i = 0; i < resumed; ++i) {
+    const std::string sess = tls_test_dir() + "/metrics-" + tag + std::to_string(i % full) + ".pem";
+    RunResult r = keysvc::test::s_client(port, v, "-sess_in", sess);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+    ASSERT_NE(r.out.find(std::string("Reused, ") + keysvc::test::tls_version_name(v)), std::string::npos)
+        << describe(r);
+  }
+}
+
+struct Expected {
+  int issued;       // tickets issued (each derived in the HSM: the issue pool is off)
+  int resumed;      // tickets opened and accepted
+};
+
+// Checks the scrape deltas against what the clients did.
+void expect_counts(const Samples& before, const Samples& after, const Expected& want, const std::string& key) {
+  SCOPED_TRACE("encrypt key " + key);
+  // The OpenSSL callbacks and the service.
+  EXPECT_EQ(delta(before, after, R"(keysvc_tls_tickets_total{event="issued"})"), want.issued);
+  EXPECT_EQ(delta(before, after, R"(keysvc_tls_tickets_total{event="resumed"})"), want.resumed);
+  EXPECT_EQ(delta(before, after, R"(keysvc_tls_tickets_total{event="issue_failed"})"), 0);
+  EXPECT_EQ(delta(before, after, "keysvc_service_issued_total"), want.issued);
+  EXPECT_EQ(delta(before, after, "keysvc_service_opened_total"), want.resumed);
+  EXPECT_EQ(delta(before, after, "keysvc_service_issued_from_pool_total"), 0);
+  // Per key name.
+  EXPECT_EQ(delta(before, after, R"(keysvc_tickets_total{key=")" + key + R"(",outcome="issued"})"), want.issued);
+  // Two HMACs in the token per derivation, each a C_SignInit and a C_Sign, none failed.
+  const int signs = 2 * (want.issued + want.resumed);
+  EXPECT_EQ(delta(before, after, "keysvc_service_hsm_sign_calls_total"), signs);
+  EXPECT_EQ(delta(before, after, R"(keysvc_hsm_call_seconds_count{function="C_Sign"})"), signs);
+  EXPECT_EQ(delta(before, after, R"(keysvc_hsm_call_seconds_count{function="C_SignInit"})"), signs);
+  EXPECT_EQ(delta(before, after, R"(keysvc_hsm_call_seconds_bucket{function="C_Sign",le="+Inf"})"), signs);
+  EXPECT_GT(delta(before, after, R"(keysvc_hsm_call_seconds_sum{function="C_Sign"})"), 0);
+  EXPECT_EQ(delta(before, after, "keysvc_service_hsm_errors_total"), 0);
+}
+
+TEST(interop_metrics, ScrapeCountsEqualTheHandshakesDriven) {
+  const std::string config = write_config("metrics.toml", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+  TlsServerProcess server = start_server(config);
+  const auto port = server.metrics_port();
+  ASSERT_TRUE(port.has_value()) << server.process().err();
+
+  const Samples before = parse_exposition(scrape_metrics(*port));
+  // The encrypt generation's name, from its info gauge.
+  std::string key;
+  for (const auto& [series, value] : before)
+    if (series.starts_with("keysvc_encrypt_key_info{key=\"") && value == 1) key = series.substr(29, 32);
+  ASSERT_EQ(key.size(), 32u) << scrape_metrics(*port);
+
+  // TLS 1.3: two tickets per full handshake; a resumption opens one and gets one fresh.
+  constexpr int kFull = 3, kResumed = 4;
+  full_then_resume(server.port(), TlsVersion::kTls13, kFull, kResumed, "13-");
+  const Samples after13 = parse_exposition(scrape_metrics(*port));
+  expect_counts(before, after13, {.issued = 2 * kFull + kResumed, .resumed = kResumed}, key);
+
+  // TLS 1.2: one ticket per full handshake; a resumption under the current generation
+  // opens it and issues none.
+  full_then_resume(server.port(), TlsVersion::kTls12, 2, 3, "12-");
+  const Samples after12 = parse_exposition(scrape_metrics(*port));
+  expect_counts(after13, after12, {.issued = 2, .resumed = 3}, key);
+
+  // Histogram buckets are cumulative and end at the count.
+  const std::string text = scrape_metrics(*port);
+  const Samples now = parse_exposition(text);
+  const std::string prefix = R"(keysvc_hsm_call_seconds_bucket{function="C_Sign",le=")";
+  std::map<double, double> buckets;  // upper bound -> cumulative count
+  for (const auto& [series, value] : now)
+    if (series.starts_with(prefix)) buckets[std::stod(series.substr(prefix.size()))] = value;  // "+Inf" -> inf
+  ASSERT_EQ(buckets.size(), 21u) << text;
+  double previous = 0;
+  for (const auto& [bound, cumulative] : buckets) {
+    EXPECT_GE(cumulative, previous) << "le=" << bound;
+    previous = cumulative;
+  }
+  EXPECT_EQ(sample(now, R"(keysvc_hsm_call_seconds_bucket{function="C_Sign",le="+Inf"})"),
+            sample(now, R"(keysvc_hsm_call_seconds_count{function="C_Sign"})"));
+  EXPECT_NE(text.find("# TYPE keysvc_hsm_call_seconds histogram"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE keysvc_tickets_total counter"), std::string::npos) << text;
+  EXPECT_EQ(text.find(TestToken::get().pin()), std::string::npos) << "the PIN appears in the metrics";
+
+  const std::string log = server.stop();
+  EXPECT_NE(log.find("keysvc tickets: issued=" + std::to_string(2 * kFull + kResumed + 2) + " "), std::string::npos)
+      << log;
+}
+
+TEST(interop_metrics, FlagOverridesTheConfigAndOffMeansNoEndpoint) {
+  TlsServerProcess off = start_server(write_config("metrics-off.toml", ""));
+  EXPECT_FALSE(off.metrics_port().has_value()) << off.process().err();
+  off.stop();
+
+  TlsServerProcess on = start_server(write_config("metrics-off2.toml", ""), {"--metrics-listen", "127.0.0.1:0"});
+  const auto port = on.metrics_port();
+  ASSERT_TRUE(port.has_value()) << on.process().err();
+  const Samples s = parse_exposition(scrape_metrics(*port));
+  EXPECT_EQ(sample(s, "keysvc_service_issued_total"), 0);
+  EXPECT_GE(sample(s, "keysvc_generations"), 1);
+  EXPECT_GE(sample(s, "keysvc_hsm_sessions_open"), 1);
+  EXPECT_GE(sample(s, R"(keysvc_hsm_call_seconds_count{function="C_Login"})"), 1);
+  on.stop();
+}
+
+// ---- errors: one line, non-zero exit, nothing served ----
+
+RunResult run_server(std::vector<std::string> args) {
+  // Log level warn: the failure must be the only line.
+  std::vector<std::string> argv = {KEYSVC_TLS_SERVER_BIN, "--listen", "127.0.0.1:0", "--cert",
+                                   keysvc::test::tls_cert_path(), "--key", keysvc::test::tls_key_path(),
+                                   "--log-level", "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return keysvc::test::run(argv, "", 20s);
+}
+
+void expect_one_line_failure(const RunResult& r, int code, const std::string& what) {
+  EXPECT_EQ(r.exit_code, std::optional<int>(code)) << describe(r);
+  EXPECT_EQ(keysvc::test::count_lines(r.err), 1u) << describe(r);
+  EXPECT_NE(r.err.find(what), std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find(TestToken::get().pin()), std::string::npos) << describe(r);
+}
+
+TEST(interop_metrics, MalformedFlagIsAUsageError) {
+  const std::string config = TestToken::get().config_path();
+  expect_one_line_failure(run_server({"--config", config, "--metrics-listen", "localhost:9464"}), 2,
+                          "'localhost' is not a numeric IPv4 address");
+  expect_one_line_failure(run_server({"--config", config, "--metrics-listen", "127.0.0.1"}), 2,
+                          "expected a numeric IPv4 HOST:PORT");
+  expect_one_line_failure(run_server({"--tickets", "openssl", "--metrics-listen", "127.0.0.1:0"}), 2,
+                          "--metrics-listen requires --tickets keysvc");
+}
+
+TEST(interop_metrics, MalformedConfigIsOneLine) {
+  const std::string config = write_config("metrics-bad.toml", "[metrics]\nlisten = \"127.0.0.1:99999\"\n");
+  expect_one_line_failure(run_server({"--config", config}), 1, "metrics.listen: bad port '99999'");
+}
+
+TEST(interop_metrics, BusyAddressIsOneLine) {
+  // Hold a listening socket on a free port, then ask the server to serve metrics there.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string busy = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  // The service logs at the config's level while it opens: warn, so the failure is alone.
+  const std::string config = write_config("metrics-busy.toml", "[log]\nlevel = \"warn\"\n");
+  expect_one_line_failure(run_server({"--config", config, "--metrics-listen", busy}), 1,
+                          "cannot serve metrics on " + busy + ": Address already in use");
+  ::close(fd);
+}
+
+}  // namespace

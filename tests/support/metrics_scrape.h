@@ -1,0 +1,21 @@
+// Reading Prometheus metrics in tests: a real scrape with curl, and the samples of the
+// text exposition format by series.
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace keysvc::test {
+
+// GET http://127.0.0.1:PORT/metrics with curl; the body. Throws std::runtime_error if
+// curl fails or the answer is not HTTP 200.
+std::string scrape_metrics(int port);
+
+// Every sample of a text exposition: "name{label="value",...}" (exactly as printed) or
+// "name" -> value. Comment lines (# HELP, # TYPE) are skipped.
+std::map<std::string, double> parse_exposition(const std::string& text);
+
+// parse_exposition(text)[series], or -1 if the series is absent.
+double sample(const std::map<std::string, double>& samples, const std::string& series);
+
+}  // namespace keysvc::test
