@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "keysvc/audit_trail.h"
+#include "keysvc/hsm/error.h"
 #include "keysvc/ticket_key_service.h"
 
 namespace keysvcctl {
@@ -47,7 +49,14 @@ keysvc::Config Cli::load_config() const {
 
 std::unique_ptr<keysvc::hsm::SessionPool> Cli::open_pool(keysvc::Config* loaded) const {
   keysvc::Config config = load_config();
-  auto pool = keysvc::open_session_pool(config);
+  std::unique_ptr<keysvc::hsm::SessionPool> pool;
+  try {
+    pool = keysvc::open_session_pool(config);
+  } catch (const keysvc::hsm::Pkcs11Error& e) {
+    if (keysvc::audit::is_login_failure(e.rv()))
+      keysvc::audit::record_login_failure(config, keysvc::audit::Writer::kTool, keysvc::hsm::rv_name(e.rv()));
+    throw;
+  }
   if (loaded) *loaded = std::move(config);
   return pool;
 }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cli.h"
+#include "lifecycle.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
@@ -95,11 +96,13 @@ int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
   auto pool = cli.open_pool(&config);
   const std::int64_t now = unix_now();
+  TokenChange change(config, *pool, now);
   keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
     return token_store::create_generation(
         s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
         keysvc::copyable(config.rotation));
   });
+  change.commit(now);
   if (json) {
     Json j;
     j.set("name", keysvc::to_hex(g.name));
@@ -122,8 +125,10 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
     return g ? std::optional(g->name) : std::nullopt;
   };
   const bool was_active = encrypting() == name;
+  TokenChange change(config, *pool, now);
   if (!keysvc::revoke(*pool, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
+  change.commit(now);
   std::optional<keysvc::KeyName> now_encrypting = encrypting();
   if (json) {
     Json j;
@@ -141,8 +146,10 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
 
 int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
   const keysvc::KeyName name = parse_name(name_text);
-  auto pool = cli.open_pool();
+  keysvc::Config config;
+  auto pool = cli.open_pool(&config);
   const std::int64_t now = unix_now();
+  TokenChange change(config, *pool, now);
   bool was_active = false;
   bool found = pool->run([&](keysvc::hsm::Session& s) {
     keysvc::KeyRing ring = token_store::load(s);
@@ -154,6 +161,7 @@ int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
     return true;
   });
   if (!found) throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
+  change.commit(now);
   if (json) {
     Json j;
     j.set("destroyed", keysvc::to_hex(name));

@@ -10,8 +10,10 @@
 #include <memory>
 
 #include "cli.h"
+#include "lifecycle.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
+#include "keysvc/token_store.h"
 #include "keysvc/ticket_key_service.h"
 #include "output.h"
 
@@ -93,11 +95,24 @@ struct RotateOptions {
   std::string every;
 };
 
+// Runs the rotator; when it has something to do, records the changes in keysvcctl's
+// audit trail (lifecycle.h) before returning.
+keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::hsm::SessionPool& pool,
+                                       std::int64_t now) {
+  keysvc::KeyRing ring = pool.run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  if (!config.audit.enabled() || keysvc::plan_rotation(ring, now, config.rotation).empty())
+    return keysvc::rotate(pool, now, config.rotation);
+  TokenChange change(config, pool, now);
+  keysvc::RotationResult r = keysvc::rotate(pool, now, config.rotation);
+  change.commit(now);
+  return r;
+}
+
 int rotate_once(const Cli& cli, bool json) {
   keysvc::Config config;
   auto pool = cli.open_pool(&config);
   const std::int64_t now = unix_now();
-  keysvc::RotationResult r = keysvc::rotate(*pool, now, config.rotation);
+  keysvc::RotationResult r = rotate_recorded(config, *pool, now);
   if (json) {
     std::cout << result_json(r, now).dump() << '\n';
   } else if (r.created.empty() && r.destroyed.empty()) {
@@ -132,7 +147,7 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
     try {
       if (!pool) pool = keysvc::open_session_pool(config);
       const std::int64_t now = unix_now();
-      keysvc::RotationResult r = keysvc::rotate(*pool, now, config.rotation);
+      keysvc::RotationResult r = rotate_recorded(config, *pool, now);
       if (json) std::cout << result_json(r, now).dump_line() << '\n';
       else print_text(r);
       std::cout.flush();

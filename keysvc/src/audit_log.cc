@@ -97,7 +97,8 @@ Render render(const Event& event) {
         } else if constexpr (std::is_same_v<T, LoginFailed>) {
           return {"login_failed", ",\"token\":" + quote(e.token) + ",\"rv\":" + quote(e.rv)};
         } else if constexpr (std::is_same_v<T, HsmError>) {
-          return {"hsm_error", ",\"operation\":" + quote(e.operation) + ",\"rv\":" + quote(e.rv)};
+          return {"hsm_error", ",\"operation\":" + quote(e.operation) + ",\"rv\":" + quote(e.rv) +
+                                   ",\"count\":" + std::to_string(e.count)};
         } else if constexpr (std::is_same_v<T, ConfigLoaded>) {
           return {"config_loaded", ",\"path\":" + quote(e.path)};
         } else if constexpr (std::is_same_v<T, UsageSummary>) {
@@ -131,18 +132,33 @@ class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
     std::unique_lock<std::mutex> lock(count_mutex_);
     flushed_cv_.wait(lock, [&] { return flushes_ >= n; });
   }
+  // The first write, flush or fsync failure, if any (the worker thread only reports
+  // errors to spdlog's error handler; flush() turns this into an exception).
+  std::string error() {
+    std::lock_guard<std::mutex> lock(count_mutex_);
+    return error_;
+  }
 
  protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override { file_.log(msg); }
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    try {
+      file_.log(msg);
+    } catch (const std::exception& e) {
+      fail(e.what());
+      throw;
+    }
+  }
   void flush_() override {
-    file_.flush();
+    try {
+      file_.flush();
+    } catch (const std::exception& e) {
+      fail(e.what());
+    }
     if (fsync_) {
       // fsync on any descriptor of the file writes its dirty pages.
       int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd >= 0) {
-        (void)::fsync(fd);
-        ::close(fd);
-      }
+      if (fd < 0 || ::fsync(fd) != 0) fail("fsync failed");
+      if (fd >= 0) ::close(fd);
     }
     {
       std::lock_guard<std::mutex> lock(count_mutex_);
@@ -158,6 +174,12 @@ class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
   std::mutex count_mutex_;
   std::condition_variable flushed_cv_;
   std::uint64_t flushes_ = 0;
+  std::string error_;
+
+  void fail(const std::string& what) {
+    std::lock_guard<std::mutex> lock(count_mutex_);
+    if (error_.empty()) error_ = what.empty() ? "write failed" : what;
+  }
 };
 
 std::string host_name() {
@@ -334,6 +356,7 @@ std::uint64_t AuditLog::append_durable(const Event& event) {
 void AuditLog::flush() {
   std::shared_ptr<NotifyingFileSink> sink;
   std::uint64_t target = 0;
+  std::string path;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!file_) return;
@@ -341,13 +364,17 @@ void AuditLog::flush() {
     // n-th flush the sink performs (nothing else flushes it: flush_on is off).
     target = ++file_->flush_requests;
     sink = file_->sink;
+    path = file_->path;
     file_->logger->flush();
   }
   sink->wait_for(target);
+  if (std::string error = sink->error(); !error.empty())
+    throw std::runtime_error("audit log " + path + ": cannot write: " + error);
 }
 
 void AuditLog::seal_locked() {
   if (head_.seq == last_seal_seq_) return;  // nothing since the last seal
+  if (!sealer_.hmac) return;                 // a writer without a token: a later writer seals
   const Hash head = head_.hash;
   const std::uint64_t seq = head_.seq + 1;
   std::vector<std::uint8_t> message = seal_message(seq, head);

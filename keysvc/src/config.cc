@@ -27,7 +27,7 @@ class Reader {
  public:
   Reader(const toml::table& root, std::string source) : root_(root), source_(std::move(source)) {
     for (auto&& [k, v] : root_) {
-      static const std::set<std::string> sections{"hsm", "tickets", "rotation", "log", "metrics"};
+      static const std::set<std::string> sections{"hsm", "tickets", "rotation", "log", "audit", "metrics"};
       if (!v.is_table() || !sections.count(std::string(k.str())))
         throw ConfigError(where(source_, k.source()) + "unknown section '" + std::string(k.str()) + "'");
     }
@@ -159,6 +159,11 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
   rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
   c.log_level = r.string("log", "level", "info");
+  c.audit.path = resolve(base_dir, r.string("audit", "path", ""));
+  c.audit.seal_interval = r.duration("audit", "seal_interval", c.audit.seal_interval);
+  c.audit.summary_interval = r.duration("audit", "summary_interval", c.audit.summary_interval);
+  c.audit.per_handshake = r.boolean("audit", "per_handshake", c.audit.per_handshake);
+  c.audit.fsync = r.boolean("audit", "fsync", c.audit.fsync);
   c.metrics.listen = r.string("metrics", "listen", "");
   r.reject_unknown();
 
@@ -195,7 +200,9 @@ Config Config::load_file(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   std::string dir = std::filesystem::absolute(path).parent_path().string();
-  return parse(text.str(), path, dir);
+  Config c = parse(text.str(), path, dir);
+  c.source = std::filesystem::absolute(path).lexically_normal().string();
+  return c;
 }
 
 }  // namespace keysvc

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include "keysvc/audit_trail.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/token.h"
@@ -50,12 +51,27 @@ TicketKeyService::~TicketKeyService() {
   refill_wake_.notify_all();
   if (refresher_.joinable()) refresher_.join();
   if (refiller_.joinable()) refiller_.join();
+  if (audit_) audit_->close();  // the final usage record and seal, while the token is there
+}
+
+void TicketKeyService::record(const KeyName& name, TicketOutcome outcome) noexcept {
+  usage_.record(name, outcome);
+  if (audit_) audit_->handshake(name, outcome);
 }
 
 std::shared_ptr<TicketKeyService> TicketKeyService::open(const Config& config, Clock clock) {
   set_log_level(config.log_level);
   if (!clock) clock = [] { return std::chrono::system_clock::now(); };
-  std::shared_ptr<TicketKeyService> service(new TicketKeyService(config, std::move(clock), open_session_pool(config)));
+  std::unique_ptr<hsm::SessionPool> pool;
+  try {
+    pool = open_session_pool(config);
+  } catch (const hsm::Pkcs11Error& e) {
+    if (audit::is_login_failure(e.rv())) audit::record_login_failure(config, audit::Writer::kServer, hsm::rv_name(e.rv()));
+    throw;
+  }
+  std::shared_ptr<TicketKeyService> service(new TicketKeyService(config, std::move(clock), std::move(pool)));
+  service->audit_ = audit::AuditTrail::open(config, audit::Writer::kServer, service->pool_.get(),
+                                            [raw = service.get()] { return raw->usage(); });
   service->reload();
   std::int64_t now = service->unix_now();
   if (service->ring()->encrypt_generation(now) == nullptr &&
@@ -119,6 +135,7 @@ void TicketKeyService::reload() {
     for (const auto& g : ring->generations()) names.push_back(g.name);
     usage_.track(names);
   }
+  if (audit_) audit_->ring_loaded(*ring, unix_now(), *pool_);
   std::int64_t now = unix_now();
   auto previous = ring_.exchange(ring);
   const Generation* before = previous->encrypt_generation(now);
@@ -219,7 +236,7 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
     if (taken) {
       counters_.issued_from_pool.fetch_add(1, std::memory_order_relaxed);
       counters_.issued.fetch_add(1, std::memory_order_relaxed);
-      usage_.record(out.name, TicketOutcome::kIssued);
+      record(out.name, TicketOutcome::kIssued);
       return true;
     }
   }
@@ -227,7 +244,7 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   out.name = g->name;
   if (!derive(ring, out.name, out.iv, out.keys)) return false;
   counters_.issued.fetch_add(1, std::memory_order_relaxed);
-  usage_.record(out.name, TicketOutcome::kIssued);
+  record(out.name, TicketOutcome::kIssued);
   return true;
 }
 
@@ -260,17 +277,17 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
   const Generation* g = ring->find(name);
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
-    usage_.record(name, TicketOutcome::kUnknownKey);
+    record(name, TicketOutcome::kUnknownKey);
     return OpenStatus::kUnknownKey;
   }
   std::int64_t now = unix_now();
   if (!KeyRing::decrypts(*g, now, config_.rotation.clock_skew.count())) {
     counters_.retired_key.fetch_add(1, std::memory_order_relaxed);
-    usage_.record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);
+    record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);
     return OpenStatus::kRetired;
   }
   if (!derive(ring, name, iv, out)) {
-    usage_.record(name, TicketOutcome::kHsmError);
+    record(name, TicketOutcome::kHsmError);
     return OpenStatus::kHsmError;
   }
   counters_.opened.fetch_add(1, std::memory_order_relaxed);

@@ -43,6 +43,17 @@ class TicketAdapterTest : public ::testing::TestWithParam<int> {
   Handshake resume(SSL_SESSION* s) { return test::handshake(server_.get(), client_.get(), s); }
   void advance(int seconds) { offset_ += seconds; }
   TicketCallbackCounters stats() const { return counters(server_.get()); }
+  // The service's per-key usage counter (usage.h) for `name` and `outcome`.
+  std::uint64_t used(const KeyName& name, TicketOutcome outcome) const {
+    const KeyUsage* k = service_->usage().find(name);
+    return k ? k->counters[static_cast<std::size_t>(outcome)] : 0;
+  }
+  static KeyName name_of(SSL_SESSION* s) {
+    auto t = test::ticket_of(s);
+    KeyName n{};
+    std::copy(t.begin(), t.begin() + 16, n.begin());
+    return n;
+  }
   bool tls13() const { return GetParam() == TLS1_3_VERSION; }
 
   // A full handshake that must succeed with at least one ticket.
@@ -110,6 +121,10 @@ TEST_P(TicketAdapterTest, TicketResumes) {
   EXPECT_TRUE(h.reused);
   EXPECT_EQ(stats().resumed, 1u);
   EXPECT_EQ(stats().renewed, 0u);
+  const KeyName name = name_of(session.get());
+  EXPECT_EQ(used(name, TicketOutcome::kResumed), 1u);
+  EXPECT_EQ(used(name, TicketOutcome::kRenewed), 0u);
+  EXPECT_EQ(used(name, TicketOutcome::kIssued), tls13() ? 3u : 1u);  // + the fresh TLS 1.3 ticket
   // TLS 1.3 clients use a ticket once: like OpenSSL's own keys, send exactly one fresh
   // ticket after a TLS 1.3 resumption, and it resumes too. TLS 1.2 keeps its ticket.
   ASSERT_EQ(h.tickets.size(), tls13() ? 1u : 0u);
@@ -129,6 +144,9 @@ TEST_P(TicketAdapterTest, TicketUnderOlderGenerationResumesAndIsRenewed) {
   ASSERT_TRUE(h.ok) << h.error;
   EXPECT_TRUE(h.reused);
   EXPECT_EQ(stats().renewed, 1u);
+  EXPECT_EQ(used(old_name, TicketOutcome::kResumed), 1u);
+  EXPECT_EQ(used(old_name, TicketOutcome::kRenewed), 1u);
+  EXPECT_EQ(used(*service_->encrypt_key_name(), TicketOutcome::kIssued), 1u);
   ASSERT_EQ(h.tickets.size(), 1u);  // exactly one new ticket, under the new generation
   auto t = test::ticket_of(h.last());
   EXPECT_TRUE(std::equal(t.begin(), t.begin() + 16, service_->encrypt_key_name()->begin()));
@@ -142,6 +160,7 @@ TEST_P(TicketAdapterTest, FlippedBitInKeyNameGivesFullHandshake) {
   auto forged = test::with_ticket(session.get(), bytes);
   expect_full_handshake_with_fresh_tickets(forged.get());
   EXPECT_EQ(stats().unknown_key, 1u);
+  EXPECT_EQ(used(name_of(forged.get()), TicketOutcome::kUnknownKey), 1u);
 }
 
 TEST_P(TicketAdapterTest, FlippedBitInIvCiphertextOrMacGivesFullHandshake) {
@@ -160,6 +179,7 @@ TEST_P(TicketAdapterTest, FlippedBitInIvCiphertextOrMacGivesFullHandshake) {
   }
   EXPECT_EQ(stats().rejected_bad_ticket, std::size(offsets));
   EXPECT_EQ(stats().resumed, 0u);
+  EXPECT_EQ(used(name_of(session.get()), TicketOutcome::kMacFailure), std::size(offsets));
   // The untouched ticket still resumes.
   Handshake h = resume(session.get());
   EXPECT_TRUE(h.reused);
@@ -177,6 +197,9 @@ TEST_P(TicketAdapterTest, TruncatedTicketsGiveFullHandshakes) {
     EXPECT_FALSE(h.reused) << "kept " << keep;
     EXPECT_FALSE(h.tickets.empty()) << "kept " << keep;
   }
+  // Every truncation long enough to carry a key name counts as a MAC failure under it
+  // (16 and 31 bytes: OpenSSL refuses them before asking keysvc).
+  EXPECT_EQ(used(name_of(session.get()), TicketOutcome::kMacFailure), 6u);
 }
 
 TEST_P(TicketAdapterTest, RandomKeyNamesNeverReachTheHsm) {
@@ -229,6 +252,7 @@ TEST_P(TicketAdapterTest, MaxSessionAgeIsEnforcedAcrossRenewals) {
   EXPECT_FALSE(too_old.reused);
   EXPECT_FALSE(too_old.tickets.empty());
   EXPECT_EQ(stats().rejected_too_old, 1u);
+  EXPECT_EQ(used(name_of(renewed.last()), TicketOutcome::kMaxSessionAge), 1u);
 
   Handshake young = resume(fresh.get());  // chain began at t=60: 60 s old
   ASSERT_TRUE(young.ok) << young.error;

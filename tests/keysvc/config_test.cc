@@ -160,6 +160,33 @@ TEST(Config, IntegerDurationsAreSeconds) {
   EXPECT_EQ(c.tickets.max_session_age, 7200s);
 }
 
+TEST(Config, AuditSection) {
+  Config off = Config::parse(kMinimal, "t", "/base");
+  EXPECT_FALSE(off.audit.enabled());
+  EXPECT_EQ(off.audit.seal_interval, 60s);
+  EXPECT_EQ(off.audit.summary_interval, 60s);
+  EXPECT_FALSE(off.audit.per_handshake);
+  EXPECT_TRUE(off.audit.fsync);
+  EXPECT_FALSE(Config::parse(kMinimal + "[audit]\npath = \"\"\n", "t", "/base").audit.enabled());
+  Config on = Config::parse(kMinimal +
+                                "[audit]\npath = \"log/audit.jsonl\"\nseal_interval = \"5m\"\n"
+                                "summary_interval = 30\nper_handshake = true\nfsync = false\n",
+                            "t", "/base");
+  EXPECT_TRUE(on.audit.enabled());
+  EXPECT_EQ(on.audit.path, "/base/log/audit.jsonl");
+  EXPECT_EQ(on.audit.seal_interval, 5min);
+  EXPECT_EQ(on.audit.summary_interval, 30s);
+  EXPECT_TRUE(on.audit.per_handshake);
+  EXPECT_FALSE(on.audit.fsync);
+}
+
+TEST(ConfigErrors, AuditSectionIsStrict) {
+  expect_error(kMinimal + "[audit]\npath = \"a\"\nseal = \"1m\"\n", 6, "unknown key 'audit.seal'");
+  expect_error(kMinimal + "[audit]\nseal_interval = \"1y\"\n", 5, "audit.seal_interval");
+  expect_error(kMinimal + "[audit]\nper_handshake = \"yes\"\n", 5, "audit.per_handshake must be true or false");
+  expect_error(kMinimal + "[audit]\npath = 7\n", 5, "audit.path must be a string");
+}
+
 TEST(ConfigErrors, UnknownKey) {
   expect_error(kMinimal + "sesions = 4\n", 4, "unknown key 'hsm.sesions'");
   expect_error(kMinimal + "[tickets]\nlifetime = \"1h\"\nlifetyme = \"2h\"\n", 6, "unknown key 'tickets.lifetyme'");

@@ -95,6 +95,7 @@ struct LastOpen {
   const SSL* ssl = nullptr;
   bool opened = false;
   bool older_generation = false;  // renewing because the ticket's generation is older
+  KeyName name{};                 // the presented ticket's key name
 };
 thread_local LastOpen t_last_open;
 
@@ -138,7 +139,8 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
 // problem must not abort the handshake.
 int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                 EVP_MAC_CTX* hctx) {
-  t_last_open = {s, false, false};
+  t_last_open = {s, false, false, {}};
+  std::memcpy(t_last_open.name.data(), key_name, kKeyNameBytes);
   WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   if (!kctx) {
@@ -165,6 +167,7 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
   if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes, iv, nullptr) != 1 ||
       !set_mac_key(st, hctx, out.bytes + kTicketKeyBytes)) {
     st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
+    st.service->record(t_last_open.name, TicketOutcome::kDecryptFailure);
     return 0;
   }
   t_last_open.opened = true;
@@ -210,13 +213,43 @@ int generate_app_data_cb(SSL* s, void* arg) {
 
 // Called after a ticket was (or could not be) decrypted. See FIELD-NOTES: never touch
 // the session unless the status is a success.
-SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsigned char*, std::size_t,
-                                      SSL_TICKET_STATUS status, void* arg) {
+//
+// Per-key usage (TicketKeyService::record; the service itself counts issued, unknown key,
+// expired, revoked and HSM errors). What OpenSSL 3.0 exposes here is only the final
+// status of tls_decrypt_ticket (ssl/t1_lib.c), which after our callback returned a key
+// checks, in order: the ticket is longer than name + IV + MAC, the HMAC matches
+// (CRYPTO_memcmp), EVP_DecryptUpdate/Final (CBC padding), d2i_SSL_SESSION with no
+// trailing bytes; every one of these failing gives the same SSL_TICKET_NO_DECRYPT. So:
+//   mac_failure      NO_DECRYPT for a ticket keysvc opened keys for. The MAC is checked
+//                    first, and a ticket that passes it was made by a holder of the
+//                    per-ticket key, so in practice this is a forged, corrupted or
+//                    truncated ticket. Also tickets OpenSSL refused before asking keysvc
+//                    (shorter than name + IV), counted under the 16-byte name they start
+//                    with when they have one.
+//   decrypt_failure  the ticket decrypted and parsed (SUCCESS) but keysvc's app-data record
+//                    in it is missing or malformed, or the derived keys could not be set up
+//                    in OpenSSL's cipher/MAC contexts (open_ticket).
+//   max_session_age  the record's original authentication time is too old.
+//   resumed          accepted; renewed: accepted and replaced because its generation is
+//                    older than the encrypt generation (TLS 1.3's fresh ticket after every
+//                    resumption is counted as issued, not renewed).
+SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsigned char* keyname,
+                                      std::size_t keyname_len, SSL_TICKET_STATUS status, void* arg) {
   auto* st = static_cast<AdapterState*>(arg);
   const bool asked = t_last_open.ssl == s;
   const bool opened_here = asked && t_last_open.opened;
   const bool older_generation = opened_here && t_last_open.older_generation;
+  std::optional<KeyName> name;
+  if (asked) {
+    name = t_last_open.name;
+  } else if (keyname != nullptr && keyname_len == kKeyNameBytes) {
+    name.emplace();
+    std::memcpy(name->data(), keyname, kKeyNameBytes);
+  }
   t_last_open = {};
+  auto record = [&](TicketOutcome outcome) {
+    if (name) st->service->record(*name, outcome);
+  };
   switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
@@ -227,6 +260,7 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
       // was counted there already (unknown, retired, HSM error).
       if (opened_here) st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
       if (!asked) st->counters.rejected_unopened.fetch_add(1, std::memory_order_relaxed);
+      if (opened_here || !asked) record(TicketOutcome::kMacFailure);
       return SSL_TICKET_RETURN_IGNORE_RENEW;
     case SSL_TICKET_EMPTY:  // the client asks for a ticket
       st->counters.empty_ticket.fetch_add(1, std::memory_order_relaxed);
@@ -234,18 +268,24 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
     default:
       return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
-  auto record = read_app_data(session);
-  if (!record) {
+  auto app_data = read_app_data(session);
+  if (!app_data) {
     st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
+    record(TicketOutcome::kDecryptFailure);
     return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
-  if (unix_now(*st) - record->auth_time > st->max_session_age) {
+  if (unix_now(*st) - app_data->auth_time > st->max_session_age) {
     st->counters.rejected_too_old.fetch_add(1, std::memory_order_relaxed);
+    record(TicketOutcome::kMaxSessionAge);
     return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
   st->counters.resumed.fetch_add(1, std::memory_order_relaxed);
+  record(TicketOutcome::kResumed);
   if (status == SSL_TICKET_SUCCESS_RENEW) {
-    if (older_generation) st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
+    if (older_generation) {
+      st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
+      record(TicketOutcome::kRenewed);
+    }
     return SSL_TICKET_RETURN_USE_RENEW;
   }
   return SSL_TICKET_RETURN_USE;

@@ -82,6 +82,8 @@ std::string hex(std::span<const std::uint8_t> bytes);
 Hash sha256(std::string_view bytes);
 
 // Computes the seal MAC in the token: HMAC-SHA256 under the audit key over `message`.
+// An empty `hmac` never seals (a writer that could not log in to the token: its records
+// stay unsealed until a later writer of the same file seals, which covers them).
 struct Sealer {
   std::string key_id_hex;  // the audit key's CKA_ID, written in every seal record
   std::function<Mac(std::span<const std::uint8_t> message)> hmac;
@@ -111,6 +113,7 @@ struct LoginFailed {
 struct HsmError {
   std::string operation;  // "C_SignInit", "derive_for_open", ...
   std::string rv;
+  std::uint64_t count = 1;  // errors of this kind since the previous record of it (rate limit)
 };
 struct ConfigLoaded { std::string path; };
 
@@ -207,8 +210,10 @@ class AuditLog {
   // per_handshake off, or after close()).
   std::uint64_t append(const Event& event);
   // append() + flush(): for lifecycle events, before the command reports success.
+  // Throws what flush() throws.
   std::uint64_t append_durable(const Event& event);
-  // Waits until every record appended so far is in the file (see above).
+  // Waits until every record appended so far is in the file (see above). Throws
+  // std::runtime_error if writing, flushing or fsync'ing the file has failed.
   void flush();
   // Writes a seal record now (if any record follows the last seal) and flushes. Throws
   // what the Sealer throws.

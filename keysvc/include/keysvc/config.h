@@ -37,6 +37,18 @@
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off
 //
+//   [audit]                   # the tamper-evident audit trail (audit_trail.h, docs/AUDIT.md)
+//   path             = ""     # the server's JSON Lines file; empty or absent: no audit log.
+//                             # keysvcctl writes to its own file next to it, with
+//                             # "-keysvcctl" before the extension (audit_trail.h)
+//   seal_interval    = "60s"  # seal (HMAC in the token) this often when records were added;
+//                             # 0: only at shutdown. The tail after the last seal is
+//                             # reported "unsealed" by verify until the next seal
+//   summary_interval = "60s"  # write a usage record per key name this often (and at
+//                             # shutdown); 0: only at shutdown
+//   per_handshake    = false  # also one record per ticket outcome (costly on busy servers)
+//   fsync            = true   # lifecycle events are fsync'ed before a command reports success
+//
 //   [metrics]                 # Prometheus metrics (docs/METRICS.md)
 //   listen = ""               # numeric IPv4 HOST:PORT where keysvc-tls-server serves
 //                             # /metrics, e.g. "127.0.0.1:9464" (listen_address.h);
@@ -79,12 +91,23 @@ struct MetricsConfig {
   bool enabled() const noexcept { return !listen.empty(); }
 };
 
+struct AuditConfig {
+  std::string path;  // empty: no audit log
+  std::chrono::seconds seal_interval{60};
+  std::chrono::seconds summary_interval{60};
+  bool per_handshake = false;
+  bool fsync = true;
+  bool enabled() const noexcept { return !path.empty(); }
+};
+
 struct Config {
   MetricsConfig metrics;
   HsmConfig hsm;
   TicketConfig tickets;
   RotationPolicy rotation;
   std::string log_level = "info";
+  AuditConfig audit;
+  std::string source;  // the file it was loaded from (load_file), for the audit log
 
   // Loads and validates a file. Throws ConfigError with "FILE:LINE: what" on the first
   // problem.

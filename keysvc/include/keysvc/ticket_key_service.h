@@ -28,6 +28,10 @@
 
 namespace keysvc {
 
+namespace audit {
+class AuditTrail;
+}
+
 // Wall-clock source; injectable so tests can move time.
 using Clock = std::function<std::chrono::system_clock::time_point()>;
 
@@ -117,7 +121,10 @@ class TicketKeyService {
   UsageSnapshot usage() const { return usage_.snapshot(); }
   // Counts an outcome only the TLS integration can see (resumed, renewed, MAC or decrypt
   // failure, max session age) for the ticket under `name`. Never throws.
-  void record(const KeyName& name, TicketOutcome outcome) noexcept { usage_.record(name, outcome); }
+  // With audit.per_handshake, also writes a handshake record.
+  void record(const KeyName& name, TicketOutcome outcome) noexcept;
+  // The audit trail (audit_trail.h), or nullptr when [audit] path is not set.
+  audit::AuditTrail* audit_trail() noexcept { return audit_.get(); }
 
  private:
   TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
@@ -150,6 +157,7 @@ class TicketKeyService {
         refreshes{0}, issued_from_pool{0};
   } counters_;
   UsageTable usage_;
+  std::unique_ptr<audit::AuditTrail> audit_;  // null unless [audit] path; closed before pool_ goes
 
   Throttle unknown_name_rescans_;  // the negative cache for unknown key names
   Throttle stale_handle_reloads_;

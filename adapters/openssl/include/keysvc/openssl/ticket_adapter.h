@@ -22,6 +22,13 @@
 // an issue failure sends no ticket, an unknown key name or HSM failure on decrypt
 // gives a full handshake with fresh tickets.
 //
+// Per-key usage (keysvc/usage.h): the callbacks report what only OpenSSL sees to
+// TicketKeyService::record(): resumed, renewed, mac_failure (OpenSSL said NO_DECRYPT after
+// keysvc opened the ticket's keys: OpenSSL 3.0 does not tell a bad MAC from bad padding
+// or an unparseable session, and checks the MAC first), decrypt_failure (decrypted, but
+// keysvc's app-data record is missing or malformed) and max_session_age. The exact rules
+// are at decrypt_app_data_cb in ticket_adapter.cc.
+//
 // With SNI, OpenSSL uses only the initial SSL_CTX's ticket callbacks: install keysvc on
 // that one (installing it on the others too is harmless).
 #pragma once

@@ -1,0 +1,163 @@
+// The audit trail of one process: what keysvc writes to its audit log ([audit] in the
+// config; the record format is audit_log.h, the whole story docs/AUDIT.md).
+//
+// Two kinds of writers, each with its own file and its own hash chain (two processes
+// appending to one chain would break it):
+//   kServer  a TicketKeyService (keysvc-tls-server, nginx, any integration): audit.path.
+//            Holds an exclusive lock on the file while open; a second server configured
+//            with the same file fails to start with one line naming it.
+//   kTool    keysvcctl commands that change the token: audit.path with "-keysvcctl"
+//            before the extension ("audit.jsonl" -> "audit-keysvcctl.jsonl"). Each command
+//            takes the lock for its run (waiting up to 10 s for another keysvcctl).
+// Verify each file (chain) on its own; report over all of them.
+//
+// What is written:
+//   config_loaded        when the trail opens (the config file's path)
+//   generation_created   generations created by this process or first seen by a server
+//                        on a rescan (schedule and the token's custody attributes)
+//   activated            a generation became the encrypt generation (seen on a rescan, or
+//                        made by `keys generate` / a revocation's replacement)
+//   decrypt_only         the previous encrypt generation stopped encrypting
+//   revoked, destroyed   revocation and destruction, by keysvcctl or observed on a rescan
+//   login_failed         the token refused the PIN (the URI without any pin-value)
+//   hsm_error            failed PKCS#11 calls of this process (the module's CallStats,
+//                        polled every second), at most one record per (function, return
+//                        value) per kHsmErrorInterval; "count" is how many failed since the
+//                        previous record of that pair. Return values that are answers
+//                        rather than failures (CKR_ATTRIBUTE_SENSITIVE from a custody
+//                        check, CKR_USER_ALREADY_LOGGED_IN, ...) are not recorded.
+//   usage                per key name, the ticket outcomes since the last usage record
+//                        (usage.h), every audit.summary_interval and at close
+//   handshake            one per ticket outcome, only with audit.per_handshake
+// Lifecycle events are written with append_durable(): on disk (fsync) before the call
+// returns; a write failure throws, so a command never reports success without its record.
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "keysvc/audit_log.h"
+#include "keysvc/config.h"
+#include "keysvc/hsm/call_stats.h"
+#include "keysvc/hsm/session_pool.h"
+#include "keysvc/key_ring.h"
+#include "keysvc/usage.h"
+
+namespace keysvc::audit {
+
+enum class Writer { kServer, kTool };
+
+// What the audit trail compares between two loads of the ring.
+struct RingState {
+  std::map<KeyName, bool> revoked;  // every generation's name -> whether it is revoked
+  std::optional<KeyName> encrypting;
+  static RingState of(const KeyRing& ring, std::int64_t now);
+};
+
+// The file `writer` appends to under `config` (see above); empty when audit is off.
+std::string log_path(const AuditConfig& config, Writer writer);
+
+class AuditTrail {
+ public:
+  // How often one (operation, return value) pair of HSM errors is written at most.
+  static constexpr std::chrono::seconds kHsmErrorInterval{60};
+
+  // Opens the trail for `writer`, or returns nullptr if config.audit.path is empty.
+  // `pool` (may be null, e.g. after a failed login) gives the seal key: the audit key is
+  // found or created in the token now (audit_key.h); without a pool seals fail and the
+  // records stay unsealed until a later writer of the same file seals. `usage` (servers)
+  // is read every summary_interval and at close for the usage records. Writes
+  // config_loaded. Throws std::runtime_error (file, lock) or hsm::Error (token).
+  static std::unique_ptr<AuditTrail> open(const Config& config, Writer writer, hsm::SessionPool* pool,
+                                          std::function<UsageSnapshot()> usage = {});
+
+  ~AuditTrail();  // close()
+  AuditTrail(const AuditTrail&) = delete;
+  AuditTrail& operator=(const AuditTrail&) = delete;
+
+  // Durable lifecycle record (append_durable). Throws if it could not be written.
+  void lifecycle(const Event& event);
+  // generation_created for `g`, its custody read from the token through `pool`.
+  void generation_created(hsm::SessionPool& pool, const Generation& g);
+
+  // Durably writes what changed from `before` to `after` (at `now`): generation_created
+  // for new names (custody read through `pool`), decrypt_only for the previous encrypt
+  // generation if it is still there unrevoked, activated for the new one, revoked,
+  // destroyed (gone from the ring). Throws if a record could not be written.
+  void record_changes(const RingState& before, const KeyRing& after, std::int64_t now, hsm::SessionPool& pool);
+
+  // For servers, after every ring load: record_changes() since the previous call. The
+  // first call only takes note of the ring (those generations predate this process).
+  // Never throws: failures go to the operational log.
+  void ring_loaded(const KeyRing& ring, std::int64_t now, hsm::SessionPool& pool) noexcept;
+
+  // `count` failures of `operation` with `rv` (rate-limited, see above). The trail records
+  // the module's failed calls by itself; this is for failures seen elsewhere. Never throws.
+  void hsm_errors(std::string_view operation, std::string_view rv, std::uint64_t count = 1) noexcept;
+
+  // A handshake record, if audit.per_handshake. Never throws.
+  void handshake(const KeyName& name, TicketOutcome outcome) noexcept;
+  bool per_handshake() const noexcept { return per_handshake_; }
+
+  // Final usage record, seal, close; idempotent, never throws.
+  void close() noexcept;
+
+  AuditLog& log() noexcept { return *log_; }
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  AuditTrail() = default;
+  UsageSummary take_usage();
+  void poll_loop();
+  void poll_hsm_errors() noexcept;
+  // Writes the pending counts whose window has passed (all of them if `all`).
+  void flush_hsm_errors(bool all) noexcept;
+
+  std::string path_;
+  int lock_fd_ = -1;
+  bool per_handshake_ = false;
+  std::function<UsageSnapshot()> usage_;
+  std::mutex usage_mutex_;
+  UsageSnapshot last_usage_;
+  std::int64_t last_usage_ms_ = 0;
+
+  std::mutex ring_mutex_;
+  std::optional<RingState> ring_;  // as of the last ring_loaded()
+
+  struct ErrorWindow {
+    std::optional<std::chrono::steady_clock::time_point> last;  // of the last record
+    std::uint64_t pending = 0;                                  // failures not yet recorded
+  };
+  std::mutex errors_mutex_;
+  std::map<std::pair<std::string, std::string>, ErrorWindow> errors_;
+  const hsm::CallStats* stats_ = nullptr;  // the module's, when there is a pool
+  std::map<std::pair<int, CK_RV>, std::uint64_t> stats_seen_;
+  std::mutex poll_mutex_;
+  std::condition_variable poll_wake_;
+  bool stopping_ = false;
+  std::thread poller_;
+
+  std::unique_ptr<AuditLog> log_;  // last: closed first
+};
+
+// For a failed login before any pool exists: appends a durable login_failed record for
+// the token of `config` (no seal: the next writer's seal covers it). Never throws (a
+// failure to write goes to the operational log); does nothing when audit is off.
+void record_login_failure(const Config& config, Writer writer, std::string_view rv) noexcept;
+
+// Whether `rv` means the token refused the PIN or the login (CKR_PIN_*, CKR_USER_*).
+bool is_login_failure(CK_RV rv) noexcept;
+
+}  // namespace keysvc::audit

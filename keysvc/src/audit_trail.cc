@@ -1,0 +1,289 @@
+#include "keysvc/audit_trail.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include "keysvc/audit_key.h"
+#include "keysvc/hsm/error.h"
+#include "keysvc/hsm/token_uri.h"
+#include "keysvc/log.h"
+#include "keysvc/token_store.h"
+
+namespace keysvc::audit {
+
+namespace {
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// An exclusive flock on the log file itself, held while the trail is open. kServer
+// fails at once when another process holds it; kTool waits up to 10 s.
+int lock_file(const std::string& path, Writer writer) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) throw std::runtime_error("cannot open the audit log " + path + ": " + std::strerror(errno));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      int e = errno;
+      ::close(fd);
+      throw std::runtime_error("cannot lock the audit log " + path + ": " + std::strerror(e));
+    }
+    if (writer == Writer::kServer || std::chrono::steady_clock::now() > deadline) {
+      ::close(fd);
+      throw std::runtime_error("the audit log " + path + " is in use by another process");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return fd;
+}
+
+// A writer without a token (failed login) does not seal: audit_log.h.
+Sealer no_token_sealer() { return Sealer{"", {}}; }
+
+// The token URI for records: as given, minus any pin-value (describe() refuses to show
+// one), or the bare label when it cannot be parsed.
+std::string token_text(const Config& config) {
+  try {
+    return hsm::TokenUri::parse(config.hsm.token_uri).describe();
+  } catch (const std::exception&) {
+    return "(unparseable token URI)";
+  }
+}
+
+}  // namespace
+
+std::string log_path(const AuditConfig& config, Writer writer) {
+  if (config.path.empty() || writer == Writer::kServer) return config.path;
+  std::filesystem::path p(config.path);
+  std::string stem = p.stem().string(), ext = p.extension().string();
+  return (p.parent_path() / (stem + "-keysvcctl" + ext)).string();
+}
+
+bool is_login_failure(CK_RV rv) noexcept {
+  switch (rv) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+    case CKR_PIN_EXPIRED:
+    case CKR_PIN_LOCKED:
+    case CKR_USER_PIN_NOT_INITIALIZED:
+    case CKR_USER_TYPE_INVALID:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer, hsm::SessionPool* pool,
+                                             std::function<UsageSnapshot()> usage) {
+  if (!config.audit.enabled()) return nullptr;
+  std::unique_ptr<AuditTrail> t(new AuditTrail());
+  t->path_ = log_path(config.audit, writer);
+  t->per_handshake_ = config.audit.per_handshake;
+  t->usage_ = std::move(usage);
+  t->last_usage_ms_ = unix_ms();
+  Sealer sealer = pool ? token_sealer(*pool) : no_token_sealer();  // finds or creates the audit key
+  t->lock_fd_ = lock_file(t->path_, writer);
+  try {
+    AuditLog::Options options;
+    options.seal_interval = config.audit.seal_interval;
+    options.summary_interval = config.audit.summary_interval;
+    options.per_handshake = config.audit.per_handshake;
+    options.fsync = config.audit.fsync;
+    if (t->usage_) options.usage_source = [raw = t.get()] { return raw->take_usage(); };
+    t->log_ = std::make_unique<AuditLog>(t->path_, std::move(sealer), std::move(options));
+    t->log_->append_durable(ConfigLoaded{config.source});
+    if (pool) {
+      t->stats_ = &pool->token().module()->stats();
+      // Failures before this trail existed (a retried login, ...) are not this trail's.
+      for (const auto& call : t->stats_->snapshot())
+        for (const auto& [rv, n] : call.errors) t->stats_seen_[{static_cast<int>(call.call), rv}] = n;
+      t->poller_ = std::thread([raw = t.get()] { raw->poll_loop(); });
+    }
+  } catch (...) {
+    ::close(t->lock_fd_);
+    t->lock_fd_ = -1;
+    throw;
+  }
+  return t;
+}
+
+AuditTrail::~AuditTrail() { close(); }
+
+void AuditTrail::close() noexcept {
+  {
+    std::lock_guard lock(poll_mutex_);
+    stopping_ = true;
+  }
+  poll_wake_.notify_all();
+  if (poller_.joinable()) poller_.join();
+  if (log_) {
+    poll_hsm_errors();
+    flush_hsm_errors(true);
+    log_->close();
+  }
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);  // releases the flock
+    lock_fd_ = -1;
+  }
+}
+
+UsageSummary AuditTrail::take_usage() {
+  std::lock_guard lock(usage_mutex_);
+  UsageSnapshot now = usage_();
+  UsageSnapshot delta = usage_delta(now, last_usage_);
+  UsageSummary s;
+  s.period_start_ms = last_usage_ms_;
+  s.period_end_ms = unix_ms();
+  for (const auto& k : delta.keys) s.keys[k.name] = k.counters;
+  last_usage_ = std::move(now);
+  last_usage_ms_ = s.period_end_ms;
+  return s;
+}
+
+void AuditTrail::lifecycle(const Event& event) { log_->append_durable(event); }
+
+void AuditTrail::generation_created(hsm::SessionPool& pool, const Generation& g) {
+  auto custody = pool.run([&](hsm::Session& s) { return token_store::read_custody(s, g); });
+  lifecycle(GenerationCreated{g.name, g.schedule, custody.enc, custody.mac});
+}
+
+RingState RingState::of(const KeyRing& ring, std::int64_t now) {
+  RingState st;
+  for (const auto& g : ring.generations()) st.revoked[g.name] = g.revoked;
+  if (const Generation* g = ring.encrypt_generation(now)) st.encrypting = g->name;
+  return st;
+}
+
+void AuditTrail::record_changes(const RingState& before, const KeyRing& after, std::int64_t now,
+                                hsm::SessionPool& pool) {
+  const RingState now_state = RingState::of(after, now);
+  for (const auto& g : after.generations()) {
+    auto it = before.revoked.find(g.name);
+    if (it == before.revoked.end() && g.has_keys()) generation_created(pool, g);
+    if (g.revoked && (it == before.revoked.end() || !it->second)) lifecycle(Revoked{g.name});
+  }
+  if (now_state.encrypting != before.encrypting) {
+    if (before.encrypting) {
+      auto it = now_state.revoked.find(*before.encrypting);
+      if (it != now_state.revoked.end() && !it->second) lifecycle(DecryptOnly{*before.encrypting});
+    }
+    if (now_state.encrypting) lifecycle(Activated{*now_state.encrypting});
+  }
+  for (const auto& [name, revoked] : before.revoked)
+    if (!now_state.revoked.count(name)) lifecycle(Destroyed{name});
+}
+
+void AuditTrail::ring_loaded(const KeyRing& ring, std::int64_t now, hsm::SessionPool& pool) noexcept {
+  try {
+    std::lock_guard lock(ring_mutex_);
+    // The first ring holds generations from before this process: only take note.
+    // (Taken note of first: a failure to write is not retried on the next load.)
+    std::optional<RingState> previous = std::exchange(ring_, RingState::of(ring, now));
+    if (previous) record_changes(*previous, ring, now, pool);
+  } catch (const std::exception& e) {
+    logger()->error("audit: recording key ring changes failed: {}", e.what());
+  }
+}
+
+namespace {
+// Return values that answer a question rather than report a failure.
+bool is_answer(CK_RV rv) {
+  return rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_BUFFER_TOO_SMALL ||
+         rv == CKR_USER_ALREADY_LOGGED_IN || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
+}
+}  // namespace
+
+void AuditTrail::hsm_errors(std::string_view operation, std::string_view rv, std::uint64_t count) noexcept {
+  try {
+    std::lock_guard lock(errors_mutex_);
+    auto key = std::make_pair(std::string(operation), std::string(rv));
+    if (errors_.size() >= 256 && !errors_.count(key)) return;  // bounded whatever the token returns
+    errors_[key].pending += count;
+  } catch (...) {
+    return;
+  }
+  flush_hsm_errors(false);
+}
+
+void AuditTrail::flush_hsm_errors(bool all) noexcept {
+  try {
+    std::vector<HsmError> records;
+    {
+      std::lock_guard lock(errors_mutex_);
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& [key, w] : errors_) {
+        if (w.pending == 0 || (!all && w.last && now - *w.last < kHsmErrorInterval)) continue;
+        records.push_back(HsmError{key.first, key.second, w.pending});
+        w.pending = 0;
+        w.last = now;
+      }
+    }
+    for (const auto& r : records) log_->append(r);
+  } catch (const std::exception& e) {
+    logger()->error("audit: recording HSM errors failed: {}", e.what());
+  }
+}
+
+void AuditTrail::poll_hsm_errors() noexcept {
+  if (stats_ == nullptr) return;
+  try {
+    for (const auto& call : stats_->snapshot()) {
+      for (const auto& [rv, n] : call.errors) {
+        if (is_answer(rv)) continue;
+        std::uint64_t& seen = stats_seen_[{static_cast<int>(call.call), rv}];
+        if (n > seen) {
+          const std::uint64_t delta = n - seen;
+          seen = n;
+          std::lock_guard lock(errors_mutex_);
+          auto key = std::make_pair(std::string(hsm::call_name(call.call)), hsm::rv_name(rv));
+          if (errors_.size() < 256 || errors_.count(key)) errors_[key].pending += delta;
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    logger()->error("audit: reading HSM call statistics failed: {}", e.what());
+  }
+  flush_hsm_errors(false);
+}
+
+void AuditTrail::poll_loop() {
+  std::unique_lock lock(poll_mutex_);
+  while (!poll_wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
+    lock.unlock();
+    poll_hsm_errors();
+    lock.lock();
+  }
+}
+
+void AuditTrail::handshake(const KeyName& name, TicketOutcome outcome) noexcept {
+  if (!per_handshake_) return;
+  try {
+    log_->append(Handshake{name, outcome});
+  } catch (...) {
+    // Per-handshake records are best effort: the usage records carry the counts.
+  }
+}
+
+void record_login_failure(const Config& config, Writer writer, std::string_view rv) noexcept {
+  if (!config.audit.enabled()) return;
+  try {
+    auto trail = AuditTrail::open(config, writer, nullptr);
+    trail->lifecycle(LoginFailed{token_text(config), std::string(rv)});
+    trail->close();
+  } catch (const std::exception& e) {
+    logger()->error("audit: recording a failed login failed: {}", e.what());
+  }
+}
+
+}  // namespace keysvc::audit
