@@ -90,6 +90,8 @@ struct Rule {
   Action action = Action::kReturn;
   CK_RV rv = CKR_OK;
   unsigned latency_ms = 0;
+  // "times N": injections left (shared by the copies of this parse), or null: unlimited.
+  std::shared_ptr<std::atomic<long>> remaining;
 };
 
 // One parse of the control file: for each function, the first rule that matches it.
@@ -166,8 +168,17 @@ std::shared_ptr<const Rules> parse_rules(const std::string& path, const std::str
       }
       if (!known) return fail("unknown action '" + action + "'");
     }
-    if (words >> extra) return fail("unexpected '" + extra + "'");
     rule.text = function + " " + action + (arg.empty() ? "" : " " + arg);
+    if (words >> extra) {
+      std::string n;
+      char* end = nullptr;
+      if (extra != "times" || !(words >> n)) return fail("unexpected '" + extra + "'");
+      long times = std::strtol(n.c_str(), &end, 10);
+      if (end == n.c_str() || *end != '\0' || times < 1) return fail("bad count '" + n + "'");
+      rule.remaining = std::make_shared<std::atomic<long>>(times);
+      rule.text += " times " + n;
+      if (words >> extra) return fail("unexpected '" + extra + "'");
+    }
 
     const bool prefix = function.back() == '*';
     const std::string stem = prefix ? function.substr(0, function.size() - 1) : function;
@@ -288,6 +299,7 @@ CK_RV inject(int f, CK_ULONG first_arg) {
   write_stats(false);
   const Rule* rule = rule_for(f);
   if (rule == nullptr) return CKR_OK;
+  if (rule->remaining && rule->remaining->fetch_sub(1) <= 0) return CKR_OK;  // used up
   count_injection(*rule);
   switch (rule->action) {
     case Action::kReturn:

@@ -15,7 +15,7 @@
 // Replace it atomically (write a temporary file, rename it over) so a reader never sees
 // half a file. One rule per line, '#' starts a comment:
 //
-//   FUNCTION ACTION [ARG]
+//   FUNCTION ACTION [ARG] [times N]
 //
 //   FUNCTION  a PKCS#11 function name (C_Sign), or a prefix ending in '*' (C_FindObjects*
 //             matches C_FindObjectsInit, C_FindObjects, C_FindObjectsFinal; C_* matches all)
@@ -29,6 +29,8 @@
 //             logout      the real module's C_Logout is called on the call's session (a
 //                         token that logged everyone out), then CKR_USER_NOT_LOGGED_IN
 //                         is returned; only for functions that take a session
+//
+//   times N   the rule injects N times, then lets calls through (until the file changes)
 //
 // The first matching rule wins. A malformed file injects nothing: the module prints one
 // line "keysvc-faultmod: FILE:LINE: reason" to stderr and counts it under "errors".

@@ -130,6 +130,14 @@ TEST_F(FaultModule, FirstMatchingRuleWinsAndCommentsAreIgnored) {
   EXPECT_EQ(faults().stats().errors, 0u);
 }
 
+TEST_F(FaultModule, TimesLimitsTheInjections) {
+  set("C_SignInit CKR_DEVICE_ERROR times 2\n");
+  EXPECT_EQ(try_hmac(*session_), static_cast<CK_RV>(CKR_DEVICE_ERROR));
+  EXPECT_EQ(try_hmac(*session_), static_cast<CK_RV>(CKR_DEVICE_ERROR));
+  EXPECT_EQ(try_hmac(*session_), static_cast<CK_RV>(CKR_OK));
+  EXPECT_EQ(faults().stats().by_rule["C_SignInit CKR_DEVICE_ERROR times 2"], 2u);
+}
+
 TEST_F(FaultModule, LatencyDelaysButForwards) {
   set("C_Sign latency 20\n");
   const auto start = std::chrono::steady_clock::now();
@@ -164,7 +172,8 @@ TEST_F(FaultModule, LogoutReallyLogsTheTokenOut) {
 
 TEST_F(FaultModule, MalformedControlFileInjectsNothingAndIsCounted) {
   for (const char* bad : {"C_Sign\n", "C_Sign CKR_NOPE\n", "C_Nope CKR_DEVICE_ERROR\n", "C_Sign latency x\n",
-                          "C_Sign hang now\n", "C_OpenSession logout\n"}) {
+                          "C_Sign hang now\n", "C_OpenSession logout\n",
+                          "C_Sign hang times 0\n"}) {
     SCOPED_TRACE(bad);
     const std::uint64_t errors = faults().stats().errors;
     set(std::string("C_SignInit CKR_DEVICE_ERROR\n") + bad);

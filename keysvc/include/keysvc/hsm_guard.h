@@ -1,0 +1,125 @@
+// Bounds every HSM call of the ticket path: a deadline for calls that hang, and a
+// circuit breaker (circuit_breaker.h) for an HSM that keeps failing.
+//
+// PKCS#11 has no timeout and no way to cancel a call, and a thread blocked inside
+// C_Sign cannot be interrupted safely. So the caller never makes the call itself: it
+// hands the work to one of a few worker threads and waits for it at most
+// hsm.call_timeout. If the deadline passes, the caller gets kTimedOut and serves a
+// full handshake; the worker stays blocked in the module until the call returns. That
+// call is "abandoned": its session is quarantined (closed when the call finally
+// returns, never handed out again) and the breaker opens at once, so no new work goes
+// to the stalled HSM except one probe per hsm.breaker_backoff. If every worker is
+// stuck in an abandoned call, new work is refused without waiting.
+//
+// The work must therefore own everything it touches (it may still run after run()
+// returned): capture shared_ptrs, never references to the caller's stack.
+//
+// With call_timeout = 0 the work runs on the caller's thread (no deadline, no thread
+// hop), still behind the breaker.
+//
+// Cost: one hand-off to a worker and one back (two condition-variable wake-ups) per
+// guarded operation; docs/RELIABILITY.md has the measured figures.
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "keysvc/circuit_breaker.h"
+#include "keysvc/hsm/session_pool.h"
+
+namespace keysvc {
+
+class HsmGuard {
+ public:
+  struct Options {
+    std::chrono::milliseconds call_timeout{500};  // 0: run on the caller's thread, no deadline
+    CircuitBreaker::Options breaker;
+    std::size_t workers = 4;  // threads making HSM calls (at least 1)
+  };
+
+  enum class Outcome {
+    kOk,        // the work completed
+    kFailed,    // the work threw (a PKCS#11 error, a PIN source error...)
+    kTimedOut,  // the deadline passed; the work may still be running
+    kRefused,   // not attempted: the breaker is open, or every worker is stuck
+  };
+
+  struct Result {
+    Outcome outcome = Outcome::kOk;
+    CK_RV rv = CKR_OK;   // for kFailed with a PKCS#11 error
+    std::string error;   // one line for logs, for anything but kOk
+    std::exception_ptr exception;  // for kFailed: what the work threw, to rethrow as is
+    bool ok() const noexcept { return outcome == Outcome::kOk; }
+  };
+
+  struct Counters {
+    CircuitBreaker::Counters breaker;
+    std::uint64_t runs = 0;         // guarded operations attempted (refused ones included)
+    std::uint64_t timeouts = 0;     // operations whose caller stopped waiting
+    std::uint64_t quarantined = 0;  // sessions closed because their call overran
+    std::uint64_t stuck = 0;        // workers blocked in an abandoned call right now
+    std::uint64_t busy_refusals = 0;  // refused because every worker was stuck
+  };
+
+  using Work = std::function<void(hsm::Session&)>;
+
+  // Whether the breaker decides. Recovery work (a ring rescan to reload stale object
+  // handles, the periodic refresh) is rate-limited by its own throttle and must be able
+  // to run while the breaker is open, or a probe failing on stale handles could never
+  // be followed by the rescan that fixes them. It still has the deadline, and an
+  // overrun still opens the breaker.
+  enum class Admission { kBreaker, kBypassBreaker };
+
+  HsmGuard(hsm::SessionPool& pool, Options options);
+  // Stops the workers. Waits for a call still blocked in the module to return: the
+  // module must not be used by a thread that outlives the pool.
+  ~HsmGuard();
+  HsmGuard(const HsmGuard&) = delete;
+  HsmGuard& operator=(const HsmGuard&) = delete;
+
+  // Runs work(session) on a session of the pool, within the deadline and behind the
+  // breaker. A session the work failed on (any Pkcs11Error) is closed, never reused;
+  // if it died (Pkcs11Error::session_is_dead) the work is retried once on a fresh
+  // session, which logs in again if the token lost the login. Never throws.
+  Result run(Work work, Admission admission = Admission::kBreaker) noexcept;
+
+  Counters counters() const noexcept;
+  const Options& options() const noexcept { return options_; }
+  CircuitBreaker& breaker() noexcept { return breaker_; }
+
+ private:
+  struct Job;
+  // Leases, runs, retries once on a dead session; quarantines the session if the job
+  // was abandoned meanwhile. Fills job.result.
+  void execute(Job& job) noexcept;
+  void worker_loop();
+  // Reports the outcome to the breaker and logs its transitions (opened, closed).
+  void settle(CircuitBreaker::Permit permit, const Result& r) noexcept;
+
+  hsm::SessionPool& pool_;
+  const Options options_;
+  CircuitBreaker breaker_;
+
+  std::mutex queue_mutex_;
+  std::condition_variable queue_wake_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+
+  std::atomic<std::uint64_t> runs_{0}, timeouts_{0}, quarantined_{0}, stuck_{0}, busy_refusals_{0};
+};
+
+}  // namespace keysvc

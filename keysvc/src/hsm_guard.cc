@@ -1,0 +1,186 @@
+#include "keysvc/hsm_guard.h"
+
+#include <algorithm>
+
+#include "keysvc/hsm/error.h"
+#include "keysvc/log.h"
+
+namespace keysvc {
+
+struct HsmGuard::Job {
+  explicit Job(Work w) : work(std::move(w)) {}
+  Work work;
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool started = false;    // a worker took it
+  bool done = false;       // result is final
+  bool abandoned = false;  // the caller stopped waiting
+  Result result;
+};
+
+HsmGuard::HsmGuard(hsm::SessionPool& pool, Options options)
+    : pool_(pool), options_(options), breaker_(options.breaker) {
+  if (options_.call_timeout.count() > 0) {
+    const std::size_t n = std::max<std::size_t>(options_.workers, 1);
+    workers_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+}
+
+HsmGuard::~HsmGuard() {
+  {
+    std::lock_guard lock(queue_mutex_);
+    stopping_ = true;
+  }
+  queue_wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void HsmGuard::execute(Job& job) noexcept {
+  Result r;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      hsm::SessionPool::Lease lease = pool_.lease();
+      {
+        std::lock_guard lock(job.mutex);
+        if (job.abandoned) {  // the caller gave up while we waited for (or opened) a session
+          lease.discard();
+          quarantined_.fetch_add(1, std::memory_order_relaxed);
+          r = Result{Outcome::kTimedOut, CKR_OK, "abandoned before the call", {}};
+          break;
+        }
+      }
+      // Quarantine: a session whose call overran its deadline is not trusted again.
+      auto quarantine_if_abandoned = [&] {
+        std::lock_guard lock(job.mutex);
+        if (!job.abandoned) return;
+        lease.discard();
+        quarantined_.fetch_add(1, std::memory_order_relaxed);
+      };
+      try {
+        job.work(lease.session());
+        quarantine_if_abandoned();
+        r = Result{};
+        break;
+      } catch (const hsm::Pkcs11Error& e) {
+        // Never reuse a session a call failed on: a C_Sign that failed after C_SignInit
+        // may leave the operation active (every later C_SignInit on it then fails with
+        // CKR_OPERATION_ACTIVE), and a dead one is dead. Closing it is cheap.
+        lease.discard();
+        if (e.session_is_dead() && attempt == 0) continue;
+        throw;
+      } catch (...) {
+        quarantine_if_abandoned();
+        throw;
+      }
+    } catch (const hsm::Pkcs11Error& e) {
+      r = Result{Outcome::kFailed, e.rv(), e.what(), std::current_exception()};
+    } catch (const std::exception& e) {
+      r = Result{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
+    } catch (...) {
+      r = Result{Outcome::kFailed, CKR_OK, "unknown error", std::current_exception()};
+    }
+    break;
+  }
+  job.result = std::move(r);
+}
+
+void HsmGuard::worker_loop() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(queue_mutex_);
+      queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    {
+      std::lock_guard lock(job->mutex);
+      if (job->abandoned) continue;  // the caller gave up before we started
+      job->started = true;
+    }
+    execute(*job);
+    bool abandoned;
+    {
+      std::lock_guard lock(job->mutex);
+      job->done = true;
+      abandoned = job->abandoned;
+    }
+    job->finished.notify_one();
+    if (abandoned) stuck_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void HsmGuard::settle(CircuitBreaker::Permit permit, const Result& r) noexcept {
+  const auto before = breaker_.state();
+  if (r.ok()) breaker_.success(permit);
+  else breaker_.failure(permit, r.outcome == Outcome::kTimedOut || r.outcome == Outcome::kRefused);
+  const auto after = breaker_.state();
+  if (before == after) return;
+  try {
+    if (after == CircuitBreaker::State::kOpen && before == CircuitBreaker::State::kClosed) {
+      logger()->warn("HSM circuit breaker opened ({}); one probe every {} ms until the HSM answers", r.error,
+                     breaker_.options().backoff.count());
+    } else if (after == CircuitBreaker::State::kClosed) {
+      logger()->info("HSM circuit breaker closed: the HSM answers again");
+    }
+  } catch (...) {
+  }
+}
+
+HsmGuard::Result HsmGuard::run(Work work, Admission admission) noexcept {
+  runs_.fetch_add(1, std::memory_order_relaxed);
+  const CircuitBreaker::Permit permit =
+      admission == Admission::kBreaker ? breaker_.allow() : CircuitBreaker::Permit::kBypass;
+  if (permit == CircuitBreaker::Permit::kRefuse)
+    return Result{Outcome::kRefused, CKR_OK, "HSM circuit breaker open"};
+
+  if (options_.call_timeout.count() == 0) {  // no deadline: on this thread
+    Job job(std::move(work));
+    execute(job);
+    settle(permit, job.result);
+    return std::move(job.result);
+  }
+
+  if (stuck_.load(std::memory_order_relaxed) >= workers_.size()) {
+    busy_refusals_.fetch_add(1, std::memory_order_relaxed);
+    Result r{Outcome::kRefused, CKR_OK, "every HSM worker is blocked in a call that overran its deadline", {}};
+    settle(permit, r);
+    return r;
+  }
+  std::shared_ptr<Job> job;
+  try {
+    job = std::make_shared<Job>(std::move(work));
+    std::lock_guard lock(queue_mutex_);
+    queue_.push_back(job);
+  } catch (const std::exception& e) {
+    Result r{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
+    settle(permit, r);
+    return r;
+  }
+  queue_wake_.notify_one();
+
+  std::unique_lock lock(job->mutex);
+  if (!job->finished.wait_for(lock, options_.call_timeout, [&] { return job->done; })) {
+    job->abandoned = true;
+    if (job->started) stuck_.fetch_add(1, std::memory_order_relaxed);
+    lock.unlock();
+    timeouts_.fetch_add(1, std::memory_order_relaxed);
+    Result r{Outcome::kTimedOut, CKR_OK,
+             "HSM call overran hsm.call_timeout (" + std::to_string(options_.call_timeout.count()) + " ms)", {}};
+    settle(permit, r);
+    return r;
+  }
+  Result r = std::move(job->result);
+  lock.unlock();
+  settle(permit, r);
+  return r;
+}
+
+HsmGuard::Counters HsmGuard::counters() const noexcept {
+  auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return {breaker_.counters(), r(runs_), r(timeouts_), r(quarantined_), r(stuck_), r(busy_refusals_)};
+}
+
+}  // namespace keysvc
