@@ -15,6 +15,8 @@
 //                                  the adapter does per ticket)
 //   BM_StaticCallback/{issue,open} the static (nginx-style) evp callback's key setup
 //   BM_TicketSeal / BM_TicketOpen  AES-256-CBC + HMAC-SHA256 over a 100-byte session
+//   BM_CallStatsRecord / BM_CallStatsTimedCall  recording one PKCS#11 call in the hsm
+//                                  layer's statistics (hsm/call_stats.h), 1 and 2 threads
 #include <benchmark/benchmark.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -28,6 +30,7 @@
 #include <string>
 
 #include "bench_env.h"
+#include "keysvc/hsm/call_stats.h"
 #include "bio_handshake.h"
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
@@ -316,6 +319,23 @@ void BM_TicketOpen(benchmark::State& state) {
   }
 }
 
+// What recording one PKCS#11 call costs (hsm/call_stats.h): record() alone, and call()
+// around a function that does nothing (two steady_clock reads + record()). Threads(2):
+// two threads recording the same function (shared cache lines).
+[[gnu::noinline]] CK_RV no_op_call(CK_SESSION_HANDLE session) {
+  benchmark::DoNotOptimize(session);
+  return CKR_OK;
+}
+hsm::CallStats g_call_stats;
+void BM_CallStatsRecord(benchmark::State& state) {
+  std::uint64_t ns = 12'345;
+  for (auto _ : state) g_call_stats.record(hsm::Call::kSign, ns++ & 0xffff, CKR_OK);
+}
+void BM_CallStatsTimedCall(benchmark::State& state) {
+  for (auto _ : state)
+    benchmark::DoNotOptimize(hsm::call(g_call_stats, hsm::Call::kSign, &no_op_call, CK_SESSION_HANDLE{1}));
+}
+
 }  // namespace
 }  // namespace keysvc::bench
 
@@ -337,6 +357,8 @@ BENCHMARK(BM_KdfDerive);
 BENCHMARK(BM_StaticCallback)->Arg(1)->Arg(0)->ArgName("enc");
 BENCHMARK(BM_TicketSeal);
 BENCHMARK(BM_TicketOpen);
+BENCHMARK(BM_CallStatsRecord)->Threads(1)->Threads(2);
+BENCHMARK(BM_CallStatsTimedCall)->Threads(1)->Threads(2);
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
