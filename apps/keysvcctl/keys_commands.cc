@@ -100,7 +100,7 @@ int keys_generate(const Cli& cli, bool json) {
   keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
     return token_store::create_generation(
         s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
-        keysvc::copyable(config.rotation));
+        keysvc::key_options(config.rotation));
   });
   change.commit(now);
   if (json) {

@@ -17,7 +17,9 @@ struct KeyTemplate {
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
   std::vector<CK_ATTRIBUTE> attrs;
 
-  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label, Copyable copyable = Copyable::kNo) {
+  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label, Copyable copyable = Copyable::kNo,
+              std::size_t key_bytes = kHmacKeyBytes)
+      : len(key_bytes) {
     const CK_BBOOL* copies = copyable == Copyable::kYes ? &yes : &no;
     auto add = [&](CK_ATTRIBUTE_TYPE t, const void* v, std::size_t n) {
       attrs.push_back({t, const_cast<void*>(v), static_cast<CK_ULONG>(n)});
@@ -46,8 +48,8 @@ struct KeyTemplate {
 }  // namespace
 
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
-                                   const std::string& label, Copyable copyable) {
-  KeyTemplate t(id, label, copyable);
+                                   const std::string& label, Copyable copyable, std::size_t key_bytes) {
+  KeyTemplate t(id, label, copyable, key_bytes);
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
@@ -66,9 +68,11 @@ CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t>
   return key;
 }
 
-void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
-                 std::span<std::uint8_t, kHmacSha256Bytes> mac) {
-  CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};
+namespace {
+// C_SignInit + C_Sign with an HMAC mechanism whose output fills `mac` exactly.
+void hmac(Session& session, CK_MECHANISM_TYPE mechanism, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+          std::span<std::uint8_t> mac) {
+  CK_MECHANISM mech{mechanism, nullptr, 0};
   checked_call(session.stats(), Call::kSignInit, session.fn()->C_SignInit, session.handle(), &mech, key);
   CK_ULONG len = mac.size();
   // An empty span may have a null data(), which tokens refuse (CKR_ARGUMENTS_BAD) even
@@ -77,7 +81,18 @@ void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::ui
   CK_BYTE_PTR in = data.empty() ? &empty : const_cast<std::uint8_t*>(data.data());
   checked_call(session.stats(), Call::kSign, session.fn()->C_Sign, session.handle(), in, data.size(), mac.data(),
                &len);
-  if (len != kHmacSha256Bytes) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
+  if (len != mac.size()) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
+}
+}  // namespace
+
+void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+                 std::span<std::uint8_t, kHmacSha256Bytes> mac) {
+  hmac(session, CKM_SHA256_HMAC, key, data, mac);
+}
+
+void hmac_sha512(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+                 std::span<std::uint8_t, kHmacSha512Bytes> mac) {
+  hmac(session, CKM_SHA512_HMAC, key, data, mac);
 }
 
 KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {

@@ -158,6 +158,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.refresh_interval = r.duration("rotation", "refresh_interval", rot.refresh_interval);
   rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
   rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
+  rot.derivation = static_cast<int>(r.integer("rotation", "derivation", rot.derivation, 1, 2));
   c.log_level = r.string("log", "level", "info");
   c.audit.path = resolve(base_dir, r.string("audit", "path", ""));
   c.audit.seal_interval = r.duration("audit", "seal_interval", c.audit.seal_interval);

@@ -60,7 +60,7 @@ RotationResult rotate(hsm::SessionPool& pool, std::int64_t now, const RotationPo
   return pool.run([&](hsm::Session& session) {
     RotationPlan plan = plan_rotation(token_store::load(session), now, policy);
     RotationResult result;
-    for (const Schedule& s : plan.create) result.created.push_back(token_store::create_generation(session, s, copyable(policy)));
+    for (const Schedule& s : plan.create) result.created.push_back(token_store::create_generation(session, s, key_options(policy)));
     for (const KeyName& name : plan.destroy) {
       token_store::destroy_generation(session, name);
       result.destroyed.push_back(name);
@@ -83,7 +83,7 @@ bool revoke(hsm::SessionPool& pool, const KeyName& name, std::int64_t now, const
     if (was_encrypting) {
       std::int64_t until = std::max(old.encrypt_until, now + 1);
       token_store::create_generation(session, Schedule{now, now, until, until + policy.decrypt_window.count()},
-                                     copyable(policy));
+                                     key_options(policy));
     }
     return true;
   });

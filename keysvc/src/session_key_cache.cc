@@ -36,7 +36,8 @@ std::optional<SessionKeyCache::Copies> SessionKeyCache::copy(const Generation& g
   Copies c{g.enc_key, g.mac_key};
   try {
     c.enc = hsm::copy_to_session(holder(), g.enc_key, kSessionCopyLabel);
-    c.mac = hsm::copy_to_session(holder(), g.mac_key, kSessionCopyLabel);
+    // A derivation-2 generation has one key (enc_key == mac_key): one copy.
+    c.mac = g.mac_key == g.enc_key ? c.enc : hsm::copy_to_session(holder(), g.mac_key, kSessionCopyLabel);
     stats_.made++;
     return c;
   } catch (const hsm::Pkcs11Error& e) {
@@ -56,8 +57,8 @@ std::optional<SessionKeyCache::Copies> SessionKeyCache::copy(const Generation& g
 }
 
 void SessionKeyCache::retire(const Copies& c) {
-  for (CK_OBJECT_HANDLE h : {c.enc, c.mac})
-    if (h != CK_INVALID_HANDLE) retired_.push_back(h);
+  if (c.enc != CK_INVALID_HANDLE) retired_.push_back(c.enc);
+  if (c.mac != CK_INVALID_HANDLE && c.mac != c.enc) retired_.push_back(c.mac);
 }
 
 void SessionKeyCache::destroy_retired() noexcept {

@@ -187,7 +187,9 @@ void TicketKeyService::fill_issue_pool() noexcept {
 Generation TicketKeyService::create_generation() {
   Schedule s = schedule_encrypting_now(*ring(), unix_now(), config_.rotation);
   Generation g = pool_->run(
-      [&](hsm::Session& session) { return token_store::create_generation(session, s, copyable(config_.rotation)); });
+      [&](hsm::Session& session) {
+        return token_store::create_generation(session, s, key_options(config_.rotation));
+      });
   reload();
   return g;
 }
@@ -202,7 +204,7 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyNam
     const Generation* g = ring->find(name);
     if (g == nullptr || !g->usable()) break;
     try {
-      counters_.hsm_calls.fetch_add(2, std::memory_order_relaxed);
+      counters_.hsm_calls.fetch_add(g->sign_calls(), std::memory_order_relaxed);
       pool_->run([&](hsm::Session& s) { derive_ticket_keys(s, *g, iv, out); });
       return true;
     } catch (const hsm::Pkcs11Error& e) {

@@ -15,6 +15,7 @@ namespace keysvc::token_store {
 namespace {
 
 constexpr std::string_view kRecordMagic = "keysvc-generation v1";
+constexpr std::string_view kRecordMagicV2 = "keysvc-generation v2";  // derivation 2
 constexpr std::string_view kRevocationMagic = "keysvc-revocation v1";
 
 hsm::Bytes id_of(const KeyName& name) { return hsm::Bytes(name.begin(), name.end()); }
@@ -47,8 +48,8 @@ std::optional<std::map<std::string, std::int64_t, std::less<>>> parse_fields(std
   return fields;
 }
 
-std::optional<Schedule> parse_schedule(std::string_view text) {
-  auto f = parse_fields(text, kRecordMagic);
+std::optional<Schedule> parse_schedule(std::string_view text, std::string_view magic) {
+  auto f = parse_fields(text, magic);
   if (!f) return std::nullopt;
   for (const char* key : {"created", "encrypt_from", "encrypt_until", "decrypt_until"})
     if (!f->count(key)) return std::nullopt;
@@ -57,8 +58,8 @@ std::optional<Schedule> parse_schedule(std::string_view text) {
   return s;
 }
 
-std::string format_schedule(const Schedule& s) {
-  return std::string(kRecordMagic) + "\ncreated=" + std::to_string(s.created) +
+std::string format_schedule(const Schedule& s, std::string_view magic) {
+  return std::string(magic) + "\ncreated=" + std::to_string(s.created) +
          "\nencrypt_from=" + std::to_string(s.encrypt_from) + "\nencrypt_until=" + std::to_string(s.encrypt_until) +
          "\ndecrypt_until=" + std::to_string(s.decrypt_until) + "\n";
 }
@@ -96,13 +97,20 @@ KeyRing load(hsm::Session& session) {
     try {
       hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
       if (auto name = name_in_label(as_text(label), kRecordLabelPrefix)) {
-        auto schedule = parse_schedule(as_text(hsm::get_attribute(session, record, CKA_VALUE)));
-        if (!schedule) continue;
+        hsm::Bytes text = hsm::get_attribute(session, record, CKA_VALUE);
         Generation g;
         g.name = *name;
-        g.schedule = *schedule;
-        g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
-        g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
+        if (auto v1 = parse_schedule(as_text(text), kRecordMagic)) {
+          g.schedule = *v1;
+          g.enc_key = find_one_key(session, g.name, kEncKeyLabel);
+          g.mac_key = find_one_key(session, g.name, kMacKeyLabel);
+        } else if (auto v2 = parse_schedule(as_text(text), kRecordMagicV2)) {
+          g.schedule = *v2;
+          g.derivation = 2;
+          g.enc_key = g.mac_key = find_one_key(session, g.name, kTicketKeyLabel);
+        } else {
+          continue;  // a format this version does not know
+        }
         if (g.has_keys()) by_name[g.name] = g;
       } else if (auto revoked = name_in_label(as_text(label), kRevocationLabelPrefix)) {
         auto f = parse_fields(as_text(hsm::get_attribute(session, record, CKA_VALUE)), kRevocationMagic);
@@ -126,16 +134,25 @@ KeyRing load(hsm::Session& session) {
   return KeyRing(std::move(generations));
 }
 
-Generation create_generation(hsm::Session& session, const Schedule& schedule, hsm::Copyable copyable) {
+Generation create_generation(hsm::Session& session, const Schedule& schedule, const KeyOptions& options) {
+  if (options.derivation != 1 && options.derivation != 2)
+    throw hsm::Error("unknown derivation " + std::to_string(options.derivation));
   Generation g;
   g.schedule = schedule;
   if (RAND_bytes(g.name.data(), static_cast<int>(g.name.size())) != 1)
     throw hsm::Error("RAND_bytes failed while naming a new generation");
   hsm::Bytes id = id_of(g.name);
   try {
-    g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel, copyable);
-    g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel, copyable);
-    create_record(session, record_label(g.name), format_schedule(schedule));
+    if (options.derivation == 2) {
+      g.derivation = 2;
+      g.enc_key = g.mac_key =
+          hsm::generate_hmac_key(session, id, kTicketKeyLabel, options.copyable, hsm::kHmacSha512KeyBytes);
+      create_record(session, record_label(g.name), format_schedule(schedule, kRecordMagicV2));
+    } else {
+      g.enc_key = hsm::generate_hmac_key(session, id, kEncKeyLabel, options.copyable);
+      g.mac_key = hsm::generate_hmac_key(session, id, kMacKeyLabel, options.copyable);
+      create_record(session, record_label(g.name), format_schedule(schedule, kRecordMagic));
+    }
   } catch (...) {
     try {
       destroy_generation(session, g.name);
@@ -151,7 +168,7 @@ void destroy_generation(hsm::Session& session, const KeyName& name) {
   // Record first: once it is gone no server picks the generation up again.
   destroy_records(session, record_label(name));
   hsm::Bytes id = id_of(name);
-  for (const char* label : {kEncKeyLabel, kMacKeyLabel})
+  for (const char* label : {kEncKeyLabel, kMacKeyLabel, kTicketKeyLabel})
     for (auto h : hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .id = id, .label = label}))
       hsm::destroy_object(session, h);
 }

@@ -148,6 +148,13 @@ TEST(Config, SessionCopiesAreAnOptInInTwoParts) {
   expect_error(kMinimal + "[rotation]\ncopyable_keys = \"yes\"\n", 5, "rotation.copyable_keys must be true or false");
 }
 
+TEST(Config, DerivationIsOneUnlessSetToTwo) {
+  EXPECT_EQ(Config::parse(kMinimal, "t", "/base").rotation.derivation, 1);
+  EXPECT_EQ(Config::parse(kMinimal + "[rotation]\nderivation = 2\n", "t", "/base").rotation.derivation, 2);
+  expect_error(kMinimal + "[rotation]\nderivation = 3\n", 5, "rotation.derivation must be between 1 and 2");
+  expect_error(kMinimal + "[rotation]\nderivation = \"v2\"\n", 5, "rotation.derivation must be an integer");
+}
+
 TEST(Config, PinSourcesOtherThanRelativeFilesAreKept) {
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"env:KEYSVC_PIN\"\n", "t", "/base").hsm.pin_source, "env:KEYSVC_PIN");
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"file:/etc/pin\"\n", "t", "/base").hsm.pin_source, "file:/etc/pin");

@@ -149,8 +149,8 @@ std::string source_dir() {
   return env && *env ? env : KEYSVC_TEST_SOURCE_DIR;
 }
 
-// The "name = hex" lines between the test-vector markers.
-std::map<std::string, ByteVec> documented_vector() {
+// The "name = hex" lines between the `marker: begin` and `marker: end` lines.
+std::map<std::string, ByteVec> documented_vector(const std::string& marker = "test-vector") {
   std::string path = source_dir() + "/docs/DERIVATION.md";
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read " + path);
@@ -158,8 +158,8 @@ std::map<std::string, ByteVec> documented_vector() {
   std::string line;
   bool inside = false;
   while (std::getline(in, line)) {
-    if (line.find("test-vector: begin") != std::string::npos) inside = true;
-    else if (line.find("test-vector: end") != std::string::npos) inside = false;
+    if (line.find(marker + ": begin") != std::string::npos) inside = true;
+    else if (line.find(marker + ": end") != std::string::npos) inside = false;
     else if (inside && line.find(" = ") != std::string::npos) {
       std::istringstream fields(line);
       std::string name, eq, hex;
@@ -195,6 +195,63 @@ TEST(DerivationDoc, TestVectorMatchesTheToken) {
   // ...and what an independent HMAC-SHA256 gives for the documented messages.
   EXPECT_EQ(test::openssl_hmac_sha256(v["enc_key"], v["aes_message"]), v["aes_key"]);
   EXPECT_EQ(test::openssl_hmac_sha256(v["mac_key"], v["hmac_message"]), v["hmac_key"]);
+}
+
+// Derivation 2 (opt-in): one HMAC-SHA512 under one 64-byte key gives both keys.
+TEST(DerivationDoc, V2TestVectorMatchesTheToken) {
+  auto v = documented_vector("test-vector-v2");
+  for (const char* field : {"key", "key_name", "iv", "message", "aes_key", "hmac_key"})
+    ASSERT_EQ(v.count(field), 1u) << "docs/DERIVATION.md v2 test vector lacks " << field;
+  auto name = to_array<kKeyNameBytes>(v["key_name"]);
+  auto iv = to_array<kIvBytes>(v["iv"]);
+  DerivationMessageV2 m = derivation_message_v2(name, iv);
+  EXPECT_EQ(ByteVec(m.begin(), m.end()), v["message"]);
+  EXPECT_EQ(ByteVec(m.begin(), m.end()), documented_message(kTicketKeysV2Label, name, iv));
+
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  Generation g;
+  g.name = name;
+  g.derivation = 2;
+  g.enc_key = g.mac_key = hsm::import_hmac_key(*s, name, "test-key", v["key"]);
+  TicketKeys keys;
+  derive_ticket_keys(*s, g, iv, keys);
+  EXPECT_EQ(test::hex(keys.aes_key), test::hex(v["aes_key"]));
+  EXPECT_EQ(test::hex(keys.hmac_key), test::hex(v["hmac_key"]));
+  EXPECT_EQ(g.sign_calls(), 1);
+
+  // An independent HMAC-SHA512 of the documented message, split in two halves.
+  unsigned char out[64];
+  unsigned int len = 0;
+  ASSERT_NE(HMAC(EVP_sha512(), v["key"].data(), static_cast<int>(v["key"].size()), v["message"].data(),
+                 v["message"].size(), out, &len),
+            nullptr);
+  ASSERT_EQ(len, 64u);
+  EXPECT_EQ(ByteVec(out, out + 32), v["aes_key"]);
+  EXPECT_EQ(ByteVec(out + 32, out + 64), v["hmac_key"]);
+}
+
+TEST(DeriveTicketKeys, V2DiffersFromV1AndEveryInputMatters) {
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  KeyName name{};
+  name[0] = 1;
+  Generation g;
+  g.name = name;
+  g.derivation = 2;
+  g.enc_key = g.mac_key = hsm::generate_hmac_key(*s, name, "v2", hsm::Copyable::kNo, hsm::kHmacSha512KeyBytes);
+  Iv iv{}, other_iv{};
+  other_iv[15] = 1;
+  TicketKeys a, b, c;
+  derive_ticket_keys(*s, g, iv, a);
+  derive_ticket_keys(*s, g, other_iv, b);
+  EXPECT_NE(a.aes_key, a.hmac_key);
+  EXPECT_NE(a.aes_key, b.aes_key);
+  EXPECT_NE(a.hmac_key, b.hmac_key);
+  Generation renamed = g;
+  renamed.name[0] = 2;
+  derive_ticket_keys(*s, renamed, iv, c);
+  EXPECT_NE(a.aes_key, c.aes_key);
 }
 
 }  // namespace

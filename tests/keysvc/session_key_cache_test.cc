@@ -32,7 +32,7 @@ class SessionKeyCacheTest : public ::testing::Test {
   SessionKeyCache cache_{test::test_hsm_token()};
 
   Generation make(hsm::Copyable copyable, const Schedule& s = kSchedule) {
-    return token_store::create_generation(*session_, s, copyable);
+    return token_store::create_generation(*session_, s, {copyable});
   }
   KeyRing attach(std::int64_t now = kNow) { return cache_.attach(token_store::load(*session_), now, kSkew); }
 };
@@ -65,6 +65,21 @@ TEST_F(SessionKeyCacheTest, CopyableGenerationGetsCopiesThatDeriveTheSameKeys) {
   EXPECT_EQ(cache_.stats().made, 1u);
   // And a token-key search still finds exactly the two token keys of the generation.
   EXPECT_EQ(token_store::load(*session_).find(g.name)->enc_key, g.enc_key);
+}
+
+TEST_F(SessionKeyCacheTest, DerivationTwoGenerationGetsOneCopy) {
+  Generation g = token_store::create_generation(*session_, kSchedule, {hsm::Copyable::kYes, 2});
+  KeyRing ring = attach();
+  const Generation* attached = ring.find(g.name);
+  ASSERT_NE(attached, nullptr);
+  ASSERT_TRUE(attached->has_copies());
+  EXPECT_EQ(attached->enc_copy, attached->mac_copy);
+  EXPECT_EQ(hsm::find_objects(*session_, {.label = std::string(kSessionCopyLabel)}).size(), 1u);
+  Iv iv{};
+  TicketKeys with_copies, with_token;
+  derive_ticket_keys(*session_, *attached, iv, with_copies);
+  derive_ticket_keys(*session_, token_only(*attached), iv, with_token);
+  EXPECT_TRUE(same_keys(with_copies, with_token));
 }
 
 TEST_F(SessionKeyCacheTest, DefaultGenerationIsRefusedOnceAndKeepsItsTokenKeys) {

@@ -172,6 +172,27 @@ TEST(TicketKeyService, CountersCount) {
   EXPECT_EQ(c.hsm_errors, 0u);
 }
 
+TEST(TicketKeyService, DerivationTwoMakesOneHsmCallPerTicket) {
+  test::TestToken::get().clear();
+  Config config = test_config();
+  config.rotation.derivation = 2;
+  auto svc = TicketKeyService::open(config);
+  ASSERT_EQ(svc->ring()->generations().size(), 1u);
+  EXPECT_EQ(svc->ring()->generations()[0].derivation, 2);
+  ServiceCounters before = svc->counters();
+  IssueKeys k;
+  ASSERT_TRUE(svc->derive_for_issue(k));
+  TicketKeys o;
+  ASSERT_EQ(svc->derive_for_open(k.name, k.iv, o), OpenStatus::kOk);
+  EXPECT_TRUE(same_keys(o, k.keys));
+  EXPECT_EQ(svc->counters().hsm_calls - before.hsm_calls, 2u) << "one HMAC-SHA512 per derivation";
+  // A server without the opt-in reads the v2 generation and opens the ticket too.
+  auto other = TicketKeyService::open(test_config());
+  TicketKeys p;
+  ASSERT_EQ(other->derive_for_open(k.name, k.iv, p), OpenStatus::kOk);
+  EXPECT_TRUE(same_keys(p, k.keys));
+}
+
 // Per key name: what the service sees itself, plus what the adapter reports by record().
 TEST(TicketKeyService, UsageCountsPerKeyName) {
   test::TestToken::get().clear();

@@ -57,6 +57,42 @@ TEST(TokenStore, CreateWritesThreeObjectsAndLoadReadsThem) {
   EXPECT_TRUE(custody.enc.sign && !custody.enc.verify && !custody.enc.derive);
 }
 
+TEST(TokenStore, DerivationTwoWritesOneKeyAndAV2Record) {
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  Generation g = token_store::create_generation(*s, kSchedule, {hsm::Copyable::kYes, 2});
+  EXPECT_EQ(g.derivation, 2);
+  EXPECT_EQ(g.enc_key, g.mac_key);
+  EXPECT_EQ(hsm::find_objects(*s, {}).size(), 2u) << "one key and one record";
+  EXPECT_EQ(text(hsm::get_attribute(*s, g.enc_key, CKA_LABEL)), "keysvc-ticket-key");
+  CK_ULONG len = 0;
+  CK_ATTRIBUTE a{CKA_VALUE_LEN, &len, sizeof len};
+  ASSERT_EQ(s->fn()->C_GetAttributeValue(s->handle(), g.enc_key, &a, 1), static_cast<CK_RV>(CKR_OK));
+  EXPECT_EQ(len, hsm::kHmacSha512KeyBytes);
+  auto custody = token_store::read_custody(*s, g);
+  EXPECT_TRUE(custody.enc.held_in_token());
+  EXPECT_TRUE(custody.enc.copyable);
+  auto records = hsm::find_objects(*s, {.object_class = CKO_DATA, .application = std::string("keysvc")});
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_TRUE(text(hsm::get_attribute(*s, records[0], CKA_VALUE)).starts_with("keysvc-generation v2\n"));
+
+  // A v1 generation next to it: both load, each with its own derivation.
+  Generation v1 = token_store::create_generation(*s, kSchedule);
+  KeyRing ring = token_store::load(*s);
+  ASSERT_EQ(ring.generations().size(), 2u);
+  ASSERT_NE(ring.find(g.name), nullptr);
+  EXPECT_EQ(ring.find(g.name)->derivation, 2);
+  EXPECT_EQ(ring.find(g.name)->enc_key, g.enc_key);
+  EXPECT_EQ(ring.find(g.name)->mac_key, g.enc_key);
+  EXPECT_EQ(ring.find(g.name)->schedule, kSchedule);
+  EXPECT_EQ(ring.find(v1.name)->derivation, 1);
+
+  token_store::destroy_generation(*s, g.name);
+  EXPECT_EQ(hsm::find_objects(*s, {.id = id_of(g.name)}).size(), 0u);
+  EXPECT_EQ(token_store::load(*s).generations().size(), 1u);
+  EXPECT_THROW(token_store::create_generation(*s, kSchedule, {hsm::Copyable::kNo, 3}), hsm::Error);
+}
+
 TEST(TokenStore, NamesAreRandomAndKeysDiffer) {
   test::TestToken::get().clear();
   auto s = test::user_session();

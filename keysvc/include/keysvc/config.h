@@ -33,6 +33,11 @@
 //                             # the user PIN may copy the keys and change their non-custody
 //                             # attributes (docs/PERFORMANCE.md, "Session copies"). The
 //                             # default keeps keys uncopyable and unmodifiable.
+//   derivation       = 1      # per-ticket derivation of generations this process creates:
+//                             # 1 = two HMAC-SHA256 under two keys; 2 = one HMAC-SHA512
+//                             # under one 64-byte key (half the HSM calls; a v2 record that
+//                             # keysvc versions before it ignore: set it only once every
+//                             # server runs a version that reads it; docs/DERIVATION.md)
 //
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off

@@ -3,6 +3,13 @@
 //   aes_key  = HMAC-SHA256(generation.enc_key, "keysvc ticket v1 aes-256-cbc" || 0x00 || key_name || iv)
 //   hmac_key = HMAC-SHA256(generation.mac_key, "keysvc ticket v1 hmac-sha256" || 0x00 || key_name || iv)
 //
+// Derivation 2 (opt-in per generation, rotation.derivation = 2; docs/DERIVATION.md):
+//
+//   aes_key || hmac_key = HMAC-SHA512(generation.key,
+//                                     "keysvc ticket v2 aes-256-cbc+hmac-sha256" || 0x00 || key_name || iv)
+//
+// one sign operation instead of two, under one 64-byte long-term key.
+//
 // The labels are ASCII without a terminator; 0x00 separates them from the fixed-size
 // key name (16 bytes) and IV (16 bytes). Each ticket has a fresh random IV, so each
 // ticket has its own AES-256 and HMAC-SHA256 keys, and the long-term keys never leave
@@ -22,6 +29,7 @@ namespace keysvc {
 
 inline constexpr std::string_view kAesKeyLabel = "keysvc ticket v1 aes-256-cbc";
 inline constexpr std::string_view kHmacKeyLabel = "keysvc ticket v1 hmac-sha256";
+inline constexpr std::string_view kTicketKeysV2Label = "keysvc ticket v2 aes-256-cbc+hmac-sha256";
 inline constexpr std::size_t kTicketKeyBytes = 32;
 
 // A ticket's AES-256 key and HMAC-SHA256 key. Wiped on destruction; callers wipe it
@@ -41,9 +49,13 @@ struct TicketKeys {
 using DerivationMessage = std::array<std::uint8_t, kAesKeyLabel.size() + 1 + kKeyNameBytes + kIvBytes>;
 static_assert(kAesKeyLabel.size() == kHmacKeyLabel.size());
 DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv);
+// Derivation 2's message: kTicketKeysV2Label || 0x00 || key_name || iv.
+using DerivationMessageV2 = std::array<std::uint8_t, kTicketKeysV2Label.size() + 1 + kKeyNameBytes + kIvBytes>;
+DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv);
 
-// Derives both per-ticket keys for `generation` and `iv` with two HMACs in the token,
-// on the generation's session copies if it has them (same key material, same result).
+// Derives both per-ticket keys for `generation` and `iv` in the token: two HMAC-SHA256
+// (derivation 1) or one HMAC-SHA512 (derivation 2), on the generation's session copies
+// if it has them (same key material, same result).
 // Throws hsm::Pkcs11Error.
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out);
 

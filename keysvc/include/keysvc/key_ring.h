@@ -2,8 +2,10 @@
 //
 // A generation is a key name plus two token keys that share it as CKA_ID: the
 // encryption key (per-ticket AES keys are derived from it) and the MAC key (per-ticket
-// HMAC keys), with its schedule (schedule.h). A ring is replaced whole when the token
-// is rescanned, so a handshake holding a snapshot never sees it change.
+// HMAC keys), with its schedule (schedule.h). A derivation-2 generation (opt-in,
+// docs/DERIVATION.md) has one 64-byte key instead, which enc_key and mac_key both name.
+// A ring is replaced whole when the token is rescanned, so a handshake holding a
+// snapshot never sees it change.
 #pragma once
 
 #include <p11-kit/pkcs11.h>
@@ -20,6 +22,9 @@ struct Generation {
   KeyName name{};
   CK_OBJECT_HANDLE enc_key = CK_INVALID_HANDLE;
   CK_OBJECT_HANDLE mac_key = CK_INVALID_HANDLE;
+  // The per-ticket derivation (derivation.h): 1 = two HMAC-SHA256 with two keys (the
+  // default), 2 = one HMAC-SHA512 with one key (enc_key == mac_key).
+  int derivation = 1;
   // This process's session-object copies of the two keys (hsm.session_copies,
   // session_key_cache.h), or CK_INVALID_HANDLE: derivation then uses the token keys.
   CK_OBJECT_HANDLE enc_copy = CK_INVALID_HANDLE;
@@ -38,6 +43,8 @@ struct Generation {
   bool has_copies() const noexcept { return enc_copy != CK_INVALID_HANDLE && mac_copy != CK_INVALID_HANDLE; }
   CK_OBJECT_HANDLE enc_signing_key() const noexcept { return has_copies() ? enc_copy : enc_key; }
   CK_OBJECT_HANDLE mac_signing_key() const noexcept { return has_copies() ? mac_copy : mac_key; }
+  // HSM sign operations per ticket (derive_ticket_keys).
+  int sign_calls() const noexcept { return derivation == 2 ? 1 : 2; }
 };
 
 class KeyRing {

@@ -27,6 +27,7 @@
 
 #include "keysvc/hsm/secret_key.h"
 #include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_store.h"
 #include "keysvc/key_ring.h"
 #include "keysvc/schedule.h"
 
@@ -53,9 +54,9 @@ struct RotationResult {
   std::vector<KeyName> destroyed;
 };
 
-// The custody of keys made under `policy` (rotation.copyable_keys).
-inline hsm::Copyable copyable(const RotationPolicy& policy) {
-  return policy.copyable_keys ? hsm::Copyable::kYes : hsm::Copyable::kNo;
+// How keys are made under `policy` (rotation.copyable_keys, rotation.derivation).
+inline token_store::KeyOptions key_options(const RotationPolicy& policy) {
+  return {policy.copyable_keys ? hsm::Copyable::kYes : hsm::Copyable::kNo, policy.derivation};
 }
 
 // Loads the ring, plans at `now` and carries the plan out in the token.

@@ -48,6 +48,9 @@ struct RotationPolicy {
   // Custody opt-in: keys of generations made under this policy are COPYABLE and
   // MODIFIABLE, so servers may derive with session copies (config.h, hsm/secret_key.h).
   bool copyable_keys = false;
+  // Opt-in: per-ticket derivation of generations made under this policy (derivation.h):
+  // 1 = two HMAC-SHA256 with two keys, 2 = one HMAC-SHA512 with one 64-byte key.
+  int derivation = 1;
 };
 
 }  // namespace keysvc

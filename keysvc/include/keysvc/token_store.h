@@ -6,6 +6,10 @@
 //   CKO_DATA        label "keysvc-generation NAME_HEX", CKA_APPLICATION "keysvc", private,
 //                   CKA_VALUE = "keysvc-generation v1\ncreated=..\nencrypt_from=..\n
 //                                encrypt_until=..\ndecrypt_until=..\n" (Unix seconds)
+// A derivation-2 generation (opt-in, rotation.derivation = 2; derivation.h) has one key
+// and a v2 record, which versions before it ignore (they never see the generation):
+//   CKO_SECRET_KEY  CKA_ID = name, label "keysvc-ticket-key"  64-byte HMAC key
+//   CKO_DATA        as above, CKA_VALUE = "keysvc-generation v2\n..." (same fields)
 // The record is written last and destroyed first: a generation exists exactly while
 // its record does. (PKCS#11 data objects have no CKA_ID, so the name is in the label.)
 //
@@ -25,16 +29,21 @@ namespace keysvc::token_store {
 inline constexpr char kApplication[] = "keysvc";
 inline constexpr char kEncKeyLabel[] = "keysvc-ticket-enc";
 inline constexpr char kMacKeyLabel[] = "keysvc-ticket-mac";
+inline constexpr char kTicketKeyLabel[] = "keysvc-ticket-key";  // derivation 2
 inline constexpr char kRecordLabelPrefix[] = "keysvc-generation ";
 inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 
 // Reads every complete generation and every revocation record in the token.
 KeyRing load(hsm::Session& session);
 
-// Creates a generation with a fresh random name and the given schedule. `copyable`:
-// whether its keys may be copied into session objects (rotation.copyable_keys).
-Generation create_generation(hsm::Session& session, const Schedule& schedule,
-                             hsm::Copyable copyable = hsm::Copyable::kNo);
+// How a new generation's keys are made (rotation.copyable_keys, rotation.derivation).
+struct KeyOptions {
+  hsm::Copyable copyable = hsm::Copyable::kNo;  // may be copied into session objects
+  int derivation = 1;                           // 1: two 32-byte keys; 2: one 64-byte key
+};
+
+// Creates a generation with a fresh random name, the given schedule and key options.
+Generation create_generation(hsm::Session& session, const Schedule& schedule, const KeyOptions& options = {});
 
 // Destroys the generation's record and keys. Missing objects are not an error.
 void destroy_generation(hsm::Session& session, const KeyName& name);

@@ -26,13 +26,18 @@ namespace keysvc::hsm {
 
 inline constexpr std::size_t kHmacKeyBytes = 32;
 inline constexpr std::size_t kHmacSha256Bytes = 32;
+// HMAC-SHA512 keys are 64 bytes: SoftHSM refuses keys shorter than the digest.
+inline constexpr std::size_t kHmacSha512KeyBytes = 64;
+inline constexpr std::size_t kHmacSha512Bytes = 64;
 
 // Whether a generated key may be copied into session objects (see above).
 enum class Copyable : bool { kNo = false, kYes = true };
 
-// Generates a token HMAC key with the attributes above (CKM_GENERIC_SECRET_KEY_GEN).
+// Generates a token HMAC key of `key_bytes` bytes with the attributes above
+// (CKM_GENERIC_SECRET_KEY_GEN).
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
-                                   const std::string& label, Copyable copyable = Copyable::kNo);
+                                   const std::string& label, Copyable copyable = Copyable::kNo,
+                                   std::size_t key_bytes = kHmacKeyBytes);
 
 // Imports a known key value with the same attributes. For test vectors only: an
 // imported key was outside the token once, so it is never "never extractable".
@@ -42,6 +47,10 @@ CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t>
 // HMAC-SHA256 (CKM_SHA256_HMAC) of `data` under `key`, computed in the token.
 void hmac_sha256(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
                  std::span<std::uint8_t, kHmacSha256Bytes> mac);
+
+// HMAC-SHA512 (CKM_SHA512_HMAC) of `data` under `key`, computed in the token.
+void hmac_sha512(Session& session, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+                 std::span<std::uint8_t, kHmacSha512Bytes> mac);
 
 // The attributes that prove custody, as the token reports them.
 struct KeyCustody {
