@@ -25,6 +25,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using keysvc::test::delta;
 using keysvc::test::describe;
 using keysvc::test::parse_exposition;
 using keysvc::test::RunResult;
@@ -52,11 +53,6 @@ std::string write_config(const std::string& name, const std::string& tail) {
 
 TlsServerProcess start_server(const std::string& config, std::vector<std::string> extra = {}) {
   return TlsServerProcess(KEYSVC_TLS_SERVER_BIN, {.config = config, .extra = std::move(extra)});
-}
-
-double delta(const Samples& before, const Samples& after, const std::string& series) {
-  const double b = sample(before, series);
-  return sample(after, series) - (b < 0 ? 0 : b);
 }
 
 void full_then_resume(int port, TlsVersion v, int full, int resumed, const std::string& tag) {
@@ -92,6 +88,7 @@ void expect_counts(const Samples& before, const Samples& after, const Expected& 
   EXPECT_EQ(delta(before, after, "keysvc_service_issued_from_pool_total"), 0);
   // Per key name.
   EXPECT_EQ(delta(before, after, R"(keysvc_tickets_total{key=")" + key + R"(",outcome="issued"})"), want.issued);
+  EXPECT_EQ(delta(before, after, R"(keysvc_tickets_total{key=")" + key + R"(",outcome="resumed"})"), want.resumed);
   // Two HMACs in the token per derivation, each a C_SignInit and a C_Sign, none failed.
   const int signs = 2 * (want.issued + want.resumed);
   EXPECT_EQ(delta(before, after, "keysvc_service_hsm_sign_calls_total"), signs);

@@ -34,4 +34,10 @@ double sample(const std::map<std::string, double>& samples, const std::string& s
   return it == samples.end() ? -1 : it->second;
 }
 
+double delta(const std::map<std::string, double>& before, const std::map<std::string, double>& after,
+             const std::string& series) {
+  const double b = sample(before, series);
+  return sample(after, series) - (b < 0 ? 0 : b);
+}
+
 }  // namespace keysvc::test

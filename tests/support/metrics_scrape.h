@@ -18,4 +18,9 @@ std::map<std::string, double> parse_exposition(const std::string& text);
 // parse_exposition(text)[series], or -1 if the series is absent.
 double sample(const std::map<std::string, double>& samples, const std::string& series);
 
+// How much `series` grew from `before` to `after` (a series absent before counts as 0;
+// absent after gives a negative result).
+double delta(const std::map<std::string, double>& before, const std::map<std::string, double>& after,
+             const std::string& series);
+
 }  // namespace keysvc::test
