@@ -7,7 +7,8 @@ import json
 import os
 import sys
 
-MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-remote", "keysvc-remote-copies"]
+MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2",
+         "keysvc-remote", "keysvc-remote-copies"]
 
 
 def fmt(v, digits=0):

@@ -37,11 +37,12 @@ void write_file(const std::string& path, const std::string& text) {
 
 // `copies`: hsm.session_copies; `copyable`: rotation.copyable_keys.
 std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, bool copies = false,
-                 bool copyable = false) {
+                 bool copyable = false, int derivation = 1) {
   auto flag = [](bool b) { return b ? std::string("true") : std::string("false"); };
   return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
          "\"\nsessions = 4\nsession_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
-         "copyable_keys = " + flag(copyable) + "\n\n[log]\nlevel = \"warn\"\n";
+         "copyable_keys = " + flag(copyable) + "\nderivation = " + std::to_string(derivation) +
+         "\n\n[log]\nlevel = \"warn\"\n";
 }
 
 }  // namespace
@@ -145,7 +146,7 @@ BenchEnv::BenchEnv(std::string base) {
   ::setenv("SOFTHSM2_CONF", (dir_ + "/softhsm2.conf").c_str(), 1);
 
   auto module = hsm::Module::load(kSoftHsmModule);
-  for (const char* label : {kLocalToken, kRemoteToken, kCopiesToken}) {
+  for (const char* label : {kLocalToken, kRemoteToken, kCopiesToken, kCopiesV2Token}) {
     std::string pin = random_text(16);
     hsm::Token::init_free_slot(module, label, hsm::SecretString(random_text(16)), hsm::SecretString(pin));
     write_file(dir_ + "/" + label + ".pin", pin + "\n");
@@ -153,6 +154,8 @@ BenchEnv::BenchEnv(std::string base) {
   write_file(local_config(), toml(kSoftHsmModule, kLocalToken, std::string(kLocalToken) + ".pin"));
   write_file(remote_config(), toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", false, true));
   write_file(local_copies_config(), toml(kSoftHsmModule, kCopiesToken, std::string(kCopiesToken) + ".pin", true, true));
+  write_file(local_copies_v2_config(),
+             toml(kSoftHsmModule, kCopiesV2Token, std::string(kCopiesV2Token) + ".pin", true, true, 2));
   write_file(remote_copies_config(),
              toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", true, true));
 }

@@ -17,6 +17,8 @@ inline constexpr char kLocalToken[] = "keysvc-bench";
 inline constexpr char kRemoteToken[] = "keysvc-bench-remote";
 // The session-copy mode's own local token: its generations are made copyable.
 inline constexpr char kCopiesToken[] = "keysvc-bench-copies";
+// The session-copy + derivation-2 mode's own local token.
+inline constexpr char kCopiesV2Token[] = "keysvc-bench-copies-v2";
 
 // A child process started with fork/exec; it gets SIGTERM if the bench dies.
 class Child {
@@ -58,6 +60,8 @@ class BenchEnv {
   // key costs the same as any other when used as a token object).
   std::string local_copies_config() const { return dir_ + "/local-copies.toml"; }
   std::string remote_copies_config() const { return dir_ + "/remote-copies.toml"; }
+  // The same as local_copies_config with rotation.derivation = 2 (one HMAC-SHA512 per ticket).
+  std::string local_copies_v2_config() const { return dir_ + "/local-copies-v2.toml"; }
 
   // Starts `p11-kit server` for the remote token and sets P11_KIT_SERVER_ADDRESS for
   // this process and its children. Returns "" on success, else why it did not start.
