@@ -11,6 +11,8 @@
 //   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
 //   BM_ServiceOpen_copies          derive_for_open with hsm.session_copies
 //   BM_ServiceOpen_copies_v2       the same with rotation.derivation = 2 (one HMAC-SHA512)
+//   BM_ServiceOpen_copies_inline   BM_ServiceOpen_copies with hsm.call_timeout = 0: the HSM
+//                                  guard runs the work on the caller's thread (no hand-off)
 //   BM_KdfFetchDerive              EVP_KDF_fetch + EVP_KDF_CTX_new + derive ("issue")
 //   BM_KdfDerive                   EVP_KDF_CTX_new + derive with the KDF fetched once (what
 //                                  the adapter does per ticket)
@@ -46,7 +48,7 @@ namespace keysvc::bench {
 namespace {
 
 BenchEnv* g_env = nullptr;
-std::shared_ptr<TicketKeyService> g_local, g_remote, g_copies, g_copies_v2;
+std::shared_ptr<TicketKeyService> g_local, g_remote, g_copies, g_copies_v2, g_copies_inline;
 std::string g_remote_skip;
 
 const Generation& encrypt_generation(TicketKeyService& svc) {
@@ -192,6 +194,7 @@ void service_open(benchmark::State& state, TicketKeyService& svc) {
 void BM_ServiceOpen(benchmark::State& state) { service_open(state, *g_local); }
 void BM_ServiceOpen_copies(benchmark::State& state) { service_open(state, *g_copies); }
 void BM_ServiceOpen_copies_v2(benchmark::State& state) { service_open(state, *g_copies_v2); }
+void BM_ServiceOpen_copies_inline(benchmark::State& state) { service_open(state, *g_copies_inline); }
 
 // An SSL_CTX in its own library context with keysvc installed: the provider lives there.
 struct KdfSetup {
@@ -355,6 +358,7 @@ BENCHMARK(BM_ServiceIssue);
 BENCHMARK(BM_ServiceOpen);
 BENCHMARK(BM_ServiceOpen_copies);
 BENCHMARK(BM_ServiceOpen_copies_v2);
+BENCHMARK(BM_ServiceOpen_copies_inline);
 BENCHMARK(BM_KdfFetchDerive);
 BENCHMARK(BM_KdfDerive);
 BENCHMARK(BM_StaticCallback)->Arg(1)->Arg(0)->ArgName("enc");
@@ -373,6 +377,9 @@ int main(int argc, char** argv) {
     g_local = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_config()));
     g_copies = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_copies_config()));
     g_copies_v2 = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_copies_v2_config()));
+    keysvc::Config inline_config = keysvc::Config::load_file(env.local_copies_config());
+    inline_config.hsm.call_timeout = std::chrono::milliseconds(0);
+    g_copies_inline = keysvc::TicketKeyService::open(inline_config);
     g_remote_skip = env.start_remote();
     if (g_remote_skip.empty()) {
       try {
@@ -385,6 +392,7 @@ int main(int argc, char** argv) {
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     g_remote.reset();
+    g_copies_inline.reset();
     g_copies_v2.reset();
     g_copies.reset();
     g_local.reset();
