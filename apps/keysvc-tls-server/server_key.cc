@@ -1,23 +1,11 @@
 #include "server_key.h"
 
-#include "keysvc/hsm/token_uri.h"
+#include "keysvc/hsm/error.h"
 #include "ossl.h"
 
 namespace tls_server {
 
-namespace {
-
 namespace hsm = keysvc::hsm;
-
-std::optional<hsm::PinSource> config_pin(const keysvc::Config& config) {
-  if (!config.hsm.pin_source.empty()) return hsm::PinSource::parse(config.hsm.pin_source);
-  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
-  if (auto source = uri.pin_source()) return hsm::PinSource::parse(*source);
-  if (auto value = uri.pin_value()) return hsm::PinSource::literal(std::move(*value));
-  return std::nullopt;
-}
-
-}  // namespace
 
 ServerKey ServerKey::load(const std::string& key, const std::string& pin_source, const keysvc::Config* config) {
   ServerKey k;
@@ -27,12 +15,8 @@ ServerKey ServerKey::load(const std::string& key, const std::string& pin_source,
     return k;
   }
   keysvc::openssl::TokenKeyDefaults defaults;
-  if (config != nullptr) defaults.module = config->hsm.module;
-  if (!pin_source.empty()) {
-    defaults.pin = hsm::PinSource::parse(pin_source);
-  } else if (config != nullptr) {
-    defaults.pin = config_pin(*config);
-  }
+  if (config != nullptr) defaults = keysvc::openssl::token_key_defaults(*config);
+  if (!pin_source.empty()) defaults.pin = hsm::PinSource::parse(pin_source);
   k.token_key_ = keysvc::openssl::TokenPrivateKey::open(key, defaults);
   k.path_ = k.token_key_->uri();
   return k;

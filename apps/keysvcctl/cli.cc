@@ -42,6 +42,15 @@ std::int64_t unix_now() {
       .count();
 }
 
+void check_uri_label(const std::string& label, const std::string& option) {
+  if (label.empty() || label.size() > 32) throw UsageError(option + " must be 1 to 32 characters");
+  for (char c : label) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == '~';
+    if (!ok) throw UsageError(option + " may only contain letters, digits, '-', '_', '.' and '~'");
+  }
+}
+
 keysvc::Config Cli::load_config() const {
   if (config_path_.empty()) throw UsageError("this command needs --config FILE");
   return keysvc::Config::load_file(config_path_);

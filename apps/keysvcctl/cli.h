@@ -79,6 +79,11 @@ class Cli {
   std::string selected_name_;
 };
 
+// Token and object labels are used unescaped in PKCS#11 URIs (pkcs11:token=LABEL,
+// object=LABEL), so they are limited to URI-safe characters: 1 to 32 letters, digits,
+// '-', '_', '.', '~'. Throws UsageError naming `option`.
+void check_uri_label(const std::string& label, const std::string& option = "--label");
+
 // The wall clock in Unix seconds: the `now` every schedule decision is made at.
 std::int64_t unix_now();
 
@@ -87,6 +92,7 @@ void add_token_commands(Cli& cli);   // token_commands.cc: token init
 void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, revoke, destroy (+ keys rotate)
 void add_status_command(Cli& cli);   // status_command.cc: status
 void add_audit_commands(Cli& cli);   // audit_commands.cc: audit verify, audit report
+void add_server_key_commands(Cli& cli);  // server_key_commands.cc: server-key create (TLS key + certificate)
 // rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).
 void add_rotate_command(Cli& cli, CLI::App* parent = nullptr);
 

@@ -30,6 +30,7 @@ constexpr void (*kCommandGroups[])(Cli&) = {
     add_rotate,
     keysvcctl::add_token_commands,
     keysvcctl::add_audit_commands,
+    keysvcctl::add_server_key_commands,
 };
 
 std::string one_line(std::string s) {

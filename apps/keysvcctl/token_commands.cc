@@ -29,18 +29,6 @@ CLI::Validator pin_source_validator() {
       "", "PIN source");
 }
 
-// Token labels are used unescaped in a PKCS#11 URI (pkcs11:token=LABEL), so they are
-// limited to URI-safe characters.
-void check_label(const std::string& label) {
-  if (label.empty() || label.size() > 32)
-    throw UsageError("--label must be 1 to 32 characters");
-  for (char c : label) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.' || c == '~';
-    if (!ok) throw UsageError("--label may only contain letters, digits, '-', '_', '.' and '~'");
-  }
-}
-
 struct InitOptions {
   std::string module;
   std::string label;
@@ -49,7 +37,7 @@ struct InitOptions {
 };
 
 int token_init(const InitOptions& o) {
-  check_label(o.label);
+  check_uri_label(o.label);
   // Read both PINs before touching the token, so a missing source changes nothing.
   hsm::SecretString user_pin = hsm::PinSource::parse(o.pin_source).read();
   hsm::SecretString so_pin = hsm::PinSource::parse(o.so_pin_source).read();

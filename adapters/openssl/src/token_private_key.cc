@@ -202,6 +202,39 @@ std::string TokenPrivateKey::describe_type() const {
   }
 }
 
+TokenKeyDefaults token_key_defaults(const Config& config) {
+  TokenKeyDefaults d;
+  d.module = config.hsm.module;
+  if (!config.hsm.pin_source.empty()) {
+    d.pin = hsm::PinSource::parse(config.hsm.pin_source);
+    return d;
+  }
+  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
+  if (auto source = uri.pin_source()) {
+    d.pin = hsm::PinSource::parse(*source);
+  } else if (auto value = uri.pin_value()) {
+    d.pin = hsm::PinSource::literal(std::move(*value));
+  }
+  return d;
+}
+
+std::string private_key_uri(std::string_view token_uri, const std::string& label) {
+  UriPtr uri(p11_kit_uri_new());
+  if (!uri) throw std::bad_alloc();
+  std::string copy(token_uri);
+  hsm::WipeOnExit wipe_copy(copy);
+  if (p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_TOKEN, uri.get()) != P11_KIT_URI_OK)
+    throw ConfigError("invalid PKCS#11 token URI");
+  const CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  CK_ATTRIBUTE attrs[] = {{CKA_CLASS, const_cast<CK_OBJECT_CLASS*>(&cls), sizeof cls},
+                          {CKA_LABEL, const_cast<char*>(label.data()), static_cast<CK_ULONG>(label.size())}};
+  for (CK_ATTRIBUTE& a : attrs)
+    if (p11_kit_uri_set_attribute(uri.get(), &a) != P11_KIT_URI_OK) throw std::bad_alloc();
+  std::string text = format_uri(uri.get(), P11_KIT_URI_FOR_OBJECT_ON_TOKEN);
+  if (text.empty()) throw ConfigError("cannot format a key URI for token " + std::string(token_uri.substr(0, token_uri.find('?'))));
+  return text;
+}
+
 bool is_pkcs11_uri(std::string_view text) noexcept { return text.rfind("pkcs11:", 0) == 0; }
 
 }  // namespace keysvc::openssl

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 
+#include "keysvc/config.h"
 #include "keysvc/hsm/pin_source.h"
 
 namespace keysvc::openssl {
@@ -39,6 +40,16 @@ struct TokenKeyDefaults {
   std::string module;                // PKCS#11 module path (the URI's module-path wins)
   std::optional<hsm::PinSource> pin;  // user PIN source (the URI's pin-source / pin-value win)
 };
+
+// The module and PIN source of a keysvc config's [hsm] (hsm.pin, else the token URI's
+// pin-source / pin-value): for a server key on the ticket token, the usual case.
+// Throws hsm::ConfigError for a malformed PIN source or token URI.
+TokenKeyDefaults token_key_defaults(const Config& config);
+
+// "pkcs11:token=...;object=LABEL;type=private": the URI of the private key labelled
+// `label` on the token `token_uri` selects (its query, e.g. a pin-value, is dropped).
+// Throws hsm::ConfigError for a malformed token URI.
+std::string private_key_uri(std::string_view token_uri, const std::string& label);
 
 class TokenPrivateKey {
  public:
