@@ -9,7 +9,7 @@
 //     tickets resume again when the HSM is back; a worker that starts while the HSM is
 //     down serves full handshakes and turns tickets on when it returns.
 //
-// Every test name contains "nginx" so `ctest -R nginx` selects them. Waits are bounded;
+// Every test name contains "Nginx" so `ctest -R Nginx` selects them. Waits are bounded;
 // nothing asserts a duration.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -499,7 +499,7 @@ INSTANTIATE_TEST_SUITE_P(nginx, NginxResume, ::testing::Values(Version::kTls13, 
 // Two instances of two workers; `keysvcctl rotate` every second rolls 3-second
 // generations while clients make full handshakes on one instance and resume on the
 // other and back (s_client), and curl bursts (TLS 1.3) resume across workers.
-TEST(NginxModule, DISABLED_NginxRotationUnderLoadCausesNoResumptionFailure) {
+TEST(NginxModule, NginxRotationUnderLoadCausesNoResumptionFailure) {
   KeysvcToml t;
   t.lifetime = "8s";
   t.encrypt_period = "3s";
@@ -624,7 +624,7 @@ std::optional<int> resume_within(int port, Version v, const std::string& sess, i
   return std::nullopt;
 }
 
-TEST(NginxModule, DISABLED_NginxStaysUpWhenTheHsmFailsAndResumesWhenItReturns) {
+TEST(NginxModule, NginxStaysUpWhenTheHsmFailsAndResumesWhenItReturns) {
   FaultControl faults(dir("faults"));
   faults.export_env();
   const std::string toml = faultmod_toml("faulty.toml");
@@ -680,7 +680,7 @@ TEST(NginxModule, DISABLED_NginxStaysUpWhenTheHsmFailsAndResumesWhenItReturns) {
   EXPECT_GT(c.hsm_error, 0u);
 }
 
-TEST(NginxModule, DISABLED_NginxStartsWhileTheHsmIsDownAndTurnsTicketsOnWhenItReturns) {
+TEST(NginxModule, NginxStartsWhileTheHsmIsDownAndTurnsTicketsOnWhenItReturns) {
   FaultControl faults(dir("faults"));
   faults.export_env();
   const std::string toml = faultmod_toml("faulty.toml");
