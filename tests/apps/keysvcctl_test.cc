@@ -25,6 +25,7 @@
 #include "keysvc/hsm/object.h"
 #include "keysvc/key_name.h"
 #include "keysvc/ticket_key_service.h"
+#include "hostile_configs.h"
 #include "process.h"
 #include "test_token.h"
 
@@ -761,6 +762,50 @@ TEST(Keysvcctl, BrokenConfigExitsOneWithOneLine) {
   Result r = ctl({"--config", path, "status"});
   EXPECT_EQ(r.exit_code, 1);
   expect_one_error_line(r);
+}
+
+// Bad configs, URIs, PINs and arguments, including the commands that write to the token:
+// one "keysvcctl: ..." line, exit 1 or 2, no PIN in the output, and the token's objects
+// exactly as before.
+TEST(Keysvcctl, HostileInputChangesNothingInTheToken) {
+  TestToken::get().clear();
+  ASSERT_EQ(ctl_config({"rotate"}).exit_code, 0);  // a generation to keep
+  const auto before = TestToken::get().objects();
+  ASSERT_FALSE(before.empty());
+  auto expect_refused = [&](const Result& r, const std::string& what, const std::string& secret) {
+    EXPECT_TRUE(r.exit_code == 1 || r.exit_code == 2) << what << ": exit " << r.exit_code << "\n" << r.err;
+    expect_one_error_line(r);
+    if (!secret.empty()) {
+      EXPECT_EQ(r.all().find(secret), std::string::npos) << what << " printed its PIN";
+    }
+    EXPECT_EQ(r.all().find(TestToken::get().pin()), std::string::npos) << what << " printed the PIN";
+    EXPECT_EQ(TestToken::get().objects(), before) << what << " changed the token";
+  };
+  for (const auto& c : keysvc::test::write_hostile_configs(TestToken::get().dir() + "/hostile-ctl")) {
+    std::map<std::string, std::string> env(c.env.begin(), c.env.end());
+    // The two commands that write to the token when the config is good.
+    for (std::vector<std::string> command : {std::vector<std::string>{"rotate"}, {"keys", "generate"}}) {
+      command.insert(command.begin(), {"--config", c.path});
+      expect_refused(ctl(command, env), c.name + " " + command[2], c.secret);
+    }
+  }
+  const std::string unknown(32, 'a');
+  const std::vector<std::vector<std::string>> bad_arguments = {
+      {"keys", "revoke"},
+      {"keys", "revoke", "not-a-name"},
+      {"keys", "revoke", unknown},
+      {"keys", "destroy", unknown},
+      {"keys", "destroy", std::string(33, 'b')},
+      {"keys", "generate", "--bogus"},
+      {"rotate", "--every"},
+      {"rotate", "--every", "-1s"},
+      {"rotate", "extra"},
+      {"frobnicate"},
+      {"audit", "verify", TestToken::get().dir() + "/no-such.log"},
+  };
+  for (const auto& args : bad_arguments) expect_refused(ctl_config(args), ::testing::PrintToString(args), "");
+  EXPECT_EQ(ctl({"keys", "list"}).exit_code, 2);  // no --config at all
+  EXPECT_EQ(TestToken::get().objects(), before);
 }
 
 TEST(Keysvcctl, BadPinSourceRejected) {

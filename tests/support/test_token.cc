@@ -1,14 +1,19 @@
 #include "test_token.h"
 
+#include "known_secrets.h"
+
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
+#include "keysvc/hsm/error.h"
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/session.h"
@@ -61,6 +66,8 @@ TestToken::TestToken() {
 
   pin_ = random_text(16);
   so_pin_ = random_text(16);
+  remember_secret_text(pin_);
+  remember_secret_text(so_pin_);
   auto module = hsm::Module::load(kSoftHsmModule);
   hsm::Token::init_free_slot(module, "keysvc-test", hsm::SecretString(so_pin_), hsm::SecretString(pin_));
   write_file(pin_path(), pin_ + "\n", 0600);
@@ -83,6 +90,38 @@ void TestToken::clear() const {
   hsm::Session session(token, true);
   session.login(CKU_USER, hsm::SecretString(pin_));
   for (auto h : hsm::find_objects(session, {})) hsm::destroy_object(session, h);
+}
+
+std::vector<std::string> TestToken::objects() const {
+  auto module = hsm::Module::load(kSoftHsmModule);
+  hsm::Token token = hsm::Token::find(module, hsm::TokenUri::parse(token_uri()));
+  hsm::Session session(token, false);
+  session.login(CKU_USER, hsm::SecretString(pin_));
+  std::vector<std::string> out;
+  for (auto h : hsm::find_objects(session, {})) {
+    auto label = hsm::get_attribute(session, h, CKA_LABEL);
+    std::string line(label.begin(), label.end());
+    // Data objects have no CKA_ID; keys' CKA_VALUE is sensitive: each read is optional.
+    auto optional_attribute = [&](CK_ATTRIBUTE_TYPE type) -> std::optional<hsm::Bytes> {
+      try {
+        return hsm::get_attribute(session, h, type);
+      } catch (const hsm::Pkcs11Error&) {
+        return std::nullopt;
+      }
+    };
+    if (auto id = optional_attribute(CKA_ID)) {
+      line += " id=";
+      for (auto b : *id) {
+        static const char* digits = "0123456789abcdef";
+        line += digits[b >> 4];
+        line += digits[b & 15];
+      }
+    }
+    if (auto value = optional_attribute(CKA_VALUE)) line += " value=" + std::string(value->begin(), value->end());
+    out.push_back(line);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace keysvc::test

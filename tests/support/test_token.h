@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "keysvc/config.h"
 
@@ -31,6 +32,11 @@ class TestToken {
 
   // Destroys every object on the token, so a test starts from an empty ring.
   void clear() const;
+
+  // Every object on the token as "CKA_LABEL id=HEX(CKA_ID)" plus the value of data
+  // objects (generation and revocation records), sorted: equal before and after a
+  // command means the command changed nothing in the token.
+  std::vector<std::string> objects() const;
 
  private:
   TestToken();
