@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The install, as a user gets it: `cmake --install BUILD --prefix P` into a temporary
+# prefix; the expected files are there (libraries, headers, programs, CMake package,
+# pkg-config file, systemd units pointing at P/bin/keysvcctl, the nginx module if
+# built); a C program built with pkg-config and a C++ program built with
+# find_package(keysvc) run against a real SoftHSM token made by the installed
+# keysvcctl (a private SOFTHSM2_CONF): the C one does a TLS 1.3 handshake with a keysvc
+# ticket and its resumption, the C++ one derives and re-opens ticket keys in the token.
+#
+#   usage: install_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+src=$2
+work=$(mktemp -d "${KEYSVC_TEST_TMPDIR:-${TMPDIR:-/tmp}}/install-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+fail() { echo "install_test: $*" >&2; exit 1; }
+
+cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work/install.log" >&2; fail "cmake --install failed"; }
+libdir=$(cd "$prefix" && ls -d lib/x86_64-linux-gnu 2>/dev/null || echo lib)
+
+expected=(
+  bin/keysvcctl bin/keysvc-tls-server
+  "$libdir/libkeysvc.so" "$libdir/libkeysvc.so.0" "$libdir/libkeysvc_hsm.a" "$libdir/libkeysvc_core.a"
+  "$libdir/libkeysvc_openssl.a" "$libdir/pkgconfig/keysvc.pc"
+  "$libdir/cmake/keysvc/keysvcConfig.cmake" "$libdir/cmake/keysvc/keysvcConfigVersion.cmake"
+  "$libdir/cmake/keysvc/keysvcTargets.cmake"
+  include/keysvc/openssl/keysvc_openssl.h include/keysvc/openssl/ticket_adapter.h
+  include/keysvc/openssl/token_private_key.h include/keysvc/ticket_key_service.h include/keysvc/hsm/session.h
+  "$libdir/systemd/system/keysvc-rotator.service" "$libdir/systemd/system/keysvc-rotate.service"
+  "$libdir/systemd/system/keysvc-rotate.timer"
+)
+if [ -e "$build/nginx/ngx_http_keysvc_module.so" ] || [ -e "$build/lib/ngx_http_keysvc_module.so" ]; then
+  expected+=("$libdir/nginx/modules/ngx_http_keysvc_module.so")
+fi
+for f in "${expected[@]}"; do [ -e "$prefix/$f" ] || fail "missing $f"; done
+grep -q "^ExecStart=$prefix/bin/keysvcctl " "$prefix/$libdir/systemd/system/keysvc-rotator.service" ||
+  fail "keysvc-rotator.service does not run $prefix/bin/keysvcctl"
+# libkeysvc.so exports the C API and nothing else.
+exports=$(nm -D --defined-only "$prefix/$libdir/libkeysvc.so" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' | sort -u)
+[ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_service_free keysvc_service_open keysvc_ssl_ctx_install " ] ||
+  fail "libkeysvc.so exports: $(echo "$exports" | head -5 | tr '\n' ' ')..."
+echo "installed $(find "$prefix" -type f | wc -l) files, $(du -sk "$prefix" | cut -f1) KiB"
+
+# A private SoftHSM token, set up with the installed keysvcctl.
+export SOFTHSM2_CONF=$work/softhsm2.conf
+mkdir -p "$work/tokens"
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$work" >"$SOFTHSM2_CONF"
+head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/pin"
+head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/so-pin"
+chmod 600 "$work/pin" "$work/so-pin"
+"$prefix/bin/keysvcctl" token init --module /usr/lib/softhsm/libsofthsm2.so --label keysvc-install \
+  --pin-source "file:$work/pin" --so-pin-source "file:$work/so-pin" >/dev/null
+cat >"$work/keysvc.toml" <<TOML
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token = "pkcs11:token=keysvc-install"
+pin = "file:pin"
+[tickets]
+issue_pool = 0
+[log]
+level = "warn"
+TOML
+
+# C, with pkg-config.
+export PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig
+cflags=$(pkg-config --cflags keysvc)
+libs=$(pkg-config --libs keysvc)
+case "$libs" in *-lkeysvc*) ;; *) fail "pkg-config --libs keysvc: $libs" ;; esac
+pkg-config --static --libs keysvc >/dev/null || fail "pkg-config --static --libs keysvc failed"
+cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer_c" "$src/tests/packaging/consumer_c/main.c" $cflags $libs \
+  -Wl,-rpath,"$prefix/$libdir"
+out=$("$work/consumer_c" "$work/keysvc.toml") || fail "consumer_c failed"
+[ "$out" = "full=1 resumed=1" ] || fail "consumer_c printed: $out"
+echo "C (pkg-config): $out"
+
+# C++, with find_package(keysvc).
+cmake -S "$src/tests/packaging/consumer_cxx" -B "$work/cxx-build" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_TYPE=Release >"$work/cxx-configure.log" 2>&1 || { cat "$work/cxx-configure.log" >&2; fail "find_package(keysvc) configure failed"; }
+cmake --build "$work/cxx-build" >"$work/cxx-build.log" 2>&1 || { cat "$work/cxx-build.log" >&2; fail "C++ consumer build failed"; }
+out=$("$work/cxx-build/consumer_cxx" "$work/keysvc.toml") || fail "consumer_cxx failed"
+case "$out" in "derived=1 opened=1 generations="[1-9]*) ;; *) fail "consumer_cxx printed: $out" ;; esac
+echo "C++ (find_package): $out"
