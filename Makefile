@@ -20,7 +20,7 @@ CTEST_ARGS ?=
 QUICK ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean fuzz fuzz-build fuzz-smoke
+.PHONY: all deps configure build test demo bench clean fuzz fuzz-build fuzz-smoke soak
 
 all: build
 
@@ -52,6 +52,12 @@ fuzz-smoke: fuzz-build
 
 fuzz: fuzz-build
 	@fuzz/run_all.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+# make soak MINUTES=N: tests/soak/soak.sh for N minutes; prints the figures, exits 1 on a
+# resumption failure of a valid ticket or a crash (docs/RELIABILITY.md).
+MINUTES ?= 10
+soak: build
+	@tests/soak/soak.sh $(BUILD_DIR) $$(( $(MINUTES) * 60 ))
 
 demo: build
 	@tools/demo.sh $(BUILD_DIR)

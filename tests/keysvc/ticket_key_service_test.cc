@@ -10,6 +10,7 @@
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/token_store.h"
+#include "known_secrets.h"
 #include "test_helpers.h"
 
 namespace keysvc {
@@ -68,6 +69,8 @@ TEST(TicketKeyService, IssueAndOpenDeriveTheSameKeys) {
   EXPECT_EQ(issued.name, *svc->encrypt_key_name());
   EXPECT_NE(issued.keys.aes_key, (std::array<std::uint8_t, 32>{}));
   EXPECT_NE(issued.keys.aes_key, issued.keys.hmac_key);
+  test::remember_secret_bytes(issued.keys.aes_key);  // never in any log (the secret scan)
+  test::remember_secret_bytes(issued.keys.hmac_key);
 
   TicketKeys opened;
   EXPECT_EQ(svc->derive_for_open(issued.name, issued.iv, opened), OpenStatus::kOk);

@@ -109,6 +109,7 @@ Process::~Process() {
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
   }
+  keep_output();
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }
@@ -132,6 +133,20 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
     if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
     std::this_thread::sleep_for(5ms);
   }
+}
+
+void Process::keep_output() const noexcept {
+  // For the suite-wide secret scan (tools/scan_logs_for_secrets.py): every child's output
+  // stays under $KEYSVC_TEST_TMPDIR/logs/processes, named after its temporary folder.
+  const char* base = std::getenv("KEYSVC_TEST_TMPDIR");
+  if (base == nullptr || *base == '\0') return;
+  std::error_code ec;
+  std::string dir = std::string(base) + "/logs/processes";
+  std::filesystem::create_directories(dir, ec);
+  std::string stem = dir + "/" + std::filesystem::path(dir_).filename().string() + "-" +
+                     std::filesystem::path(argv_.empty() ? "" : argv_[0]).filename().string();
+  std::filesystem::copy_file(dir_ + "/stdout", stem + ".stdout", std::filesystem::copy_options::overwrite_existing, ec);
+  std::filesystem::copy_file(dir_ + "/stderr", stem + ".stderr", std::filesystem::copy_options::overwrite_existing, ec);
 }
 
 std::string Process::out() const { return read_file(dir_ + "/stdout"); }

@@ -53,6 +53,9 @@ class Process {
   std::string command_line() const;
 
  private:
+  // Copies stdout and stderr to $KEYSVC_TEST_TMPDIR/logs/processes (the secret scan).
+  void keep_output() const noexcept;
+
   std::vector<std::string> argv_;
   std::string dir_;
   pid_t pid_ = -1;
