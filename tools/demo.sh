@@ -67,6 +67,11 @@ step "Development token (SoftHSM2) in $TOKEN_DIR"
 KEYSVC_BIN_DIR=$BIN "$SOURCE_DIR/softhsm-config/dev-token" "$TOKEN_DIR" | grep -v '^export ' | sed 's/^dev-token: /    /'
 export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
 info "token: pkcs11:token=keysvc, user PIN in $TOKEN_DIR/pin (read from the file, never shown)"
+# The audit trail (docs/AUDIT.md): a fresh log per demo run, next to the token.
+AUDIT_LOG=$TOKEN_DIR/audit.jsonl
+rm -f "$AUDIT_LOG" "$TOKEN_DIR/audit-keysvcctl.jsonl"
+grep -q '^\[audit\]' "$CONFIG" || printf '\n[audit]\npath = "audit.jsonl"\n' >>"$CONFIG"
+info "audit log: $AUDIT_LOG"
 
 # ---------------------------------------------------------------------------
 step "Starting keysvc-tls-server (session tickets from keysvc)"
@@ -217,6 +222,16 @@ else
   bad "server exited with status $server_rc"
   FAILED=$((FAILED + 1))
 fi
+
+# ---------------------------------------------------------------------------
+step "Audit trail (keysvcctl audit verify, audit report)"
+if "$BIN/keysvcctl" --config "$CONFIG" audit verify "$AUDIT_LOG" >"$WORK/verify.txt" 2>&1; then
+  ok "$(cat "$WORK/verify.txt")"
+else
+  bad "audit verify failed: $(cat "$WORK/verify.txt")"
+  FAILED=$((FAILED + 1))
+fi
+"$BIN/keysvcctl" audit report "$AUDIT_LOG" | sed 's/^/    /' || FAILED=$((FAILED + 1))
 
 # ---------------------------------------------------------------------------
 step "Summary"
