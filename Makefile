@@ -3,7 +3,7 @@
 # into build/, then runs. Everything else here is a step of those two.
 
 # make test SANITIZE=address,undefined (or thread): the same suite in a sanitizer build
-# in its own folder; tools/sanitizers/env.sh sets the runtime options (docs/RELIABILITY.md).
+# in its own folder; tools/sanitizers/env.sh sets the runtime options (docs/FUZZING.md).
 SANITIZE ?=
 BUILD_DIR ?= $(if $(SANITIZE),$(if $(filter thread,$(SANITIZE)),build-tsan,build-asan),build)
 # Extra cmake arguments (e.g. -DCMAKE_CXX_COMPILER_LAUNCHER=ccache).
@@ -54,7 +54,7 @@ fuzz: fuzz-build
 	@fuzz/run_all.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
 
 # make soak MINUTES=N: tests/soak/soak.sh for N minutes; prints the figures, exits 1 on a
-# resumption failure of a valid ticket or a crash (docs/RELIABILITY.md).
+# resumption failure of a valid ticket or a crash (docs/FUZZING.md).
 MINUTES ?= 10
 soak: build
 	@tests/soak/soak.sh $(BUILD_DIR) $$(( $(MINUTES) * 60 ))

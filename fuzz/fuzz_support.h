@@ -1,4 +1,4 @@
-// Shared by the libFuzzer targets in fuzz/ (docs/RELIABILITY.md, "Fuzzing").
+// Shared by the libFuzzer targets in fuzz/ (docs/FUZZING.md, "Fuzzing").
 //
 // The ticket targets run against the real thing: a SoftHSM token made for the fuzzing
 // process (tests/support/test_token.h), a TicketKeyService on it, and an OpenSSL server

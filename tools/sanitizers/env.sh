@@ -6,7 +6,7 @@
 # POSIX sh (make runs it with /bin/sh): run from the source folder, or set KEYSVC_SOURCE_DIR.
 _keysvc_san_dir="${KEYSVC_SOURCE_DIR:-$PWD}/tools/sanitizers"
 # verify_asan_link_order=0: the nginx test loads an ASan-built module into an uninstrumented
-# nginx binary (libasan is then preloaded by the test, see docs/RELIABILITY.md).
+# nginx binary (libasan is then preloaded by the test, see docs/FUZZING.md).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:verify_asan_link_order=0:strict_string_checks=0}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$_keysvc_san_dir/lsan.supp:print_suppressions=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$_keysvc_san_dir/ubsan.supp}"

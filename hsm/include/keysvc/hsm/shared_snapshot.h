@@ -6,7 +6,7 @@
 // TSan build reports data races inside <bits/shared_ptr_atomic.h>
 // (github.com/google/sanitizers/issues/1558). A mutex is understood by every tool, and the
 // critical section is one reference-count increment: about 20 ns uncontended, nothing
-// next to the HSM calls a snapshot reader makes (docs/RELIABILITY.md, "Sanitizers").
+// next to the HSM calls a snapshot reader makes (docs/FUZZING.md, "Sanitizers").
 #pragma once
 
 #include <memory>
