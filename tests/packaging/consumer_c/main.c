@@ -40,9 +40,20 @@ static SSL_CTX *server_ctx(void) {
   return ctx;
 }
 
+/* The newest session the client received a ticket for (TLS 1.3 tickets arrive after
+ * the handshake; OpenSSL hands them to the new-session callback). */
+static SSL_SESSION *g_newest;
+
+static int on_new_session(SSL *ssl, SSL_SESSION *session) {
+  (void)ssl;
+  SSL_SESSION_free(g_newest);
+  g_newest = session;
+  return 1; /* we keep the reference */
+}
+
 /* One handshake, offering `resume` if not NULL; the server then sends a byte so the
  * client reads the TLS 1.3 tickets. Returns the client's session (with its ticket) or
- * NULL; *reused tells whether the server resumed. */
+ * NULL (no ticket); *reused tells whether the server resumed. */
 static SSL_SESSION *handshake(SSL_CTX *server, SSL_CTX *client, SSL_SESSION *resume, int *reused) {
   SSL *s = SSL_new(server), *c = SSL_new(client);
   BIO *cb = NULL, *sb = NULL;
@@ -59,10 +70,14 @@ static SSL_SESSION *handshake(SSL_CTX *server, SSL_CTX *client, SSL_SESSION *res
     if (!done_c) done_c = SSL_do_handshake(c) == 1;
     if (!done_s) done_s = SSL_do_handshake(s) == 1;
   }
-  if (done_c && done_s && SSL_write(s, "x", 1) == 1 && SSL_read(c, &byte, 1) == 1) {
+  if (done_c && done_s && SSL_write(s, "x", 1) == 1 && SSL_read(c, &byte, 1) == 1 && g_newest != NULL) {
     *reused = SSL_session_reused(c);
-    out = SSL_get1_session(c);
+    out = g_newest;
+    g_newest = NULL;
   }
+  /* A client SSL freed without close_notify marks its session not resumable. */
+  SSL_shutdown(c);
+  SSL_shutdown(s);
   SSL_free(c);
   SSL_free(s);
   return out;
@@ -82,6 +97,8 @@ int main(int argc, char **argv) {
   client = SSL_CTX_new(TLS_client_method());
   if (server == NULL || client == NULL) return fail("SSL_CTX setup");
   SSL_CTX_set_min_proto_version(client, TLS1_3_VERSION);
+  SSL_CTX_set_session_cache_mode(client, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(client, on_new_session);
   if (!keysvc_ssl_ctx_install(server, svc, NULL, NULL, err, sizeof err)) return fail(err);
   keysvc_service_free(svc); /* the SSL_CTX keeps it */
 
