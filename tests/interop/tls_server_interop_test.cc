@@ -25,6 +25,7 @@
 #include <tuple>
 #include <vector>
 
+#include "hostile_configs.h"
 #include "process.h"
 #include "test_token.h"
 
@@ -360,6 +361,28 @@ TEST(interop, HelpExitsZero) {
   EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
   EXPECT_NE(r.out.find("--tickets"), std::string::npos) << describe(r);
   EXPECT_NE(r.out.find("--max-connections"), std::string::npos) << describe(r);
+}
+
+// Every bad config of the sweep (tests/support/hostile_configs.h): one line, exit 1 or 2,
+// no PIN printed, and the token's objects as before (the server creates a generation in
+// an empty token when its config is good, so a start that got too far would show).
+TEST(interop, HostileConfigsChangeNothingInTheToken) {
+  TestToken::get().clear();
+  const auto before = TestToken::get().objects();
+  for (const auto& c : keysvc::test::write_hostile_configs(TestToken::get().dir() + "/hostile-server")) {
+    for (const auto& [k, v] : c.env) v.empty() ? ::unsetenv(k.c_str()) : ::setenv(k.c_str(), v.c_str(), 1);
+    RunResult r = keysvc::test::run({server_bin(), "--cert", cert_path(), "--key", key_path(), "--listen",
+                                     "127.0.0.1:0", "--config", c.path},
+                                    "", 15s);
+    for (const auto& [k, v] : c.env) ::unsetenv(k.c_str());
+    EXPECT_TRUE(r.exit_code == 1 || r.exit_code == 2) << c.name << "\n" << describe(r);
+    EXPECT_EQ(count_lines(r.err), 1u) << c.name << "\n" << describe(r);
+    if (!c.secret.empty()) {
+      EXPECT_EQ((r.out + r.err).find(c.secret), std::string::npos) << c.name << " printed its PIN";
+    }
+    EXPECT_EQ((r.out + r.err).find(TestToken::get().pin()), std::string::npos) << c.name;
+    EXPECT_EQ(TestToken::get().objects(), before) << c.name << " changed the token";
+  }
 }
 
 }  // namespace
