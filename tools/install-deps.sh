@@ -8,7 +8,7 @@ PACKAGES=(
   # toolchain
   build-essential cmake pkg-config make
   # crypto, PKCS#11 and the embedded token
-  libssl-dev openssl softhsm2 libp11-kit-dev p11-kit libp11-dev opensc
+  libssl-dev openssl softhsm2 libp11-kit-dev p11-kit p11-kit-modules libp11-dev opensc
   libengine-pkcs11-openssl
   # libraries
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev

@@ -78,6 +78,27 @@ class Reader {
     throw bad(n, section, key, "a duration such as \"2h\"");
   }
 
+  // A duration that may be given in milliseconds ("250ms"), within [lo, hi].
+  std::chrono::milliseconds millis(std::string_view section, std::string_view key, std::chrono::milliseconds fallback,
+                                   std::chrono::milliseconds lo, std::chrono::milliseconds hi) {
+    const toml::node* n = get(section, key);
+    if (!n) return fallback;
+    const std::string name = std::string(section) + "." + std::string(key);
+    std::chrono::milliseconds v{};
+    try {
+      if (n->is_integer()) v = parse_duration_ms(std::to_string(*n->value<std::int64_t>()));
+      else if (auto s = n->value<std::string>()) v = parse_duration_ms(*s);
+      else throw bad(n, section, key, "a duration such as \"250ms\"");
+    } catch (const ConfigError& e) {
+      if (!n->is_integer() && !n->is_string()) throw;
+      throw ConfigError(where(source_, n->source()) + name + ": " + e.what());
+    }
+    if (v < lo || v > hi)
+      throw ConfigError(where(source_, n->source()) + name + " must be between " + std::to_string(lo.count()) +
+                        "ms and " + std::to_string(hi.count()) + "ms");
+    return v;
+  }
+
   // "FILE:LINE: " for a problem found after reading: the line of the first of `keys`
   // that is set, else of the first key's section header, else line 1.
   std::string at(std::initializer_list<std::pair<std::string_view, std::string_view>> keys) const {
@@ -114,6 +135,19 @@ class Reader {
 
 }  // namespace
 
+std::chrono::milliseconds parse_duration_ms(std::string_view text) {
+  if (text.size() > 2 && text.ends_with("ms")) {
+    std::int64_t value = 0;
+    std::string_view digits = text.substr(0, text.size() - 2);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (ec != std::errc() || end != digits.data() + digits.size() || value < 0)
+      throw ConfigError("invalid duration '" + std::string(text) + "'");
+    if (value > (std::int64_t{1} << 40)) throw ConfigError("duration '" + std::string(text) + "' is too long");
+    return std::chrono::milliseconds(value);
+  }
+  return parse_duration(text);
+}
+
 std::chrono::seconds parse_duration(std::string_view text) {
   std::int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -145,6 +179,14 @@ Config Config::parse(std::string_view text, const std::string& source, const std
     c.hsm.pin_source = "file:" + resolve(base_dir, c.hsm.pin_source.substr(5));
   c.hsm.sessions = static_cast<std::size_t>(r.integer("hsm", "sessions", 4, 1, 256));
   c.hsm.session_copies = r.boolean("hsm", "session_copies", c.hsm.session_copies);
+  {
+    using std::chrono::milliseconds;
+    c.hsm.call_timeout = r.millis("hsm", "call_timeout", c.hsm.call_timeout, milliseconds(0), milliseconds(60000));
+    c.hsm.breaker_threshold =
+        static_cast<unsigned>(r.integer("hsm", "breaker_threshold", c.hsm.breaker_threshold, 1, 1000));
+    c.hsm.breaker_backoff =
+        r.millis("hsm", "breaker_backoff", c.hsm.breaker_backoff, milliseconds(1), milliseconds(60000));
+  }
   c.tickets.per_handshake = static_cast<int>(r.integer("tickets", "per_handshake", 2, 0, 16));
   c.tickets.lifetime = r.duration("tickets", "lifetime", c.tickets.lifetime);
   c.tickets.max_session_age = r.duration("tickets", "max_session_age", c.tickets.max_session_age);
@@ -160,12 +202,12 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
   rot.derivation = static_cast<int>(r.integer("rotation", "derivation", rot.derivation, 1, 2));
   c.log_level = r.string("log", "level", "info");
+  c.metrics.listen = r.string("metrics", "listen", "");
   c.audit.path = resolve(base_dir, r.string("audit", "path", ""));
   c.audit.seal_interval = r.duration("audit", "seal_interval", c.audit.seal_interval);
   c.audit.summary_interval = r.duration("audit", "summary_interval", c.audit.summary_interval);
   c.audit.per_handshake = r.boolean("audit", "per_handshake", c.audit.per_handshake);
   c.audit.fsync = r.boolean("audit", "fsync", c.audit.fsync);
-  c.metrics.listen = r.string("metrics", "listen", "");
   r.reject_unknown();
 
   // Cross-field checks still name a line (the key's, or its section's if it is missing).

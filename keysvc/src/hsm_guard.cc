@@ -1,5 +1,8 @@
 #include "keysvc/hsm_guard.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 
 #include "keysvc/hsm/error.h"
@@ -86,6 +89,13 @@ void HsmGuard::execute(Job& job) noexcept {
 }
 
 void HsmGuard::worker_loop() {
+  // A network HSM's client module (p11-kit-client.so) writes to a socket: if the HSM
+  // end dies, that write raises SIGPIPE, which kills a process that does not ignore it.
+  // Blocked here, it stays pending on this thread and the call fails with an error.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   for (;;) {
     std::shared_ptr<Job> job;
     {

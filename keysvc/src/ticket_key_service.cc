@@ -10,6 +10,7 @@
 #include "keysvc/log.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
+#include "fork_hooks.h"
 
 namespace keysvc {
 
@@ -39,18 +40,20 @@ std::unique_ptr<hsm::SessionPool> open_session_pool(const Config& config) {
 TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool)
     : config_(std::move(config)), clock_(std::move(clock)), pool_(std::move(pool)) {
   ring_.store(std::make_shared<const KeyRing>());
+  make_hsm_helpers();
+}
+
+void TicketKeyService::make_hsm_helpers() {
+  guard_ = std::make_unique<HsmGuard>(
+      *pool_, HsmGuard::Options{config_.hsm.call_timeout,
+                                {config_.hsm.breaker_threshold, config_.hsm.breaker_backoff},
+                                config_.hsm.sessions});
   if (config_.hsm.session_copies) session_copies_ = std::make_unique<SessionKeyCache>(pool_->token());
 }
 
 TicketKeyService::~TicketKeyService() {
-  {
-    std::scoped_lock lock(refresher_mutex_, refill_mutex_);
-    stopping_ = true;
-  }
-  refresher_wake_.notify_all();
-  refill_wake_.notify_all();
-  if (refresher_.joinable()) refresher_.join();
-  if (refiller_.joinable()) refiller_.join();
+  ForkHooks::remove(this);
+  stop_background();
   if (audit_) audit_->close();  // the final usage record and seal, while the token is there
 }
 
@@ -84,13 +87,30 @@ std::shared_ptr<TicketKeyService> TicketKeyService::open(const Config& config, C
   const Generation* current = ring->encrypt_generation(now);
   logger()->info("ticket key ring loaded: {} generation(s), encrypting under {}", ring->generations().size(),
                  current ? to_hex(current->name) : "(none)");
-  service->refresher_ = std::thread([raw = service.get()] { raw->refresher_loop(); });
-  if (config.tickets.issue_pool > 0) {
-    service->issue_pool_ = std::make_unique<IssueKeyPool>(config.tickets.issue_pool);
-    service->refiller_ = std::thread([raw = service.get()] { raw->refiller_loop(); });
-    service->request_refill();
-  }
+  if (config.tickets.issue_pool > 0) service->issue_pool_ = std::make_unique<IssueKeyPool>(config.tickets.issue_pool);
+  service->start_background();
+  ForkHooks::add(service.get());
   return service;
+}
+
+void TicketKeyService::start_background() {
+  stopping_ = false;
+  refresher_ = std::thread([this] { refresher_loop(); });
+  if (issue_pool_) {
+    refiller_ = std::thread([this] { refiller_loop(); });
+    request_refill();
+  }
+}
+
+void TicketKeyService::stop_background() noexcept {
+  {
+    std::scoped_lock lock(refresher_mutex_, refill_mutex_);
+    stopping_ = true;
+  }
+  refresher_wake_.notify_all();
+  refill_wake_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+  if (refiller_.joinable()) refiller_.join();
 }
 
 std::int64_t TicketKeyService::unix_now() const {
@@ -121,12 +141,16 @@ void TicketKeyService::refresh() {
 }
 
 void TicketKeyService::reload() {
-  KeyRing loaded = pool_->run([](hsm::Session& s) {
+  auto box = std::make_shared<KeyRing>();  // owned by the work: it may outlive a timed-out wait
+  HsmGuard::Result r = guard_->run([box](hsm::Session& s) {
     // Logged out by another user of the module: a search would miss every private
-    // object (an empty ring). A dead-session error makes run() log in on a fresh session.
+    // object (an empty ring). A dead-session error makes the guard log in on a fresh session.
     if (!s.user_logged_in()) throw hsm::Pkcs11Error("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
-    return token_store::load(s);
-  });
+    *box = token_store::load(s);
+  }, HsmGuard::Admission::kBypassBreaker);  // rescans have their own rate limits
+  if (r.exception) std::rethrow_exception(r.exception);
+  if (!r.ok()) throw hsm::Error("token scan: " + r.error);
+  KeyRing loaded = std::move(*box);
   if (session_copies_) loaded = session_copies_->attach(loaded, unix_now(), config_.rotation.clock_skew.count());
   auto ring = std::make_shared<const KeyRing>(std::move(loaded));
   counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
@@ -196,6 +220,15 @@ Generation TicketKeyService::create_generation() {
 
 namespace {
 bool handle_is_stale(CK_RV rv) { return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID; }
+
+// One derivation as guarded work: it owns its inputs and output, since it may finish
+// after its caller stopped waiting (hsm_guard.h).
+struct DeriveWork {
+  DeriveWork(const Generation& g, const Iv& i) : generation(g), iv(i) {}
+  Generation generation;
+  Iv iv;
+  TicketKeys keys;  // wiped when the work is dropped
+};
 }  // namespace
 
 bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv,
@@ -203,22 +236,29 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyNam
   for (int attempt = 0;; ++attempt) {
     const Generation* g = ring->find(name);
     if (g == nullptr || !g->usable()) break;
+    HsmGuard::Result r;
     try {
-      counters_.hsm_calls.fetch_add(g->sign_calls(), std::memory_order_relaxed);
-      pool_->run([&](hsm::Session& s) { derive_ticket_keys(s, *g, iv, out); });
-      return true;
-    } catch (const hsm::Pkcs11Error& e) {
-      out.wipe();
-      if (attempt == 0 && handle_is_stale(e.rv()) &&
-          throttled_reload(stale_handle_reloads_, std::chrono::seconds(1), "stale object handles")) {
-        ring = ring_.load();
-        continue;
+      auto work = std::make_shared<DeriveWork>(*g, iv);
+      r = guard_->run([work](hsm::Session& s) { derive_ticket_keys(s, work->generation, work->iv, work->keys); });
+      if (r.outcome != HsmGuard::Outcome::kRefused)
+        counters_.hsm_calls.fetch_add(g->sign_calls(), std::memory_order_relaxed);
+      if (r.ok()) {
+        out.aes_key = work->keys.aes_key;
+        out.hmac_key = work->keys.hmac_key;
+        return true;
       }
-      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), e.what());
-    } catch (const std::exception& e) {
-      out.wipe();
-      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), e.what());
+    } catch (const std::exception& e) {  // allocation
+      r = {HsmGuard::Outcome::kFailed, CKR_OK, e.what(), {}};
     }
+    out.wipe();
+    if (attempt == 0 && r.outcome == HsmGuard::Outcome::kFailed && handle_is_stale(r.rv) &&
+        throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), "stale object handles")) {
+      ring = ring_.load();
+      continue;
+    }
+    // Refusals (breaker open) are counted, not logged: the breaker logs when it opens.
+    if (r.outcome != HsmGuard::Outcome::kRefused)
+      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), r.error);
     break;
   }
   counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
@@ -250,7 +290,15 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   return true;
 }
 
-bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept {
+std::chrono::milliseconds TicketKeyService::stale_handle_reload_interval() const noexcept {
+  // At most once a second, or once per breaker backoff if that is shorter: the breaker
+  // already keeps a failing HSM from being hammered, and handles lost in a token reset
+  // (or a logout) should come back within a backoff of the HSM answering again.
+  return std::min<std::chrono::milliseconds>(std::chrono::seconds(1), config_.hsm.breaker_backoff);
+}
+
+bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::milliseconds interval,
+                                        const char* why) noexcept {
   using std::chrono::steady_clock;
   const auto span = std::chrono::duration_cast<steady_clock::duration>(interval).count();
   const auto now = steady_clock::now().time_since_epoch().count();

@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <optional>
@@ -93,7 +94,9 @@ KeyRing load(hsm::Session& session) {
     std::int64_t revoked, keep_until;
   };
   std::map<KeyName, Revocation> revocations;
-  for (CK_OBJECT_HANDLE record : hsm::find_objects(session, {.object_class = CKO_DATA, .application = kApplication})) {
+  const hsm::ObjectQuery records{.object_class = CKO_DATA, .application = kApplication};
+  std::vector<CK_OBJECT_HANDLE> vanished;
+  for (CK_OBJECT_HANDLE record : hsm::find_objects(session, records)) {
     try {
       hsm::Bytes label = hsm::get_attribute(session, record, CKA_LABEL);
       if (auto name = name_in_label(as_text(label), kRecordLabelPrefix)) {
@@ -120,7 +123,16 @@ KeyRing load(hsm::Session& session) {
     } catch (const hsm::Pkcs11Error& e) {
       // Another process (the rotator) destroyed it between the search and the read.
       if (e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;
+      vanished.push_back(record);
     }
+  }
+  // ... unless a second search still finds it: then the token failed the read (a reset,
+  // a fault), and skipping it would load a ring missing live generations (even an
+  // empty one) as if nothing had happened.
+  if (!vanished.empty()) {
+    for (CK_OBJECT_HANDLE again : hsm::find_objects(session, records))
+      if (std::find(vanished.begin(), vanished.end(), again) != vanished.end())
+        throw hsm::Pkcs11Error("C_GetAttributeValue", CKR_OBJECT_HANDLE_INVALID);
   }
   for (const auto& [name, r] : revocations) {
     Generation& g = by_name[name];  // a record alone if the keys are gone already

@@ -53,6 +53,8 @@ struct Cell {
   std::string fault;
 };
 
+void PrintTo(const Cell& c, std::ostream* os) { *os << c.function << " " << c.fault; }
+
 std::string cell_name(const ::testing::TestParamInfo<Cell>& info) {
   std::string n = info.param.function + "_" + info.param.fault;
   for (char& c : n)

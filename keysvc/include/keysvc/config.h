@@ -10,6 +10,17 @@
 //                             # generation keys whose keys are copyable (see
 //                             # rotation.copyable_keys; session_key_cache.h): about 3x
 //                             # cheaper per HMAC in SoftHSM. Uses one more session.
+//   call_timeout      = "500ms"  # deadline of one ticket-path HSM operation (a derivation,
+//                                # a ring rescan): handshakes stop waiting after it and serve
+//                                # a full handshake; the hung call's session is quarantined
+//                                # and the breaker opens (hsm_guard.h). 0: no deadline, calls
+//                                # run on the handshake thread. At most 60s.
+//   breaker_threshold = 5        # consecutive HSM failures that open the circuit breaker
+//                                # (1..1000; circuit_breaker.h)
+//   breaker_backoff   = "250ms"  # an open breaker lets one probe through this often
+//                                # (1ms..60s): the HSM sees at most one call per backoff
+//                                # while it fails, and resumption is back within about
+//                                # one backoff after it recovers
 //
 //   [tickets]
 //   per_handshake   = 2       # TLS 1.3 tickets sent after a full handshake
@@ -42,6 +53,11 @@
 //   [log]
 //   level = "info"            # trace, debug, info, warn, error, off
 //
+//   [metrics]                 # Prometheus metrics (docs/METRICS.md)
+//   listen = ""               # numeric IPv4 HOST:PORT where keysvc-tls-server serves
+//                             # /metrics, e.g. "127.0.0.1:9464" (listen_address.h);
+//                             # empty or absent: no metrics endpoint
+//
 //   [audit]                   # the tamper-evident audit trail (audit_trail.h, docs/AUDIT.md)
 //   path             = ""     # the server's JSON Lines file; empty or absent: no audit log.
 //                             # keysvcctl writes to its own file next to it, with
@@ -54,13 +70,9 @@
 //   per_handshake    = false  # also one record per ticket outcome (costly on busy servers)
 //   fsync            = true   # lifecycle events are fsync'ed before a command reports success
 //
-//   [metrics]                 # Prometheus metrics (docs/METRICS.md)
-//   listen = ""               # numeric IPv4 HOST:PORT where keysvc-tls-server serves
-//                             # /metrics, e.g. "127.0.0.1:9464" (listen_address.h);
-//                             # empty or absent: no metrics endpoint
-//
 // Relative paths (module, file: PIN sources) are relative to the config file's folder.
-// Durations are an integer number of seconds or a number with s, m, h or d.
+// Durations are an integer number of seconds or a number with s, m, h or d (and ms where
+// noted).
 // Unknown keys are errors, so a typo never silently falls back to a default.
 #pragma once
 
@@ -81,6 +93,9 @@ struct HsmConfig {
   std::string pin_source;  // empty: taken from the URI's pin-source / pin-value
   std::size_t sessions = 4;
   bool session_copies = false;  // derive with session-object copies (session_key_cache.h)
+  std::chrono::milliseconds call_timeout{500};     // 0: no deadline (hsm_guard.h)
+  unsigned breaker_threshold = 5;                  // circuit_breaker.h
+  std::chrono::milliseconds breaker_backoff{250};
 };
 
 struct TicketConfig {
@@ -91,11 +106,6 @@ struct TicketConfig {
   std::size_t issue_pool = 64;
 };
 
-struct MetricsConfig {
-  std::string listen;  // empty: no metrics endpoint
-  bool enabled() const noexcept { return !listen.empty(); }
-};
-
 struct AuditConfig {
   std::string path;  // empty: no audit log
   std::chrono::seconds seal_interval{60};
@@ -103,6 +113,11 @@ struct AuditConfig {
   bool per_handshake = false;
   bool fsync = true;
   bool enabled() const noexcept { return !path.empty(); }
+};
+
+struct MetricsConfig {
+  std::string listen;  // empty: no metrics endpoint
+  bool enabled() const noexcept { return !listen.empty(); }
 };
 
 struct Config {
@@ -120,6 +135,10 @@ struct Config {
   // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
   static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
 };
+
+// "250ms" -> 250 ms; otherwise as parse_duration ("2s", "1m"; a bare number is seconds).
+// Throws ConfigError.
+std::chrono::milliseconds parse_duration_ms(std::string_view text);
 
 // "90" -> 90s, "90s", "15m", "2h", "1d". Throws ConfigError.
 std::chrono::seconds parse_duration(std::string_view text);

@@ -20,6 +20,8 @@
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/session_pool.h"
+#include "keysvc/hsm_guard.h"
+#include "keysvc/hsm/shared_snapshot.h"
 #include "keysvc/issue_pool.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
@@ -62,6 +64,8 @@ struct ServiceCounters {
   std::uint64_t issued_from_pool = 0;  // of `issued`: taken from the pre-derived pool
 };
 
+struct ForkHooks;
+
 class TicketKeyService {
  public:
   // Loads the module, finds the token, logs in (the PIN is read from its source and
@@ -69,6 +73,15 @@ class TicketKeyService {
   // tickets.create_if_empty is set, runs the rotator once. Then starts a background
   // thread that refreshes the ring every rotation.refresh_interval (rotating first if
   // rotation.self_rotate). Throws ConfigError / hsm::Pkcs11Error with one line.
+  //
+  // Fork safety (prefork servers, as nginx): the process may fork() while services are
+  // open. pthread_atfork handlers stop each service's background threads before the fork
+  // and restart them in the parent; in the child they first re-run C_Initialize, forget
+  // the parent's sessions without closing them (a new session logs in again), rebuild
+  // the HSM guard's workers and the session-copy cache, and wipe the pre-derived issue
+  // pool (two processes must never issue with the same per-ticket keys). Fork only while
+  // no other thread of the process is using the service (a prefork master forks before
+  // it serves), and never while [audit] is set (its writer thread is not restarted).
   static std::shared_ptr<TicketKeyService> open(const Config& config, Clock clock = {});
 
   ~TicketKeyService();
@@ -113,6 +126,9 @@ class TicketKeyService {
     return session_copies_->stats();
   }
   ServiceCounters counters() const noexcept;
+  // The HSM guard's figures: breaker state, opens, probes, refusals, deadline overruns
+  // (hsm_guard.h).
+  HsmGuard::Counters hsm_guard_counters() const noexcept { return guard_->counters(); }
 
   // Per key name: tickets issued, resumed, renewed and rejected by reason (usage.h),
   // cumulative since open(). The service counts what it sees itself (issued, unknown
@@ -128,6 +144,17 @@ class TicketKeyService {
 
  private:
   TicketKeyService(Config config, Clock clock, std::unique_ptr<hsm::SessionPool> pool);
+  friend struct ForkHooks;  // fork_hooks.cc: pthread_atfork handlers
+  // The HSM guard and the session-copy cache (constructor, and again in a forked child).
+  void make_hsm_helpers();
+  // The refresher and refiller threads (open(), and after a fork in parent and child).
+  void start_background();
+  void stop_background() noexcept;
+  // Fork (see open()): stops the threads before, restarts them after; in the child first
+  // re-initialises the module, forgets the parent's sessions, rebuilds the guard and
+  // cache, and wipes the issue pool.
+  void pause_for_fork() noexcept;
+  void resume_after_fork(bool in_child) noexcept;
   // Derives under the generation `name` of `ring`. If the token no longer knows the
   // ring's object handles (SoftHSM forgets them when an application's last session
   // closes; a token reset does the same), reloads the ring (throttled) and retries once.
@@ -140,7 +167,8 @@ class TicketKeyService {
     std::atomic<std::chrono::steady_clock::rep> last{0};
     std::atomic<std::uint64_t> reloads{0};
   };
-  bool throttled_reload(Throttle& throttle, std::chrono::seconds interval, const char* why) noexcept;
+  bool throttled_reload(Throttle& throttle, std::chrono::milliseconds interval, const char* why) noexcept;
+  std::chrono::milliseconds stale_handle_reload_interval() const noexcept;
   void refresher_loop();
   // Keeps the issue pool full for the encrypt generation (its own thread).
   void refiller_loop();
@@ -150,12 +178,16 @@ class TicketKeyService {
   Config config_;
   Clock clock_;
   std::unique_ptr<hsm::SessionPool> pool_;
-  std::atomic<std::shared_ptr<const KeyRing>> ring_;
+  // Every ticket-path HSM operation runs through it (deadline + circuit breaker);
+  // declared after pool_ so it stops (and waits out hung calls) before the pool goes.
+  std::unique_ptr<HsmGuard> guard_;
+  hsm::SharedSnapshot<const KeyRing> ring_;  // not std::atomic<shared_ptr>: see shared_snapshot.h
   std::unique_ptr<SessionKeyCache> session_copies_;  // null unless hsm.session_copies
   struct AtomicCounters {
     std::atomic<std::uint64_t> issued{0}, opened{0}, unknown_key{0}, hsm_errors{0}, hsm_calls{0}, retired_key{0},
         refreshes{0}, issued_from_pool{0};
   } counters_;
+
   UsageTable usage_;
   std::unique_ptr<audit::AuditTrail> audit_;  // null unless [audit] path; closed before pool_ goes
 
