@@ -28,93 +28,42 @@
 #include "hostile_configs.h"
 #include "process.h"
 #include "test_token.h"
+#include "tls_server_process.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using keysvc::test::count_lines;
 using keysvc::test::Process;
+using keysvc::test::describe;
 using keysvc::test::RunResult;
+using keysvc::test::s_client;
+using keysvc::test::tls_version_name;
 using keysvc::test::TestToken;
 
-constexpr auto kStartTimeout = 15s;
 constexpr auto kClientTimeout = 15s;
-constexpr auto kStopTimeout = 10s;
+constexpr auto kStopTimeout = keysvc::test::TlsServerProcess::kStopTimeout;
 constexpr char kRequest[] = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
 constexpr char kBody[] = "hello from keysvc-tls-server";
 
 std::string server_bin() { return KEYSVC_TLS_SERVER_BIN; }
 
-std::string tls_dir() {
-  std::string dir = TestToken::get().dir() + "/tls";
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-std::string cert_path() { return tls_dir() + "/server.crt"; }
-std::string key_path() { return tls_dir() + "/server.key"; }
+std::string tls_dir() { return keysvc::test::tls_test_dir(); }
+std::string cert_path() { return keysvc::test::tls_cert_path(); }
+std::string key_path() { return keysvc::test::tls_key_path(); }
 
-std::string describe(const RunResult& r) {
-  return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + "\n--- stdout\n" +
-         r.out + "\n--- stderr\n" + r.err;
-}
-
-// A running keysvc-tls-server on 127.0.0.1 and a free port.
-class Server {
+// A running keysvc-tls-server on 127.0.0.1 and a free port; tickets: "keysvc" or "openssl".
+class Server : public keysvc::test::TlsServerProcess {
  public:
-  // tickets: "keysvc" or "openssl".
-  explicit Server(const std::string& tickets, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {server_bin(), "--listen", "127.0.0.1:0", "--cert", cert_path(), "--key",
-                                     key_path(), "--tickets", tickets, "--threads", "2", "--log-level", "debug"};
-    if (tickets == "keysvc") {
-      argv.push_back("--config");
-      argv.push_back(TestToken::get().config_path());
-    }
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<Process>(argv);
-    auto m = process_->wait_for_stderr(std::regex(R"(listening on 127\.0\.0\.1:(\d+)\n)"), kStartTimeout);
-    if (!m) {
-      throw std::runtime_error("server did not start: " + process_->command_line() + "\n--- stderr\n" +
-                               process_->err());
-    }
-    port_ = std::stoi((*m)[1]);
-  }
-
-  int port() const { return port_; }
-  Process& process() { return *process_; }
-
-  // SIGTERM, then expects exit code 0. Returns the server's stderr.
-  std::string stop(int sig = SIGTERM) {
-    process_->signal(sig);
-    auto code = process_->wait(kStopTimeout);
-    std::string err = process_->err();
-    EXPECT_EQ(code, std::optional<int>(0)) << "server stderr:\n" << err;
-    EXPECT_EQ(err.find(TestToken::get().pin()), std::string::npos) << "the PIN appears in the server's log";
-    return err;
-  }
-
- private:
-  std::unique_ptr<Process> process_;
-  int port_ = 0;
+  explicit Server(const std::string& tickets, std::vector<std::string> extra = {})
+      : TlsServerProcess(server_bin(), {.tickets = tickets, .extra = std::move(extra)}) {}
 };
 
-enum class Version { kTls13, kTls12 };
+using Version = keysvc::test::TlsVersion;
 enum class Client { kOpenSsl, kGnuTls };
 
 // Readable parameter values in test names and failure messages.
-void PrintTo(Version v, std::ostream* os) { *os << (v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"); }
 void PrintTo(Client c, std::ostream* os) { *os << (c == Client::kOpenSsl ? "openssl s_client" : "gnutls-cli"); }
-
-const char* s_client_version_flag(Version v) { return v == Version::kTls13 ? "-tls1_3" : "-tls1_2"; }
-const char* version_name(Version v) { return v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"; }
-
-// openssl s_client: one request, reads the whole response (so TLS 1.3 tickets, sent
-// after the handshake, are in). `sess_flag` is -sess_out or -sess_in.
-RunResult s_client(int port, Version v, const std::string& sess_flag, const std::string& sess_file) {
-  return keysvc::test::run({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port), "-servername",
-                            "localhost", s_client_version_flag(v), "-CAfile", cert_path(), "-verify_return_error",
-                            "-verify_hostname", "localhost", "-ign_eof", sess_flag, sess_file},
-                           kRequest, kClientTimeout);
-}
 
 // gnutls-cli --resume: a full handshake, then a second connection resuming it.
 RunResult gnutls_cli_resume(int port, Version v) {
@@ -136,14 +85,14 @@ void s_client_full_then_resume(int port, Version v, bool expect_reused) {
   const std::string sess = tls_dir() + "/session-" + std::to_string(port) + ".pem";
   RunResult first = s_client(port, v, "-sess_out", sess);
   ASSERT_EQ(first.exit_code, std::optional<int>(0)) << describe(first);
-  EXPECT_NE(first.out.find(std::string("New, ") + version_name(v)), std::string::npos) << describe(first);
+  EXPECT_NE(first.out.find(std::string("New, ") + tls_version_name(v)), std::string::npos) << describe(first);
   EXPECT_NE(first.out.find("Verify return code: 0 (ok)"), std::string::npos) << describe(first);
   EXPECT_NE(first.out.find(kBody), std::string::npos) << describe(first);
   ASSERT_TRUE(std::filesystem::exists(sess) && std::filesystem::file_size(sess) > 0) << describe(first);
 
   RunResult second = s_client(port, v, "-sess_in", sess);
   ASSERT_EQ(second.exit_code, std::optional<int>(0)) << describe(second);
-  const std::string want = std::string(expect_reused ? "Reused, " : "New, ") + version_name(v);
+  const std::string want = std::string(expect_reused ? "Reused, " : "New, ") + tls_version_name(v);
   EXPECT_NE(second.out.find(want), std::string::npos) << describe(second);
   EXPECT_NE(second.out.find(kBody), std::string::npos) << describe(second);
 }
@@ -181,7 +130,7 @@ TEST_P(Resumption, SecondConnectionResumes) {
     EXPECT_NE(r.out.find("The certificate is trusted"), std::string::npos) << describe(r);
   }
   const std::string err = server.stop();
-  EXPECT_NE(err.find(std::string(version_name(version)) + " session reused"), std::string::npos) << err;
+  EXPECT_NE(err.find(std::string(tls_version_name(version)) + " session reused"), std::string::npos) << err;
   if (tickets == "keysvc") {
     // The keysvc callbacks, not OpenSSL's own keys, issued and opened the tickets.
     KeysvcCounters c = keysvc_counters(err);
@@ -218,7 +167,7 @@ TEST_P(Restart, KeysvcTicketResumesOnANewServerProcess) {
   Server second("keysvc");
   RunResult r = s_client(second.port(), v, "-sess_in", sess);
   ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
-  EXPECT_NE(r.out.find(std::string("Reused, ") + version_name(v)), std::string::npos) << describe(r);
+  EXPECT_NE(r.out.find(std::string("Reused, ") + tls_version_name(v)), std::string::npos) << describe(r);
   second.stop();
 }
 
@@ -235,7 +184,7 @@ TEST_P(Restart, StockTicketDoesNotResumeOnANewServerProcess) {
   Server second("openssl");
   RunResult r = s_client(second.port(), v, "-sess_in", sess);
   ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
-  EXPECT_NE(r.out.find(std::string("New, ") + version_name(v)), std::string::npos) << describe(r);
+  EXPECT_NE(r.out.find(std::string("New, ") + tls_version_name(v)), std::string::npos) << describe(r);
   second.stop();
 }
 

@@ -63,6 +63,7 @@ std::string TlsServerProcess::stop(int sig) {
 }
 
 const char* tls_version_name(TlsVersion v) { return v == TlsVersion::kTls13 ? "TLSv1.3" : "TLSv1.2"; }
+void PrintTo(TlsVersion v, std::ostream* os) { *os << tls_version_name(v); }
 
 RunResult s_client(int port, TlsVersion v, const std::string& sess_flag, const std::string& sess_file) {
   return run({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port), "-servername", "localhost",

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,8 @@ class TlsServerProcess {
 enum class TlsVersion { kTls13, kTls12 };
 // "TLSv1.3" / "TLSv1.2", as s_client prints them.
 const char* tls_version_name(TlsVersion v);
+// The same, for gtest parameter values and messages.
+void PrintTo(TlsVersion v, std::ostream* os);
 
 // openssl s_client to 127.0.0.1:port: verifies the certificate, sends one HTTP request
 // and reads the whole response (so TLS 1.3 tickets, sent after the handshake, arrive).
