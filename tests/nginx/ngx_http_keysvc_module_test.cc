@@ -703,6 +703,13 @@ TEST(NginxModule, NginxStartsWhileTheHsmIsDownAndTurnsTicketsOnWhenItReturns) {
   EXPECT_FALSE(ticket_key_name(up).empty());
   Answer r = s_client(nginx.port(), Version::kTls13, up, "");
   EXPECT_TRUE(r.ok && r.reused) << r.detail;
+  const std::string log = nginx.error_log();
+  const std::regex failed_open("keysvc: cannot open");
+  print_figure("HSM down at start: " +
+               std::to_string(std::distance(std::sregex_iterator(log.begin(), log.end(), failed_open),
+                                            std::sregex_iterator())) +
+               " failed opens (2 workers), no ticket while down; tickets on and resumed after it returned: " +
+               (r.ok && r.reused ? "yes" : "no"));
   stop_and_check(nginx, 2);
 }
 
