@@ -155,6 +155,23 @@ TEST(Config, DerivationIsOneUnlessSetToTwo) {
   expect_error(kMinimal + "[rotation]\nderivation = \"v2\"\n", 5, "rotation.derivation must be an integer");
 }
 
+TEST(Config, HsmGuardSettingsTakeMillisecondsAndAreChecked) {
+  Config d = Config::parse(kMinimal, "t", "/base");
+  EXPECT_EQ(d.hsm.call_timeout, std::chrono::milliseconds(500));
+  EXPECT_EQ(d.hsm.breaker_threshold, 5u);
+  EXPECT_EQ(d.hsm.breaker_backoff, std::chrono::milliseconds(250));
+  Config c = Config::parse(kMinimal + "call_timeout = \"150ms\"\nbreaker_threshold = 2\nbreaker_backoff = \"1s\"\n", "t", "");
+  EXPECT_EQ(c.hsm.call_timeout, std::chrono::milliseconds(150));
+  EXPECT_EQ(c.hsm.breaker_threshold, 2u);
+  EXPECT_EQ(c.hsm.breaker_backoff, std::chrono::milliseconds(1000));
+  EXPECT_EQ(Config::parse(kMinimal + "call_timeout = 0\n", "t", "").hsm.call_timeout, std::chrono::milliseconds(0));
+  expect_error(kMinimal + "call_timeout = \"61s\"\n", 4, "hsm.call_timeout must be between 0ms and 60000ms");
+  expect_error(kMinimal + "call_timeout = \"5 ms\"\n", 4, "hsm.call_timeout: invalid duration");
+  expect_error(kMinimal + "call_timeout = true\n", 4, "hsm.call_timeout must be a duration");
+  expect_error(kMinimal + "breaker_backoff = \"0ms\"\n", 4, "hsm.breaker_backoff must be between 1ms and 60000ms");
+  expect_error(kMinimal + "breaker_threshold = 0\n", 4, "hsm.breaker_threshold must be between 1 and 1000");
+}
+
 TEST(Config, PinSourcesOtherThanRelativeFilesAreKept) {
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"env:KEYSVC_PIN\"\n", "t", "/base").hsm.pin_source, "env:KEYSVC_PIN");
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"file:/etc/pin\"\n", "t", "/base").hsm.pin_source, "file:/etc/pin");
