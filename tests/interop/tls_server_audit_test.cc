@@ -33,10 +33,7 @@ using keysvc::test::TestToken;
 
 constexpr char kRequest[] = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
 
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("KEYSVC_BIN_DIR");
-  return std::string(dir ? dir : ".") + "/" + name;
-}
+std::string bin(const std::string& name) { return name == "keysvcctl" ? KEYSVCCTL_BIN : KEYSVC_TLS_SERVER_BIN; }
 
 // $KEYSVC_TEST_TMPDIR/logs/NAME, emptied: where this test's logs stay after it ends.
 std::string log_dir(const std::string& name) {
