@@ -2,8 +2,6 @@
 
 #include "known_secrets.h"
 
-#include "known_secrets.h"
-
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -68,8 +66,6 @@ TestToken::TestToken() {
 
   pin_ = random_text(16);
   so_pin_ = random_text(16);
-  remember_secret_text(pin_);
-  remember_secret_text(so_pin_);
   remember_secret_text(pin_);
   remember_secret_text(so_pin_);
   auto module = hsm::Module::load(kSoftHsmModule);
