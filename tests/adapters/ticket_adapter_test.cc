@@ -45,7 +45,8 @@ class TicketAdapterTest : public ::testing::TestWithParam<int> {
   TicketCallbackCounters stats() const { return counters(server_.get()); }
   // The service's per-key usage counter (usage.h) for `name` and `outcome`.
   std::uint64_t used(const KeyName& name, TicketOutcome outcome) const {
-    const KeyUsage* k = service_->usage().find(name);
+    const UsageSnapshot usage = service_->usage();  // find() points into it: keep it alive
+    const KeyUsage* k = usage.find(name);
     return k ? k->counters[static_cast<std::size_t>(outcome)] : 0;
   }
   static KeyName name_of(SSL_SESSION* s) {
