@@ -4,7 +4,7 @@
 // must count exactly the tickets this test drove, per key name, and show the lifecycle
 // events keysvcctl wrote.
 //
-// The logs stay under $KEYSVC_TEST_TMPDIR/logs/tls_server_audit for the suite-wide
+// The logs stay under $KEYSVC_TEST_TMPDIR/logs/tls_server_audit/<test name> for the suite-wide
 // secret scan (tools/scan_logs_for_secrets.py).
 #include <gtest/gtest.h>
 #include <openssl/pem.h>
@@ -72,7 +72,10 @@ class TlsServerAudit : public ::testing::Test {
  protected:
   void SetUp() override {
     TestToken::get().clear();
-    logs_ = log_dir("tls_server_audit");
+    // One folder per test: ctest runs this binary's tests in parallel processes, and
+    // log_dir() empties the folder it returns.
+    logs_ = log_dir(std::string("tls_server_audit/") +
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
     tls_ = TestToken::get().dir() + "/audit-tls";
     std::filesystem::create_directories(tls_);
     config_ = TestToken::get().dir() + "/keysvc-audit.toml";  // next to the token's pin file
