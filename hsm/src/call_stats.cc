@@ -7,10 +7,10 @@ namespace keysvc::hsm {
 std::string_view call_name(Call call) noexcept {
   // In the order of enum Call.
   static constexpr std::string_view kNames[] = {
-      "C_Initialize",   "C_GetSlotList",     "C_GetTokenInfo", "C_InitToken",       "C_InitPIN",
+      "C_Initialize",   "C_Finalize",        "C_GetSlotList",     "C_GetTokenInfo", "C_InitToken",       "C_InitPIN",
       "C_OpenSession",  "C_CloseSession",    "C_GetSessionInfo", "C_Login",         "C_Logout",
       "C_FindObjectsInit", "C_FindObjects",  "C_FindObjectsFinal", "C_GetAttributeValue", "C_CreateObject",
-      "C_CopyObject",   "C_GenerateKey",     "C_DestroyObject", "C_SignInit",       "C_Sign",
+      "C_CopyObject",   "C_GenerateKey",     "C_GenerateKeyPair", "C_DestroyObject", "C_SignInit", "C_Sign",
   };
   static_assert(std::size(kNames) == kCallCount, "one name per Call");
   const auto i = static_cast<std::size_t>(call);

@@ -61,11 +61,25 @@ void Module::initialize() {
   CK_RV rv = call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
   check(rv, "C_Initialize");
+  initialized_by_keysvc_ = true;
 }
 
 bool Module::process_exiting() noexcept { return g_exiting; }
 
 void Module::reinitialize_after_fork() { initialize(); }
+
+bool Module::may_rescan_tokens() const {
+  return initialized_by_keysvc_ && stats_->snapshot(Call::kOpenSession).count == 0;
+}
+
+bool Module::rescan_tokens() {
+  std::lock_guard lock(g_modules_mutex);
+  if (!may_rescan_tokens()) return false;
+  call(*stats_, Call::kFinalize, fn_->C_Finalize, nullptr);
+  initialized_by_keysvc_ = false;
+  initialize();
+  return true;
+}
 
 std::vector<CK_SLOT_ID> Module::slots_with_token() const {
   CK_ULONG count = 0;

@@ -1,6 +1,10 @@
 #include "keysvc/hsm/token.h"
 
+#include <chrono>
 #include <cstring>
+#include <exception>
+#include <iterator>
+#include <thread>
 #include <vector>
 
 #include "keysvc/hsm/error.h"
@@ -16,24 +20,53 @@ CK_TOKEN_INFO token_info(const Module& module, CK_SLOT_ID slot) {
 }
 }  // namespace
 
-Token Token::find(std::shared_ptr<Module> module, const TokenUri& uri) {
-  std::vector<CK_SLOT_ID> matches;
-  std::string present;
-  for (CK_SLOT_ID slot : module->slots_with_token()) {
-    CK_TOKEN_INFO info = token_info(*module, slot);
+namespace {
+struct Matches {
+  std::vector<CK_SLOT_ID> slots;
+  std::string present;  // labels of the initialised tokens, for the error message
+};
+
+Matches matching_slots(const Module& module, const TokenUri& uri) {
+  Matches m;
+  for (CK_SLOT_ID slot : module.slots_with_token()) {
+    CK_TOKEN_INFO info = token_info(module, slot);
     if (!(info.flags & CKF_TOKEN_INITIALIZED)) continue;
     std::string label = trim_padded(info.label, sizeof info.label);
-    present += (present.empty() ? "" : ", ") + label;
-    if (uri.matches(info)) matches.push_back(slot);
+    m.present += (m.present.empty() ? "" : ", ") + label;
+    if (uri.matches(info)) m.slots.push_back(slot);
   }
-  if (matches.empty()) {
+  return m;
+}
+}  // namespace
+
+Token Token::find(std::shared_ptr<Module> module, const TokenUri& uri) {
+  // A token missing (or failing C_GetTokenInfo) may be one the module skipped because
+  // another process was rewriting its files when the module scanned them (SoftHSM 2,
+  // Module::rescan_tokens). Look again a few times, while that is safe, before saying
+  // it is not there. The waits cover a file write; a wrong URI costs them once (~0.3 s).
+  static constexpr std::chrono::milliseconds kRescanWaits[] = {std::chrono::milliseconds(25),
+                                                               std::chrono::milliseconds(75),
+                                                               std::chrono::milliseconds(200)};
+  for (std::size_t rescans = 0;; ++rescans) {
+    Matches m;
+    std::exception_ptr scan_error;
+    try {
+      m = matching_slots(*module, uri);
+    } catch (const Pkcs11Error&) {
+      scan_error = std::current_exception();
+    }
+    if (!scan_error && m.slots.size() > 1) {
+      throw ConfigError("several tokens match " + uri.describe() + "; add serial= to the URI");
+    }
+    if (!scan_error && m.slots.size() == 1) return Token(std::move(module), m.slots.front());
+    if (rescans < std::size(kRescanWaits) && module->may_rescan_tokens()) {
+      std::this_thread::sleep_for(kRescanWaits[rescans]);
+      if (module->rescan_tokens()) continue;
+    }
+    if (scan_error) std::rethrow_exception(scan_error);
     throw ConfigError("no token matches " + uri.describe() + " in " + module->path() +
-                      " (tokens present: " + (present.empty() ? "none" : present) + ")");
+                      " (tokens present: " + (m.present.empty() ? "none" : m.present) + ")");
   }
-  if (matches.size() > 1) {
-    throw ConfigError("several tokens match " + uri.describe() + "; add serial= to the URI");
-  }
-  return Token(std::move(module), matches.front());
 }
 
 Token Token::init_free_slot(std::shared_ptr<Module> module, const std::string& label,

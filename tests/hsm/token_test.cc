@@ -1,6 +1,10 @@
 #include "keysvc/hsm/token.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/session.h"
@@ -91,6 +95,61 @@ TEST(Token, InitFreeSlotMakesAUsableTokenAndAmbiguousUrisAreRefused) {
     EXPECT_NE(msg.find("keysvc-test"), std::string::npos) << msg;
     EXPECT_NE(msg.find("keysvc-second"), std::string::npos) << msg;
   }
+}
+
+
+std::uint64_t calls(const Module& m, Call c) { return m.stats().snapshot(c).count; }
+
+bool lists_initialised_token(const Module& m, const std::string& label) {
+  for (CK_SLOT_ID slot : m.slots_with_token()) {
+    CK_TOKEN_INFO info{};
+    if (m.fn()->C_GetTokenInfo(slot, &info) != CKR_OK || !(info.flags & CKF_TOKEN_INITIALIZED)) continue;
+    if (trim_padded(info.label, sizeof info.label) == label) return true;
+  }
+  return false;
+}
+
+// SoftHSM lists tokens once, at C_Initialize: a token another process initialises later
+// (or one whose files another process was rewriting during that scan) stays invisible.
+// Token::find looks again (C_Finalize + C_Initialize) before calling it missing, while
+// keysvc is the module's only user in the process.
+TEST(Token, FindLooksAgainForATokenAnotherProcessMadeAfterTheModuleListedItsTokens) {
+  // A private copy of the SoftHSM library: its own instance in this process, one that
+  // no other code here has opened a session through (TestToken has, on the real path).
+  const std::string copy = test::TestToken::get().dir() + "/libsofthsm2-" + test::random_text(6) + ".so";
+  std::filesystem::copy_file(kSoftHsmModule, copy);
+  auto m = Module::load(copy);
+  ASSERT_TRUE(m->may_rescan_tokens());
+  const std::string label = "keysvc-late-" + test::random_text(6);
+  pid_t child = fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {  // another process: its own PKCS#11 state, then a new token
+    int rc = 1;
+    try {
+      m->reinitialize_after_fork();
+      Token::init_free_slot(m, label, SecretString(test::random_text(12)), SecretString(test::random_text(12)));
+      rc = 0;
+    } catch (...) {
+    }
+    _exit(rc);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not make the token";
+  ASSERT_FALSE(lists_initialised_token(*m, label)) << "SoftHSM saw the new token without a rescan";
+
+  const std::uint64_t finalizes = calls(*m, Call::kFinalize);
+  Token late = Token::find(m, TokenUri::parse("pkcs11:token=" + label));
+  EXPECT_EQ(late.info().label, label);
+  EXPECT_EQ(calls(*m, Call::kFinalize), finalizes + 1);
+  EXPECT_EQ(Token::find(m, TokenUri::parse(test::TestToken::get().token_uri())).info().label, "keysvc-test");
+
+  // Once a session is open through the module, C_Finalize would close it: no rescan.
+  Session session(late, false);
+  EXPECT_FALSE(m->may_rescan_tokens());
+  EXPECT_THROW(Token::find(m, TokenUri::parse("pkcs11:token=absent")), ConfigError);
+  EXPECT_EQ(calls(*m, Call::kFinalize), finalizes + 1);
+  EXPECT_NO_THROW(session.user_logged_in()) << "the session did not survive";
 }
 
 }  // namespace

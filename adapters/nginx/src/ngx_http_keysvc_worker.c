@@ -43,7 +43,9 @@ ngx_http_keysvc_tickets_off(SSL_CTX *ctx)
  * its token files while C_Initialize scans them, and a scan that meets another
  * process logging in (which rewrites the token's file) can miss the token ("tokens
  * present: none") or fail C_GetTokenInfo; the module then keeps that view for the life
- * of the process. Workers starting together hit this often. */
+ * of the process. keysvc then looks again (hsm::Token::find rescans the module while
+ * it is its only user), but workers starting together hit this often enough that
+ * taking turns is the cheaper cure. */
 static keysvc_service *
 ngx_http_keysvc_open(const char *config, char *err, size_t err_len)
 {

@@ -33,6 +33,7 @@ namespace keysvc::hsm {
 // The PKCS#11 functions keysvc calls. kCount is not a function.
 enum class Call : std::uint8_t {
   kInitialize,
+  kFinalize,
   kGetSlotList,
   kGetTokenInfo,
   kInitToken,
@@ -49,6 +50,7 @@ enum class Call : std::uint8_t {
   kCreateObject,
   kCopyObject,
   kGenerateKey,
+  kGenerateKeyPair,
   kDestroyObject,
   kSignInit,
   kSign,

@@ -9,6 +9,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,17 @@ class Module {
   // Only call in a freshly forked child before any other use of the module.
   void reinitialize_after_fork();
 
+  // Makes the module list its tokens again (C_Finalize + C_Initialize). Some modules
+  // read their token list only at C_Initialize: SoftHSM 2 skips a token whose files
+  // another process is rewriting at that moment (a login, a new object) and then never
+  // sees it for the life of the process. Only done while keysvc is the module's only
+  // user in this process -- keysvc's own C_Initialize succeeded and no session was ever
+  // opened through it -- since C_Finalize would break anyone else's sessions. Returns
+  // false, doing nothing, otherwise. Throws Pkcs11Error if C_Initialize then fails.
+  bool rescan_tokens();
+  // Whether rescan_tokens() would rescan now.
+  bool may_rescan_tokens() const;
+
  private:
   Module(std::string path, void* handle, CK_FUNCTION_LIST* fn);
   void initialize();
@@ -54,6 +66,7 @@ class Module {
   std::string path_;
   void* handle_;  // dlopen handle, intentionally never closed
   CK_FUNCTION_LIST* fn_;
+  std::atomic<bool> initialized_by_keysvc_{false};  // our C_Initialize returned CKR_OK
   std::unique_ptr<CallStats> stats_ = std::make_unique<CallStats>();
 };
 
