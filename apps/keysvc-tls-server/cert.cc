@@ -10,11 +10,15 @@
 #include <filesystem>
 #include <utility>
 
+#include "keysvc/openssl/ossl.h"
 #include "keysvc/openssl/self_signed_cert.h"
-#include "ossl.h"
 
 namespace tls_server {
 namespace {
+
+using keysvc::openssl::BioPtr;
+using keysvc::openssl::EvpPkeyPtr;
+using keysvc::openssl::OpenSslError;
 
 // Writes `data` to a new file (never overwrites one), checking every step.
 void write_new_file(const std::string& path, const std::string& data, mode_t mode) {

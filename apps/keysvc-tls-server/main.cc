@@ -19,12 +19,12 @@
 #include "cert.h"
 #include "keysvc/config.h"
 #include "keysvc/log.h"
+#include "keysvc/openssl/ossl.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "keysvc/listen_address.h"
 #include "keysvc/prometheus/collector.h"
 #include "keysvc/prometheus/exporter.h"
 #include "keysvc/ticket_key_service.h"
-#include "ossl.h"
 #include "server.h"
 #include "server_key.h"
 
@@ -56,20 +56,20 @@ void print_failure(const std::string& message) {
   std::fprintf(stderr, "%s: %s\n", kProgram, one_line(message).c_str());
 }
 
-tls_server::SslCtxPtr make_ssl_ctx(const Options& o, const tls_server::ServerKey& key) {
-  tls_server::SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
-  if (!ctx) throw tls_server::OpenSslError("SSL_CTX_new");
+keysvc::openssl::SslCtxPtr make_ssl_ctx(const Options& o, const tls_server::ServerKey& key) {
+  keysvc::openssl::SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) throw keysvc::openssl::OpenSslError("SSL_CTX_new");
   if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION) != 1)
-    throw tls_server::OpenSslError("setting the protocol versions");
+    throw keysvc::openssl::OpenSslError("setting the protocol versions");
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert.c_str()) != 1)
-    throw tls_server::OpenSslError("cannot load certificate " + o.cert);
+    throw keysvc::openssl::OpenSslError("cannot load certificate " + o.cert);
   key.use_in(ctx.get());
   // Resumption only through tickets: no server-side session cache, so a resumed
   // session proves the ticket path works.
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
   if (SSL_CTX_set_session_id_context(ctx.get(), kSessionIdContext, sizeof kSessionIdContext - 1) != 1)
-    throw tls_server::OpenSslError("SSL_CTX_set_session_id_context");
+    throw keysvc::openssl::OpenSslError("SSL_CTX_set_session_id_context");
   return ctx;
 }
 
@@ -111,7 +111,7 @@ int run(const Options& o) {
   const tls_server::ServerKey key = tls_server::ServerKey::load(o.key, o.key_pin, config ? &*config : nullptr);
   if (!key.in_token() && tls_server::ensure_certificate(o.cert, o.key))
     log->info("generated a self-signed certificate {} and key {}", o.cert, o.key);
-  tls_server::SslCtxPtr ctx = make_ssl_ctx(o, key);
+  keysvc::openssl::SslCtxPtr ctx = make_ssl_ctx(o, key);
   log->info("server key: {}", key.describe());
 
   if (use_keysvc) {
@@ -176,7 +176,8 @@ int main(int argc, char** argv) {
   app.add_option("--key", o.key,
                  "private key file (PEM), or a key in a PKCS#11 token: pkcs11:token=T;object=LABEL;type=private "
                  "(keysvcctl server-key create makes one)")
-      ->required();
+      ->required()
+      ->check([](const std::string& v) { return tls_server::check_key_argument(v); });
   app.add_option("--key-pin", o.key_pin,
                  "PIN source for a --key in a token: file:PATH or env:NAME (default: the URI's pin-source, then "
                  "the config's hsm.pin)");

@@ -22,10 +22,14 @@
 #include <vector>
 
 #include "keysvc/log.h"
-#include "ossl.h"
+#include "keysvc/openssl/ossl.h"
 
 namespace tls_server {
 namespace {
+
+using keysvc::openssl::OpenSslError;
+using keysvc::openssl::SslPtr;
+using keysvc::openssl::take_openssl_error;
 
 constexpr int kIoTimeoutSeconds = 10;      // per read/write on a connection
 constexpr int kLingerMillis = 250;         // wait for the peer's close after ours

@@ -1,13 +1,21 @@
 #include "server_key.h"
 
 #include "keysvc/hsm/error.h"
-#include "ossl.h"
+#include "keysvc/openssl/ossl.h"
 
 namespace tls_server {
 
 namespace hsm = keysvc::hsm;
+using keysvc::openssl::OpenSslError;
+
+std::string check_key_argument(const std::string& key) {
+  if (keysvc::openssl::is_pkcs11_uri(key) && key.find("pin-value") != std::string::npos)
+    return "a pin-value would put the PIN in argv: use pin-source=file:PATH in the URI, or --key-pin";
+  return {};
+}
 
 ServerKey ServerKey::load(const std::string& key, const std::string& pin_source, const keysvc::Config* config) {
+  if (auto problem = check_key_argument(key); !problem.empty()) throw hsm::ConfigError("--key: " + problem);
   ServerKey k;
   if (!keysvc::openssl::is_pkcs11_uri(key)) {
     if (!pin_source.empty()) throw hsm::ConfigError("--key-pin is only for a key in a token (--key pkcs11:...)");

@@ -12,10 +12,15 @@
 
 namespace tls_server {
 
+// What is wrong with --key's value, or "" if nothing: a pkcs11: URI must not carry a
+// pin-value, which would put the PIN in argv (and `ps`). The message never repeats the
+// value.
+std::string check_key_argument(const std::string& key);
+
 class ServerKey {
  public:
   // `key` is a file path, or a pkcs11: URI. For a URI the PIN source is, in order: the
-  // URI's pin-source / pin-value, `pin_source` (--key-pin: file:PATH or env:NAME), the
+  // URI's pin-source, `pin_source` (--key-pin: file:PATH or env:NAME), the
   // keysvc config's hsm.pin (the ticket token's: the usual case is one token for both);
   // the module is the URI's module-path or the config's hsm.module. Throws
   // keysvc::hsm::Error (one line) if the key cannot be opened.

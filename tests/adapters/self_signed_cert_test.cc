@@ -6,25 +6,18 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <memory>
+#include "keysvc/openssl/ossl.h"
 
 namespace keysvc::openssl {
 namespace {
 
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-
-std::unique_ptr<X509, X509Deleter> parse(const std::vector<std::uint8_t>& der) {
+X509Ptr parse(const std::vector<std::uint8_t>& der) {
   const unsigned char* p = der.data();
-  return std::unique_ptr<X509, X509Deleter>(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  return X509Ptr(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
 }
 
 TEST(SelfSignedCert, VerifiesUnderItsKeyWithTheRequestedNames) {
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
   ASSERT_TRUE(key);
   SelfSignedCertificate c = make_self_signed_certificate(key.get(), {.common_name = "demo.example",
                                                                      .alt_names = "DNS:demo.example",
@@ -50,7 +43,7 @@ TEST(SelfSignedCert, VerifiesUnderItsKeyWithTheRequestedNames) {
 }
 
 TEST(SelfSignedCert, DefaultsToLocalhostAndOneYear) {
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}));
+  EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048}));
   ASSERT_TRUE(key);
   auto cert = parse(make_self_signed_certificate(key.get()).der);
   ASSERT_TRUE(cert);
@@ -62,7 +55,7 @@ TEST(SelfSignedCert, DefaultsToLocalhostAndOneYear) {
 }
 
 TEST(SelfSignedCert, BadAltNamesAreAnError) {
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  EvpPkeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
   EXPECT_THROW(make_self_signed_certificate(key.get(), {.alt_names = "NOPE:x"}), std::runtime_error);
 }
 

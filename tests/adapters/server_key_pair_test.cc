@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/ticket_key_service.h"
@@ -30,28 +31,26 @@ class ServerKeyPairTest : public ::testing::TestWithParam<ServerKeyType> {
 INSTANTIATE_TEST_SUITE_P(KeyTypes, ServerKeyPairTest, ::testing::Values(ServerKeyType::kEcP256, ServerKeyType::kRsa2048),
                          [](const auto& p) { return p.param == ServerKeyType::kEcP256 ? "EcP256" : "Rsa2048"; });
 
+// Expects each CK_BBOOL attribute of `object` to be as listed.
+void expect_flags(hsm::Session& s, CK_OBJECT_HANDLE object,
+                  std::initializer_list<std::pair<CK_ATTRIBUTE_TYPE, bool>> expected) {
+  for (const auto& [type, value] : expected)
+    EXPECT_EQ(hsm::get_bool_attribute(s, object, type), value) << "attribute 0x" << std::hex << type;
+}
+
 TEST_P(ServerKeyPairTest, PrivateHalfSignsOnlyAndNeverLeaves) {
   pool_->run([&](hsm::Session& s) {
+    const std::uint64_t calls_before = s.stats().snapshot(hsm::Call::kGenerateKeyPair).count;
     ServerKeyPair pair = generate_server_key_pair(s, GetParam(), kId, "srv");
+    EXPECT_EQ(s.stats().snapshot(hsm::Call::kGenerateKeyPair).count, calls_before + 1);  // counted like every call
     const CK_OBJECT_HANDLE k = pair.private_key;
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_TOKEN));
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_PRIVATE));
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_SENSITIVE));
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_ALWAYS_SENSITIVE));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_EXTRACTABLE));
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_NEVER_EXTRACTABLE));
-    EXPECT_TRUE(hsm::get_bool_attribute(s, k, CKA_SIGN));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_SIGN_RECOVER));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_DECRYPT));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_UNWRAP));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_DERIVE));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_MODIFIABLE));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, k, CKA_COPYABLE));
+    expect_flags(s, k,
+                 {{CKA_TOKEN, true}, {CKA_PRIVATE, true}, {CKA_SENSITIVE, true}, {CKA_ALWAYS_SENSITIVE, true},
+                  {CKA_EXTRACTABLE, false}, {CKA_NEVER_EXTRACTABLE, true}, {CKA_SIGN, true}, {CKA_SIGN_RECOVER, false},
+                  {CKA_DECRYPT, false}, {CKA_UNWRAP, false}, {CKA_DERIVE, false}, {CKA_MODIFIABLE, false},
+                  {CKA_COPYABLE, false}});
     const CK_OBJECT_HANDLE p = pair.public_key;
-    EXPECT_TRUE(hsm::get_bool_attribute(s, p, CKA_VERIFY));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, p, CKA_ENCRYPT));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, p, CKA_WRAP));
-    EXPECT_FALSE(hsm::get_bool_attribute(s, p, CKA_PRIVATE));
+    expect_flags(s, p, {{CKA_VERIFY, true}, {CKA_ENCRYPT, false}, {CKA_WRAP, false}, {CKA_PRIVATE, false}});
     EXPECT_EQ(hsm::get_attribute(s, k, CKA_ID), hsm::Bytes(std::begin(kId), std::end(kId)));
     EXPECT_EQ(hsm::get_attribute(s, p, CKA_LABEL), hsm::Bytes({'s', 'r', 'v'}));
     // No way to read or wrap the private key out.

@@ -12,6 +12,7 @@
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "keysvc/openssl/ossl.h"
 #include "keysvc/openssl/self_signed_cert.h"
 #include "keysvc/openssl/server_key_pair.h"
 #include "keysvc/openssl/ticket_adapter.h"
@@ -43,11 +44,6 @@ void create_key(ServerKeyType type, const std::string& label) {
   auto pool = open_session_pool(TestToken::get().config());
   pool->run([&](hsm::Session& s) { return generate_server_key_pair(s, type, kKeyId, label); });
 }
-
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
 
 X509Ptr parse_der(const std::vector<std::uint8_t>& der) {
   const unsigned char* p = der.data();

@@ -113,6 +113,21 @@ TEST_P(ServerKeyCreateTest, TokenKeySignsServerHandshakesWhileTicketsResume) {
   EXPECT_EQ(server.err().find(TestToken::get().pin()), std::string::npos);
 }
 
+// A pin-value in --key would put the PIN in argv: refused before anything starts, with
+// one line that does not repeat it.
+TEST_F(ServerKeyCreateTest, TlsServerRefusesAPinValueInItsKeyUri) {
+  const std::string pin = TestToken::get().pin();
+  RunResult r = keysvc::test::run({KEYSVC_TLS_SERVER_BIN, "--listen", "127.0.0.1:0", "--cert", dir() + "/server.crt",
+                                   "--key", "pkcs11:token=keysvc-test;object=web;type=private?pin-value=" + pin,
+                                   "--config", TestToken::get().config_path()},
+                                  "", kTimeout);
+  EXPECT_EQ(r.exit_code, std::optional<int>(2)) << describe(r);
+  EXPECT_EQ(keysvc::test::count_lines(r.err), 1u) << describe(r);
+  EXPECT_NE(r.err.find("pin-value would put the PIN in argv"), std::string::npos) << describe(r);
+  EXPECT_EQ(r.err.find(pin), std::string::npos) << describe(r);
+  EXPECT_FALSE(std::filesystem::exists(dir() + "/server.crt"));
+}
+
 TEST_F(ServerKeyCreateTest, BadInputChangesNothing) {
   const std::string cert = dir() + "/server.crt";
   ASSERT_EQ(keysvcctl({"server-key", "create", "--label", "web", "--cert-out", cert}).exit_code,

@@ -1,19 +1,24 @@
-// Small RAII and error helpers for the OpenSSL types the server uses.
+// Owning pointers and an error type for the OpenSSL objects keysvc's adapter and
+// programs create (SSL_CTX, SSL, EVP_PKEY, X509, BIO...): one home for them, so each
+// user does not write its own deleters.
 #pragma once
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <array>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
-namespace tls_server {
+namespace keysvc::openssl {
 
+// A unique_ptr deleter calling OpenSSL's `Free` function.
 template <auto Free>
 struct Deleter {
   template <typename T>
@@ -32,7 +37,14 @@ using BignumPtr = std::unique_ptr<BIGNUM, Deleter<&BN_free>>;
 
 // Drains OpenSSL's error queue of this thread and returns its last entry as text
 // ("unknown error" if the queue was empty).
-std::string take_openssl_error();
+inline std::string take_openssl_error() {
+  unsigned long last = 0;
+  while (unsigned long e = ERR_get_error()) last = e;
+  if (last == 0) return "unknown error";
+  std::array<char, 256> buf{};
+  ERR_error_string_n(last, buf.data(), buf.size());
+  return buf.data();
+}
 
 // std::runtime_error("what: <last OpenSSL error>"), draining the queue.
 class OpenSslError : public std::runtime_error {
@@ -40,4 +52,4 @@ class OpenSslError : public std::runtime_error {
   explicit OpenSslError(const std::string& what) : std::runtime_error(what + ": " + take_openssl_error()) {}
 };
 
-}  // namespace tls_server
+}  // namespace keysvc::openssl
