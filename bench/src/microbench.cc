@@ -6,7 +6,7 @@
 //   BM_HsmHmacSign_session_copy    the same with keysvc's session copy of a generation key
 //                                  (hsm.session_copies, session_key_cache.h)
 //   BM_HsmHmacSha512/{token,session}  one HMAC-SHA512 (64 bytes out: both per-ticket keys in
-//                                  one call, a derivation keysvc does not use) with a 64-byte key
+//                                  one call, rotation.derivation = 2) with a 64-byte key
 //   BM_DeriveTicketKeys            derive_ticket_keys: both per-ticket keys (2 HMACs)
 //   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
 //   BM_ServiceOpen_copies          derive_for_open with hsm.session_copies
@@ -84,71 +84,73 @@ void BM_HsmHmacSign_local(benchmark::State& state) { hmac_sign(state, g_local.ge
 void BM_HsmHmacSign_session_copy(benchmark::State& state) { hmac_sign(state, g_copies.get(), "", true); }
 void BM_HsmHmacSign_remote(benchmark::State& state) { hmac_sign(state, g_remote.get(), g_remote_skip); }
 
+// A throwaway HMAC key generated in `session` for one benchmark (sensitive, never
+// extractable, sign only), destroyed with it. ok() is false if the token refused it.
+class GeneratedHmacKey {
+ public:
+  GeneratedHmacKey(hsm::Session& session, CK_ULONG bytes, bool token_object) : session_(session) {
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = token_object ? CK_TRUE : CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type}, {CKA_VALUE_LEN, &bytes, sizeof bytes},
+        {CKA_TOKEN, &token, sizeof token}, {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &no, sizeof no},
+        {CKA_SIGN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
+    };
+    CK_MECHANISM gen{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
+    if (session.fn()->C_GenerateKey(session.handle(), &gen, tmpl, sizeof tmpl / sizeof tmpl[0], &key_) != CKR_OK)
+      key_ = CK_INVALID_HANDLE;
+  }
+  ~GeneratedHmacKey() {
+    if (ok()) session_.fn()->C_DestroyObject(session_.handle(), key_);
+  }
+  GeneratedHmacKey(const GeneratedHmacKey&) = delete;
+  GeneratedHmacKey& operator=(const GeneratedHmacKey&) = delete;
+
+  bool ok() const { return key_ != CK_INVALID_HANDLE; }
+  CK_OBJECT_HANDLE get() const { return key_; }
+
+ private:
+  hsm::Session& session_;
+  CK_OBJECT_HANDLE key_ = CK_INVALID_HANDLE;
+};
+
 // Not what keysvc does today: the same HMAC with a *session* object key (CKA_TOKEN=FALSE,
 // still sensitive and non-extractable), generated in the bench's session. Measures the
 // lever FIELD-NOTES describes (SoftHSM re-reads token objects on every use).
 void BM_HsmHmacSign_session_key(benchmark::State& state) {
   auto lease = g_local->sessions().lease();
   hsm::Session& session = lease.session();
-  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-  CK_ULONG len = 32;
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-  CK_ATTRIBUTE tmpl[] = {
-      {CKA_CLASS, &cls, sizeof cls},         {CKA_KEY_TYPE, &type, sizeof type},
-      {CKA_VALUE_LEN, &len, sizeof len},     {CKA_TOKEN, &no, sizeof no},
-      {CKA_SENSITIVE, &yes, sizeof yes},     {CKA_EXTRACTABLE, &no, sizeof no},
-      {CKA_SIGN, &yes, sizeof yes},          {CKA_PRIVATE, &yes, sizeof yes},
-  };
-  CK_MECHANISM gen{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
-  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  if (session.fn()->C_GenerateKey(session.handle(), &gen, tmpl, sizeof tmpl / sizeof tmpl[0], &key) != CKR_OK) {
+  const GeneratedHmacKey key(session, hsm::kHmacKeyBytes, false);
+  if (!key.ok()) {
     state.SkipWithError("C_GenerateKey (session object) failed");
     return;
   }
   std::array<std::uint8_t, 61> msg{};
   std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
   for (auto _ : state) {
-    hsm::hmac_sha256(session, key, msg, mac);
+    hsm::hmac_sha256(session, key.get(), msg, mac);
     benchmark::DoNotOptimize(mac);
   }
-  session.fn()->C_DestroyObject(session.handle(), key);
 }
 
-// Lever 2 of issue #5, measured but not used by keysvc: one HMAC-SHA512 would give both
-// 32-byte per-ticket keys in one C_Sign. SHA-512 HMAC keys must be 64 bytes in SoftHSM.
-// range(0): 0 = token object, 1 = session object.
+// Lever 2 of issue #5, as keysvc's rotation.derivation = 2 does it: one HMAC-SHA512 gives
+// both 32-byte per-ticket keys in one C_Sign. SHA-512 HMAC keys must be 64 bytes in
+// SoftHSM. range(0): 0 = token object, 1 = session object.
 void BM_HsmHmacSha512(benchmark::State& state) {
   auto lease = g_local->sessions().lease();
   hsm::Session& session = lease.session();
-  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-  CK_ULONG len = 64;
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE, token = state.range(0) == 0 ? CK_TRUE : CK_FALSE;
-  CK_ATTRIBUTE tmpl[] = {
-      {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type}, {CKA_VALUE_LEN, &len, sizeof len},
-      {CKA_TOKEN, &token, sizeof token}, {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &no, sizeof no},
-      {CKA_SIGN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
-  };
-  CK_MECHANISM gen{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
-  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  if (session.fn()->C_GenerateKey(session.handle(), &gen, tmpl, sizeof tmpl / sizeof tmpl[0], &key) != CKR_OK) {
+  const GeneratedHmacKey key(session, hsm::kHmacSha512KeyBytes, state.range(0) == 0);
+  if (!key.ok()) {
     state.SkipWithError("C_GenerateKey (64-byte key) failed");
     return;
   }
   std::array<std::uint8_t, 61> msg{};
-  std::array<std::uint8_t, 64> mac{};
-  CK_MECHANISM mech{CKM_SHA512_HMAC, nullptr, 0};
+  std::array<std::uint8_t, hsm::kHmacSha512Bytes> mac{};
   for (auto _ : state) {
-    CK_ULONG out = mac.size();
-    if (session.fn()->C_SignInit(session.handle(), &mech, key) != CKR_OK ||
-        session.fn()->C_Sign(session.handle(), msg.data(), msg.size(), mac.data(), &out) != CKR_OK || out != 64) {
-      state.SkipWithError("HMAC-SHA512 failed");
-      break;
-    }
+    hsm::hmac_sha512(session, key.get(), msg, mac);
     benchmark::DoNotOptimize(mac);
   }
-  session.fn()->C_DestroyObject(session.handle(), key);
 }
 
 void derive(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {

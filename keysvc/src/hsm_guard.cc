@@ -40,50 +40,43 @@ HsmGuard::~HsmGuard() {
 }
 
 void HsmGuard::execute(Job& job) noexcept {
+  // A session whose call overran its deadline is not trusted again: quarantined.
+  auto quarantine_if_abandoned = [&](hsm::SessionPool::Lease& lease) {
+    std::lock_guard lock(job.mutex);
+    if (!job.abandoned) return false;
+    lease.discard();
+    quarantined_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  };
   Result r;
-  for (int attempt = 0;; ++attempt) {
-    try {
-      hsm::SessionPool::Lease lease = pool_.lease();
-      {
-        std::lock_guard lock(job.mutex);
-        if (job.abandoned) {  // the caller gave up while we waited for (or opened) a session
-          lease.discard();
-          quarantined_.fetch_add(1, std::memory_order_relaxed);
-          r = Result{Outcome::kTimedOut, CKR_OK, "abandoned before the call", {}};
-          break;
-        }
+  try {
+    // The pool retries once on a fresh session if the work's session died.
+    pool_.run_leased([&](hsm::SessionPool::Lease& lease) {
+      // The caller may have given up while we waited for (or opened) a session.
+      if (quarantine_if_abandoned(lease)) {
+        r = Result{Outcome::kTimedOut, CKR_OK, "abandoned before the call", {}};
+        return;
       }
-      // Quarantine: a session whose call overran its deadline is not trusted again.
-      auto quarantine_if_abandoned = [&] {
-        std::lock_guard lock(job.mutex);
-        if (!job.abandoned) return;
-        lease.discard();
-        quarantined_.fetch_add(1, std::memory_order_relaxed);
-      };
       try {
         job.work(lease.session());
-        quarantine_if_abandoned();
-        r = Result{};
-        break;
-      } catch (const hsm::Pkcs11Error& e) {
+      } catch (const hsm::Pkcs11Error&) {
         // Never reuse a session a call failed on: a C_Sign that failed after C_SignInit
         // may leave the operation active (every later C_SignInit on it then fails with
         // CKR_OPERATION_ACTIVE), and a dead one is dead. Closing it is cheap.
         lease.discard();
-        if (e.session_is_dead() && attempt == 0) continue;
         throw;
       } catch (...) {
-        quarantine_if_abandoned();
+        quarantine_if_abandoned(lease);
         throw;
       }
-    } catch (const hsm::Pkcs11Error& e) {
-      r = Result{Outcome::kFailed, e.rv(), e.what(), std::current_exception()};
-    } catch (const std::exception& e) {
-      r = Result{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
-    } catch (...) {
-      r = Result{Outcome::kFailed, CKR_OK, "unknown error", std::current_exception()};
-    }
-    break;
+      quarantine_if_abandoned(lease);
+    });
+  } catch (const hsm::Pkcs11Error& e) {
+    r = Result{Outcome::kFailed, e.rv(), e.what(), std::current_exception()};
+  } catch (const std::exception& e) {
+    r = Result{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
+  } catch (...) {
+    r = Result{Outcome::kFailed, CKR_OK, "unknown error", std::current_exception()};
   }
   job.result = std::move(r);
 }

@@ -142,12 +142,8 @@ void TicketKeyService::refresh() {
 
 void TicketKeyService::reload() {
   auto box = std::make_shared<KeyRing>();  // owned by the work: it may outlive a timed-out wait
-  HsmGuard::Result r = guard_->run([box](hsm::Session& s) {
-    // Logged out by another user of the module: a search would miss every private
-    // object (an empty ring). A dead-session error makes the guard log in on a fresh session.
-    if (!s.user_logged_in()) throw hsm::Pkcs11Error("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
-    *box = token_store::load(s);
-  }, HsmGuard::Admission::kBypassBreaker);  // rescans have their own rate limits
+  HsmGuard::Result r = guard_->run([box](hsm::Session& s) { *box = token_store::load(s); },
+                                    HsmGuard::Admission::kBypassBreaker);  // rescans have their own rate limits
   if (r.exception) std::rethrow_exception(r.exception);
   if (!r.ok()) throw hsm::Error("token scan: " + r.error);
   KeyRing loaded = std::move(*box);
@@ -203,7 +199,7 @@ void TicketKeyService::fill_issue_pool() noexcept {
     auto entry = std::make_unique<IssueKeys>();
     entry->name = g->name;
     if (RAND_bytes(entry->iv.data(), static_cast<int>(entry->iv.size())) != 1) return;
-    if (!derive(ring, entry->name, entry->iv, entry->keys)) return;  // counted; next wake retries
+    if (!derive(ring, g, entry->iv, entry->keys)) return;  // counted; next wake retries
     if (!issue_pool_->put(std::move(entry))) return;
   }
 }
@@ -231,11 +227,11 @@ struct DeriveWork {
 };
 }  // namespace
 
-bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv,
+bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv,
                               TicketKeys& out) noexcept {
+  const KeyName name = g->name;
   for (int attempt = 0;; ++attempt) {
-    const Generation* g = ring->find(name);
-    if (g == nullptr || !g->usable()) break;
+    if (!g->usable()) break;
     HsmGuard::Result r;
     try {
       auto work = std::make_shared<DeriveWork>(*g, iv);
@@ -254,7 +250,8 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const KeyNam
     if (attempt == 0 && r.outcome == HsmGuard::Outcome::kFailed && handle_is_stale(r.rv) &&
         throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), "stale object handles")) {
       ring = ring_.load();
-      continue;
+      if ((g = ring->find(name)) != nullptr) continue;
+      break;  // gone from the token meanwhile
     }
     // Refusals (breaker open) are counted, not logged: the breaker logs when it opens.
     if (r.outcome != HsmGuard::Outcome::kRefused)
@@ -284,7 +281,7 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   }
   if (RAND_bytes(out.iv.data(), static_cast<int>(out.iv.size())) != 1) return false;
   out.name = g->name;
-  if (!derive(ring, out.name, out.iv, out.keys)) return false;
+  if (!derive(ring, g, out.iv, out.keys)) return false;
   counters_.issued.fetch_add(1, std::memory_order_relaxed);
   record(out.name, TicketOutcome::kIssued);
   return true;
@@ -320,11 +317,12 @@ bool TicketKeyService::throttled_reload(Throttle& throttle, std::chrono::millise
 
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = ring_.load();
-  if (ring->find(name) == nullptr &&
+  const Generation* g = ring->find(name);
+  if (g == nullptr &&
       throttled_reload(unknown_name_rescans_, config_.rotation.refresh_interval, "unknown key name")) {
     ring = ring_.load();
+    g = ring->find(name);
   }
-  const Generation* g = ring->find(name);
   if (g == nullptr) {
     counters_.unknown_key.fetch_add(1, std::memory_order_relaxed);
     record(name, TicketOutcome::kUnknownKey);
@@ -336,17 +334,15 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
     record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);
     return OpenStatus::kRetired;
   }
-  if (!derive(ring, name, iv, out)) {
+  if (!derive(ring, g, iv, out)) {
     record(name, TicketOutcome::kHsmError);
     return OpenStatus::kHsmError;
   }
   counters_.opened.fetch_add(1, std::memory_order_relaxed);
   // Renew tickets under an older generation; a newer one (a server whose clock runs
-  // ahead already switched) is left alone. `ring` may have been reloaded by derive().
-  g = ring->find(name);
+  // ahead already switched) is left alone. derive() may have reloaded `ring` (and `g`).
   const Generation* current = ring->encrypt_generation(now);
-  bool older = g != nullptr && current != nullptr && current != g &&
-               g->schedule.encrypt_from <= current->schedule.encrypt_from;
+  bool older = current != nullptr && current != g && g->schedule.encrypt_from <= current->schedule.encrypt_from;
   return older ? OpenStatus::kOkRenew : OpenStatus::kOk;
 }
 

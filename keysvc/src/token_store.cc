@@ -89,6 +89,7 @@ void destroy_records(hsm::Session& session, const std::string& label) {
 }  // namespace
 
 KeyRing load(hsm::Session& session) {
+  if (!session.user_logged_in()) throw hsm::Pkcs11Error("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
   std::map<KeyName, Generation> by_name;
   struct Revocation {
     std::int64_t revoked, keep_until;

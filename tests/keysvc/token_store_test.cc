@@ -4,6 +4,7 @@
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "keysvc/hsm/session_pool.h"
 #include "pty_run.h"
 #include "test_helpers.h"
 
@@ -186,6 +187,31 @@ TEST(TokenStore, RevocationRecords) {
   token_store::drop_revocation(*s, g.name);
   EXPECT_TRUE(token_store::load(*s).empty());
   EXPECT_TRUE(hsm::find_objects(*s, {}).empty());
+}
+
+// A session logged out behind keysvc's back (login state is per application) would
+// search as the public user and see no generation at all: load refuses it with an
+// error that kills the session, so the pool logs in on a fresh one and loads the ring.
+TEST(TokenStore, LoadRefusesALoggedOutSessionAndThePoolRecovers) {
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  Generation g = token_store::create_generation(*s, kSchedule);
+  ASSERT_EQ(s->fn()->C_Logout(s->handle()), static_cast<CK_RV>(CKR_OK));
+  try {
+    token_store::load(*s);
+    FAIL() << "loaded a ring from a logged-out session";
+  } catch (const hsm::Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_USER_NOT_LOGGED_IN));
+    EXPECT_TRUE(e.session_is_dead());
+  }
+  hsm::SessionPool pool(test::test_hsm_token(), hsm::PinSource::parse("file:" + test::TestToken::get().pin_path()), 1);
+  {
+    auto lease = pool.lease();  // logs in (the user is logged out), then log out again
+    ASSERT_EQ(lease->fn()->C_Logout(lease->handle()), static_cast<CK_RV>(CKR_OK));
+  }
+  KeyRing ring = pool.run([](hsm::Session& session) { return token_store::load(session); });
+  ASSERT_EQ(ring.generations().size(), 1u);
+  EXPECT_EQ(ring.generations()[0].name, g.name);
 }
 
 // The keys of a real generation cannot be read by pkcs11-tool logged in as the user,

@@ -155,10 +155,11 @@ class TicketKeyService {
   // cache, and wipes the issue pool.
   void pause_for_fork() noexcept;
   void resume_after_fork(bool in_child) noexcept;
-  // Derives under the generation `name` of `ring`. If the token no longer knows the
+  // Derives under generation `g` (non-null, of `ring`). If the token no longer knows the
   // ring's object handles (SoftHSM forgets them when an application's last session
-  // closes; a token reset does the same), reloads the ring (throttled) and retries once.
-  bool derive(std::shared_ptr<const KeyRing>& ring, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
+  // closes; a token reset does the same), reloads the ring (throttled), points `ring` and
+  // `g` at the new one and retries once.
+  bool derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv, TicketKeys& out) noexcept;
   // Reloads the ring unless `throttle` allowed a reload less than `interval` ago. If
   // another thread is reloading, waits for it. True when the ring may have changed
   // (look the name up again).

@@ -33,7 +33,11 @@ inline constexpr char kTicketKeyLabel[] = "keysvc-ticket-key";  // derivation 2
 inline constexpr char kRecordLabelPrefix[] = "keysvc-generation ";
 inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 
-// Reads every complete generation and every revocation record in the token.
+// Reads every complete generation and every revocation record in the token. Throws
+// Pkcs11Error(CKR_USER_NOT_LOGGED_IN) if the session is not logged in (another user of
+// the module logged out): its searches would miss every private object and return an
+// empty ring as if the token had none. That error kills the session, so
+// SessionPool::run retries once on a fresh session, which logs in again.
 KeyRing load(hsm::Session& session);
 
 // How a new generation's keys are made (rotation.copyable_keys, rotation.derivation).

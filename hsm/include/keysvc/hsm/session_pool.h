@@ -57,10 +57,15 @@ class SessionPool {
   // (which logs in again if needed); any other error is rethrown as is.
   template <class F>
   auto run(F&& f) -> decltype(f(std::declval<Session&>())) {
+    return run_leased([&](Lease& l) { return f(l.session()); });
+  }
+  // run() for callers that need the lease itself (to discard a session f used).
+  template <class F>
+  auto run_leased(F&& f) -> decltype(f(std::declval<Lease&>())) {
     for (int attempt = 0;; ++attempt) {
       Lease l = lease();
       try {
-        return f(l.session());
+        return f(l);
       } catch (const Pkcs11Error& e) {
         if (!e.session_is_dead()) throw;
         l.discard();
