@@ -86,8 +86,8 @@ int report(const AuditArgs& args) {
       j.set("resumed", k.totals[1]);
       j.set("renewed", k.totals[2]);
       Json rejected;
-      for (std::size_t o = 3; o < audit::kOutcomeCount; ++o)
-        rejected.set(std::string(audit::to_string(static_cast<audit::Outcome>(o))), k.totals[o]);
+      for (std::size_t o = keysvc::kFirstRejection; o < audit::kOutcomeCount; ++o)
+        rejected.set(std::string(keysvc::outcome_name(static_cast<audit::Outcome>(o))), k.totals[o]);
       j.set("rejected", std::move(rejected));
       keys.push(std::move(j));
     }
@@ -121,9 +121,9 @@ int report(const AuditArgs& args) {
   for (const auto& k : rep.keys) {
     std::string rejected = std::to_string(k.rejected());
     std::string why;
-    for (std::size_t o = 3; o < audit::kOutcomeCount; ++o)
+    for (std::size_t o = keysvc::kFirstRejection; o < audit::kOutcomeCount; ++o)
       if (k.totals[o])
-        why += (why.empty() ? "" : ", ") + std::string(audit::to_string(static_cast<audit::Outcome>(o))) + " " +
+        why += (why.empty() ? "" : ", ") + std::string(keysvc::outcome_name(static_cast<audit::Outcome>(o))) + " " +
                std::to_string(k.totals[o]);
     if (!why.empty()) rejected += " (" + why + ")";
     t.add({k.name, opt(k.created), opt(k.revoked), opt(k.destroyed), opt(k.first_seen), opt(k.last_seen),

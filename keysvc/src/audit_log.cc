@@ -60,11 +60,12 @@ std::string custody_json(const hsm::KeyCustody& c) {
 
 std::string counters_json(const UsageCounters& c) {
   std::string s = "{";
-  for (std::size_t k = 0; k < 3; ++k)
+  for (std::size_t k = 0; k < kFirstRejection; ++k)
     s += (k ? ",\"" : "\"") + std::string(outcome_name(static_cast<Outcome>(k))) + "\":" + std::to_string(c[k]);
   s += ",\"rejected\":{";
-  for (std::size_t k = 3; k < kOutcomeCount; ++k)
-    s += (k > 3 ? ",\"" : "\"") + std::string(outcome_name(static_cast<Outcome>(k))) + "\":" + std::to_string(c[k]);
+  for (std::size_t k = kFirstRejection; k < kOutcomeCount; ++k)
+    s += (k > kFirstRejection ? ",\"" : "\"") + std::string(outcome_name(static_cast<Outcome>(k))) + "\":" +
+         std::to_string(c[k]);
   return s + "}}";
 }
 
@@ -112,7 +113,7 @@ Render render(const Event& event) {
           return {"usage", f + "}"};
         } else {
           static_assert(std::is_same_v<T, Handshake>);
-          return {"handshake", name_field(e.name) + ",\"outcome\":\"" + std::string(to_string(e.outcome)) + "\""};
+          return {"handshake", name_field(e.name) + ",\"outcome\":\"" + std::string(outcome_name(e.outcome)) + "\""};
         }
       },
       event);
@@ -231,37 +232,11 @@ std::string iso8601_ms(std::int64_t unix_ms) {
   return buf;
 }
 
-std::string_view to_string(Outcome o) { return outcome_name(o); }
-
-std::optional<Outcome> outcome_from_string(std::string_view s) { return outcome_from_name(s); }
-
 bool UsageSummary::empty() const {
   for (const auto& [name, c] : keys)
     for (auto n : c)
       if (n) return false;
   return true;
-}
-
-UsageAccumulator::UsageAccumulator(std::size_t max_names) : max_names_(max_names) {}
-
-void UsageAccumulator::add(const KeyName& name, Outcome outcome, std::uint64_t n) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = keys_.find(name);
-  if (it == keys_.end()) {
-    if (keys_.size() >= max_names_) it = keys_.try_emplace(KeyName{}).first;
-    else it = keys_.try_emplace(name).first;
-  }
-  it->second[static_cast<std::size_t>(outcome)] += n;
-}
-
-UsageSummary UsageAccumulator::take(std::int64_t now_ms) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  UsageSummary s;
-  s.period_start_ms = period_start_ms_ < 0 ? now_ms : period_start_ms_;
-  s.period_end_ms = now_ms;
-  s.keys.swap(keys_);
-  period_start_ms_ = now_ms;
-  return s;
 }
 
 std::optional<ChainHead> read_head(const std::string& path) {

@@ -266,8 +266,7 @@ void AuditTrail::poll_loop() {
   }
 }
 
-void AuditTrail::handshake(const KeyName& name, TicketOutcome outcome) noexcept {
-  if (!per_handshake_) return;
+void AuditTrail::append_handshake(const KeyName& name, TicketOutcome outcome) noexcept {
   try {
     log_->append(Handshake{name, outcome});
   } catch (...) {

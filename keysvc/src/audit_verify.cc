@@ -482,7 +482,7 @@ VerifyResult verify_texts(const std::vector<LogText>& files, const KeyedHmac& hm
 
 std::uint64_t KeyReport::rejected() const {
   std::uint64_t n = 0;
-  for (std::size_t k = 3; k < kOutcomeCount; ++k) n += totals[k];
+  for (std::size_t k = kFirstRejection; k < kOutcomeCount; ++k) n += totals[k];
   return n;
 }
 
@@ -551,14 +551,14 @@ Report report_texts(const std::vector<LogText>& files, const ReportOptions& opti
       seen(k, rec->ts);
       UsageCounters c{};
       auto take = [&](const Value& obj, Outcome o) {
-        const Value* v = obj.get(to_string(o));
+        const Value* v = obj.get(outcome_name(o));
         if (v && v->is_uint) c[static_cast<std::size_t>(o)] = v->u;
       };
       take(counters, Outcome::kIssued);
       take(counters, Outcome::kResumed);
       take(counters, Outcome::kRenewed);
       if (const Value* rej = counters.get("rejected"); rej && rej->type == Value::kObject)
-        for (std::size_t o = 3; o < kOutcomeCount; ++o) take(*rej, static_cast<Outcome>(o));
+        for (std::size_t o = kFirstRejection; o < kOutcomeCount; ++o) take(*rej, static_cast<Outcome>(o));
       for (std::size_t o = 0; o < kOutcomeCount; ++o) k.totals[o] = sat_add(k.totals[o], c[o]);
       auto at = [&](Outcome o) { return c[static_cast<std::size_t>(o)]; };
       mac_failures = sat_add(mac_failures, at(Outcome::kMacFailure));

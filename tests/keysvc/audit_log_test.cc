@@ -96,28 +96,32 @@ TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
 }
 
 TEST_F(AuditLogTest, SealsPeriodicallyAndSummarisesUsage) {
-  UsageAccumulator acc;
+  // The usage source AuditTrail gives a server: the differences of a UsageTable.
+  UsageTable table;
+  UsageSnapshot last;
   AuditLog::Options o;
   o.seal_interval = std::chrono::milliseconds(50);
   o.summary_interval = std::chrono::milliseconds(50);
-  o.usage_source = [&acc] {
-    return acc.take(std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count());
+  o.usage_source = [&table, &last] {
+    UsageSnapshot now = table.snapshot();
+    UsageSummary s;
+    for (const auto& k : usage_delta(now, last).keys) s.keys[k.name] = k.counters;
+    last = std::move(now);
+    return s;
   };
   KeyName a{};
   a.fill(1);
   const std::string path = dir_ + "/p.log";
   {
     AuditLog log(path, token_sealer(*pool_), o);
-    for (int k = 0; k < 7; ++k) acc.add(a, Outcome::kIssued);
-    acc.add(a, Outcome::kMacFailure, 3);
+    for (int k = 0; k < 7; ++k) table.record(a, Outcome::kIssued);
+    table.record(a, Outcome::kMacFailure, 3);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline && test::line_with(path, "\"event\":\"seal\"") == 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     EXPECT_GT(test::line_with(path, "\"event\":\"usage\""), 0u);
     EXPECT_GT(test::line_with(path, "\"event\":\"seal\""), 0u) << "sealed before close";
-    acc.add(a, Outcome::kResumed, 2);  // only in the summary written at close
+    table.record(a, Outcome::kResumed, 2);  // only in the summary written at close
   }
   auto r = verify({path}, token_keyed_hmac(*pool_));
   EXPECT_TRUE(r.ok) << r.detail;
@@ -194,21 +198,6 @@ TEST_F(AuditLogTest, EscapesStrings) {
   ASSERT_EQ(ls.size(), 3u);
   EXPECT_NE(ls[1].find(R"re("path":"a\"b\\c\u000ad\u0001\u00ff")re"), std::string::npos) << ls[1];
   EXPECT_TRUE(verify({dir_ + "/e.log"}, token_keyed_hmac(*pool_)).ok);
-}
-
-TEST(UsageAccumulatorTest, CapsNames) {
-  UsageAccumulator acc(2);
-  KeyName a{}, b{}, c{};
-  a.fill(1);
-  b.fill(2);
-  c.fill(3);
-  acc.add(a, Outcome::kIssued);
-  acc.add(b, Outcome::kUnknownKey);
-  acc.add(c, Outcome::kUnknownKey, 5);
-  UsageSummary s = acc.take(1000);
-  EXPECT_EQ(s.keys.size(), 3u);  // a, b and the catch-all 00..00
-  EXPECT_EQ(s.keys[KeyName{}][static_cast<std::size_t>(Outcome::kUnknownKey)], 5u);
-  EXPECT_TRUE(acc.take(2000).empty());
 }
 
 }  // namespace

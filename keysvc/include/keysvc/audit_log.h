@@ -117,12 +117,9 @@ struct HsmError {
 };
 struct ConfigLoaded { std::string path; };
 
-// What happened to a ticket (usage.h).
+// What happened to a ticket (usage.h; outcome_name() gives the names records use).
 using Outcome = TicketOutcome;
 inline constexpr std::size_t kOutcomeCount = kTicketOutcomeCount;
-// outcome_name() / outcome_from_name() under the names this file always used.
-std::string_view to_string(Outcome o);
-std::optional<Outcome> outcome_from_string(std::string_view s);
 
 using UsageCounters = keysvc::UsageCounters;  // indexed by Outcome
 
@@ -146,23 +143,6 @@ struct Handshake {
 using Event = std::variant<GenerationCreated, Activated, DecryptOnly, Revoked, Destroyed, LoginFailed, HsmError,
                            ConfigLoaded, UsageSummary, Handshake>;
 
-// Thread-safe counters for the service/adapter to bump per ticket; take() returns the
-// summary since the last take() and starts a new period. Names presented by clients
-// (unknown ones included) are kept up to max_names per period; further names are counted
-// under the all-zero name (00..00) so a flood of random names cannot grow memory.
-class UsageAccumulator {
- public:
-  explicit UsageAccumulator(std::size_t max_names = 1024);
-  void add(const KeyName& name, Outcome outcome, std::uint64_t n = 1);
-  UsageSummary take(std::int64_t now_ms);
-
- private:
-  std::mutex mutex_;
-  std::size_t max_names_;
-  std::int64_t period_start_ms_ = -1;
-  std::map<KeyName, UsageCounters> keys_;
-};
-
 // ---------------------------------------------------------------- the log
 
 // Where a chain stands: the last record's seq and the hash of its line.
@@ -185,7 +165,7 @@ class AuditLog {
     // at rotate() and close()).
     std::chrono::milliseconds seal_interval{std::chrono::minutes(1)};
     // If set, called every summary_interval and at close(); non-empty summaries are
-    // written. Typically [&acc, clock] { return acc.take(now_ms); }.
+    // written (AuditTrail: the differences of the service's UsageTable, usage.h).
     std::function<UsageSummary()> usage_source;
     std::chrono::milliseconds summary_interval{std::chrono::minutes(1)};
     // Whether Handshake events are written (else append() drops them).
