@@ -5,12 +5,7 @@
 //
 // Every test name contains "interop" so `ctest -R interop` selects them.
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <filesystem>
 #include <map>
 #include <fstream>
 #include <sstream>
@@ -199,22 +194,13 @@ TEST(interop_metrics, MalformedConfigIsOneLine) {
 
 TEST(interop_metrics, BusyAddressIsOneLine) {
   // Hold a listening socket on a free port, then ask the server to serve metrics there.
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(fd, 1), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string busy = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const keysvc::test::BusyPort port;
+  const std::string busy = port.address();
 
   // The service logs at the config's level while it opens: warn, so the failure is alone.
   const std::string config = write_config("metrics-busy.toml", "[log]\nlevel = \"warn\"\n");
   expect_one_line_failure(run_server({"--config", config, "--metrics-listen", busy}), 1,
                           "cannot serve metrics on " + busy + ": Address already in use");
-  ::close(fd);
 }
 
 }  // namespace

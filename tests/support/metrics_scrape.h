@@ -1,5 +1,5 @@
 // Reading Prometheus metrics in tests: a real scrape with curl, and the samples of the
-// text exposition format by series.
+// text exposition format by series. Also a busy port, for the endpoint's bind errors.
 #pragma once
 
 #include <map>
@@ -22,5 +22,22 @@ double sample(const std::map<std::string, double>& samples, const std::string& s
 // absent after gives a negative result).
 double delta(const std::map<std::string, double>& before, const std::map<std::string, double>& after,
              const std::string& series);
+
+// A port no one else can listen on: a socket listening on 127.0.0.1 and a free port until
+// destroyed. Throws std::runtime_error if it cannot be set up.
+class BusyPort {
+ public:
+  BusyPort();
+  ~BusyPort();
+  BusyPort(const BusyPort&) = delete;
+  BusyPort& operator=(const BusyPort&) = delete;
+
+  // "127.0.0.1:PORT".
+  const std::string& address() const { return address_; }
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
 
 }  // namespace keysvc::test

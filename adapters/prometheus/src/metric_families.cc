@@ -46,6 +46,13 @@ MetricFamily counter(std::string name, std::string help, std::uint64_t value) {
   return f;
 }
 
+// A family with one unlabelled gauge.
+MetricFamily gauge(std::string name, std::string help, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), MetricType::Gauge);
+  add_gauge(f, {}, value);
+  return f;
+}
+
 void add_usage(std::vector<MetricFamily>& out, const UsageSnapshot& usage) {
   MetricFamily f = family("keysvc_tickets_total",
                           "Tickets per key name and outcome: issued, resumed, renewed (part of resumed), and "
@@ -129,14 +136,10 @@ void add_hsm(std::vector<MetricFamily>& out, const std::vector<hsm::CallSnapshot
 }
 
 void add_gauges(std::vector<MetricFamily>& out, const MetricsSnapshot& m) {
-  MetricFamily generations =
-      family("keysvc_generations", "Ticket key generations in the ring the service uses now.", MetricType::Gauge);
-  add_gauge(generations, {}, static_cast<double>(m.generations));
-  out.push_back(std::move(generations));
-  MetricFamily sessions =
-      family("keysvc_hsm_sessions_open", "PKCS#11 sessions the service's pool has open.", MetricType::Gauge);
-  add_gauge(sessions, {}, static_cast<double>(m.hsm_sessions));
-  out.push_back(std::move(sessions));
+  out.push_back(gauge("keysvc_generations", "Ticket key generations in the ring the service uses now.",
+                      static_cast<double>(m.generations)));
+  out.push_back(gauge("keysvc_hsm_sessions_open", "PKCS#11 sessions the service's pool has open.",
+                      static_cast<double>(m.hsm_sessions)));
   MetricFamily encrypt = family("keysvc_encrypt_key_info",
                                 "1 for the generation new tickets are issued under (no series while there is none).",
                                 MetricType::Gauge);

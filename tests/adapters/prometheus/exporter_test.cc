@@ -1,12 +1,8 @@
 #include "keysvc/prometheus/exporter.h"
 
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -81,17 +77,8 @@ TEST(Exporter, BadAddressesFailWithOneLine) {
 }
 
 TEST(Exporter, BusyPortFailsWithTheReason) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(fd, 1), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  expect_failure("127.0.0.1:" + std::to_string(ntohs(addr.sin_port)), "Address already in use");
-  ::close(fd);
+  const test::BusyPort busy;
+  expect_failure(busy.address(), "Address already in use");
 }
 
 }  // namespace
