@@ -26,11 +26,6 @@ void FaultControl::export_env() const {
   ::setenv("KEYSVC_FAULTMOD_STATS", stats_.c_str(), 1);
 }
 
-std::string FaultControl::env_assignments() const {
-  return std::string("KEYSVC_FAULTMOD_TARGET=") + kSoftHsm + " KEYSVC_FAULTMOD_CONTROL=" + control_ +
-         " KEYSVC_FAULTMOD_STATS=" + stats_;
-}
-
 void FaultControl::set(const std::string& rules) const {
   const std::string tmp = control_ + ".tmp";
   {

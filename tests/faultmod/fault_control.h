@@ -35,14 +35,9 @@ class FaultControl {
   // The built module (libkeysvc-faultmod.so).
   static std::string module_path();
 
-  const std::string& control_path() const { return control_; }
-  const std::string& stats_path() const { return stats_; }
-
   // Sets KEYSVC_FAULTMOD_CONTROL / KEYSVC_FAULTMOD_STATS (and KEYSVC_FAULTMOD_TARGET to
   // SoftHSM) in this process's environment, for the module loaded here or in children.
   void export_env() const;
-  // "KEYSVC_FAULTMOD_CONTROL=... " assignments for a child's environment.
-  std::string env_assignments() const;
 
   // Replaces the rules atomically (temporary file + rename).
   void set(const std::string& rules) const;

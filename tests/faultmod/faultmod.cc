@@ -26,6 +26,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "keysvc/hsm/shared_snapshot.h"
+
 namespace {
 
 #define FAULTMOD_FUNCTIONS(X)                                                                                       \
@@ -109,7 +111,7 @@ struct State {
   std::string control_path;
   std::string stats_path;
 
-  std::atomic<std::shared_ptr<const Rules>> rules;
+  keysvc::hsm::SharedSnapshot<const Rules> rules;  // null: no control file, or a malformed one
   std::mutex reload_mutex;                  // one reader of the control file at a time
   std::atomic<std::int64_t> next_check{0};  // steady-clock ns of the next stat()
   struct stat seen {};
@@ -257,9 +259,12 @@ void write_stats(bool force) {
                  now < s.next_stats_write.load(std::memory_order_relaxed)))
     return;
   static std::mutex write_mutex;
-  std::unique_lock lock(write_mutex, std::try_to_lock);
-  if (!lock.owns_lock() && !force) return;
-  if (!lock.owns_lock()) lock.lock();
+  std::unique_lock lock(write_mutex, std::defer_lock);
+  if (force) {
+    lock.lock();
+  } else if (!lock.try_lock()) {
+    return;  // another thread is writing it right now
+  }
   s.stats_dirty.store(false);
   s.next_stats_write.store(now + 20'000'000);
   const std::string text = stats_text();
@@ -281,11 +286,9 @@ void count_injection(const Rule& rule) {
   write_stats(/*force=*/true);
 }
 
-const Rule* rule_for(int f) {
-  auto rules = state().rules.load();
+// The rule for function f in `rules`, or null. Valid while the caller holds `rules`.
+const Rule* rule_for(const std::shared_ptr<const Rules>& rules, int f) {
   if (!rules || rules->by_function[f] < 0) return nullptr;
-  static thread_local std::shared_ptr<const Rules> keep;  // keeps the rule alive for the caller
-  keep = rules;
   return &rules->rules[static_cast<std::size_t>(rules->by_function[f])];
 }
 
@@ -297,7 +300,8 @@ CK_RV inject(int f, CK_ULONG first_arg) {
   s.stats_dirty.store(true, std::memory_order_relaxed);
   refresh_rules(false);
   write_stats(false);
-  const Rule* rule = rule_for(f);
+  const auto rules = s.rules.load();
+  const Rule* rule = rule_for(rules, f);
   if (rule == nullptr) return CKR_OK;
   if (rule->remaining && rule->remaining->fetch_sub(1) <= 0) return CKR_OK;  // used up
   count_injection(*rule);
@@ -311,7 +315,8 @@ CK_RV inject(int f, CK_ULONG first_arg) {
       for (;;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
         refresh_rules(true);
-        const Rule* now = rule_for(f);
+        const auto current = s.rules.load();
+        const Rule* now = rule_for(current, f);
         if (now == nullptr || now->action != Action::kHang) return CKR_OK;
       }
     case Action::kLogout:
@@ -339,15 +344,6 @@ struct Wrapper<CK_RV (*)(First, Rest...)> {
   static CK_RV call(First first, Rest... rest) {
     if (CK_RV rv = inject(Index, as_ulong(first)); rv != CKR_OK) return rv;
     return (state().real->*Member)(first, rest...);
-  }
-};
-
-template <>
-struct Wrapper<CK_RV (*)()> {  // no PKCS#11 2.40 function takes no argument; kept for completeness
-  template <CK_RV (*CK_FUNCTION_LIST::*Member)(), int Index>
-  static CK_RV call() {
-    if (CK_RV rv = inject(Index, 0); rv != CKR_OK) return rv;
-    return (state().real->*Member)();
   }
 };
 
