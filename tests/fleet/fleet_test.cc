@@ -46,14 +46,22 @@
 #include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
+#include "tls_server_process.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using keysvc::test::describe;
+using keysvc::test::openssl_errors;
 using keysvc::test::Process;
 using keysvc::test::RunResult;
+using keysvc::test::SessionPtr;
+using keysvc::test::SslCtxPtr;
 using keysvc::test::TestToken;
+using keysvc::test::ticket_of;
+using keysvc::test::tls_version_name;
+using keysvc::test::TlsVersion;
 
 constexpr auto kStartTimeout = 30s;
 constexpr auto kStopTimeout = 20s;
@@ -64,11 +72,6 @@ constexpr char kBody[] = "hello from keysvc-tls-server";
 
 std::string server_bin() { return KEYSVC_TLS_SERVER_BIN; }
 std::string ctl_bin() { return KEYSVCCTL_BIN; }
-
-std::string describe(const RunResult& r) {
-  return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + "\n--- stdout\n" +
-         r.out + "\n--- stderr\n" + r.err;
-}
 
 // ---- the fleet's config, next to TestToken's (same [hsm] section) ----
 
@@ -167,18 +170,12 @@ std::string warnings_in(const std::string& log) {
 
 // ---- servers ----
 
-std::string tls_dir() {
-  std::string dir = TestToken::get().dir() + "/tls";
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
 class Server {
  public:
   Server(const std::string& name, const std::string& config_path) : name_(name) {
     process_ = std::make_unique<Process>(std::vector<std::string>{
-        server_bin(), "--config", config_path, "--listen", "127.0.0.1:0", "--cert", tls_dir() + "/server.crt",
-        "--key", tls_dir() + "/server.key", "--tickets", "keysvc", "--threads", "2", "--log-level", "info"});
+        server_bin(), "--config", config_path, "--listen", "127.0.0.1:0", "--cert", keysvc::test::tls_cert_path(),
+        "--key", keysvc::test::tls_key_path(), "--tickets", "keysvc", "--threads", "2", "--log-level", "info"});
     auto m = process_->wait_for_stderr(std::regex(R"(listening on 127\.0\.0\.1:(\d+)\n)"), kStartTimeout);
     if (!m) {
       throw std::runtime_error("server " + name + " did not start: " + process_->command_line() +
@@ -215,48 +212,10 @@ std::string counters_line(const std::string& err) {
 
 // ---- a TLS client over TCP ----
 
-enum class Version { kTls13, kTls12 };
-void PrintTo(Version v, std::ostream* os) { *os << (v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"); }
-const char* version_name(Version v) { return v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"; }
-
-struct SslCtxFree {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct SessionFree {
-  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
-};
-using ClientCtx = std::unique_ptr<SSL_CTX, SslCtxFree>;
-using SessionPtr = std::unique_ptr<SSL_SESSION, SessionFree>;
-
-int sink_index() {
-  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
-  return index;
-}
-
-int on_new_session(SSL* ssl, SSL_SESSION* session) {
-  auto* sink = static_cast<std::vector<SessionPtr>*>(SSL_get_ex_data(ssl, sink_index()));
-  if (sink == nullptr || !SSL_SESSION_has_ticket(session)) return 0;
-  sink->emplace_back(session);  // keeps the reference OpenSSL hands us
-  return 1;
-}
-
-ClientCtx make_client_ctx(Version v) {
-  ClientCtx ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) throw std::runtime_error("SSL_CTX_new");
-  const int version = v == Version::kTls13 ? TLS1_3_VERSION : TLS1_2_VERSION;
-  SSL_CTX_set_min_proto_version(ctx.get(), version);
-  SSL_CTX_set_max_proto_version(ctx.get(), version);
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);  // self-signed; identity is not what is tested
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(ctx.get(), on_new_session);
-  return ctx;
-}
-
-std::vector<std::uint8_t> ticket_of(const SSL_SESSION* s) {
-  const unsigned char* t = nullptr;
-  std::size_t len = 0;
-  SSL_SESSION_get0_ticket(s, &t, &len);
-  return {t, t + len};
+// A client context that collects its tickets (tls_pair.h; certificate not verified:
+// identity is not what is tested).
+SslCtxPtr make_client_ctx(TlsVersion v) {
+  return keysvc::test::make_client_ctx(v == TlsVersion::kTls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 }
 
 // The ticket's key name (its first 16 bytes) in hex, or "" if it is too short.
@@ -267,8 +226,6 @@ std::string key_name_of(const SSL_SESSION* s) {
   std::copy_n(t.begin(), name.size(), name.begin());
   return keysvc::to_hex(name);
 }
-
-std::string ssl_errors() { return keysvc::test::openssl_errors(); }
 
 struct Connection {
   bool ok = false;      // handshake done, request sent, whole response read
@@ -305,11 +262,11 @@ Connection connect_once(SSL_CTX* ctx, int port, SSL_SESSION* resume) {
   }
   std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx), SSL_free);
   if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) {
-    c.error = "SSL_new/SSL_set_fd: " + ssl_errors();
+    c.error = "SSL_new/SSL_set_fd: " + openssl_errors();
     return c;
   }
   SSL_set_tlsext_host_name(ssl.get(), "localhost");
-  SSL_set_ex_data(ssl.get(), sink_index(), &c.tickets);
+  keysvc::test::collect_tickets(ssl.get(), &c.tickets);
   // Offer a copy, never `resume` itself: when a TLS 1.2 server renews the ticket on
   // resumption, OpenSSL's client removes the offered session from the client cache
   // (SSL_SESS_CACHE_CLIENT), which marks that very object not resumable, and the
@@ -317,13 +274,13 @@ Connection connect_once(SSL_CTX* ctx, int port, SSL_SESSION* resume) {
   if (resume != nullptr) {
     SessionPtr copy(SSL_SESSION_dup(resume));
     if (!copy || SSL_set_session(ssl.get(), copy.get()) != 1) {
-      c.error = "SSL_SESSION_dup/SSL_set_session: " + ssl_errors();
+      c.error = "SSL_SESSION_dup/SSL_set_session: " + openssl_errors();
       return c;
     }
   }
   auto fail = [&](const std::string& what) {
-    c.error = what + " (errno " + std::strerror(errno) + "): " + ssl_errors();
-    SSL_set_ex_data(ssl.get(), sink_index(), nullptr);
+    c.error = what + " (errno " + std::strerror(errno) + "): " + openssl_errors();
+    keysvc::test::collect_tickets(ssl.get(), nullptr);
     return std::move(c);
   };
 
@@ -354,7 +311,7 @@ Connection connect_once(SSL_CTX* ctx, int port, SSL_SESSION* resume) {
   }
   c.reused = SSL_session_reused(ssl.get()) == 1;
   SSL_shutdown(ssl.get());  // our close_notify; the server closes after its own
-  SSL_set_ex_data(ssl.get(), sink_index(), nullptr);
+  keysvc::test::collect_tickets(ssl.get(), nullptr);
   c.ok = true;
   return c;
 }
@@ -381,16 +338,16 @@ class Fleet {
   std::vector<std::unique_ptr<Server>> servers_;
 };
 
-std::string version_param_name(const ::testing::TestParamInfo<Version>& info) {
-  return info.param == Version::kTls13 ? "tls13" : "tls12";
+std::string version_param_name(const ::testing::TestParamInfo<TlsVersion>& info) {
+  return info.param == TlsVersion::kTls13 ? "tls13" : "tls12";
 }
 
 // ---- 1. resumption across servers while an external rotator rolls the keys ----
 
-class FleetRotation : public ::testing::TestWithParam<Version> {};
+class FleetRotation : public ::testing::TestWithParam<TlsVersion> {};
 
 TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
-  const Version version = GetParam();
+  const TlsVersion version = GetParam();
   TestToken::get().clear();  // each test starts from an empty ring (several tests may share a process)
   const std::string config = write_fleet_config("fleet.toml", kRotatingFleet);
   const auto lifetime = std::chrono::seconds(8);
@@ -403,7 +360,7 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   ASSERT_TRUE(first_run.has_value()) << error;
 
   Fleet fleet(config);
-  ClientCtx ctx = make_client_ctx(version);
+  SslCtxPtr ctx = make_client_ctx(version);
 
   struct Failure {
     double at;  // seconds since the load started
@@ -517,7 +474,7 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   const std::string server_counters = fleet.stop();
 
   std::ostringstream summary;
-  summary << "[fleet] " << version_name(version) << ": full_handshakes=" << full
+  summary << "[fleet] " << tls_version_name(version) << ": full_handshakes=" << full
           << " tickets_resumed_across_servers=" << resumed << " resumption_failures=" << failures
           << " generations_issuing_tickets=" << tickets_by_generation.size()
           << " rotator_runs=" << rotator_runs << " rotations_that_created=" << runs_that_created
@@ -553,15 +510,15 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   EXPECT_GE(runs_that_created, 2u) << summary.str();
 }
 
-INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation, ::testing::Values(Version::kTls13, Version::kTls12),
+INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation, ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12),
                          version_param_name);
 
 // ---- 2. revocation reaches every server within one refresh interval ----
 
-class FleetRevocation : public ::testing::TestWithParam<Version> {};
+class FleetRevocation : public ::testing::TestWithParam<TlsVersion> {};
 
 TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterval) {
-  const Version version = GetParam();
+  const TlsVersion version = GetParam();
   TestToken::get().clear();
   const std::string config = write_fleet_config("fleet-revocation.toml", kRevocationFleet);
   const auto refresh_interval = 1s;
@@ -570,7 +527,7 @@ TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterv
     ASSERT_TRUE(run_rotator(config, error).has_value()) << error;
   }
   Fleet fleet(config);
-  ClientCtx ctx = make_client_ctx(version);
+  SslCtxPtr ctx = make_client_ctx(version);
 
   Connection first = connect_once(ctx.get(), fleet[0].port(), nullptr);
   ASSERT_TRUE(first.ok) << first.error;
@@ -611,10 +568,10 @@ TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterv
     EXPECT_TRUE(resumed.reused) << "the fresh ticket under " << fresh << " did not resume on server "
                                 << fleet[next].name();
   }
-  std::cout << "[fleet] " << version_name(version) << " revocation of " << revoked << ":\n" << fleet.stop();
+  std::cout << "[fleet] " << tls_version_name(version) << " revocation of " << revoked << ":\n" << fleet.stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation, ::testing::Values(Version::kTls13, Version::kTls12),
+INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation, ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12),
                          version_param_name);
 
 }  // namespace

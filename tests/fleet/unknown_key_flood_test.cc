@@ -22,19 +22,18 @@
 #include "keysvc/ticket_key_service.h"
 #include "test_token.h"
 #include "tls_pair.h"
+#include "tls_server_process.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using keysvc::test::TestToken;
+using keysvc::test::TlsVersion;
 
-enum class Version { kTls13, kTls12 };
-void PrintTo(Version v, std::ostream* os) { *os << (v == Version::kTls13 ? "TLSv1.3" : "TLSv1.2"); }
-
-class FleetFlood : public ::testing::TestWithParam<Version> {};
+class FleetFlood : public ::testing::TestWithParam<TlsVersion> {};
 
 TEST_P(FleetFlood, UnknownKeyNameFloodKeepsRescansBounded) {
-  const Version version = GetParam();
+  const TlsVersion version = GetParam();
   constexpr int kTickets = 300;
   constexpr auto kSpread = 2500ms;
 
@@ -49,7 +48,7 @@ TEST_P(FleetFlood, UnknownKeyNameFloodKeepsRescansBounded) {
 
   auto server = keysvc::test::make_server_ctx();
   keysvc::openssl::install(server.get(), service, {});
-  auto client = keysvc::test::make_client_ctx(version == Version::kTls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+  auto client = keysvc::test::make_client_ctx(version == TlsVersion::kTls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 
   // A genuine ticket to start from; it resumes.
   auto base = keysvc::test::handshake(server.get(), client.get());
@@ -86,7 +85,7 @@ TEST_P(FleetFlood, UnknownKeyNameFloodKeepsRescansBounded) {
   const std::uint64_t issued = after.issued - before.issued;
   const std::uint64_t hsm_calls = after.hsm_calls - before.hsm_calls;
 
-  std::cout << "[fleet] unknown-key flood " << (version == Version::kTls13 ? "TLSv1.3" : "TLSv1.2") << ": "
+  std::cout << "[fleet] unknown-key flood " << keysvc::test::tls_version_name(version) << ": "
             << kTickets << " tickets in " << elapsed << " s, rescans=" << after.rescans << " (bound " << rescan_bound
             << "), unknown_key=" << (after.unknown_key - before.unknown_key) << ", fresh tickets issued=" << issued
             << ", hsm_calls=" << hsm_calls << ", periodic+on-demand refreshes=" << (after.refreshes - before.refreshes)
@@ -101,18 +100,18 @@ TEST_P(FleetFlood, UnknownKeyNameFloodKeepsRescansBounded) {
   EXPECT_GE(after.rescans, 1u);
   EXPECT_LE(after.rescans, rescan_bound);
   // Each rejected ticket falls back to a full handshake with fresh tickets.
-  const std::uint64_t per_handshake = version == Version::kTls13 ? 2 : 1;
+  const std::uint64_t per_handshake = version == TlsVersion::kTls13 ? 2 : 1;
   EXPECT_EQ(issued, per_handshake * kTickets);
   // No sign operation for the unknown names: only the issue cost (2 per ticket issued).
   EXPECT_EQ(hsm_calls, 2 * issued);
   EXPECT_EQ(after.hsm_errors, before.hsm_errors);
 }
 
-std::string version_param_name(const ::testing::TestParamInfo<Version>& param) {
-  return param.param == Version::kTls13 ? "tls13" : "tls12";
+std::string version_param_name(const ::testing::TestParamInfo<TlsVersion>& param) {
+  return param.param == TlsVersion::kTls13 ? "tls13" : "tls12";
 }
 
-INSTANTIATE_TEST_SUITE_P(fleet, FleetFlood, ::testing::Values(Version::kTls13, Version::kTls12),
+INSTANTIATE_TEST_SUITE_P(fleet, FleetFlood, ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12),
                          version_param_name);
 
 }  // namespace

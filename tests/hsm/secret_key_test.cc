@@ -14,13 +14,8 @@ namespace {
 
 using test::as_bytes;
 using test::ByteVec;
-using Mac = std::array<std::uint8_t, kHmacSha256Bytes>;
-
-Mac sign(Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data) {
-  Mac mac{};
-  hmac_sha256(s, key, data, mac);
-  return mac;
-}
+using Mac = test::TokenMac;
+using test::token_hmac;
 
 ByteVec vec(const Mac& m) { return ByteVec(m.begin(), m.end()); }
 
@@ -43,19 +38,19 @@ TEST(SecretKey, GenerateFindSignDestroy) {
   EXPECT_TRUE(get_bool_attribute(*s, key, CKA_TOKEN));
   EXPECT_TRUE(get_bool_attribute(*s, key, CKA_PRIVATE));
 
-  Mac m1 = sign(*s, key, as_bytes("message one"));
-  EXPECT_EQ(sign(*s, key, as_bytes("message one")), m1);  // deterministic
-  EXPECT_NE(sign(*s, key, as_bytes("message two")), m1);  // depends on the data
+  Mac m1 = token_hmac(*s, key, as_bytes("message one"));
+  EXPECT_EQ(token_hmac(*s, key, as_bytes("message one")), m1);  // deterministic
+  EXPECT_NE(token_hmac(*s, key, as_bytes("message two")), m1);  // depends on the data
   EXPECT_NE(m1, Mac{});
 
   // A second key with the same data gives another MAC: the key is really random.
   CK_OBJECT_HANDLE other = generate_hmac_key(*s, test::random_bytes(16), "gen-key-2");
-  EXPECT_NE(sign(*s, other, as_bytes("message one")), m1);
+  EXPECT_NE(token_hmac(*s, other, as_bytes("message one")), m1);
 
   destroy_object(*s, key);
   EXPECT_TRUE(find_objects(*s, {.id = id}).empty());
   try {
-    sign(*s, key, as_bytes("message one"));
+    token_hmac(*s, key, as_bytes("message one"));
     FAIL() << "signed with a destroyed key";
   } catch (const Pkcs11Error& e) {
     EXPECT_EQ(e.operation(), "C_SignInit");
@@ -69,7 +64,7 @@ TEST(SecretKey, TokenHmacMatchesOpenSslForImportedKey) {
   CK_OBJECT_HANDLE key = import_hmac_key(*s, as_bytes("imported"), "imported", value);
   for (std::size_t n : {0u, 1u, 31u, 32u, 61u, 64u, 65u, 1000u}) {
     ByteVec data = test::random_bytes(n);
-    EXPECT_EQ(vec(sign(*s, key, data)), test::openssl_hmac_sha256(value, data)) << "data length " << n;
+    EXPECT_EQ(vec(token_hmac(*s, key, data)), test::openssl_hmac_sha256(value, data)) << "data length " << n;
   }
 }
 
@@ -82,9 +77,9 @@ TEST(SecretKey, Rfc4231TestCase7) {
       "This is a test using a larger than block-size key and a larger than block-size data. The key needs to "
       "be hashed before being used by the HMAC algorithm.";
   CK_OBJECT_HANDLE key = import_hmac_key(*s, as_bytes("rfc"), "rfc", value);
-  EXPECT_EQ(test::hex(sign(*s, key, as_bytes(data))),
+  EXPECT_EQ(test::hex(token_hmac(*s, key, as_bytes(data))),
             "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
-  EXPECT_EQ(vec(sign(*s, key, as_bytes(data))), test::openssl_hmac_sha256(value, as_bytes(data)));
+  EXPECT_EQ(vec(token_hmac(*s, key, as_bytes(data))), test::openssl_hmac_sha256(value, as_bytes(data)));
 }
 
 TEST(SecretKey, ValueOfGeneratedKeyIsRefused) {
@@ -195,7 +190,7 @@ TEST(SecretKey, KeyTooShortForHmacIsRefused) {
   auto s = test::user_session();
   // Below the digest length SoftHSM refuses the key at C_SignInit.
   CK_OBJECT_HANDLE key = import_hmac_key(*s, as_bytes("short"), "short", test::random_bytes(16));
-  EXPECT_THROW(sign(*s, key, as_bytes("x")), Pkcs11Error);
+  EXPECT_THROW(token_hmac(*s, key, as_bytes("x")), Pkcs11Error);
 }
 
 // ---- pkcs11-tool, a real outside client, cannot read keysvc's keys ----

@@ -11,13 +11,8 @@ namespace keysvc::hsm {
 namespace {
 
 using test::as_bytes;
-using Mac = std::array<std::uint8_t, kHmacSha256Bytes>;
-
-Mac sign(Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data) {
-  Mac mac{};
-  hmac_sha256(s, key, data, mac);
-  return mac;
-}
+using Mac = test::TokenMac;
+using test::token_hmac;
 
 CK_RV copy_rv(Session& s, CK_OBJECT_HANDLE key) {
   try {
@@ -35,8 +30,8 @@ TEST(SessionCopy, CopyableKeyGivesSameMacFromEverySessionOfTheProcess) {
   CK_OBJECT_HANDLE key = generate_hmac_key(*holder, as_bytes("c1"), "keysvc-ticket-enc", Copyable::kYes);
   CK_OBJECT_HANDLE copy = copy_to_session(*holder, key, "keysvc-session-copy");
   ASSERT_NE(copy, key);
-  EXPECT_EQ(sign(*other, copy, as_bytes("message")), sign(*other, key, as_bytes("message")));
-  EXPECT_NE(sign(*other, copy, as_bytes("message")), sign(*other, copy, as_bytes("other message")));
+  EXPECT_EQ(token_hmac(*other, copy, as_bytes("message")), token_hmac(*other, key, as_bytes("message")));
+  EXPECT_NE(token_hmac(*other, copy, as_bytes("message")), token_hmac(*other, copy, as_bytes("other message")));
   // A session object, with its own label: a search for the token key by label finds one object.
   EXPECT_FALSE(get_bool_attribute(*holder, copy, CKA_TOKEN));
   EXPECT_EQ(find_objects(*other, {.object_class = CKO_SECRET_KEY, .label = std::string("keysvc-ticket-enc")}),
@@ -102,7 +97,7 @@ TEST(SessionCopy, CopyDiesWithItsSessionButNotWithOthers) {
   }
   EXPECT_FALSE(object_exists(*keeper, copy));
   try {
-    sign(*keeper, copy, as_bytes("m"));
+    token_hmac(*keeper, copy, as_bytes("m"));
     FAIL() << "signed with the copy of a closed session";
   } catch (const Pkcs11Error& e) {
     EXPECT_TRUE(e.rv() == CKR_KEY_HANDLE_INVALID || e.rv() == CKR_OBJECT_HANDLE_INVALID) << e.what();
@@ -116,9 +111,9 @@ TEST(SessionCopy, CopyOutlivesTheDestroyedTokenKeyUntilDestroyed) {
   auto s = test::user_session();
   CK_OBJECT_HANDLE key = generate_hmac_key(*s, as_bytes("c5"), "k", Copyable::kYes);
   CK_OBJECT_HANDLE copy = copy_to_session(*s, key, "keysvc-session-copy");
-  Mac before = sign(*s, copy, as_bytes("m"));
+  Mac before = token_hmac(*s, copy, as_bytes("m"));
   destroy_object(*s, key);
-  EXPECT_EQ(sign(*s, copy, as_bytes("m")), before);
+  EXPECT_EQ(token_hmac(*s, copy, as_bytes("m")), before);
   destroy_object(*s, copy);
   EXPECT_FALSE(object_exists(*s, copy));
 }

@@ -6,6 +6,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -15,6 +16,7 @@
 
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/secret.h"
+#include "keysvc/hsm/secret_key.h"
 #include "keysvc/hsm/session.h"
 #include "keysvc/hsm/token.h"
 #include "keysvc/hsm/token_uri.h"
@@ -36,6 +38,14 @@ inline std::unique_ptr<hsm::Session> user_session() {
   auto s = std::make_unique<hsm::Session>(test_hsm_token(), true);
   s->login(CKU_USER, hsm::SecretString(TestToken::get().pin()));
   return s;
+}
+
+// HMAC-SHA256 of `data` under the token key `key`, computed in the token (hsm::hmac_sha256).
+using TokenMac = std::array<std::uint8_t, hsm::kHmacSha256Bytes>;
+inline TokenMac token_hmac(hsm::Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data) {
+  TokenMac mac{};
+  hsm::hmac_sha256(s, key, data, mac);
+  return mac;
 }
 
 inline ByteVec random_bytes(std::size_t n) {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "keysvc/openssl/ticket_adapter.h"
+#include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
 
@@ -24,13 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr int kWorkers = 3;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Written whole, then renamed into place: a reader never sees half a file.
 void write_file_atomically(const std::string& path, const std::string& bytes) {
@@ -98,7 +92,7 @@ class ForkHooksTest : public ::testing::TestWithParam<int> {
     // ... and one of another worker.
     std::string other = path("session", (i + 1) % kWorkers);
     for (int k = 0; k < 3000 && !fs::exists(other); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    auto session = deserialize(read_file(other));
+    auto session = deserialize(test::read_file(other));
     if (!session) return 12;
     test::Handshake cross = test::handshake(server_.get(), client.get(), session.get());
     if (!cross.ok || !cross.reused) return 13;
@@ -150,7 +144,7 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
   std::set<std::string> ivs;
   std::size_t tickets = 0;
   for (int i = 0; i < kWorkers; ++i) {
-    std::istringstream in(read_file(path("ivs", i)));
+    std::istringstream in(test::read_file(path("ivs", i)));
     for (std::string iv; std::getline(in, iv);) {
       ++tickets;
       EXPECT_TRUE(ivs.insert(iv).second) << "IV " << iv << " issued twice";

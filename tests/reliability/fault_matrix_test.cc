@@ -130,14 +130,11 @@ TEST_P(FaultMatrix, HandshakesCompleteDuringTheFaultAndResumptionReturnsWithinOn
        << guard.breaker.opens - breaker_before.opens << " | timeouts " << guard.timeouts << " | recovered "
        << (recovered ? std::to_string(recovered->count()) + " ms" : std::string("NO")) << "\n";
   std::cout << line.str() << std::flush;
-  std::string errors;
-  for (const auto* c : {&baseline, &fault, &after})
-    for (const auto& e : c->errors) errors += "  " + e + "\n";
 
   EXPECT_GT(baseline.resumed, 0u) << "no resumption before the fault" << line.str();
   EXPECT_GT(injected, 0u) << "the fault never happened" << line.str();
   EXPECT_GT(fault.handshakes, 0u) << "no handshake completed during the fault" << line.str();
-  EXPECT_EQ(baseline.aborted + fault.aborted + after.aborted, 0u) << line.str() << errors;
+  EXPECT_EQ(baseline.aborted + fault.aborted + after.aborted, 0u) << line.str() << test::errors_text({&baseline, &fault, &after});
   ASSERT_TRUE(recovered.has_value()) << "resumption did not come back" << line.str();
   EXPECT_LE(*recovered, kRecoveryBound) << line.str();
 }

@@ -1,7 +1,13 @@
 #include "handshake_load.h"
 
-
 namespace keysvc::test {
+
+std::string errors_text(std::initializer_list<const PhaseCounts*> phases) {
+  std::string text;
+  for (const PhaseCounts* c : phases)
+    for (const auto& e : c->errors) text += "  " + e + "\n";
+  return text;
+}
 
 HandshakeLoad::HandshakeLoad(SSL_CTX* server, int version, int threads)
     : server_(server), client_(make_client_ctx(version)), threads_(threads) {}
@@ -10,7 +16,7 @@ HandshakeLoad::~HandshakeLoad() { stop(); }
 
 void HandshakeLoad::start() {
   phase_start_[0] = std::chrono::steady_clock::now();
-  for (int i = 0; i < threads_; ++i) workers_.emplace_back([this, i] { run(static_cast<unsigned>(i)); });
+  for (int i = 0; i < threads_; ++i) workers_.emplace_back([this] { run(); });
 }
 
 void HandshakeLoad::stop() {
@@ -47,11 +53,10 @@ void HandshakeLoad::record(int phase, const Handshake& h, bool offered) {
     if (!first_resumption_[phase]) first_resumption_[phase] = std::chrono::steady_clock::now();
   } else {
     ++c.full;
-    if (!offered && h.tickets.empty()) ++c.without_ticket;
   }
 }
 
-void HandshakeLoad::run(unsigned /*seed*/) {
+void HandshakeLoad::run() {
   while (!stopping_) {
     // A phase is charged with a handshake that started in it.
     int phase = phase_.load();

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -37,9 +38,11 @@ struct PhaseCounts {
   std::uint64_t resumed = 0;          // completed by resuming the offered ticket
   std::uint64_t resume_attempts = 0;  // handshakes that offered a ticket
   std::uint64_t aborted = 0;          // handshakes that failed (must stay 0)
-  std::uint64_t without_ticket = 0;   // full handshakes that brought no ticket
   std::vector<std::string> errors;    // the first few failures, for messages
 };
+
+// The failures of `phases`, one indented line each, for messages.
+std::string errors_text(std::initializer_list<const PhaseCounts*> phases);
 
 class HandshakeLoad {
  public:
@@ -54,7 +57,6 @@ class HandshakeLoad {
   void stop();
   // Moves to the next phase; returns its number.
   int next_phase();
-  int phase() const { return phase_.load(); }
   PhaseCounts counts(int phase) const;
 
   // Waits until a resumption that started in `phase` completes, or `timeout` passes.
@@ -62,7 +64,7 @@ class HandshakeLoad {
   std::optional<std::chrono::milliseconds> wait_for_resumption(int phase, std::chrono::milliseconds timeout);
 
  private:
-  void run(unsigned seed);
+  void run();
   void record(int phase, const Handshake& h, bool offered);
 
   SSL_CTX* server_;

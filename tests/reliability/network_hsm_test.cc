@@ -119,13 +119,10 @@ TEST_F(NetworkHsm, KillingTheServerMidLoadNeverAbortsAHandshake) {
             << (recovered ? " (first after " + std::to_string(recovered->count()) + " ms)" : std::string(""))
             << "; breaker opens " << guard.breaker.opens << ", probes " << guard.breaker.probes << ", refused "
             << guard.breaker.refused << "\n";
-  std::string errors;
-  for (const auto* c : {&before, &during, &after})
-    for (const auto& e : c->errors) errors += "  " + e + "\n";
   EXPECT_GT(before.resumed, 0u);
   EXPECT_GT(during.handshakes, 0u) << "no handshake completed while the HSM was gone";
   EXPECT_GT(after.handshakes, 0u);
-  EXPECT_EQ(before.aborted + during.aborted + after.aborted, 0u) << errors;
+  EXPECT_EQ(before.aborted + during.aborted + after.aborted, 0u) << test::errors_text({&before, &during, &after});
   EXPECT_GE(guard.breaker.opens, 1u) << "the breaker never opened while the HSM was gone";
 }
 

@@ -10,7 +10,8 @@
 #   - CLIENTS client loops of openssl s_client: a full handshake saving the session, then
 #     a resumption with it, TLS 1.3 and 1.2 in turn.
 # Prints handshakes, resumptions, rotations, faults injected, resumption failures of
-# valid tickets, crashes and RSS growth; exits 1 if a must-be-0 figure is not 0.
+# valid tickets, crashes, PIN lines in the server's log and RSS growth; exits 1 if a
+# must-be-0 figure is not 0.
 #
 # A "valid ticket" is one received while no fault was on, presented while none was on,
 # with the faults off for at least SETTLE s before it was issued (the circuit breaker's
@@ -171,6 +172,8 @@ for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
 wait "$server"; server_rc=$?
 (( server_rc != 0 )) && crashes=1
 grep -qE 'AddressSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|LeakSanitizer|runtime error' "$work/server.err" && crashes=1
+# Custody: the token's PIN never reaches the server's log (dev-token's PIN is 32 hex digits).
+pin_leaks=$(grep -cF -- "$(cat "$work/token/pin")" "$work/server.err")
 
 cat "$work"/client*.log >"$work/all.log"
 count() { grep -c "$1" "$work/all.log"; }
@@ -187,10 +190,11 @@ printf '  rotations             %d keysvcctl rotate runs, %d generations created
 printf '  faults injected       %d\n' "$injected"
 printf '  valid-ticket resumption failures  %d (of %d valid tickets)   must be 0\n' "$valid_fail" "$valid"
 printf '  crashes               %d (server exit %d)   must be 0\n' "$crashes" "$server_rc"
+printf '  PIN in server log     %d line(s)   must be 0\n' "$pin_leaks"
 printf '  server RSS            %d kB -> %d kB (growth %d kB)\n' "$rss_start" "$rss_end" $((rss_end - rss_start))
 grep -E 'keysvc tickets:' "$work/server.err" | tail -1 | sed 's/^/  /'
 status=0
-if (( valid_fail != 0 || crashes != 0 )); then status=1; fi
+if (( valid_fail != 0 || crashes != 0 || pin_leaks != 0 )); then status=1; fi
 if (( reused == 0 || injected == 0 )); then
   echo "soak: nothing was exercised (valid tickets $valid, resumptions $reused, faults $injected)" >&2
   status=1

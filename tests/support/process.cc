@@ -18,9 +18,6 @@
 extern char** environ;
 
 namespace keysvc::test {
-namespace {
-
-using namespace std::chrono_literals;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -28,6 +25,10 @@ std::string read_file(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
+
+namespace {
+
+using namespace std::chrono_literals;
 
 std::string make_temp_dir() {
   const char* base = std::getenv("KEYSVC_TEST_TMPDIR");

@@ -74,4 +74,7 @@ RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std:
 // Number of lines in `text` (a final line without '\n' counts).
 std::size_t count_lines(const std::string& text);
 
+// The whole content of the file at `path` ("" if it cannot be read).
+std::string read_file(const std::string& path);
+
 }  // namespace keysvc::test

@@ -77,6 +77,8 @@ SslCtxPtr make_client_ctx(int version) {
   return ctx;
 }
 
+void collect_tickets(SSL* client, std::vector<SessionPtr>* sink) { SSL_set_ex_data(client, collected_index(), sink); }
+
 Connection::Connection(SSL_CTX* server_ctx, SSL_CTX* client_ctx, SSL_SESSION* resume)
     : server_(SSL_new(server_ctx)), client_(SSL_new(client_ctx)), offered_(resume) {
   Handshake& h = result_;

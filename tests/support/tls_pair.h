@@ -28,6 +28,9 @@ SslCtxPtr make_server_ctx(OSSL_LIB_CTX* libctx = nullptr, const char* propq = nu
 // A client context pinned to one protocol version (TLS1_2_VERSION or TLS1_3_VERSION)
 // that collects every session ticket it receives.
 SslCtxPtr make_client_ctx(int version);
+// Where a client SSL of such a context puts the tickets it receives, for a connection not
+// made by handshake() / Connection (e.g. over a socket); nullptr: nowhere (before `sink` dies).
+void collect_tickets(SSL* client, std::vector<SessionPtr>* sink);
 
 struct Handshake {
   bool ok = false;         // both sides completed and exchanged application data

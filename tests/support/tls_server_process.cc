@@ -13,6 +13,13 @@ namespace keysvc::test {
 namespace {
 constexpr auto kClientTimeout = std::chrono::seconds(15);
 constexpr char kRequest[] = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
+
+// bin on 127.0.0.1 and a free port with the test certificate and key, then `args`.
+std::vector<std::string> server_argv(const std::string& bin, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {bin, "--listen", "127.0.0.1:0", "--cert", tls_cert_path(), "--key", tls_key_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
 }  // namespace
 
 std::string tls_test_dir() {
@@ -29,15 +36,13 @@ std::string describe(const RunResult& r) {
 }
 
 TlsServerProcess::TlsServerProcess(const std::string& bin, Options o) {
-  std::vector<std::string> argv = {bin,        "--listen",  "127.0.0.1:0", "--cert",    tls_cert_path(),
-                                   "--key",    tls_key_path(), "--tickets", o.tickets, "--threads",
-                                   "2",        "--log-level", "debug"};
+  std::vector<std::string> args = {"--tickets", o.tickets, "--threads", "2", "--log-level", "debug"};
   if (o.tickets == "keysvc") {
-    argv.push_back("--config");
-    argv.push_back(o.config.empty() ? TestToken::get().config_path() : o.config);
+    args.push_back("--config");
+    args.push_back(o.config.empty() ? TestToken::get().config_path() : o.config);
   }
-  argv.insert(argv.end(), o.extra.begin(), o.extra.end());
-  process_ = std::make_unique<Process>(argv);
+  args.insert(args.end(), o.extra.begin(), o.extra.end());
+  process_ = std::make_unique<Process>(server_argv(bin, args));
   auto m = process_->wait_for_stderr(std::regex(R"(listening on 127\.0\.0\.1:(\d+)\n)"), kStartTimeout);
   if (!m) {
     throw std::runtime_error("server did not start: " + process_->command_line() + "\n--- stderr\n" +
@@ -60,6 +65,11 @@ std::string TlsServerProcess::stop(int sig) {
   EXPECT_EQ(code, std::optional<int>(0)) << "server stderr:\n" << err;
   EXPECT_EQ(err.find(TestToken::get().pin()), std::string::npos) << "the PIN appears in the server's log";
   return err;
+}
+
+RunResult run_tls_server(const std::string& bin, const std::vector<std::string>& args,
+                         std::chrono::milliseconds timeout) {
+  return run(server_argv(bin, args), "", timeout);
 }
 
 const char* tls_version_name(TlsVersion v) { return v == TlsVersion::kTls13 ? "TLSv1.3" : "TLSv1.2"; }

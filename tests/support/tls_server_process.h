@@ -57,6 +57,11 @@ class TlsServerProcess {
   int port_ = 0;
 };
 
+// Runs the server at `bin` to completion on 127.0.0.1:0 with the test certificate and key,
+// then `args`: for start-up failures (a server that starts is killed at `timeout`).
+RunResult run_tls_server(const std::string& bin, const std::vector<std::string>& args,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
 enum class TlsVersion { kTls13, kTls12 };
 // "TLSv1.3" / "TLSv1.2", as s_client prints them.
 const char* tls_version_name(TlsVersion v);
