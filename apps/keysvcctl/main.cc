@@ -9,6 +9,8 @@
 //   keysvcctl --config FILE status [--json]
 //
 // Exit codes: 0 ok, 1 failure, 2 usage. Errors: one line on stderr. See cli.h.
+#include <signal.h>
+
 #include <iostream>
 #include <string>
 #include <vector>
@@ -102,6 +104,12 @@ std::string usage_message(std::string s) {
 
 int main(int argc, char** argv) {
   keysvc::set_log_level("warn");
+  // A network HSM's client module (p11-kit-client.so) writes each call to a socket: if the
+  // HSM end goes away, that write raises SIGPIPE, which would kill keysvcctl silently
+  // (exit 141) instead of failing the call, and `rotate --every` would not log and retry.
+  // Ignored, the call fails with an error; so does a write to a closed stdout ("cannot
+  // write output", exit 1).
+  ::signal(SIGPIPE, SIG_IGN);
 
   CLI::App app("keysvcctl: manage keysvc's ticket key token (long-term keys held in a PKCS#11 token)",
                "keysvcctl");

@@ -5,6 +5,11 @@
 //     key generations under load;
 //   - a revoked generation stops working on every server within one refresh interval,
 //     and the servers hand out fresh tickets under another generation.
+// Each also runs, in one TLS version, with every process of the fleet (servers,
+// keysvcctl runs) on a network HSM stand-in: p11-kit-client.so talking to `p11-kit
+// server`, which exports the test token over a unix socket (names ending in "_p11kit");
+// there the operator's long-lived rotator (`keysvcctl rotate --every`) must also
+// outlive the loss of the HSM server.
 //
 // Every test name contains "fleet" and "Fleet" so `ctest -R fleet` / `-R Fleet` select
 // them. Every wait is bounded; the only timing bounds asserted are the documented ones.
@@ -43,6 +48,7 @@
 #include "keysvc/key_name.h"
 #include "keysvc/ticket_key_service.h"
 #include "keysvc/token_store.h"
+#include "p11kit_server.h"
 #include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
@@ -73,7 +79,70 @@ constexpr char kBody[] = "hello from keysvc-tls-server";
 std::string server_bin() { return KEYSVC_TLS_SERVER_BIN; }
 std::string ctl_bin() { return KEYSVCCTL_BIN; }
 
-// ---- the fleet's config, next to TestToken's (same [hsm] section) ----
+// ---- how the fleet reaches the token ----
+
+enum class Hsm {
+  kSoftHsm,  // every process loads SoftHSM itself (one token folder shared through fcntl locks)
+  kP11Kit,   // every process loads p11-kit-client.so: each PKCS#11 call is an RPC to `p11-kit server`
+};
+
+struct FleetParam {
+  TlsVersion version;
+  Hsm hsm;
+};
+
+// "tls13", "tls12_p11kit", ...
+std::string fleet_param_name(const ::testing::TestParamInfo<FleetParam>& info) {
+  return std::string(info.param.version == TlsVersion::kTls13 ? "tls13" : "tls12") +
+         (info.param.hsm == Hsm::kP11Kit ? "_p11kit" : "");
+}
+
+std::string describe_param(const FleetParam& p) {
+  return std::string(tls_version_name(p.version)) + (p.hsm == Hsm::kP11Kit ? " through p11-kit" : "");
+}
+
+// For gtest's listing of the parameter.
+void PrintTo(const FleetParam& p, std::ostream* os) { *os << describe_param(p); }
+
+// The token as one test's fleet reaches it. With Hsm::kP11Kit: a p11-kit server
+// exporting the test token, started here because it must come after the token exists
+// (it inherits SOFTHSM2_CONF); every process started afterwards (servers, keysvcctl)
+// inherits the P11_KIT_SERVER_ADDRESS it exports. Create it before the Fleet, so the
+// servers stop before the HSM server goes away.
+class TokenAccess {
+ public:
+  explicit TokenAccess(Hsm hsm) : hsm_(hsm) {
+    if (hsm_ != Hsm::kP11Kit) return;
+    TestToken& token = TestToken::get();
+    server_ = std::make_unique<keysvc::test::P11KitServer>(token.dir() + "/p11kit.sock", token.token_uri());
+    server_->start();
+  }
+  // The PKCS#11 module every process of the fleet loads ([hsm] module).
+  const char* module() const {
+    return hsm_ == Hsm::kP11Kit ? keysvc::test::kP11KitClientModule : keysvc::test::kSoftHsmModule;
+  }
+  // The module no process of the fleet may load.
+  const char* other_module() const {
+    return hsm_ == Hsm::kP11Kit ? keysvc::test::kSoftHsmModule : keysvc::test::kP11KitClientModule;
+  }
+  // The p11-kit server (Hsm::kP11Kit only), nullptr otherwise.
+  keysvc::test::P11KitServer* p11kit_server() const { return server_.get(); }
+
+ private:
+  Hsm hsm_;
+  std::unique_ptr<keysvc::test::P11KitServer> server_;
+};
+
+// Every test of this file. The test process ignores SIGPIPE, as keysvc-tls-server does:
+// a peer that goes away (a server's TLS socket, or the p11-kit server under this
+// process's own p11-kit client in load_ring) must give an error the test reports, not
+// kill the test binary.
+class FleetTest : public ::testing::TestWithParam<FleetParam> {
+ protected:
+  static void SetUpTestSuite() { ::signal(SIGPIPE, SIG_IGN); }
+};
+
+// ---- the fleet's config, next to TestToken's (same [hsm] section but the module) ----
 
 struct Timing {
   std::string lifetime, max_session_age, encrypt_period, publish_lead, decrypt_window, clock_skew, refresh_interval;
@@ -85,11 +154,11 @@ const Timing kRotatingFleet{"8s", "60s", "3s", "2s", "8s", "0s", "1s"};
 // The revocation test: one long generation, so only the revocation changes the keys.
 const Timing kRevocationFleet{"8s", "60s", "60s", "10s", "60s", "0s", "1s"};
 
-std::string write_fleet_config(const std::string& file, const Timing& t) {
+std::string write_fleet_config(const std::string& file, const Timing& t, const TokenAccess& access) {
   TestToken& token = TestToken::get();
   const std::string path = token.dir() + "/" + file;
   std::ofstream out(path, std::ios::trunc);
-  out << "[hsm]\nmodule = \"" << keysvc::test::kSoftHsmModule << "\"\ntoken = \"" << token.token_uri()
+  out << "[hsm]\nmodule = \"" << access.module() << "\"\ntoken = \"" << token.token_uri()
       << "\"\npin = \"file:pin\"\nsessions = 4\n\n"
       << "[tickets]\nper_handshake = 2\nlifetime = \"" << t.lifetime << "\"\nmax_session_age = \""
       << t.max_session_age << "\"\n\n"
@@ -186,6 +255,7 @@ class Server {
 
   const std::string& name() const { return name_; }
   int port() const { return port_; }
+  pid_t pid() const { return process_->pid(); }
 
   // SIGTERM; expects exit 0 and no PIN in the log. Returns stderr.
   std::string stop() {
@@ -318,9 +388,18 @@ Connection connect_once(SSL_CTX* ctx, int port, SSL_SESSION* resume) {
 
 class Fleet {
  public:
-  explicit Fleet(const std::string& config_path) {
+  Fleet(const std::string& config_path, const TokenAccess& access) {
     // One at a time: the first generates the shared certificate and key.
     for (const char* name : {"A", "B", "C"}) servers_.push_back(std::make_unique<Server>(name, config_path));
+    // Each server reached the token through the configured module only (through p11-kit:
+    // no SoftHSM in its own address space).
+    const std::string module = std::filesystem::canonical(access.module()).string();
+    const std::string other = std::filesystem::canonical(access.other_module()).string();
+    for (auto& s : servers_) {
+      const std::string maps = keysvc::test::read_file("/proc/" + std::to_string(s->pid()) + "/maps");
+      EXPECT_NE(maps.find(module), std::string::npos) << "server " << s->name() << " has not loaded " << module;
+      EXPECT_EQ(maps.find(other), std::string::npos) << "server " << s->name() << " has loaded " << other;
+    }
   }
   std::size_t size() const { return servers_.size(); }
   Server& operator[](std::size_t i) { return *servers_.at(i); }
@@ -338,18 +417,15 @@ class Fleet {
   std::vector<std::unique_ptr<Server>> servers_;
 };
 
-std::string version_param_name(const ::testing::TestParamInfo<TlsVersion>& info) {
-  return info.param == TlsVersion::kTls13 ? "tls13" : "tls12";
-}
-
 // ---- 1. resumption across servers while an external rotator rolls the keys ----
 
-class FleetRotation : public ::testing::TestWithParam<TlsVersion> {};
+class FleetRotation : public FleetTest {};
 
 TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
-  const TlsVersion version = GetParam();
+  const TlsVersion version = GetParam().version;
   TestToken::get().clear();  // each test starts from an empty ring (several tests may share a process)
-  const std::string config = write_fleet_config("fleet.toml", kRotatingFleet);
+  TokenAccess access(GetParam().hsm);
+  const std::string config = write_fleet_config("fleet.toml", kRotatingFleet, access);
   const auto lifetime = std::chrono::seconds(8);
   const auto load_duration = 10s;
 
@@ -359,7 +435,7 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   auto first_run = run_rotator(config, error);
   ASSERT_TRUE(first_run.has_value()) << error;
 
-  Fleet fleet(config);
+  Fleet fleet(config, access);
   SslCtxPtr ctx = make_client_ctx(version);
 
   struct Failure {
@@ -474,7 +550,7 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   const std::string server_counters = fleet.stop();
 
   std::ostringstream summary;
-  summary << "[fleet] " << tls_version_name(version) << ": full_handshakes=" << full
+  summary << "[fleet] " << describe_param(GetParam()) << ": full_handshakes=" << full
           << " tickets_resumed_across_servers=" << resumed << " resumption_failures=" << failures
           << " generations_issuing_tickets=" << tickets_by_generation.size()
           << " rotator_runs=" << rotator_runs << " rotations_that_created=" << runs_that_created
@@ -510,23 +586,29 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   EXPECT_GE(runs_that_created, 2u) << summary.str();
 }
 
-INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation, ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12),
-                         version_param_name);
+// Through p11-kit in one TLS version only: the version changes what OpenSSL does with
+// the keys, not the calls made to the HSM (this keeps the suite's time down).
+INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation,
+                         ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kSoftHsm},
+                                           FleetParam{TlsVersion::kTls12, Hsm::kSoftHsm},
+                                           FleetParam{TlsVersion::kTls13, Hsm::kP11Kit}),
+                         fleet_param_name);
 
 // ---- 2. revocation reaches every server within one refresh interval ----
 
-class FleetRevocation : public ::testing::TestWithParam<TlsVersion> {};
+class FleetRevocation : public FleetTest {};
 
 TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterval) {
-  const TlsVersion version = GetParam();
+  const TlsVersion version = GetParam().version;
   TestToken::get().clear();
-  const std::string config = write_fleet_config("fleet-revocation.toml", kRevocationFleet);
+  TokenAccess access(GetParam().hsm);
+  const std::string config = write_fleet_config("fleet-revocation.toml", kRevocationFleet, access);
   const auto refresh_interval = 1s;
   {
     std::string error;
     ASSERT_TRUE(run_rotator(config, error).has_value()) << error;
   }
-  Fleet fleet(config);
+  Fleet fleet(config, access);
   SslCtxPtr ctx = make_client_ctx(version);
 
   Connection first = connect_once(ctx.get(), fleet[0].port(), nullptr);
@@ -568,10 +650,52 @@ TEST_P(FleetRevocation, RevocationTakesEffectOnEveryServerWithinOneRefreshInterv
     EXPECT_TRUE(resumed.reused) << "the fresh ticket under " << fresh << " did not resume on server "
                                 << fleet[next].name();
   }
-  std::cout << "[fleet] " << tls_version_name(version) << " revocation of " << revoked << ":\n" << fleet.stop();
+  std::cout << "[fleet] " << describe_param(GetParam()) << " revocation of " << revoked << ":\n" << fleet.stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation, ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12),
-                         version_param_name);
+// Through p11-kit in the TLS version the rotation test does not cover there.
+INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation,
+                         ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kSoftHsm},
+                                           FleetParam{TlsVersion::kTls12, Hsm::kSoftHsm},
+                                           FleetParam{TlsVersion::kTls12, Hsm::kP11Kit}),
+                         fleet_param_name);
+
+// ---- 3. the operator's rotator outlives the loss of the network HSM ----
+
+// p11-kit's client writes each call to the server's socket: once the server is gone, a
+// process that does not ignore SIGPIPE dies there, silently (exit 141). `keysvcctl rotate
+// --every` promises to log token errors and retry: it must still be running, with one
+// error line per failed run, and stop cleanly on SIGTERM.
+class FleetRotator : public FleetTest {};
+
+TEST_P(FleetRotator, RotatorOutlivesTheLossOfTheNetworkHsm) {
+  TestToken::get().clear();
+  TokenAccess access(GetParam().hsm);
+  const std::string config = write_fleet_config("fleet-rotator.toml", kRotatingFleet, access);
+  Process rotator({ctl_bin(), "--config", config, "rotate", "--every", "1s", "--json"});
+  const auto deadline = Clock::now() + kCtlTimeout;
+  while (rotator.out().find("\"created\"") == std::string::npos && Clock::now() < deadline && !rotator.poll())
+    std::this_thread::sleep_for(20ms);
+  ASSERT_NE(rotator.out().find("\"created\""), std::string::npos) << rotator.out() << rotator.err();
+
+  access.p11kit_server()->kill();
+  auto logged = rotator.wait_for_stderr(std::regex("keysvcctl: rotate: [^\n]*\\(retrying in 1s\\)\n"), 10s);
+  const auto code = rotator.poll();
+  ASSERT_FALSE(code.has_value()) << "the rotator died (exit " << *code << ") after the HSM server went away\n"
+                                 << rotator.err();
+  ASSERT_TRUE(logged) << "no error line from the rotator: " << rotator.err();
+  std::istringstream lines(rotator.err());
+  for (std::string line; std::getline(lines, line);)
+    EXPECT_EQ(line.rfind("keysvcctl: rotate: ", 0), 0u) << line;
+  EXPECT_EQ((rotator.out() + rotator.err()).find(TestToken::get().pin()), std::string::npos);
+  std::cout << "[fleet] rotator after the loss of the p11-kit server: " << rotator.err() << std::flush;
+  rotator.signal(SIGTERM);
+  EXPECT_EQ(rotator.wait(kStopTimeout), std::optional<int>(0)) << rotator.err();
+}
+
+// Only a network HSM can go away under a running rotator (SoftHSM's token folder taken
+// away: tests/apps/keysvcctl_test.cc, RotateEveryLogsTokenErrorsAndKeepsGoing).
+INSTANTIATE_TEST_SUITE_P(fleet, FleetRotator, ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kP11Kit}),
+                         fleet_param_name);
 
 }  // namespace
