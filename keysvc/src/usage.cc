@@ -55,7 +55,7 @@ UsageSnapshot usage_delta(const UsageSnapshot& now, const UsageSnapshot& before)
   return d;
 }
 
-UsageTable::UsageTable() { index_.store(std::make_shared<const Index>()); }
+UsageTable::UsageTable() : index_(std::make_shared<const Index>()) {}
 
 UsageTable::~UsageTable() = default;
 

@@ -45,6 +45,7 @@
 #include <string_view>
 #include <vector>
 
+#include "keysvc/hsm/shared_snapshot.h"
 #include "keysvc/key_name.h"
 
 namespace keysvc {
@@ -138,7 +139,7 @@ class UsageTable {
 
   std::mutex track_mutex_;
   std::vector<KeyName> order_;  // tracked names, oldest first (for dropping)
-  std::atomic<std::shared_ptr<const Index>> index_;
+  hsm::SharedSnapshot<const Index> index_;  // not std::atomic<shared_ptr>: see shared_snapshot.h
   std::array<UnknownSlot, kMaxUnknownNames> unknown_;
   Counters overflow_;
 };
