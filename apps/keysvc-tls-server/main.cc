@@ -171,7 +171,10 @@ int main(int argc, char** argv) {
   app.add_option("--config", o.config, "keysvc TOML file (required for --tickets keysvc)");
   app.add_option("--listen", o.listen, "numeric HOST:PORT to listen on; port 0 picks a free port")
       ->capture_default_str()
-      ->check([](const std::string& v) { return tls_server::check_listen_address(v); });
+      ->check([](const std::string& v) {
+        keysvc::ListenAddress parts;
+        return keysvc::parse_listen_address(v, keysvc::IpFamilies::kIpv4AndIpv6, parts);
+      });
   app.add_option("--cert", o.cert, "certificate file (PEM); generated with --key if both are absent")->required();
   app.add_option("--key", o.key,
                  "private key file (PEM), or a key in a PKCS#11 token: pkcs11:token=T;object=LABEL;type=private "

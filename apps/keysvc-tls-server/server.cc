@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "keysvc/listen_address.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ossl.h"
 
@@ -51,25 +52,6 @@ extern "C" void on_stop_signal(int) {
   errno = saved;
 }
 
-struct SplitAddress {
-  std::string host;
-  std::string port;
-};
-
-bool split_address(const std::string& text, SplitAddress& out) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return false;
-  std::string host = text.substr(0, colon);
-  if (host.front() == '[') {
-    if (host.size() < 3 || host.back() != ']') return false;
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string::npos) {
-    return false;  // IPv6 needs brackets
-  }
-  out.host = host;
-  out.port = text.substr(colon + 1);
-  return true;
-}
 
 struct AddrInfoDeleter {
   void operator()(addrinfo* ai) const noexcept { ::freeaddrinfo(ai); }
@@ -204,24 +186,11 @@ bool StopSignal::triggered() const noexcept {
   return ::poll(&p, 1, 0) > 0;
 }
 
-std::string check_listen_address(const std::string& text) {
-  SplitAddress parts;
-  if (!split_address(text, parts)) return "expected HOST:PORT, got '" + text + "'";
-  unsigned port = 0;
-  const char* end = parts.port.data() + parts.port.size();
-  auto [ptr, ec] = std::from_chars(parts.port.data(), end, port);
-  if (ec != std::errc() || ptr != end || port > 65535) return "bad port '" + parts.port + "'";
-  std::array<unsigned char, sizeof(in6_addr)> buf{};
-  if (::inet_pton(AF_INET, parts.host.c_str(), buf.data()) != 1 &&
-      ::inet_pton(AF_INET6, parts.host.c_str(), buf.data()) != 1)
-    return "'" + parts.host + "' is not a numeric IP address";
-  return {};
-}
 
 UniqueFd listen_on(const std::string& address) {
-  if (auto problem = check_listen_address(address); !problem.empty()) throw std::runtime_error("--listen: " + problem);
-  SplitAddress parts;
-  split_address(address, parts);
+  keysvc::ListenAddress parts;
+  if (auto problem = keysvc::parse_listen_address(address, keysvc::IpFamilies::kIpv4AndIpv6, parts); !problem.empty())
+    throw std::runtime_error("--listen: " + problem);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

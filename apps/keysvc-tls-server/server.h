@@ -47,12 +47,8 @@ class StopSignal {
   UniqueFd read_, write_;
 };
 
-// Parses "HOST:PORT" or "[V6HOST]:PORT" (numeric host, port 0-65535). Returns an
-// error message, empty if the text is valid.
-std::string check_listen_address(const std::string& text);
-
-// Binds and listens on a numeric address (see check_listen_address). Returns the
-// non-blocking socket. Throws std::runtime_error.
+// Binds and listens on a numeric address, "HOST:PORT" or "[V6HOST]:PORT"
+// (keysvc::parse_listen_address). Returns the non-blocking socket. Throws std::runtime_error.
 UniqueFd listen_on(const std::string& address);
 // "127.0.0.1:PORT" / "[::1]:PORT": the address the socket is bound to.
 std::string bound_address(int fd);

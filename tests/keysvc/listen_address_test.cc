@@ -31,5 +31,35 @@ TEST(ListenAddress, RejectsEverythingElseWithAReason) {
   }
 }
 
+TEST(ListenAddress, TlsListenersAlsoTakeBracketedIpv6) {
+  const std::pair<const char*, ListenAddress> ok[] = {
+      {"127.0.0.1:8443", {"127.0.0.1", "8443"}},
+      {"[::1]:0", {"::1", "0"}},
+      {"[2001:db8::7]:443", {"2001:db8::7", "443"}},
+  };
+  for (const auto& [text, want] : ok) {
+    ListenAddress got;
+    EXPECT_EQ(parse_listen_address(text, IpFamilies::kIpv4AndIpv6, got), "") << text;
+    EXPECT_EQ(got.host, want.host) << text;
+    EXPECT_EQ(got.port, want.port) << text;
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"::1:443", "an IPv6 host goes in brackets"},
+      {"[::1:443", "expected HOST:PORT or [IPV6]:PORT"},
+      {"[]:443", "expected HOST:PORT or [IPV6]:PORT"},
+      {"[::1]:", "expected HOST:PORT or [IPV6]:PORT"},
+      {"[::1]:70000", "bad port '70000'"},
+      {"localhost:443", "'localhost' is not a numeric IP address"},
+      {"[fe80::1%eth0]:443", "is not a numeric IP address"},
+  };
+  for (const auto& [text, why] : bad) {
+    ListenAddress out{"unchanged", "unchanged"};
+    std::string problem = parse_listen_address(text, IpFamilies::kIpv4AndIpv6, out);
+    EXPECT_NE(problem.find(why), std::string::npos) << "'" << text << "' -> " << problem;
+    EXPECT_EQ(problem.find('\n'), std::string::npos) << problem;
+    EXPECT_EQ(out.host, "unchanged") << "a refused address must not be half-parsed: " << text;
+  }
+}
+
 }  // namespace
 }  // namespace keysvc
