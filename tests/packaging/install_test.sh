@@ -11,7 +11,10 @@
 set -euo pipefail
 build=$1
 src=$2
-work=$(mktemp -d "${KEYSVC_TEST_TMPDIR:-${TMPDIR:-/tmp}}/install-test.XXXXXX")
+# The test folder may not exist yet when this test runs alone (ctest -R install_test).
+tmp_root=${KEYSVC_TEST_TMPDIR:-${TMPDIR:-/tmp}}
+mkdir -p "$tmp_root"
+work=$(mktemp -d "$tmp_root/install-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
 fail() { echo "install_test: $*" >&2; exit 1; }
@@ -68,6 +71,14 @@ cflags=$(pkg-config --cflags keysvc)
 libs=$(pkg-config --libs keysvc)
 case "$libs" in *-lkeysvc*) ;; *) fail "pkg-config --libs keysvc: $libs" ;; esac
 pkg-config --static --libs keysvc >/dev/null || fail "pkg-config --static --libs keysvc failed"
+# A sanitizer build's package makes its consumers link the same runtime (packaging/CMakeLists.txt);
+# an ordinary build's never asks for one.
+sanitize=$(sed -n 's/^KEYSVC_SANITIZE:[A-Z]*=//p' "$build/CMakeCache.txt")
+if [ -n "$sanitize" ]; then
+  case " $libs " in *" -fsanitize=$sanitize "*) ;; *) fail "sanitizer build: pkg-config --libs keysvc lacks -fsanitize=$sanitize: $libs" ;; esac
+else
+  case "$libs" in *-fsanitize*) fail "ordinary build: pkg-config --libs keysvc asks for a sanitizer: $libs" ;; esac
+fi
 cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer_c" "$src/tests/packaging/consumer_c/main.c" $cflags $libs \
   -Wl,-rpath,"$prefix/$libdir"
 out=$("$work/consumer_c" "$work/keysvc.toml") || fail "consumer_c failed"
