@@ -97,6 +97,7 @@ TEST(NginxEngineKey, NginxServesTlsWithTheTokenKeyAndKeysvcTickets) {
   }
   EXPECT_EQ(nginx.stop(), std::optional<int>(0)) << nginx.error_log();
   EXPECT_EQ(nginx.error_log().find(TestToken::get().pin()), std::string::npos);
+  EXPECT_EQ(nginx.sanitizer_report(), "") << nginx.error_log();
 }
 
 }  // namespace

@@ -253,12 +253,13 @@ Counters exit_counters(const std::string& log) {
 }
 
 // Stops nginx gracefully and checks what every test expects of its log: exit 0, every
-// worker reported its counters, no PIN, no crash of a worker.
+// worker reported its counters, no PIN, no crash of a worker, no sanitizer report.
 Counters stop_and_check(NginxInstance& nginx, std::size_t workers) {
   EXPECT_EQ(nginx.stop(), std::optional<int>(0)) << nginx.error_log();
   const std::string log = nginx.error_log();
   EXPECT_EQ(log.find(TestToken::get().pin()), std::string::npos) << "the PIN appears in nginx's error log";
   EXPECT_EQ(log.find("exited on signal"), std::string::npos) << log;
+  EXPECT_EQ(nginx.sanitizer_report(), "") << log;
   Counters c = exit_counters(log);
   EXPECT_EQ(c.workers, workers) << log;
   return c;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -54,6 +55,21 @@ bool accepts(int port) {
 std::size_t count_matches(const std::string& text, const std::regex& pattern) {
   return static_cast<std::size_t>(
       std::distance(std::sregex_iterator(text.begin(), text.end(), pattern), std::sregex_iterator()));
+}
+
+// nginx's command line. In an ASan build the module needs ASan's runtime, which must be
+// the process's first library (it replaces malloc), and libstdc++ loaded before ASan
+// starts (adapters/nginx/CMakeLists.txt): env(1) starts the uninstrumented nginx with
+// both in LD_PRELOAD, and the workers inherit them by fork. Only nginx gets them, never
+// the clients the tests run.
+std::vector<std::string> nginx_command(std::vector<std::string> args) {
+  std::vector<std::string> argv;
+  if (const std::string preload = KEYSVC_NGINX_PRELOAD; !preload.empty()) {
+    argv = {"/usr/bin/env", "LD_PRELOAD=" + preload};
+  }
+  argv.push_back(kNginxBinary);
+  argv.insert(argv.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
+  return argv;
 }
 
 }  // namespace
@@ -151,7 +167,7 @@ void NginxInstance::start() {
   port_ = free_port();
   std::filesystem::remove(error_log_path());
   write_text(conf_path(), render(dir_, options_, port_));
-  process_ = std::make_unique<Process>(std::vector<std::string>{kNginxBinary, "-p", dir_, "-c", conf_path()});
+  process_ = std::make_unique<Process>(nginx_command({"-p", dir_, "-c", conf_path()}));
 
   const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
   for (;;) {
@@ -182,6 +198,13 @@ std::vector<pid_t> NginxInstance::worker_pids() const {
 bool NginxInstance::running() const { return process_ && !process_->poll(); }
 
 std::string NginxInstance::error_log() const { return read_text(error_log_path()); }
+
+std::string NginxInstance::sanitizer_report() const {
+  static const std::regex report(R"([^\n]*(ERROR: [A-Za-z]+Sanitizer|Sanitizer: CHECK failed|runtime error:)[^\n]*)");
+  const std::string log = error_log();
+  std::smatch m;
+  return std::regex_search(log, m, report) ? m.str(0) : std::string();
+}
 
 bool NginxInstance::wait_for_log(const std::regex& pattern, std::size_t count,
                                  std::chrono::milliseconds timeout) const {
@@ -222,7 +245,7 @@ RunResult NginxInstance::test_config(const std::string& dir, const std::string& 
   std::filesystem::create_directories(dir + "/tmp");
   const std::string path = std::filesystem::absolute(dir).string() + "/" + file;
   write_text(path, conf_text);
-  return run({kNginxBinary, "-t", "-p", std::filesystem::absolute(dir).string(), "-c", path}, "", 30s);
+  return run(nginx_command({"-t", "-p", std::filesystem::absolute(dir).string(), "-c", path}), "", 30s);
 }
 
 }  // namespace keysvc::test

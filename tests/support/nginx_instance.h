@@ -82,6 +82,10 @@ class NginxInstance {
   // The error log so far (nginx's stderr ends up there too once it has read its
   // configuration).
   std::string error_log() const;
+  // The first line of a sanitizer report (ASan, LSan, UBSan) in the error log, "" if
+  // none. A worker that hits one exits and the master starts another, so the report in
+  // the log (nginx's stderr) is the only trace of it.
+  std::string sanitizer_report() const;
   // Waits until the error log has at least `count` matches of `pattern`. False on timeout.
   bool wait_for_log(const std::regex& pattern, std::size_t count, std::chrono::milliseconds timeout) const;
 
