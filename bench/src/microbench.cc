@@ -20,6 +20,8 @@
 //   BM_TicketSeal / BM_TicketOpen  AES-256-CBC + HMAC-SHA256 over a 100-byte session
 //   BM_CallStatsRecord / BM_CallStatsTimedCall  recording one PKCS#11 call in the hsm
 //                                  layer's statistics (hsm/call_stats.h), 1 and 2 threads
+//   BM_ModuleGatedCall             the same call through hsm::Module's call gate and
+//                                  generation check (module.h), 1 and 2 threads
 #include <benchmark/benchmark.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -37,6 +39,7 @@
 #include "bio_handshake.h"
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
+#include "keysvc/hsm/module.h"
 #include "keysvc/hsm/secret_key.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ticket_adapter.h"
@@ -342,6 +345,14 @@ void BM_CallStatsTimedCall(benchmark::State& state) {
   for (auto _ : state)
     benchmark::DoNotOptimize(hsm::call(g_call_stats, hsm::Call::kSign, &no_op_call, CK_SESSION_HANDLE{1}));
 }
+// The difference to BM_CallStatsTimedCall is what the gate costs per PKCS#11 call.
+// Recorded as C_GetSessionInfo in the local service's module (no real call is made).
+void BM_ModuleGatedCall(benchmark::State& state) {
+  const hsm::Module& module = *g_local->sessions().token().module();
+  const std::uint64_t generation = module.generation();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(module.call(generation, hsm::Call::kGetSessionInfo, &no_op_call, CK_SESSION_HANDLE{1}));
+}
 
 }  // namespace
 }  // namespace keysvc::bench
@@ -368,6 +379,7 @@ BENCHMARK(BM_TicketSeal);
 BENCHMARK(BM_TicketOpen);
 BENCHMARK(BM_CallStatsRecord)->Threads(1)->Threads(2);
 BENCHMARK(BM_CallStatsTimedCall)->Threads(1)->Threads(2);
+BENCHMARK(BM_ModuleGatedCall)->Threads(1)->Threads(2);
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "keysvc/hsm/error.h"
 
@@ -58,7 +59,7 @@ std::shared_ptr<Module> Module::load(const std::string& path) {
 void Module::initialize() {
   CK_C_INITIALIZE_ARGS args{};
   args.flags = CKF_OS_LOCKING_OK;
-  CK_RV rv = call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
+  CK_RV rv = hsm::call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
   if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
   check(rv, "C_Initialize");
   initialized_by_keysvc_ = true;
@@ -66,26 +67,56 @@ void Module::initialize() {
 
 bool Module::process_exiting() noexcept { return g_exiting; }
 
-void Module::reinitialize_after_fork() { initialize(); }
-
-bool Module::may_rescan_tokens() const {
-  return initialized_by_keysvc_ && stats_->snapshot(Call::kOpenSession).count == 0;
+void Module::reinitialize_after_fork() {
+  // Threads of the parent that were inside a call do not exist here: their counts
+  // would keep every restart in the child waiting for them.
+  in_flight_.store(0, std::memory_order_relaxed);
+  initialize();
 }
 
-bool Module::rescan_tokens() {
-  std::lock_guard lock(g_modules_mutex);
-  if (!may_rescan_tokens()) return false;
-  call(*stats_, Call::kFinalize, fn_->C_Finalize, nullptr);
+bool Module::only_user() const noexcept { return initialized_by_keysvc_ && !other_users_; }
+
+bool Module::restart(std::chrono::milliseconds max_wait) {
+  std::lock_guard lock(restart_mutex_);
+  if (!only_user()) return false;
+  // Close the gate, then wait for the calls already past it. A call that hangs in the
+  // module keeps its thread there: finalizing under it is undefined, so give up.
+  in_flight_.fetch_or(kClosed, std::memory_order_acq_rel);
+  const auto deadline = std::chrono::steady_clock::now() + max_wait;
+  while ((in_flight_.load(std::memory_order_acquire) & ~kClosed) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      in_flight_.fetch_and(~kClosed, std::memory_order_acq_rel);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  // Bumped before the gate reopens: every call made after it sees the new generation.
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  struct Reopen {
+    std::atomic<std::uint64_t>& gate;
+    ~Reopen() { gate.fetch_and(~kClosed, std::memory_order_acq_rel); }
+  } reopen{in_flight_};
+  hsm::call(*stats_, Call::kFinalize, fn_->C_Finalize, nullptr);
   initialized_by_keysvc_ = false;
   initialize();
   return true;
 }
 
+bool Module::may_rescan_tokens() const {
+  return only_user() && stats_->snapshot(Call::kOpenSession).count == 0;
+}
+
+bool Module::rescan_tokens() {
+  if (!may_rescan_tokens()) return false;
+  // No session exists, so no call can be in flight for long: the wait is a formality.
+  return restart(std::chrono::seconds(1));
+}
+
 std::vector<CK_SLOT_ID> Module::slots_with_token() const {
   CK_ULONG count = 0;
-  checked_call(*stats_, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, nullptr, &count);
+  checked_call(*this, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, nullptr, &count);
   std::vector<CK_SLOT_ID> slots(count);
-  if (count > 0) checked_call(*stats_, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, slots.data(), &count);
+  if (count > 0) checked_call(*this, Call::kGetSlotList, fn_->C_GetSlotList, CK_TRUE, slots.data(), &count);
   slots.resize(count);
   return slots;
 }

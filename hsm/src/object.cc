@@ -21,19 +21,18 @@ std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, const ObjectQuery& 
     tmpl.push_back(attr(CKA_APPLICATION, query.application->data(), query.application->size()));
 
   auto* fn = session.fn();
-  CallStats& stats = session.stats();
-  checked_call(stats, Call::kFindObjectsInit, fn->C_FindObjectsInit, session.handle(), tmpl.data(), tmpl.size());
+  checked_call(session, Call::kFindObjectsInit, fn->C_FindObjectsInit, session.handle(), tmpl.data(), tmpl.size());
   std::vector<CK_OBJECT_HANDLE> found;
   CK_RV rv = CKR_OK;
   for (;;) {
     CK_OBJECT_HANDLE batch[64];
     CK_ULONG n = 0;
-    rv = call(stats, Call::kFindObjects, fn->C_FindObjects, session.handle(), batch, 64, &n);
+    rv = call(session, Call::kFindObjects, fn->C_FindObjects, session.handle(), batch, 64, &n);
     if (rv != CKR_OK || n == 0) break;
     found.insert(found.end(), batch, batch + n);
   }
   // Always finish the search, or the session stays in CKR_OPERATION_ACTIVE.
-  CK_RV final_rv = call(stats, Call::kFindObjectsFinal, fn->C_FindObjectsFinal, session.handle());
+  CK_RV final_rv = call(session, Call::kFindObjectsFinal, fn->C_FindObjectsFinal, session.handle());
   check(rv, "C_FindObjects");
   check(final_rv, "C_FindObjectsFinal");
   return found;
@@ -41,11 +40,11 @@ std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, const ObjectQuery& 
 
 Bytes get_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) {
   CK_ATTRIBUTE a = attr(type, nullptr, 0);
-  checked_call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
+  checked_call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
                &a, 1);
   Bytes value(a.ulValueLen);
   a.pValue = value.data();
-  checked_call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
+  checked_call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
                &a, 1);
   value.resize(a.ulValueLen);
   return value;
@@ -54,13 +53,13 @@ Bytes get_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE
 bool get_bool_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type) {
   CK_BBOOL value = CK_FALSE;
   CK_ATTRIBUTE a = attr(type, &value, sizeof value);
-  checked_call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
+  checked_call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), object,
                &a, 1);
   return value == CK_TRUE;
 }
 
 void destroy_object(Session& session, CK_OBJECT_HANDLE object) {
-  checked_call(session.stats(), Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), object);
+  checked_call(session, Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), object);
 }
 
 CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
@@ -77,7 +76,7 @@ CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& applica
       attr(CKA_VALUE, value.data(), value.size()),
   };
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
-  checked_call(session.stats(), Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), tmpl,
+  checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), tmpl,
                std::size(tmpl), &handle);
   return handle;
 }

@@ -53,7 +53,7 @@ CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  checked_call(session.stats(), Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
+  checked_call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
                t.attrs.data(), t.attrs.size(), &key);
   return key;
 }
@@ -63,7 +63,7 @@ CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t>
   KeyTemplate t(id, label);
   t.attrs.push_back({CKA_VALUE, const_cast<std::uint8_t*>(value.data()), static_cast<CK_ULONG>(value.size())});
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  checked_call(session.stats(), Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.attrs.data(),
+  checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.attrs.data(),
                t.attrs.size(), &key);
   return key;
 }
@@ -73,13 +73,13 @@ namespace {
 void hmac(Session& session, CK_MECHANISM_TYPE mechanism, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
           std::span<std::uint8_t> mac) {
   CK_MECHANISM mech{mechanism, nullptr, 0};
-  checked_call(session.stats(), Call::kSignInit, session.fn()->C_SignInit, session.handle(), &mech, key);
+  checked_call(session, Call::kSignInit, session.fn()->C_SignInit, session.handle(), &mech, key);
   CK_ULONG len = mac.size();
   // An empty span may have a null data(), which tokens refuse (CKR_ARGUMENTS_BAD) even
   // with a zero length; the HMAC of an empty message is well defined.
   CK_BYTE empty = 0;
   CK_BYTE_PTR in = data.empty() ? &empty : const_cast<std::uint8_t*>(data.data());
-  checked_call(session.stats(), Call::kSign, session.fn()->C_Sign, session.handle(), in, data.size(), mac.data(),
+  checked_call(session, Call::kSign, session.fn()->C_Sign, session.handle(), in, data.size(), mac.data(),
                &len);
   if (len != mac.size()) throw Pkcs11Error("C_Sign", CKR_SIGNATURE_LEN_RANGE);
 }
@@ -105,7 +105,7 @@ KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
       {CKA_UNWRAP, &v[9], 1}, {CKA_DERIVE, &v[10], 1}, {CKA_COPYABLE, &v[11], 1},
       {CKA_MODIFIABLE, &v[12], 1},
   };
-  checked_call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key, a,
+  checked_call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key, a,
                std::size(a));
   c.sensitive = v[0];
   c.always_sensitive = v[1];

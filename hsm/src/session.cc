@@ -7,24 +7,31 @@
 namespace keysvc::hsm {
 
 Session::Session(const Token& token, bool read_write)
-    : fn_(token.module()->fn()), stats_(&token.module()->stats()) {
+    : module_(token.module().get()), generation_(module_->generation()) {
   CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
-  checked_call(*stats_, Call::kOpenSession, fn_->C_OpenSession, token.slot(), flags, nullptr, nullptr, &handle_);
+  // The slot first: after a restart, finding it again is what tells whether the token
+  // is back. A restart between here and the call makes the call fail as stale (the
+  // handle would belong to the new instance, the generation to the old).
+  const CK_SLOT_ID slot = token.slot();
+  checked_call(*this, Call::kOpenSession, fn()->C_OpenSession, slot, flags, nullptr, nullptr, &handle_);
 }
 
 Session::~Session() {
-  if (handle_ != CK_INVALID_HANDLE && !Module::process_exiting()) call(*stats_, Call::kCloseSession, fn_->C_CloseSession, handle_);
+  // A stale handle belongs to a finalized instance (it may name another session now):
+  // never closed. Module::call() refuses it anyway; skipping it keeps the stats clean.
+  if (handle_ != CK_INVALID_HANDLE && !stale() && !Module::process_exiting())
+    call(*this, Call::kCloseSession, fn()->C_CloseSession, handle_);
 }
 
 bool Session::user_logged_in() const {
   CK_SESSION_INFO info{};
-  checked_call(*stats_, Call::kGetSessionInfo, fn_->C_GetSessionInfo, handle_, &info);
+  checked_call(*this, Call::kGetSessionInfo, fn()->C_GetSessionInfo, handle_, &info);
   return info.state == CKS_RW_USER_FUNCTIONS || info.state == CKS_RO_USER_FUNCTIONS;
 }
 
 void Session::login(CK_USER_TYPE user, const SecretString& pin) {
   auto p = pin.reveal();
-  CK_RV rv = call(*stats_, Call::kLogin, fn_->C_Login, handle_, user,
+  CK_RV rv = call(*this, Call::kLogin, fn()->C_Login, handle_, user,
                   reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(p.data())), p.size());
   if (rv == CKR_USER_ALREADY_LOGGED_IN) return;
   check(rv, "C_Login");

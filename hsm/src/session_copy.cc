@@ -24,15 +24,15 @@ CK_OBJECT_HANDLE copy_to_session(Session& session, CK_OBJECT_HANDLE token_key, c
       {CKA_MODIFIABLE, &no, 1},
   };
   CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-  checked_call(session.stats(), Call::kCopyObject, session.fn()->C_CopyObject, session.handle(), token_key, tmpl,
+  checked_call(session, Call::kCopyObject, session.fn()->C_CopyObject, session.handle(), token_key, tmpl,
                std::size(tmpl), &copy);
   // Inherited, not set (see the header): check them rather than trust the token.
   CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE;
   CK_ATTRIBUTE custody[] = {{CKA_SENSITIVE, &sensitive, 1}, {CKA_EXTRACTABLE, &extractable, 1}};
-  CK_RV rv = call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), copy,
+  CK_RV rv = call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), copy,
                   custody, std::size(custody));
   if (rv != CKR_OK || sensitive != CK_TRUE || extractable != CK_FALSE) {
-    call(session.stats(), Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), copy);
+    call(session, Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), copy);
     throw Pkcs11Error("C_CopyObject (copy not sensitive, or extractable)",
                       rv != CKR_OK ? rv : CKR_TEMPLATE_INCONSISTENT);
   }
@@ -47,7 +47,7 @@ bool copy_refused(CK_RV rv) noexcept {
 bool object_exists(Session& session, CK_OBJECT_HANDLE object) {
   CK_BBOOL sign = CK_FALSE;
   CK_ATTRIBUTE a{CKA_SIGN, &sign, sizeof sign};
-  CK_RV rv = call(session.stats(), Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(),
+  CK_RV rv = call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(),
                   object, &a, 1);
   if (rv == CKR_OBJECT_HANDLE_INVALID) return false;
   if (rv != CKR_OK) throw Pkcs11Error("C_GetAttributeValue", rv);

@@ -34,6 +34,11 @@ SessionPool::Lease SessionPool::lease() {
   {
     std::unique_lock lock(mutex_);
     returned_.wait(lock, [&] { return !idle_.empty() || open_ < max_sessions_; });
+    // Sessions of an earlier module generation (a Module::restart) are dead: dropped
+    // without a call (~Session closes no stale handle), and their slots reused.
+    const std::size_t before = idle_.size();
+    std::erase_if(idle_, [](const std::unique_ptr<Session>& s) { return s->stale(); });
+    open_ -= before - idle_.size();
     if (!idle_.empty()) {
       auto s = std::move(idle_.back());
       idle_.pop_back();

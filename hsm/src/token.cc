@@ -15,7 +15,7 @@ namespace keysvc::hsm {
 namespace {
 CK_TOKEN_INFO token_info(const Module& module, CK_SLOT_ID slot) {
   CK_TOKEN_INFO info{};
-  checked_call(module.stats(), Call::kGetTokenInfo, module.fn()->C_GetTokenInfo, slot, &info);
+  checked_call(module, Call::kGetTokenInfo, module.fn()->C_GetTokenInfo, slot, &info);
   return info;
 }
 }  // namespace
@@ -58,7 +58,7 @@ Token Token::find(std::shared_ptr<Module> module, const TokenUri& uri) {
     if (!scan_error && m.slots.size() > 1) {
       throw ConfigError("several tokens match " + uri.describe() + "; add serial= to the URI");
     }
-    if (!scan_error && m.slots.size() == 1) return Token(std::move(module), m.slots.front());
+    if (!scan_error && m.slots.size() == 1) return Token(std::move(module), uri, m.slots.front());
     if (rescans < std::size(kRescanWaits) && module->may_rescan_tokens()) {
       std::this_thread::sleep_for(kRescanWaits[rescans]);
       if (module->rescan_tokens()) continue;
@@ -67,6 +67,28 @@ Token Token::find(std::shared_ptr<Module> module, const TokenUri& uri) {
     throw ConfigError("no token matches " + uri.describe() + " in " + module->path() +
                       " (tokens present: " + (m.present.empty() ? "none" : m.present) + ")");
   }
+}
+
+Token::Token(std::shared_ptr<Module> module, TokenUri uri, CK_SLOT_ID slot)
+    : module_(std::move(module)), uri_(std::move(uri)), place_(std::make_shared<Place>()) {
+  // The generation the slot was found in: read after the search, so a restart during
+  // it makes the first slot() look again.
+  place_->generation = module_->generation();
+  place_->slot = slot;
+}
+
+CK_SLOT_ID Token::slot() const {
+  const std::uint64_t now = module_->generation();
+  std::lock_guard lock(place_->mutex);
+  if (place_->generation == now) return place_->slot;
+  // A restart since the slot was found: ids may have changed. One search, no rescan
+  // (that is Token::find's start-up business); several matches cannot appear here
+  // unless the HSM changed, and the first one is as good a guess as any.
+  Matches m = matching_slots(*module_, uri_);
+  if (m.slots.empty()) throw Pkcs11Error("C_GetSlotList (" + uri_.describe() + " not present)", CKR_TOKEN_NOT_PRESENT);
+  place_->slot = m.slots.front();
+  place_->generation = now;
+  return place_->slot;
 }
 
 Token Token::init_free_slot(std::shared_ptr<Module> module, const std::string& label,
@@ -78,23 +100,23 @@ Token Token::init_free_slot(std::shared_ptr<Module> module, const std::string& l
     std::memset(padded, ' ', sizeof padded);
     std::memcpy(padded, label.data(), std::min(label.size(), sizeof padded));
     auto so = so_pin.reveal();
-    checked_call(module->stats(), Call::kInitToken, module->fn()->C_InitToken, slot,
+    checked_call(*module, Call::kInitToken, module->fn()->C_InitToken, slot,
                  reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(so.data())), so.size(), padded);
     // SoftHSM moves the initialised token to a new slot id: find it again by label.
     Token token = find(module, TokenUri::parse("pkcs11:token=" + label));
     Session session(token, /*read_write=*/true);
     session.login(CKU_SO, so_pin);
     auto user = user_pin.reveal();
-    checked_call(module->stats(), Call::kInitPIN, module->fn()->C_InitPIN, session.handle(),
+    checked_call(session, Call::kInitPIN, module->fn()->C_InitPIN, session.handle(),
                  reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(user.data())), user.size());
-    call(module->stats(), Call::kLogout, module->fn()->C_Logout, session.handle());
+    call(session, Call::kLogout, module->fn()->C_Logout, session.handle());
     return token;
   }
   throw ConfigError("no free slot to initialise a token in " + module->path());
 }
 
 TokenInfo Token::info() const {
-  CK_TOKEN_INFO raw = token_info(*module_, slot_);
+  CK_TOKEN_INFO raw = token_info(*module_, slot());
   TokenInfo info;
   info.label = trim_padded(raw.label, sizeof raw.label);
   info.manufacturer = trim_padded(raw.manufacturerID, sizeof raw.manufacturerID);

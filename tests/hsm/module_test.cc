@@ -7,8 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
@@ -127,6 +131,119 @@ TEST(Module, ChildCanUseTheModuleAfterReinitialize) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "2: key not found, 3: wrong MAC, 4: exception in the child";
+}
+
+// --- Module::restart() and the call gate. SoftHSM is restarted for the whole process:
+// ctest runs every test in a process of its own.
+
+using namespace std::chrono_literals;
+
+// A "PKCS#11 call" that stays inside the module until released: what a hung call looks
+// like to the gate.
+struct HeldCall {
+  std::promise<void> release;
+  std::promise<void> entered;
+  std::future<CK_RV> rv;
+  explicit HeldCall(const Module& m) {
+    auto released = release.get_future().share();
+    rv = std::async(std::launch::async, [&m, this, released] {
+      return m.call(Module::kAnyGeneration, Call::kGetSlotList, [&] {
+        entered.set_value();
+        released.wait();
+        return static_cast<CK_RV>(CKR_OK);
+      });
+    });
+    entered.get_future().wait();
+  }
+};
+
+CK_RV no_op(const Module& m) {
+  return m.call(Module::kAnyGeneration, Call::kGetSlotList, [] { return static_cast<CK_RV>(CKR_OK); });
+}
+
+TEST(ModuleRestart, StartsANewGenerationInWhichTheTokenAndItsKeysWorkAgain) {
+  Token token = test::test_hsm_token();
+  auto before = test::user_session();
+  auto key = generate_hmac_key(*before, test::as_bytes("restart-key"), "restart-key");
+  const auto expected = test::token_hmac(*before, key, test::as_bytes("data"));
+  auto m = token.module();
+  ASSERT_TRUE(m->only_user());
+  const std::uint64_t generation = m->generation();
+  const auto finalized = m->stats().snapshot(Call::kFinalize).count;
+
+  ASSERT_TRUE(m->restart(1s));
+  EXPECT_EQ(m->generation(), generation + 1);
+  EXPECT_EQ(m->stats().snapshot(Call::kFinalize).count, finalized + 1);
+  EXPECT_TRUE(m->only_user()) << "keysvc's own C_Initialize again";
+
+  // A new session finds the token (slot looked up again), logs in, and the token key
+  // still MACs the same; the old key handle is not trusted (it is the caller's to re-find).
+  Session after(token, true);
+  after.login(CKU_USER, SecretString(TestToken::get().pin()));
+  auto found = find_objects(after, {.object_class = CKO_SECRET_KEY, .label = std::string("restart-key")});
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(test::token_hmac(after, found.front(), test::as_bytes("data")), expected);
+}
+
+TEST(ModuleRestart, WaitsForTheCallsInFlightAndRefusesNewOnesMeanwhile) {
+  auto m = test::test_hsm_token().module();
+  const std::uint64_t generation = m->generation();
+  auto held = std::make_unique<HeldCall>(*m);
+  auto restarted = std::async(std::launch::async, [&] { return m->restart(10s); });
+  // The gate closes before the restart waits: new calls are refused, not made.
+  CK_RV rv = CKR_OK;
+  for (int i = 0; i < 2000 && (rv = no_op(*m)) == CKR_OK; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(rv, static_cast<CK_RV>(CKR_CRYPTOKI_NOT_INITIALIZED));
+  EXPECT_EQ(restarted.wait_for(50ms), std::future_status::timeout) << "finalized under a call in flight";
+  EXPECT_EQ(m->generation(), generation);
+  held->release.set_value();
+  EXPECT_EQ(held->rv.get(), static_cast<CK_RV>(CKR_OK));
+  EXPECT_TRUE(restarted.get());
+  EXPECT_EQ(m->generation(), generation + 1);
+  EXPECT_EQ(no_op(*m), static_cast<CK_RV>(CKR_OK)) << "the gate opens again";
+}
+
+TEST(ModuleRestart, GivesUpOnAHungCallAndLeavesTheModuleAsItWas) {
+  auto session = test::user_session();
+  auto m = test::test_hsm_token().module();
+  const std::uint64_t generation = m->generation();
+  HeldCall held(*m);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(m->restart(100ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
+  EXPECT_EQ(m->generation(), generation);
+  EXPECT_EQ(m->stats().snapshot(Call::kFinalize).count, 0u);
+  EXPECT_EQ(no_op(*m), static_cast<CK_RV>(CKR_OK)) << "the gate opens again";
+  EXPECT_TRUE(session->user_logged_in()) << "the session survived";
+  held.release.set_value();
+  EXPECT_EQ(held.rv.get(), static_cast<CK_RV>(CKR_OK));
+}
+
+TEST(ModuleRestart, ACallWithHandlesOfAnEarlierGenerationIsNotMade) {
+  auto m = test::test_hsm_token().module();
+  const std::uint64_t old = m->generation();
+  ASSERT_TRUE(m->restart(1s));
+  bool made = false;
+  EXPECT_EQ(m->call(old, Call::kGetSessionInfo, [&] { made = true; return static_cast<CK_RV>(CKR_OK); }),
+            static_cast<CK_RV>(CKR_SESSION_HANDLE_INVALID));
+  EXPECT_FALSE(made);
+  EXPECT_EQ(m->call(m->generation(), Call::kGetSessionInfo, [&] { made = true; return static_cast<CK_RV>(CKR_OK); }),
+            static_cast<CK_RV>(CKR_OK));
+  EXPECT_TRUE(made);
+}
+
+// Last in this file: the declaration lasts for the process.
+TEST(ModuleRestart, NeverWhileAnotherUserIsDeclared) {
+  auto session = test::user_session();
+  auto m = test::test_hsm_token().module();
+  const std::uint64_t generation = m->generation();
+  m->add_other_user();
+  EXPECT_FALSE(m->only_user());
+  EXPECT_FALSE(m->restart(1s));
+  EXPECT_FALSE(m->rescan_tokens());
+  EXPECT_EQ(m->generation(), generation);
+  EXPECT_EQ(m->stats().snapshot(Call::kFinalize).count, 0u);
+  EXPECT_TRUE(session->user_logged_in());
 }
 
 }  // namespace

@@ -307,5 +307,21 @@ TEST(SessionPool, ConcurrentHmacsStayWithinMax) {
   EXPECT_GE(handles.size(), 1u);
 }
 
+// After a module restart the idle sessions are of a finished generation: the next
+// lease drops them without a call and opens (and logs in) a new one in their place.
+TEST(SessionPool, DropsIdleSessionsOfAnEarlierModuleGenerationWithoutClosingThem) {
+  SessionPool pool(test::test_hsm_token(), pin_file(), 2);
+  { auto a = pool.lease(), b = pool.lease(); }
+  ASSERT_EQ(pool.open_sessions(), 2u);
+  auto m = pool.token().module();
+  ASSERT_TRUE(m->restart(1s));
+  const auto closes = m->stats().snapshot(Call::kCloseSession).count;
+  auto lease = pool.lease();
+  EXPECT_FALSE(lease->stale());
+  EXPECT_TRUE(lease->user_logged_in()) << "the new session logged in again";
+  EXPECT_EQ(pool.open_sessions(), 1u);
+  EXPECT_EQ(m->stats().snapshot(Call::kCloseSession).count, closes);
+}
+
 }  // namespace
 }  // namespace keysvc::hsm

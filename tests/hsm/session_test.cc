@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <memory>
+
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/token.h"
@@ -80,6 +83,31 @@ TEST(Session, WrongPinIsPinIncorrectWithoutThePin) {
   // The right PIN still works afterwards.
   EXPECT_NO_THROW(s.login(CKU_USER, SecretString(test::TestToken::get().pin())));
   EXPECT_TRUE(s.user_logged_in());
+}
+
+// After a module restart (module.h) a session of the old generation is dead: its calls
+// are not made (CKR_SESSION_HANDLE_INVALID, which callers treat as a dead session) and
+// its destructor closes nothing (the handle may name a new session now).
+TEST(Session, AfterAModuleRestartItIsDeadAndNeverClosed) {
+  Token token = test::test_hsm_token();
+  auto m = token.module();
+  auto old = std::make_unique<Session>(token, true);
+  EXPECT_FALSE(old->stale());
+  ASSERT_TRUE(m->restart(std::chrono::seconds(1)));
+  EXPECT_TRUE(old->stale());
+  try {
+    old->user_logged_in();
+    FAIL() << "a call on a stale session was made";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_SESSION_HANDLE_INVALID));
+    EXPECT_TRUE(e.session_is_dead());
+  }
+  // A new session may get the old number back: destroying the stale one leaves it open.
+  Session fresh(token, true);
+  const auto closes = m->stats().snapshot(Call::kCloseSession).count;
+  old.reset();
+  EXPECT_EQ(m->stats().snapshot(Call::kCloseSession).count, closes);
+  EXPECT_EQ(session_info(fresh).slotID, token.slot());
 }
 
 }  // namespace

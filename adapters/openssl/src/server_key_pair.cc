@@ -71,7 +71,7 @@ ServerKeyPair generate_server_key_pair(hsm::Session& session, ServerKeyType type
 
   CK_MECHANISM mech{ec ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
   ServerKeyPair pair;
-  checked_call(session.stats(), Call::kGenerateKeyPair, session.fn()->C_GenerateKeyPair, session.handle(), &mech,
+  checked_call(session, Call::kGenerateKeyPair, session.fn()->C_GenerateKeyPair, session.handle(), &mech,
                pub.data(), pub.size(), priv.data(), priv.size(), &pair.public_key, &pair.private_key);
   return pair;
 }
@@ -86,7 +86,7 @@ CK_OBJECT_HANDLE store_certificate(hsm::Session& session, std::span<const std::u
   t.add(CKA_VALUE, der.data(), der.size());
   t.add(CKA_SUBJECT, subject_der.data(), subject_der.size());
   CK_OBJECT_HANDLE cert = CK_INVALID_HANDLE;
-  checked_call(session.stats(), Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.data(), t.size(),
+  checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.data(), t.size(),
                &cert);
   return cert;
 }

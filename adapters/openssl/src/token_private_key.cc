@@ -153,6 +153,9 @@ TokenPrivateKey TokenPrivateKey::open(std::string_view uri_text, const TokenKeyD
   impl->module = hsm::Module::load(module_path);
   // The token part of the URI selects the token, with hsm::Token's checks and messages.
   hsm::Token token = hsm::Token::find(impl->module, hsm::TokenUri::parse(format_uri(k.uri.get(), P11_KIT_URI_FOR_TOKEN)));
+  // libp11 holds its own sessions on the module from here on (below), and this key's
+  // EVP_PKEY its handles: keysvc must never finalize the module (hsm::Module::restart).
+  impl->module->add_other_user();
   impl->login_keeper = std::make_unique<hsm::Session>(token, false);
   if (!impl->login_keeper->user_logged_in()) impl->login_keeper->login(CKU_USER, pin.read());
 

@@ -1,9 +1,18 @@
 // An open PKCS#11 session (RAII: C_OpenSession ... C_CloseSession).
+//
+// A session belongs to the module generation it was opened in (module.h). After a
+// Module::restart() it is stale: calls on it are not made (they fail with
+// CKR_SESSION_HANDLE_INVALID, so every caller treats it as a dead session), and its
+// destructor does not close the old handle, which may name another session now.
 #pragma once
 
 #include <p11-kit/pkcs11.h>
 
+#include <cstdint>
+#include <utility>
+
 #include "keysvc/hsm/call_stats.h"
+#include "keysvc/hsm/module.h"
 #include "keysvc/hsm/secret.h"
 
 namespace keysvc::hsm {
@@ -17,10 +26,14 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  CK_FUNCTION_LIST* fn() const noexcept { return fn_; }
+  CK_FUNCTION_LIST* fn() const noexcept { return module_->fn(); }
   CK_SESSION_HANDLE handle() const noexcept { return handle_; }
   // Where calls on this session are recorded: its module's stats (see call_stats.h).
-  CallStats& stats() const noexcept { return *stats_; }
+  CallStats& stats() const noexcept { return module_->stats(); }
+  const Module& module() const noexcept { return *module_; }
+  // The module generation the session was opened in, and whether that is over.
+  std::uint64_t generation() const noexcept { return generation_; }
+  bool stale() const noexcept { return generation_ != module_->generation(); }
 
   // True if the token's user is logged in (login state is shared by all sessions of
   // the application on that token).
@@ -31,9 +44,24 @@ class Session {
   void login(CK_USER_TYPE user, const SecretString& pin);
 
  private:
-  CK_FUNCTION_LIST* fn_;
-  CallStats* stats_;
+  const Module* module_;
+  std::uint64_t generation_;
   CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
 };
+
+// Makes the call f(args...) on `session` (its handle among args) through the module's
+// gate, unless the session is stale (then CKR_SESSION_HANDLE_INVALID, no call): see
+// Module::call(). Every call on a session goes through here.
+template <class F, class... Args>
+CK_RV call(const Session& session, Call c, F f, Args&&... args) {
+  return session.module().call(session.generation(), c, f, std::forward<Args>(args)...);
+}
+
+// call(session, ...), then throws Pkcs11Error(call_name(c), rv) unless CKR_OK.
+template <class F, class... Args>
+void checked_call(const Session& session, Call c, F f, Args&&... args) {
+  const CK_RV rv = call(session, c, f, std::forward<Args>(args)...);
+  if (rv != CKR_OK) throw Pkcs11Error(std::string(call_name(c)), rv);
+}
 
 }  // namespace keysvc::hsm

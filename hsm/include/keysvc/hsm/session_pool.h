@@ -4,6 +4,7 @@
 // out of scope, unless the session was marked dead. A session whose last call failed
 // with CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
 // CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT is closed and replaced, never reused.
+// Idle sessions left from before a Module::restart() are dropped at the next lease().
 //
 // The pool keeps the PIN *source*, not the PIN: whenever a new session finds the user
 // logged out (first use, or after a token reset) it reads the PIN, logs in and wipes it.

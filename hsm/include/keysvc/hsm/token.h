@@ -3,7 +3,9 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "keysvc/hsm/module.h"
@@ -34,13 +36,25 @@ class Token {
                               const SecretString& so_pin, const SecretString& user_pin);
 
   const std::shared_ptr<Module>& module() const noexcept { return module_; }
-  CK_SLOT_ID slot() const noexcept { return slot_; }
+  // The token's slot. After a Module::restart() slot ids may have changed: the first
+  // call in a new module generation finds the token again by its URI (copies of a
+  // Token share the answer). Throws Pkcs11Error(CKR_TOKEN_NOT_PRESENT) if no slot then
+  // holds a matching token (a network HSM's client that restarted while its server was
+  // down sees no slot at all), or whatever the slot list calls fail with.
+  CK_SLOT_ID slot() const;
   TokenInfo info() const;
 
  private:
-  Token(std::shared_ptr<Module> module, CK_SLOT_ID slot) : module_(std::move(module)), slot_(slot) {}
+  // Where the token is, per module generation; shared by every copy of the Token.
+  struct Place {
+    std::mutex mutex;
+    std::uint64_t generation = 0;
+    CK_SLOT_ID slot = 0;
+  };
+  Token(std::shared_ptr<Module> module, TokenUri uri, CK_SLOT_ID slot);
   std::shared_ptr<Module> module_;
-  CK_SLOT_ID slot_;
+  TokenUri uri_;
+  std::shared_ptr<Place> place_;
 };
 
 }  // namespace keysvc::hsm
