@@ -115,7 +115,8 @@ void HsmGuard::worker_loop() {
   }
 }
 
-void HsmGuard::settle(CircuitBreaker::Permit permit, const Result& r) noexcept {
+void HsmGuard::settle(CircuitBreaker::Permit permit, Result& r) noexcept {
+  r.probe = permit == CircuitBreaker::Permit::kProbe;
   const auto before = breaker_.state();
   if (r.ok()) breaker_.success(permit);
   else breaker_.failure(permit, r.outcome == Outcome::kTimedOut || r.outcome == Outcome::kRefused);

@@ -2,6 +2,9 @@
 
 #include <openssl/rand.h>
 
+#include <mutex>
+#include <utility>
+
 #include "keysvc/audit_trail.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/module.h"
@@ -118,16 +121,69 @@ std::int64_t TicketKeyService::unix_now() const {
 }
 
 void TicketKeyService::refresher_loop() {
+  using std::chrono::steady_clock;
   std::unique_lock lock(refresher_mutex_);
-  while (!refresher_wake_.wait_for(lock, config_.rotation.refresh_interval, [this] { return stopping_.load(); })) {
+  auto next_refresh = steady_clock::now() + config_.rotation.refresh_interval;
+  for (;;) {
+    refresher_wake_.wait_until(lock, next_refresh, [this] { return stopping_.load() || restart_requested_; });
+    if (stopping_) return;
+    const bool restart = std::exchange(restart_requested_, false);
     lock.unlock();
-    try {
-      refresh();
-    } catch (const std::exception& e) {
-      counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
-      logger()->warn("ticket key refresh failed (keeping the previous ring): {}", e.what());
+    if (restart) restart_module();
+    if (steady_clock::now() >= next_refresh) {
+      try {
+        refresh();
+      } catch (const std::exception& e) {
+        counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+        logger()->warn("ticket key refresh failed (keeping the previous ring): {}", e.what());
+      }
+      next_refresh = steady_clock::now() + config_.rotation.refresh_interval;
     }
     lock.lock();
+  }
+}
+
+void TicketKeyService::request_module_restart() noexcept {
+  {
+    std::lock_guard lock(refresher_mutex_);
+    restart_requested_ = true;
+  }
+  refresher_wake_.notify_one();
+}
+
+void TicketKeyService::restart_module() noexcept {
+  // Probes fail at most once per backoff already; this also holds if several
+  // handshakes report the same failed probe.
+  const auto now = std::chrono::steady_clock::now();
+  if (last_restart_ != std::chrono::steady_clock::time_point{} && now - last_restart_ < config_.hsm.breaker_backoff)
+    return;
+  last_restart_ = now;
+  // Calls still in the module get this long to return; a call hung longer (a stalled
+  // HSM) keeps the module from being finalized under it: try again at the next probe.
+  static constexpr std::chrono::milliseconds kInFlightWait{100};
+  hsm::Module& module = *pool_->token().module();
+  try {
+    if (!module.restart(kInFlightWait)) {
+      if (!module.only_user()) {
+        static std::once_flag said;
+        std::call_once(said, [&] {
+          logger()->info("HSM module {} is shared with another user in this process: not restarting it",
+                         module.path());
+        });
+      }
+      return;
+    }
+    module_restarts_.fetch_add(1, std::memory_order_relaxed);
+    // While the HSM stays away this repeats once per backoff: say it once.
+    if (restarts_without_reload_++ == 0)
+      logger()->warn("HSM gone (the breaker's probe failed with a device error): restarted the PKCS#11 module; "
+                     "retrying once per {} ms until the token is back",
+                     config_.hsm.breaker_backoff.count());
+    reload();  // a fresh session: finds the token again, logs in, reads the new handles
+    logger()->info("HSM back after {} module restart(s): token found, ring reloaded", restarts_without_reload_);
+    restarts_without_reload_ = 0;
+  } catch (const std::exception& e) {
+    logger()->debug("after the PKCS#11 module restart: {} (the next failed probe restarts again)", e.what());
   }
 }
 
@@ -217,6 +273,14 @@ Generation TicketKeyService::create_generation() {
 namespace {
 bool handle_is_stale(CK_RV rv) { return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID; }
 
+// What a failed probe returns when the device (or the module's connection to it) is
+// gone, rather than a key or a session being wrong: a module restart may help. The
+// session codes count because a probe already retried on a fresh session.
+bool device_gone(CK_RV rv) {
+  return rv == CKR_DEVICE_REMOVED || rv == CKR_DEVICE_ERROR || rv == CKR_TOKEN_NOT_PRESENT ||
+         rv == CKR_CRYPTOKI_NOT_INITIALIZED || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+}
+
 // One derivation as guarded work: it owns its inputs and output, since it may finish
 // after its caller stopped waiting (hsm_guard.h).
 struct DeriveWork {
@@ -230,6 +294,19 @@ struct DeriveWork {
 bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv,
                               TicketKeys& out) noexcept {
   const KeyName name = g->name;
+  // The ring was read before a module restart: its handles are void. Read it again
+  // first (throttled) rather than fail this derivation, which may be the breaker's
+  // probe: a failed probe would keep the breaker open for another backoff.
+  const std::uint64_t module_generation = pool_->token().module()->generation();
+  if (g->module_generation != 0 && g->module_generation != module_generation &&
+      throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), "module restarted")) {
+    ring = ring_.load();
+    g = ring->find(name);
+    if (g == nullptr) {  // gone from the token meanwhile
+      counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  }
   for (int attempt = 0;; ++attempt) {
     if (!g->usable()) break;
     HsmGuard::Result r;
@@ -253,6 +330,7 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Genera
       if ((g = ring->find(name)) != nullptr) continue;
       break;  // gone from the token meanwhile
     }
+    if (r.probe && r.outcome == HsmGuard::Outcome::kFailed && device_gone(r.rv)) request_module_restart();
     // Refusals (breaker open) are counted, not logged: the breaker logs when it opens.
     if (r.outcome != HsmGuard::Outcome::kRefused)
       logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), r.error);
@@ -356,7 +434,7 @@ ServiceCounters TicketKeyService::counters() const noexcept {
   auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   return {r(counters_.issued),    r(counters_.opened),      r(counters_.unknown_key), r(counters_.hsm_errors),
           r(counters_.hsm_calls), r(counters_.retired_key), r(unknown_name_rescans_.reloads),     r(counters_.refreshes),
-          r(counters_.issued_from_pool)};
+          r(counters_.issued_from_pool), r(module_restarts_)};
 }
 
 }  // namespace keysvc

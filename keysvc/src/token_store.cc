@@ -143,7 +143,10 @@ KeyRing load(hsm::Session& session) {
     if (!g.has_keys()) g.schedule = Schedule{r.revoked, r.revoked, r.revoked, r.keep_until};
   }
   std::vector<Generation> generations;
-  for (auto& [name, g] : by_name) generations.push_back(g);
+  for (auto& [name, g] : by_name) {
+    g.module_generation = session.generation();
+    generations.push_back(g);
+  }
   return KeyRing(std::move(generations));
 }
 
@@ -152,6 +155,7 @@ Generation create_generation(hsm::Session& session, const Schedule& schedule, co
     throw hsm::Error("unknown derivation " + std::to_string(options.derivation));
   Generation g;
   g.schedule = schedule;
+  g.module_generation = session.generation();
   if (RAND_bytes(g.name.data(), static_cast<int>(g.name.size())) != 1)
     throw hsm::Error("RAND_bytes failed while naming a new generation");
   hsm::Bytes id = id_of(g.name);

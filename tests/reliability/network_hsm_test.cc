@@ -2,10 +2,12 @@
 // a unix socket and the service loads p11-kit-client.so (every PKCS#11 call is an RPC).
 //   - the ticket path and rotation (key generation in the token) work through it;
 //   - killing the server (and its connections) mid-load never aborts a handshake or
-//     crashes the process: handshakes go on as full handshakes. What happens after the
-//     restart is printed: p11-kit 0.24's client does not reconnect by itself (every
-//     call keeps failing with CKR_DEVICE_REMOVED until C_Finalize + C_Initialize), see
-//     docs/RELIABILITY.md.
+//     crashes the process: handshakes go on as full handshakes;
+//   - after the server is restarted on the same socket, resumption comes back by itself:
+//     p11-kit 0.24's client never reconnects (every call keeps failing with
+//     CKR_DEVICE_REMOVED until C_Finalize + C_Initialize), so keysvc restarts the module
+//     when the breaker's probe finds the device gone (docs/RELIABILITY.md). The time from
+//     the restart to the first resumed handshake is printed; 5 s is the (generous) bound.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -107,7 +109,7 @@ TEST_F(NetworkHsm, KillingTheServerMidLoadNeverAbortsAHandshake) {
   std::this_thread::sleep_for(700ms);
   server_->start();
   const int restarted = load.next_phase();
-  auto recovered = load.wait_for_resumption(restarted, 2s);
+  auto recovered = load.wait_for_resumption(restarted, 5s);
   load.stop();
 
   const auto before = load.counts(0), during = load.counts(outage), after = load.counts(restarted);
@@ -118,12 +120,17 @@ TEST_F(NetworkHsm, KillingTheServerMidLoadNeverAbortsAHandshake) {
             << "; after restart " << after.handshakes << " handshakes, resumed " << after.resumed
             << (recovered ? " (first after " + std::to_string(recovered->count()) + " ms)" : std::string(""))
             << "; breaker opens " << guard.breaker.opens << ", probes " << guard.breaker.probes << ", refused "
-            << guard.breaker.refused << "\n";
+            << guard.breaker.refused << "; module restarts " << service_->counters().module_restarts << "\n";
   EXPECT_GT(before.resumed, 0u);
   EXPECT_GT(during.handshakes, 0u) << "no handshake completed while the HSM was gone";
   EXPECT_GT(after.handshakes, 0u);
   EXPECT_EQ(before.aborted + during.aborted + after.aborted, 0u) << test::errors_text({&before, &during, &after});
   EXPECT_GE(guard.breaker.opens, 1u) << "the breaker never opened while the HSM was gone";
+  // Resumption is back by itself, through a restart of the client module.
+  ASSERT_TRUE(recovered.has_value()) << "no resumption within 5 s of the p11-kit server's restart";
+  EXPECT_LE(*recovered, 5s);
+  EXPECT_GT(after.resumed, 0u);
+  EXPECT_GE(service_->counters().module_restarts, 1u);
 }
 
 }  // namespace

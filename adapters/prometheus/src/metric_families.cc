@@ -80,6 +80,8 @@ void add_service(std::vector<MetricFamily>& out, const ServiceCounters& s) {
       {"hsm_sign_calls", {"HMAC sign operations started in the token for tickets (2 per derivation).", s.hsm_calls}},
       {"rescans", {"Token rescans triggered by unknown key names.", s.rescans}},
       {"refreshes", {"Token rescans (periodic and on demand).", s.refreshes}},
+      {"module_restarts", {"PKCS#11 module restarts (C_Finalize + C_Initialize) after the HSM was gone.",
+                           s.module_restarts}},
   };
   for (const auto& [name, what] : counters)
     out.push_back(counter(std::string("keysvc_service_") + name + "_total", what.first, what.second));

@@ -56,7 +56,8 @@ DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv);
 // Derives both per-ticket keys for `generation` and `iv` in the token: two HMAC-SHA256
 // (derivation 1) or one HMAC-SHA512 (derivation 2), on the generation's session copies
 // if it has them (same key material, same result).
-// Throws hsm::Pkcs11Error.
+// Throws hsm::Pkcs11Error; CKR_KEY_HANDLE_INVALID without any call if the generation's
+// handles were read in another module generation than the session's (a restart).
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out);
 
 }  // namespace keysvc

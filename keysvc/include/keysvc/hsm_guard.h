@@ -62,6 +62,7 @@ class HsmGuard {
     CK_RV rv = CKR_OK;   // for kFailed with a PKCS#11 error
     std::string error;   // one line for logs, for anything but kOk
     std::exception_ptr exception;  // for kFailed: what the work threw, to rethrow as is
+    bool probe = false;  // the call was the open breaker's probe (CircuitBreaker::Permit::kProbe)
     bool ok() const noexcept { return outcome == Outcome::kOk; }
   };
 
@@ -106,8 +107,8 @@ class HsmGuard {
   // was abandoned meanwhile. Fills job.result.
   void execute(Job& job) noexcept;
   void worker_loop();
-  // Reports the outcome to the breaker and logs its transitions (opened, closed).
-  void settle(CircuitBreaker::Permit permit, const Result& r) noexcept;
+  // Reports the outcome to the breaker, logs its transitions (opened, closed), sets r.probe.
+  void settle(CircuitBreaker::Permit permit, Result& r) noexcept;
 
   hsm::SessionPool& pool_;
   const Options options_;

@@ -29,6 +29,10 @@ struct Generation {
   // session_key_cache.h), or CK_INVALID_HANDLE: derivation then uses the token keys.
   CK_OBJECT_HANDLE enc_copy = CK_INVALID_HANDLE;
   CK_OBJECT_HANDLE mac_copy = CK_INVALID_HANDLE;
+  // The hsm::Module generation the handles above were read in (token_store::load), or
+  // 0 if unknown. After a module restart they may name other objects: derivation
+  // refuses them as stale (derive_ticket_keys) and the ring is read again.
+  std::uint64_t module_generation = 0;
   Schedule schedule;
   // A revocation record names this generation. Its keys may already be gone; the
   // schedule then comes from the revocation record (decrypt_until: when the record

@@ -62,6 +62,7 @@ struct ServiceCounters {
   std::uint64_t rescans = 0;      // on-demand token rescans triggered by unknown key names
   std::uint64_t refreshes = 0;    // token rescans (periodic and on demand)
   std::uint64_t issued_from_pool = 0;  // of `issued`: taken from the pre-derived pool
+  std::uint64_t module_restarts = 0;   // PKCS#11 module restarts after the HSM was gone
 };
 
 struct ForkHooks;
@@ -107,6 +108,17 @@ class TicketKeyService {
 
   // Rotates (if rotation.self_rotate), rescans the token and swaps in the new ring.
   // Throws on token failure.
+  //
+  // Module restarts (docs/RELIABILITY.md): when the breaker's probe fails with a code
+  // saying the device is gone (CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR,
+  // CKR_TOKEN_NOT_PRESENT, CKR_CRYPTOKI_NOT_INITIALIZED, or a fresh session's
+  // CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED), the refresher thread restarts the
+  // PKCS#11 module (hsm::Module::restart: C_Finalize + C_Initialize, only while keysvc
+  // is the module's only user in the process) at most once per hsm.breaker_backoff,
+  // then reloads the ring (a fresh session: the token found again by its URI, a login,
+  // handles of the new generation). A network HSM's client (p11-kit-client.so) needs
+  // this to reconnect after its server restarted. If the token is not back yet, the
+  // next failed probe restarts again.
   void refresh();
   // Rescans the token and swaps in the new ring, without rotating.
   void reload();
@@ -171,6 +183,10 @@ class TicketKeyService {
   bool throttled_reload(Throttle& throttle, std::chrono::milliseconds interval, const char* why) noexcept;
   std::chrono::milliseconds stale_handle_reload_interval() const noexcept;
   void refresher_loop();
+  // Asks the refresher thread to restart the module (never blocks).
+  void request_module_restart() noexcept;
+  // On the refresher thread: restarts the module (rate-limited) and reloads the ring.
+  void restart_module() noexcept;
   // Keeps the issue pool full for the encrypt generation (its own thread).
   void refiller_loop();
   void fill_issue_pool() noexcept;
@@ -198,7 +214,13 @@ class TicketKeyService {
   std::atomic<bool> stopping_{false};
   std::mutex refresher_mutex_;
   std::condition_variable refresher_wake_;
+  bool restart_requested_ = false;  // under refresher_mutex_
   std::thread refresher_;
+  // The refresher thread's own: when it last restarted the module, and how many
+  // restarts in a row have not yet been followed by a ring reload (for the logs).
+  std::chrono::steady_clock::time_point last_restart_{};
+  unsigned restarts_without_reload_ = 0;
+  std::atomic<std::uint64_t> module_restarts_{0};
 
   std::unique_ptr<IssueKeyPool> issue_pool_;  // null when tickets.issue_pool = 0
   std::mutex refill_mutex_;
