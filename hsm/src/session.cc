@@ -1,5 +1,9 @@
 #include "keysvc/hsm/session.h"
 
+#include <chrono>
+#include <iterator>
+#include <thread>
+
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/token.h"
@@ -30,11 +34,24 @@ bool Session::user_logged_in() const {
 }
 
 void Session::login(CK_USER_TYPE user, const SecretString& pin) {
+  // SoftHSM 2 rewrites the token's file on every successful login, and a login in
+  // another process that reads it meanwhile fails with CKR_GENERAL_ERROR (seen with
+  // keysvcctl rotate next to nginx workers). That code never means a wrong PIN, so a
+  // couple of retries cost no PIN attempt; the pauses cover one file write.
+  static constexpr std::chrono::milliseconds kRetryPauses[] = {std::chrono::milliseconds(20),
+                                                               std::chrono::milliseconds(80)};
   auto p = pin.reveal();
-  CK_RV rv = call(*this, Call::kLogin, fn()->C_Login, handle_, user,
-                  reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(p.data())), p.size());
-  if (rv == CKR_USER_ALREADY_LOGGED_IN) return;
-  check(rv, "C_Login");
+  for (std::size_t retry = 0;; ++retry) {
+    CK_RV rv = call(*this, Call::kLogin, fn()->C_Login, handle_, user,
+                    reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(p.data())), p.size());
+    if (rv == CKR_USER_ALREADY_LOGGED_IN) return;
+    if (rv == CKR_GENERAL_ERROR && retry < std::size(kRetryPauses)) {
+      std::this_thread::sleep_for(kRetryPauses[retry]);
+      continue;
+    }
+    check(rv, "C_Login");
+    return;
+  }
 }
 
 }  // namespace keysvc::hsm

@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <memory>
+#include <thread>
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "fault_control.h"
 #include "keysvc/hsm/token.h"
 #include "test_helpers.h"
 
@@ -108,6 +110,40 @@ TEST(Session, AfterAModuleRestartItIsDeadAndNeverClosed) {
   old.reset();
   EXPECT_EQ(m->stats().snapshot(Call::kCloseSession).count, closes);
   EXPECT_EQ(session_info(fresh).slotID, token.slot());
+}
+
+
+// SoftHSM fails a login that reads the token's file while another process's login
+// rewrites it, with CKR_GENERAL_ERROR: login() tries twice more, and only for that code.
+TEST(Session, LoginRetriesAGeneralErrorTwiceAndNothingElse) {
+  test::TestToken& token = test::TestToken::get();
+  test::FaultControl faults(token.dir() + "/login-faults");
+  faults.export_env();
+  Token t = Token::find(Module::load(test::FaultControl::module_path()), TokenUri::parse(token.token_uri()));
+  Session s(t, false);
+  auto set = [&](const std::string& rules) {
+    faults.set(rules);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the module polls every 2 ms
+  };
+
+  set("C_Login CKR_GENERAL_ERROR times 2\n");
+  EXPECT_NO_THROW(s.login(CKU_USER, SecretString(token.pin())));
+  EXPECT_TRUE(s.user_logged_in());
+  EXPECT_EQ(faults.stats().injected, 2u);
+
+  set("C_Login CKR_GENERAL_ERROR\n");
+  try {
+    s.login(CKU_USER, SecretString(token.pin()));
+    FAIL() << "a login that always fails succeeded";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_GENERAL_ERROR));
+  }
+  EXPECT_EQ(faults.stats().injected, 2u + 3u) << "one call and two retries";
+
+  set("C_Login CKR_DEVICE_ERROR\n");
+  EXPECT_THROW(s.login(CKU_USER, SecretString(token.pin())), Pkcs11Error);
+  EXPECT_EQ(faults.stats().injected, 2u + 3u + 1u) << "other errors are never retried";
+  faults.clear();
 }
 
 }  // namespace

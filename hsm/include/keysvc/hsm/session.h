@@ -39,7 +39,8 @@ class Session {
   // the application on that token).
   bool user_logged_in() const;
 
-  // C_Login. CKR_USER_ALREADY_LOGGED_IN counts as success. keysvc never calls
+  // C_Login. CKR_USER_ALREADY_LOGGED_IN counts as success; CKR_GENERAL_ERROR is retried
+  // twice (20 and 80 ms later: SoftHSM's file race, session.cc). keysvc never calls
   // C_Logout for CKU_USER: another user of the module may share the login.
   void login(CK_USER_TYPE user, const SecretString& pin);
 
