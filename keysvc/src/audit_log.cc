@@ -371,8 +371,14 @@ void AuditLog::seal() {
 void AuditLog::close_file_locked() {
   if (!file_) return;
   file_->logger->flush();
+  // The pool first: its destructor drains the queue (every message, the flush included)
+  // and joins the worker. Each queued message holds a reference to the logger, so were
+  // the logger released first, the worker could drop the last one and destroy the
+  // logger on its own thread, through a reference count inside libspdlog (not built with
+  // ThreadSanitizer, which then reports that delete as racing with our release).
+  // After the join the last reference is ours and the logger goes here.
+  file_->pool.reset();
   file_->logger.reset();
-  file_->pool.reset();  // drains the queue (every message, the flush included) and joins
   file_->sink->flush();
   file_.reset();
 }
