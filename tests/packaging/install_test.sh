@@ -89,6 +89,13 @@ echo "C (pkg-config): $out"
 cmake -S "$src/tests/packaging/consumer_cxx" -B "$work/cxx-build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release >"$work/cxx-configure.log" 2>&1 || { cat "$work/cxx-configure.log" >&2; fail "find_package(keysvc) configure failed"; }
 cmake --build "$work/cxx-build" >"$work/cxx-build.log" 2>&1 || { cat "$work/cxx-build.log" >&2; fail "C++ consumer build failed"; }
+# ... compiled, not only linked, with the build's sanitizer (packaging/CMakeLists.txt says why).
+flags="$work/cxx-build/CMakeFiles/consumer_cxx.dir/flags.make"
+if [ -n "$sanitize" ]; then
+  grep -q -- "-fsanitize=$sanitize" "$flags" || fail "sanitizer build: consumer_cxx not compiled with -fsanitize=$sanitize"
+else
+  ! grep -q -- "-fsanitize" "$flags" || fail "ordinary build: consumer_cxx compiled with a sanitizer"
+fi
 out=$("$work/cxx-build/consumer_cxx" "$work/keysvc.toml") || fail "consumer_cxx failed"
 case "$out" in "derived=1 opened=1 generations="[1-9]*) ;; *) fail "consumer_cxx printed: $out" ;; esac
 echo "C++ (find_package): $out"
