@@ -97,7 +97,8 @@ bool Module::restart(std::chrono::milliseconds max_wait) {
     ~Reopen() { gate.fetch_and(~kClosed, std::memory_order_acq_rel); }
   } reopen{in_flight_};
   hsm::call(*stats_, Call::kFinalize, fn_->C_Finalize, nullptr);
-  initialized_by_keysvc_ = false;
+  // initialized_by_keysvc_ stays set: keysvc finalized the module, so it is still its
+  // only user even if this C_Initialize fails, and a later restart may try again.
   initialize();
   return true;
 }

@@ -18,9 +18,7 @@ CK_TOKEN_INFO token_info(const Module& module, CK_SLOT_ID slot) {
   checked_call(module, Call::kGetTokenInfo, module.fn()->C_GetTokenInfo, slot, &info);
   return info;
 }
-}  // namespace
 
-namespace {
 struct Matches {
   std::vector<CK_SLOT_ID> slots;
   std::string present;  // labels of the initialised tokens, for the error message

@@ -17,6 +17,7 @@
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/secret_key.h"
+#include "fault_control.h"
 #include "test_helpers.h"
 
 namespace keysvc::hsm {
@@ -230,6 +231,32 @@ TEST(ModuleRestart, ACallWithHandlesOfAnEarlierGenerationIsNotMade) {
   EXPECT_EQ(m->call(m->generation(), Call::kGetSessionInfo, [&] { made = true; return static_cast<CK_RV>(CKR_OK); }),
             static_cast<CK_RV>(CKR_OK));
   EXPECT_TRUE(made);
+}
+
+// A C_Initialize that fails (a network HSM's client that cannot reach its server yet)
+// leaves the module finalized by keysvc, its only user: the next restart tries again.
+TEST(ModuleRestart, AFailedInitializeIsTriedAgainByTheNextRestart) {
+  TestToken& token = TestToken::get();
+  test::FaultControl faults(token.dir() + "/restart-faults");
+  faults.export_env();
+  // The fault module forwards to a private copy of SoftHSM: TestToken has initialised
+  // the real one in this process, which would make keysvc not its only user.
+  const std::string copy = token.dir() + "/libsofthsm2-" + test::random_text(6) + ".so";
+  std::filesystem::copy_file(test::kSoftHsmModule, copy);
+  ::setenv("KEYSVC_FAULTMOD_TARGET", copy.c_str(), 1);
+  auto m = Module::load(test::FaultControl::module_path());
+  Token t = Token::find(m, TokenUri::parse(token.token_uri()));
+  ASSERT_TRUE(m->only_user());
+  faults.set("C_Initialize CKR_DEVICE_ERROR times 1\n");
+  std::this_thread::sleep_for(20ms);  // the fault module polls its control file every 2 ms
+  EXPECT_THROW(m->restart(1s), Pkcs11Error);
+  EXPECT_EQ(faults.stats().injected, 1u);
+  EXPECT_TRUE(m->only_user()) << "keysvc finalized the module itself: still its only user";
+  ASSERT_TRUE(m->restart(1s)) << "the next restart must try again";
+  Session s(t, false);
+  s.login(CKU_USER, SecretString(token.pin()));
+  EXPECT_TRUE(s.user_logged_in());
+  faults.clear();
 }
 
 // Last in this file: the declaration lasts for the process.
