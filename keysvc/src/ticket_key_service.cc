@@ -294,18 +294,22 @@ struct DeriveWork {
 bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv,
                               TicketKeys& out) noexcept {
   const KeyName name = g->name;
-  // The ring was read before a module restart: its handles are void. Read it again
-  // first (throttled) rather than fail this derivation, which may be the breaker's
-  // probe: a failed probe would keep the breaker open for another backoff.
-  const std::uint64_t module_generation = pool_->token().module()->generation();
-  if (g->module_generation != 0 && g->module_generation != module_generation &&
-      throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), "module restarted")) {
+  // Reads the ring again (throttled) and finds `name` in it; false if the reload was
+  // throttled away or the generation is gone from the token meanwhile.
+  auto reread = [&](const char* why) {
+    if (!throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), why)) return false;
     ring = ring_.load();
     g = ring->find(name);
-    if (g == nullptr) {  // gone from the token meanwhile
-      counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
+    return g != nullptr;
+  };
+  // The ring was read before a module restart: its handles are void. Read it again
+  // first rather than fail this derivation, which may be the breaker's probe: a failed
+  // probe would keep the breaker open for another backoff.
+  const std::uint64_t module_generation = pool_->token().module()->generation();
+  const bool ring_predates_restart = g->module_generation != 0 && g->module_generation != module_generation;
+  if (ring_predates_restart && !reread("module restarted") && g == nullptr) {
+    counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
   for (int attempt = 0;; ++attempt) {
     if (!g->usable()) break;
@@ -325,11 +329,9 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Genera
     }
     out.wipe();
     if (attempt == 0 && r.outcome == HsmGuard::Outcome::kFailed && handle_is_stale(r.rv) &&
-        throttled_reload(stale_handle_reloads_, stale_handle_reload_interval(), "stale object handles")) {
-      ring = ring_.load();
-      if ((g = ring->find(name)) != nullptr) continue;
-      break;  // gone from the token meanwhile
-    }
+        reread("stale object handles"))
+      continue;
+    if (g == nullptr) break;  // gone from the token meanwhile
     if (r.probe && r.outcome == HsmGuard::Outcome::kFailed && device_gone(r.rv)) request_module_restart();
     // Refusals (breaker open) are counted, not logged: the breaker logs when it opens.
     if (r.outcome != HsmGuard::Outcome::kRefused)
