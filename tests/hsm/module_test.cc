@@ -239,11 +239,9 @@ TEST(ModuleRestart, AFailedInitializeIsTriedAgainByTheNextRestart) {
   TestToken& token = TestToken::get();
   test::FaultControl faults(token.dir() + "/restart-faults");
   faults.export_env();
-  // The fault module forwards to a private copy of SoftHSM: TestToken has initialised
-  // the real one in this process, which would make keysvc not its only user.
-  const std::string copy = token.dir() + "/libsofthsm2-" + test::random_text(6) + ".so";
-  std::filesystem::copy_file(test::kSoftHsmModule, copy);
-  ::setenv("KEYSVC_FAULTMOD_TARGET", copy.c_str(), 1);
+  // The fault module forwards to a private SoftHSM: TestToken has initialised the real
+  // one in this process, which would make keysvc not its only user.
+  ::setenv("KEYSVC_FAULTMOD_TARGET", test::private_softhsm_copy().c_str(), 1);
   auto m = Module::load(test::FaultControl::module_path());
   Token t = Token::find(m, TokenUri::parse(token.token_uri()));
   ASSERT_TRUE(m->only_user());

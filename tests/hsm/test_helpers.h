@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string>
@@ -31,6 +32,16 @@ using ByteVec = std::vector<std::uint8_t>;
 inline hsm::Token test_hsm_token() {
   TestToken& t = TestToken::get();
   return hsm::Token::find(hsm::Module::load(kSoftHsmModule), hsm::TokenUri::parse(t.token_uri()));
+}
+
+// A private copy of the SoftHSM library, in the test token's folder: dlopen()ed from
+// there it is a SoftHSM instance of its own in this process, one nothing here has
+// initialised (TestToken uses the real path), so keysvc is its only user and may
+// restart it (hsm::Module::restart). Same token files (SOFTHSM2_CONF).
+inline std::string private_softhsm_copy() {
+  const std::string copy = TestToken::get().dir() + "/libsofthsm2-" + random_text(6) + ".so";
+  std::filesystem::copy_file(kSoftHsmModule, copy);
+  return copy;
 }
 
 // A read-write session on the test token, logged in as the user.

@@ -4,8 +4,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
-
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/session.h"
 #include "test_helpers.h"
@@ -114,11 +112,8 @@ bool lists_initialised_token(const Module& m, const std::string& label) {
 // Token::find looks again (C_Finalize + C_Initialize) before calling it missing, while
 // keysvc is the module's only user in the process.
 TEST(Token, FindLooksAgainForATokenAnotherProcessMadeAfterTheModuleListedItsTokens) {
-  // A private copy of the SoftHSM library: its own instance in this process, one that
-  // no other code here has opened a session through (TestToken has, on the real path).
-  const std::string copy = test::TestToken::get().dir() + "/libsofthsm2-" + test::random_text(6) + ".so";
-  std::filesystem::copy_file(kSoftHsmModule, copy);
-  auto m = Module::load(copy);
+  // Its own SoftHSM instance: TestToken has opened sessions through the real one.
+  auto m = Module::load(test::private_softhsm_copy());
   ASSERT_TRUE(m->may_rescan_tokens());
   const std::string label = "keysvc-late-" + test::random_text(6);
   pid_t child = fork();
