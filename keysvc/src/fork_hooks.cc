@@ -1,6 +1,7 @@
 #include "fork_hooks.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
@@ -75,6 +76,18 @@ void TicketKeyService::resume_after_fork(bool in_child) noexcept {
     (void)guard_.release();
     (void)session_copies_.release();
     if (issue_pool_) issue_pool_->clear();
+    // The audit trail is the parent's too: its writer threads are not here (closing it
+    // at exit would wait for them for ever), and a child appending to the same file
+    // would fork its hash chain. Not carried into children, and said once per child.
+    if (audit_) {
+      (void)audit_.release();
+      try {
+        logger()->warn("[audit] is not recorded in forked process {}: open keysvc after fork (as the nginx "
+                       "module does) to audit each worker",
+                       static_cast<long>(::getpid()));
+      } catch (...) {
+      }
+    }
   }
   try {
     if (in_child) make_hsm_helpers();

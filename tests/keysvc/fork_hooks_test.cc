@@ -15,6 +15,8 @@
 #include <sstream>
 #include <thread>
 
+#include "keysvc/audit_key.h"
+#include "keysvc/audit_verify.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "process.h"
 #include "test_token.h"
@@ -169,6 +171,52 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
   ASSERT_NE(full.last(), nullptr);
   test::Handshake again = test::handshake(server_.get(), client.get(), full.last());
   EXPECT_TRUE(again.ok && again.reused) << again.error;
+}
+
+// [audit] and fork: the trail (its file's hash chain, its writer threads) is the
+// parent's. A child must neither append to that chain nor, at exit, close a trail whose
+// threads do not exist in it; the parent's log stays intact and verifiable.
+TEST(ForkHooksAudit, AChildLeavesTheParentsTrailAloneAndExitsCleanly) {
+  test::TestToken::get().clear();
+  const std::string dir = test::TestToken::get().dir() + "/fork-audit";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  Config config = test::TestToken::get().config();
+  config.audit.path = dir + "/audit.jsonl";
+  auto service = TicketKeyService::open(config);
+  auto server = test::make_server_ctx();
+  openssl::install(server.get(), service);
+
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // a worker: serves, then shuts keysvc down as a server would at exit
+    auto client = test::make_client_ctx(TLS1_3_VERSION);
+    const bool served = test::handshake(server.get(), client.get()).ok;
+    server.reset();
+    service.reset();
+    _exit(served ? 0 : 10);
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int k = 0; k < 3000 && done == 0; ++k) {
+    done = waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the child hung shutting keysvc down";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: the child could not serve";
+
+  auto client = test::make_client_ctx(TLS1_3_VERSION);
+  EXPECT_TRUE(test::handshake(server.get(), client.get()).ok);
+  server.reset();
+  service.reset();  // the parent's final usage record and seal
+  auto pool = open_session_pool(config);
+  audit::VerifyResult r = audit::verify({config.audit.path}, audit::token_keyed_hmac(*pool));
+  EXPECT_TRUE(r.ok) << r.detail;
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, ForkHooksTest, ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION),

@@ -82,7 +82,8 @@ class TicketKeyService {
   // the HSM guard's workers and the session-copy cache, and wipe the pre-derived issue
   // pool (two processes must never issue with the same per-ticket keys). Fork only while
   // no other thread of the process is using the service (a prefork master forks before
-  // it serves), and never while [audit] is set (its writer thread is not restarted).
+  // it serves). [audit] stays with the parent: a child writes no audit records (open
+  // keysvc after fork, as the nginx module does, to audit each worker).
   static std::shared_ptr<TicketKeyService> open(const Config& config, Clock clock = {});
 
   ~TicketKeyService();
