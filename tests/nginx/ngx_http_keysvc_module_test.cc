@@ -667,16 +667,31 @@ TEST(NginxModule, NginxStaysUpWhenTheHsmFailsAndResumesWhenItReturns) {
   EXPECT_TRUE(took13) << last;
   auto took12 = resume_within(nginx.port(), Version::kTls12, before12, 40, last);
   EXPECT_TRUE(took12) << last;
-  // And fresh tickets work end to end.
+  // And fresh tickets work end to end. Within the same bound: the worker that takes the
+  // connection may be one whose breaker is still open (no client reached it since the
+  // HSM came back), which issues no ticket until its next probe (hsm.breaker_backoff).
   const std::string after = nginx.dir() + "/after.pem";
-  ASSERT_TRUE(s_client(nginx.port(), Version::kTls13, "", after).ok);
-  Answer again = s_client(nginx.port(), Version::kTls13, after, "");
-  EXPECT_TRUE(again.ok && again.reused) << again.detail;
+  std::optional<int> took_fresh;
+  for (int i = 1; i <= 40 && !took_fresh; ++i) {
+    std::filesystem::remove(after);
+    Answer full = s_client(nginx.port(), Version::kTls13, "", after);
+    ASSERT_TRUE(full.ok) << full.detail;
+    if (std::filesystem::exists(after)) {
+      Answer again = s_client(nginx.port(), Version::kTls13, after, "");
+      if (again.ok && again.reused) took_fresh = i;
+      last = again.detail;
+    } else {
+      last = "no ticket in the full handshake";
+    }
+    if (!took_fresh) std::this_thread::sleep_for(250ms);
+  }
+  EXPECT_TRUE(took_fresh) << last;
 
   print_figure("HSM down (C_* CKR_DEVICE_ERROR): " + std::to_string(full_during) + " full handshakes, " +
                std::to_string(resumed_during) + " resumed, " + std::to_string(failed_during) +
                " failed; HSM back: TLS 1.3 resumed after " + (took13 ? std::to_string(*took13) : "-") +
-               " attempt(s), TLS 1.2 after " + (took12 ? std::to_string(*took12) : "-"));
+               " attempt(s), TLS 1.2 after " + (took12 ? std::to_string(*took12) : "-") +
+               ", a fresh ticket resumed after " + (took_fresh ? std::to_string(*took_fresh) : "-"));
   Counters c = stop_and_check(nginx, 2);
   EXPECT_GT(c.hsm_error, 0u);
 }
