@@ -9,16 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "keysvc/openssl/ossl.h"
+
 namespace keysvc::test {
 
-struct SslCtxDeleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct SslSessionDeleter {
-  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
-using SessionPtr = std::unique_ptr<SSL_SESSION, SslSessionDeleter>;
+using openssl::SslCtxPtr;
+using SessionPtr = openssl::SslSessionPtr;
 
 // Drains OpenSSL's error queue into one line ("; "-separated), for messages.
 std::string openssl_errors();

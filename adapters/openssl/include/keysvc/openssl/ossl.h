@@ -1,5 +1,5 @@
 // Owning pointers and an error type for the OpenSSL objects keysvc's adapter and
-// programs create (SSL_CTX, SSL, EVP_PKEY, X509, BIO...): one home for them, so each
+// programs (and tests) create (SSL_CTX, SSL, SSL_SESSION, EVP_PKEY, X509, BIO...): one home for them, so each
 // user does not write its own deleters.
 #pragma once
 
@@ -29,6 +29,7 @@ struct Deleter {
 
 using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<&SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, Deleter<&SSL_free>>;
+using SslSessionPtr = std::unique_ptr<SSL_SESSION, Deleter<&SSL_SESSION_free>>;
 using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<&EVP_PKEY_free>>;
 using X509Ptr = std::unique_ptr<X509, Deleter<&X509_free>>;
 using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, Deleter<&X509_EXTENSION_free>>;
