@@ -13,8 +13,10 @@ FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-# CI builds with -Werror.
-WERROR ?= $(if $(CI),ON,OFF)
+# CI builds with -Werror, except sanitizer builds: GCC's instrumentation makes
+# -Wmaybe-uninitialized fire inside libstdc++ (<regex>, std::function) where the normal
+# build is clean, and the normal -Werror build already covers the same sources.
+WERROR ?= $(if $(CI),$(if $(SANITIZE),OFF,ON),OFF)
 CTEST_ARGS ?=
 # make bench QUICK=1: a smoke run of the harness (few handshakes, rough numbers).
 QUICK ?=
