@@ -7,7 +7,7 @@ Not a timing check: only that the run happened and measured what it says.
 import json
 import sys
 
-MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2",
+MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2", "keysvc-copies-v2-inline",
          "keysvc-remote", "keysvc-remote-copies"]
 SCENARIOS = [f"tls{v}-{k}-t{t}" for v in ("13", "12") for k in ("full", "resume") for t in (1, 2)]
 POSITIVE = ["handshakes", "handshakes_per_s", "server_cpu_us_per_handshake", "p50_us", "p99_us", "ratio_to_openssl"]
@@ -29,7 +29,7 @@ def check(doc):
             problems.append(f"modes: missing '{mode}'")
         elif status.get("status") == "skipped" and not status.get("reason"):
             problems.append(f"modes: '{mode}' skipped without a reason")
-    for mode in ("openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2"):
+    for mode in ("openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2", "keysvc-copies-v2-inline"):
         if doc["modes"].get(mode, {}).get("status") != "ok":
             problems.append(f"modes: '{mode}' must run")
     for name in ("inprocess", "tcp"):

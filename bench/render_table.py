@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2",
+MODES = ["openssl", "static", "keysvc", "keysvc-copies", "keysvc-copies-v2", "keysvc-copies-v2-inline",
          "keysvc-remote", "keysvc-remote-copies"]
 
 

@@ -36,11 +36,13 @@ void write_file(const std::string& path, const std::string& text) {
 }
 
 // `copies`: hsm.session_copies; `copyable`: rotation.copyable_keys.
+// call_timeout: hsm.call_timeout, "" for keysvc's default.
 std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, bool copies = false,
-                 bool copyable = false, int derivation = 1) {
+                 bool copyable = false, int derivation = 1, const std::string& call_timeout = "") {
   auto flag = [](bool b) { return b ? std::string("true") : std::string("false"); };
   return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
-         "\"\nsessions = 4\nsession_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
+         "\"\nsessions = 4\n" + (call_timeout.empty() ? "" : "call_timeout = \"" + call_timeout + "\"\n") +
+         "session_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
          "copyable_keys = " + flag(copyable) + "\nderivation = " + std::to_string(derivation) +
          "\n\n[log]\nlevel = \"warn\"\n";
 }
@@ -156,6 +158,8 @@ BenchEnv::BenchEnv(std::string base) {
   write_file(local_copies_config(), toml(kSoftHsmModule, kCopiesToken, std::string(kCopiesToken) + ".pin", true, true));
   write_file(local_copies_v2_config(),
              toml(kSoftHsmModule, kCopiesV2Token, std::string(kCopiesV2Token) + ".pin", true, true, 2));
+  write_file(local_copies_v2_inline_config(),
+             toml(kSoftHsmModule, kCopiesV2Token, std::string(kCopiesV2Token) + ".pin", true, true, 2, "0ms"));
   write_file(remote_copies_config(),
              toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", true, true));
 }

@@ -62,6 +62,9 @@ class BenchEnv {
   std::string remote_copies_config() const { return dir_ + "/remote-copies.toml"; }
   // The same as local_copies_config with rotation.derivation = 2 (one HMAC-SHA512 per ticket).
   std::string local_copies_v2_config() const { return dir_ + "/local-copies-v2.toml"; }
+  // local_copies_v2_config with hsm.call_timeout = 0: the HSM call runs on the handshake
+  // thread (no hand-off to a guard worker, no deadline), on the same token.
+  std::string local_copies_v2_inline_config() const { return dir_ + "/local-copies-v2-inline.toml"; }
 
   // Starts `p11-kit server` for the remote token and sets P11_KIT_SERVER_ADDRESS for
   // this process and its children. Returns "" on success, else why it did not start.

@@ -139,6 +139,7 @@ std::string config_of(const BenchEnv& env, const std::string& mode) {
   if (mode == "keysvc") return env.local_config();
   if (mode == "keysvc-copies") return env.local_copies_config();
   if (mode == "keysvc-copies-v2") return env.local_copies_v2_config();
+  if (mode == "keysvc-copies-v2-inline") return env.local_copies_v2_inline_config();
   if (mode == "keysvc-remote") return env.remote_config();
   if (mode == "keysvc-remote-copies") return env.remote_copies_config();
   throw std::logic_error("no config for mode " + mode);

@@ -95,18 +95,18 @@ void print_section(const Section& s) {
     std::printf("   skipped: %s\n", s.reason.c_str());
     return;
   }
-  std::printf("%-18s %-14s %10s %7s %9s %9s %9s %7s %7s %5s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs",
+  std::printf("%-18s %-23s %10s %7s %9s %9s %9s %7s %7s %5s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs",
               "p50_us", "p99_us", "hsm/hs", "tix/hs", "fail");
   for (const auto& sc : s.scenarios) {
     for (const auto& c : sc.cells) {
       if (c.skipped) {
-        std::printf("%-18s %-14s skipped: %s\n", sc.name.c_str(), c.mode.c_str(), c.reason.c_str());
+        std::printf("%-18s %-23s skipped: %s\n", sc.name.c_str(), c.mode.c_str(), c.reason.c_str());
         continue;
       }
       std::string hsm = c.hsm_calls_per_handshake ? num(*c.hsm_calls_per_handshake, 2) : "-";
       std::string ratio = c.ratio_to_openssl ? num(*c.ratio_to_openssl, 3) : "-";
       std::string tix = c.tickets_per_handshake ? num(*c.tickets_per_handshake, 2) : "-";
-      std::printf("%-18s %-14s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
+      std::printf("%-18s %-23s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
                   c.handshakes_per_s, ratio.c_str(), c.server_cpu_us_per_handshake, c.p50_us, c.p99_us, hsm.c_str(),
                   tix.c_str(),
                   static_cast<unsigned long long>(c.failures + c.not_resumed), c.error.empty() ? "" : "  ",
@@ -114,7 +114,7 @@ void print_section(const Section& s) {
     }
   }
   for (const auto& m : s.memory)
-    std::printf("server memory %-14s threads=%d  peak RSS %ld kB, RSS %ld kB\n", m.mode.c_str(), m.threads,
+    std::printf("server memory %-23s threads=%d  peak RSS %ld kB, RSS %ld kB\n", m.mode.c_str(), m.threads,
                 m.peak_rss_kb, m.rss_kb);
   std::fflush(stdout);
 }

@@ -12,7 +12,8 @@ namespace keysvc::bench {
 
 // The ticket modes, in table order.
 inline const std::vector<std::string> kModes = {"openssl",          "static",        "keysvc", "keysvc-copies",
-                                                "keysvc-copies-v2", "keysvc-remote", "keysvc-remote-copies"};
+                                                "keysvc-copies-v2", "keysvc-copies-v2-inline", "keysvc-remote",
+                                                "keysvc-remote-copies"};
 
 // Per handshake samples and totals gathered for one (scenario, mode) cell.
 struct CellAccum {
