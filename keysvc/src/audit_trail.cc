@@ -40,7 +40,10 @@ int lock_file(const std::string& path, Writer writer) {
     }
     if (writer == Writer::kServer || std::chrono::steady_clock::now() > deadline) {
       ::close(fd);
-      throw std::runtime_error("the audit log " + path + " is in use by another process");
+      throw std::runtime_error("the audit log " + path + " is in use by another process" +
+                               (writer == Writer::kServer
+                                    ? " (processes sharing one config, such as nginx workers, need {pid} in audit.path)"
+                                    : ""));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -63,8 +66,15 @@ std::string token_text(const Config& config) {
 }  // namespace
 
 std::string log_path(const AuditConfig& config, Writer writer) {
-  if (config.path.empty() || writer == Writer::kServer) return config.path;
-  std::filesystem::path p(config.path);
+  if (config.path.empty()) return config.path;
+  std::string path = config.path;
+  const bool per_process = path.find(kPidPlaceholder) != std::string::npos;
+  // keysvcctl's runs are short and take turns on one file: "keysvcctl" stands for the ID.
+  const std::string id = writer == Writer::kServer ? std::to_string(::getpid()) : "keysvcctl";
+  for (std::size_t at = path.find(kPidPlaceholder); at != std::string::npos; at = path.find(kPidPlaceholder, at + id.size()))
+    path.replace(at, kPidPlaceholder.size(), id);
+  if (writer == Writer::kServer || per_process) return path;
+  std::filesystem::path p(path);
   std::string stem = p.stem().string(), ext = p.extension().string();
   return (p.parent_path() / (stem + "-keysvcctl" + ext)).string();
 }

@@ -20,6 +20,7 @@
 
 #include "keysvc/config.h"
 #include "keysvc/key_name.h"
+#include "audit_report.h"
 #include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
@@ -56,17 +57,7 @@ std::string describe(const RunResult& r) {
          r.out + "\n--- stderr\n" + r.err;
 }
 
-// The value of `"field": N` in the report's JSON block of key `name` (-1 if absent).
-long long key_field(const std::string& report, const std::string& name, const std::string& field) {
-  auto at = report.find("\"name\": \"" + name + "\"");
-  if (at == std::string::npos) return -1;
-  auto end = report.find("\"rejected\"", at);
-  end = report.find('}', end);
-  std::string block = report.substr(at, end - at);
-  std::smatch m;
-  if (!std::regex_search(block, m, std::regex("\"" + field + "\": (\\d+)"))) return -1;
-  return std::stoll(m[1]);
-}
+using keysvc::test::audit_report_field;
 
 class TlsServerAudit : public ::testing::Test {
  protected:
@@ -181,13 +172,13 @@ TEST_F(TlsServerAudit, ReportCountsExactlyTheHandshakesDrivenAndVerifyAcceptsThe
   ASSERT_EQ(rep.exit_code, std::optional<int>(0)) << describe(rep);
   std::ofstream(logs_ + "/report.json") << rep.out;
   const long long issued = std::int64_t{per_handshake} * kFull13 + kResumed13 + kFull12 + 1;
-  EXPECT_EQ(key_field(rep.out, g1, "issued"), issued) << rep.out;
-  EXPECT_EQ(key_field(rep.out, g1, "resumed"), kResumed13 + kResumed12) << rep.out;
-  EXPECT_EQ(key_field(rep.out, g1, "renewed"), 0) << rep.out;
-  EXPECT_EQ(key_field(rep.out, g1, "mac_failure"), 0) << rep.out;
-  EXPECT_EQ(key_field(rep.out, g1, "unknown_key"), 0) << rep.out;
-  EXPECT_EQ(key_field(rep.out, forged_name, "unknown_key"), 1) << rep.out;
-  EXPECT_EQ(key_field(rep.out, forged_name, "issued"), 0) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, g1, "issued"), issued) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, g1, "resumed"), kResumed13 + kResumed12) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, g1, "renewed"), 0) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, g1, "mac_failure"), 0) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, g1, "unknown_key"), 0) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, forged_name, "unknown_key"), 1) << rep.out;
+  EXPECT_EQ(audit_report_field(rep.out, forged_name, "issued"), 0) << rep.out;
   EXPECT_NE(rep.out.find("\"kind\": \"unknown_key_name\""), std::string::npos) << rep.out;
 
   // Lifecycle: keysvcctl created, activated and revoked g1; the revocation's replacement.

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -76,6 +79,48 @@ TEST_F(AuditTrailTest, EachWriterHasItsOwnLockedFile) {
             std::string::npos);
   EXPECT_TRUE(verifies(config_.audit.path));
   EXPECT_TRUE(verifies(log_path(config_.audit, Writer::kTool)));
+}
+
+// Prefork servers share one config: {pid} gives each process its own file (and lock),
+// while keysvcctl's runs keep sharing one.
+TEST_F(AuditTrailTest, PidInThePathGivesEachProcessItsOwnFile) {
+  config_.audit.path = dir_ + "/audit-{pid}.jsonl";
+  const std::string mine = dir_ + "/audit-" + std::to_string(::getpid()) + ".jsonl";
+  EXPECT_EQ(log_path(config_.audit, Writer::kServer), mine);
+  EXPECT_EQ(log_path(config_.audit, Writer::kTool), dir_ + "/audit-keysvcctl.jsonl");
+  Config twice = config_;
+  twice.audit.path = dir_ + "/{pid}/audit-{pid}";
+  const std::string pid = std::to_string(::getpid());
+  EXPECT_EQ(log_path(twice.audit, Writer::kServer), dir_ + "/" + pid + "/audit-" + pid);
+
+  auto parent = AuditTrail::open(config_, Writer::kServer, pool_.get());
+  ASSERT_NE(parent, nullptr);
+  EXPECT_EQ(parent->path(), mine);
+  // Another process with the same config: its own file, so it opens (without {pid} it
+  // would fail: EachWriterHasItsOwnLockedFile). The child does not touch the token (no
+  // pool: no seal), so it cannot disturb the parent's sessions.
+  const std::string child_file = dir_ + "/child-path";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 1;
+    try {
+      auto own = AuditTrail::open(config_, Writer::kServer, nullptr);
+      std::ofstream(child_file) << own->path();
+      own->close();
+      code = 0;
+    } catch (...) {
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not open its own audit log";
+  EXPECT_EQ(slurp(child_file), dir_ + "/audit-" + std::to_string(child) + ".jsonl");
+  EXPECT_NE(slurp(dir_ + "/audit-" + std::to_string(child) + ".jsonl").find("\"event\":\"config_loaded\""),
+            std::string::npos);
+  parent->close();
+  EXPECT_TRUE(verifies(mine));
 }
 
 TEST_F(AuditTrailTest, RingChangesBecomeLifecycleRecords) {

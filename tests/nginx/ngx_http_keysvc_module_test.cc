@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "audit_report.h"
 #include "fault_control.h"
 #include "nginx_instance.h"
 #include "process.h"
@@ -96,6 +97,7 @@ struct KeysvcToml {
   // Short generations (rotation test) or one long one (everything else).
   std::string lifetime = "60s", encrypt_period = "1h", publish_lead = "10m", decrypt_window = "2h",
               refresh_interval = "30s";
+  std::string audit_path;  // [audit] path; empty: no audit
 };
 
 std::string write_keysvc_toml(const std::string& file, const KeysvcToml& t) {
@@ -111,6 +113,7 @@ std::string write_keysvc_toml(const std::string& file, const KeysvcToml& t) {
       << t.refresh_interval << "\"\n"
       // Several workers and instances are a fleet: one rotator (keysvcctl) for all.
       << "self_rotate = false\n\n[log]\nlevel = \"info\"\n";
+  if (!t.audit_path.empty()) out << "\n[audit]\npath = \"" << t.audit_path << "\"\n";
   out.close();
   if (!out) throw std::runtime_error("cannot write " + path);
   return path;
@@ -386,6 +389,57 @@ TEST(NginxModule, NginxOpensTheTokenInEachWorkerNotInTheMaster) {
   EXPECT_EQ(log.find("keysvc: cannot open"), std::string::npos) << log;
   print_figure("workers that opened the token: " + std::to_string(opened_by.size()) + " of 3; master: 0");
   stop_and_check(nginx, 3);
+}
+
+// Workers share one TOML; with {pid} in [audit] path each writes (and locks) its own file.
+// Each file verifies, and the report over the files counts what the workers did.
+TEST(NginxModule, NginxWorkersEachWriteTheirOwnAuditLog) {
+  const std::string audit_dir = dir("audit-" + std::to_string(::getpid()));
+  KeysvcToml t;
+  t.audit_path = audit_dir + "/audit-{pid}.jsonl";
+  const std::string toml = write_keysvc_toml("nginx-keysvc-audit.toml", t);
+  std::string error;
+  ASSERT_TRUE(rotate(toml, error)) << error;
+  NginxInstance nginx(dir("nginx"), keysvc_nginx(2, toml));
+  ASSERT_TRUE(nginx.wait_for_log(std::regex("keysvc: opened"), 2, 20s)) << nginx.error_log();
+  const auto workers = nginx.worker_pids();
+  ASSERT_EQ(workers.size(), 2u);
+
+  const std::string sess = nginx.dir() + "/audit-session.pem";
+  Answer first = s_client(nginx.port(), Version::kTls12, "", sess);
+  ASSERT_TRUE(first.ok) << first.detail;
+  const std::string name = ticket_key_name(sess);
+  ASSERT_FALSE(name.empty()) << "no ticket in the session";
+  std::uint64_t resumed = 0;
+  for (int i = 0; i < 6; ++i) {
+    Answer a = s_client(nginx.port(), Version::kTls12, sess, "");
+    ASSERT_TRUE(a.ok) << a.detail;
+    if (a.reused) ++resumed;
+  }
+  Counters c = stop_and_check(nginx, 2);
+  const std::string log = nginx.error_log();
+  EXPECT_EQ(log.find("keysvc: cannot open"), std::string::npos) << log;
+
+  std::vector<std::string> files;
+  for (pid_t w : workers) {
+    const std::string file = audit_dir + "/audit-" + std::to_string(w) + ".jsonl";
+    ASSERT_TRUE(std::filesystem::exists(file)) << "worker " << w << " wrote no " << file;
+    RunResult v = keysvc::test::run({ctl_bin(), "--config", toml, "audit", "verify", file}, "", kCtlTimeout);
+    EXPECT_EQ(v.exit_code, std::optional<int>(0)) << describe(v);
+    files.push_back(file);
+  }
+  EXPECT_TRUE(std::filesystem::exists(audit_dir + "/audit-keysvcctl.jsonl")) << "keysvcctl's own file";
+  std::vector<std::string> argv = {ctl_bin(), "audit", "report", "--json"};
+  argv.insert(argv.end(), files.begin(), files.end());
+  RunResult rep = keysvc::test::run(argv, "", kCtlTimeout);
+  ASSERT_EQ(rep.exit_code, std::optional<int>(0)) << describe(rep);
+  // TLS 1.2 without renewal: one ticket issued by the full handshake, none on resumption.
+  EXPECT_EQ(keysvc::test::audit_report_field(rep.out, name, "issued"), static_cast<long long>(c.issued)) << rep.out;
+  EXPECT_EQ(keysvc::test::audit_report_field(rep.out, name, "resumed"), static_cast<long long>(resumed)) << rep.out;
+  EXPECT_EQ(c.resumed, resumed);
+  EXPECT_EQ(resumed, 6u);
+  print_figure("audit: " + std::to_string(files.size()) + " worker files verified; report issued=" +
+               std::to_string(c.issued) + " resumed=" + std::to_string(resumed));
 }
 
 // ---- 3. resumption across workers and across instances ----

@@ -5,10 +5,14 @@
 // appending to one chain would break it):
 //   kServer  a TicketKeyService (keysvc-tls-server, nginx, any integration): audit.path.
 //            Holds an exclusive lock on the file while open; a second server configured
-//            with the same file fails to start with one line naming it.
+//            with the same file fails to start with one line naming it. Processes that
+//            share one config (nginx workers, any prefork server opening keysvc in each
+//            child) put {pid} in audit.path: it becomes the writer's process ID, so each
+//            process writes its own file.
 //   kTool    keysvcctl commands that change the token: audit.path with "-keysvcctl"
-//            before the extension ("audit.jsonl" -> "audit-keysvcctl.jsonl"). Each command
-//            takes the lock for its run (waiting up to 10 s for another keysvcctl).
+//            before the extension ("audit.jsonl" -> "audit-keysvcctl.jsonl"), or with
+//            {pid} replaced by "keysvcctl" ("audit-{pid}.jsonl" -> the same name). Each
+//            command takes the lock for its run (waiting up to 10 s for another keysvcctl).
 // Verify each file (chain) on its own; report over all of them.
 //
 // What is written:
@@ -66,7 +70,11 @@ struct RingState {
   static RingState of(const KeyRing& ring, std::int64_t now);
 };
 
-// The file `writer` appends to under `config` (see above); empty when audit is off.
+// In audit.path, replaced by the calling process's ID (decimal) wherever it appears.
+inline constexpr std::string_view kPidPlaceholder = "{pid}";
+
+// The file `writer` appends to under `config` (see above; {pid} is getpid() for kServer);
+// empty when audit is off.
 std::string log_path(const AuditConfig& config, Writer writer);
 
 class AuditTrail {
