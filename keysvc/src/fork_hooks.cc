@@ -82,8 +82,8 @@ void TicketKeyService::resume_after_fork(bool in_child) noexcept {
     if (audit_) {
       (void)audit_.release();
       try {
-        logger()->warn("[audit] is not recorded in forked process {}: open keysvc after fork (as the nginx "
-                       "module does) to audit each worker",
+        logger()->warn("[audit] is not recorded in forked process {}: to audit each worker, open keysvc after "
+                       "fork with {{pid}} in audit.path, as the nginx module does",
                        static_cast<long>(::getpid()));
       } catch (...) {
       }
