@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "lifecycle.h"
+#include "keysvc/hsm/module.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
@@ -125,9 +126,9 @@ int rotate_once(const Cli& cli, bool json) {
 
 // The long-lived rotator. Text output: one line per change; --json: one JSON object
 // per run, on one line. Token errors are logged on one line and retried next period
-// (with a freshly opened session pool). It ends (exit 1) only if it cannot start
-// (config, token, login) or the token refuses the PIN: a wrong PIN is not retried
-// into a lockout.
+// with a freshly opened session pool on a restarted PKCS#11 module (below). It ends
+// (exit 1) only if it cannot start (config, token, login) or the token refuses the
+// PIN: a wrong PIN is not retried into a lockout.
 int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::chrono::seconds period{};
   try {
@@ -141,7 +142,24 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   const keysvc::Config config = cli.load_config();
   install_stop_handlers();
   std::unique_ptr<hsm::SessionPool> pool = keysvc::open_session_pool(config);
+  // This process's one instance of the module (hsm::Module::load), kept across pools.
+  const std::shared_ptr<hsm::Module> module = pool->token().module();
   if (!json) std::cout << "rotating every " << every_text << " until SIGTERM or SIGINT" << std::endl;
+
+  // After a failed run: drop the pool and restart the module (C_Finalize +
+  // C_Initialize), so the next run starts afresh. A network HSM's client module
+  // (p11-kit-client.so) never reconnects by itself once its server went away, and
+  // SoftHSM keeps the token list of its C_Initialize for good. keysvcctl is the module's
+  // only user here; restart() does nothing otherwise, and a C_Initialize that fails now
+  // (the HSM still away) is tried again after the next failed run.
+  auto retry_later = [&](const char* what) {
+    std::cerr << "keysvcctl: rotate: " << what << " (retrying in " << every_text << ")" << std::endl;
+    pool.reset();
+    try {
+      module->restart(std::chrono::milliseconds(100));
+    } catch (const std::exception&) {
+    }
+  };
 
   while (!g_stop_signal) {
     try {
@@ -152,15 +170,10 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
       else print_text(r);
       std::cout.flush();
     } catch (const hsm::Pkcs11Error& e) {
-      // Note: a fresh pool still uses this process's module (hsm::Module stays
-      // initialised for the process's life), so a token the module itself has given up
-      // on (SoftHSM2 after its files changed under it) only comes back with a restart.
       if (is_pin_error(e)) throw;
-      std::cerr << "keysvcctl: rotate: " << e.what() << " (retrying in " << every_text << ")" << std::endl;
-      pool.reset();
+      retry_later(e.what());
     } catch (const std::exception& e) {
-      std::cerr << "keysvcctl: rotate: " << e.what() << " (retrying in " << every_text << ")" << std::endl;
-      pool.reset();
+      retry_later(e.what());
     }
     sleep_unless_stopped(period);
   }
