@@ -8,6 +8,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,8 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -53,13 +56,14 @@ struct Options {
   int tcp_clients = 2;
   bool tcp = true;
   std::string server_bin;
+  std::set<std::string> modes;  // --modes: only these (and openssl, the baseline); empty: all
 };
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]\n"
                "                    [--tcp-rounds N] [--tcp-connections N] [--tcp-clients N] [--no-tcp]\n"
-               "                    [--server PATH]\n"
+               "                    [--server PATH] [--modes M,M...]\n"
                "  --quick             few handshakes per cell (a smoke run, numbers are rough)\n"
                "  --out FILE          JSON results (default %s)\n"
                "  --rounds N          interleaved rounds, in-process (default 5)\n"
@@ -68,7 +72,9 @@ struct Options {
                "  --tcp-connections N connections per cell and round over TCP (default 300)\n"
                "  --tcp-clients N     client threads over TCP (default 2)\n"
                "  --no-tcp            skip the TCP part\n"
-               "  --server PATH       keysvc-tls-server (default: next to this binary)\n",
+               "  --server PATH       keysvc-tls-server (default: next to this binary)\n"
+               "  --modes M,M...      only these modes and openssl (e.g. to profile one mode with perf);\n"
+               "                      the others are reported as skipped\n",
                KEYSVC_BENCH_RESULTS);
   std::exit(code);
 }
@@ -97,6 +103,16 @@ Options parse(int argc, char** argv) {
     else if (a == "--tcp-clients") o.tcp_clients = positive(i);
     else if (a == "--no-tcp") o.tcp = false;
     else if (a == "--server") o.server_bin = value(i);
+    else if (a == "--modes") {
+      std::stringstream list(value(i));
+      for (std::string m; std::getline(list, m, ',');) {
+        if (std::find(kModes.begin(), kModes.end(), m) == kModes.end()) {
+          std::fprintf(stderr, "keysvc-bench: unknown mode '%s'\n", m.c_str());
+          usage(2);
+        }
+        o.modes.insert(m);
+      }
+    }
     else if (a == "--help" || a == "-h") usage(0);
     else {
       std::fprintf(stderr, "keysvc-bench: unknown argument '%s'\n", a.c_str());
@@ -236,8 +252,12 @@ int run(const Options& o) {
 
   ServerIdentity id;
   std::vector<Mode> modes;
-  for (const auto& name : kModes) modes.push_back(Mode{name, "", nullptr, nullptr});
+  for (const auto& name : kModes) {
+    const bool selected = o.modes.empty() || name == "openssl" || o.modes.count(name) > 0;
+    modes.push_back(Mode{name, selected ? "" : "not selected (--modes)", nullptr, nullptr});
+  }
   for (auto& m : modes) {
+    if (!m.skip.empty()) continue;
     try {
       const bool remote = m.name.starts_with("keysvc-remote");
       if (remote && !env.remote_running()) {
