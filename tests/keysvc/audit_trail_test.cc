@@ -96,6 +96,13 @@ TEST_F(AuditTrailTest, PidInThePathGivesEachProcessItsOwnFile) {
   auto parent = AuditTrail::open(config_, Writer::kServer, pool_.get());
   ASSERT_NE(parent, nullptr);
   EXPECT_EQ(parent->path(), mine);
+#if defined(__SANITIZE_THREAD__)
+  // The child below starts spdlog's writer thread; ThreadSanitizer cannot follow a new
+  // thread in the child of a multi-threaded fork (it exits 66). The same is covered with
+  // real nginx workers by NginxWorkersEachWriteTheirOwnAuditLog (normal and ASan runs).
+  parent->close();
+  GTEST_SKIP() << "ThreadSanitizer: no threads in the child of a multi-threaded fork";
+#endif
   // Another process with the same config: its own file, so it opens (without {pid} it
   // would fail: EachWriterHasItsOwnLockedFile). The child does not touch the token (no
   // pool: no seal), so it cannot disturb the parent's sessions.

@@ -177,6 +177,12 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
 // parent's. A child must neither append to that chain nor, at exit, close a trail whose
 // threads do not exist in it; the parent's log stays intact and verifiable.
 TEST(ForkHooksAudit, AChildLeavesTheParentsTrailAloneAndExitsCleanly) {
+#if defined(__SANITIZE_THREAD__)
+  // With the audit trail's writer threads in the parent, the child's new threads made
+  // ThreadSanitizer stop the child ("dup thread with used id", exit 66): its fork
+  // support ends there, whatever die_after_fork says. The normal and ASan runs cover it.
+  GTEST_SKIP() << "ThreadSanitizer cannot follow this child (multi-threaded fork)";
+#endif
   test::TestToken::get().clear();
   const std::string dir = test::TestToken::get().dir() + "/fork-audit";
   fs::remove_all(dir);
