@@ -61,7 +61,10 @@
 //   [audit]                   # the tamper-evident audit trail (audit_trail.h, docs/AUDIT.md)
 //   path             = ""     # the server's JSON Lines file; empty or absent: no audit log.
 //                             # keysvcctl writes to its own file next to it, with
-//                             # "-keysvcctl" before the extension (audit_trail.h)
+//                             # "-keysvcctl" before the extension (audit_trail.h).
+//                             # "{pid}" becomes the writer's process ID ("keysvcctl"
+//                             # for keysvcctl): one file per process when several
+//                             # processes use this config (nginx workers)
 //   seal_interval    = "60s"  # seal (HMAC in the token) this often when records were added;
 //                             # 0: only at shutdown. The tail after the last seal is
 //                             # reported "unsealed" by verify until the next seal
