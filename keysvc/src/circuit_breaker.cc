@@ -49,7 +49,9 @@ void CircuitBreaker::success(Permit permit) noexcept {
 void CircuitBreaker::failure(Permit permit, bool stalled) noexcept {
   if (permit == Permit::kRefuse) return;
   failures_.fetch_add(1, std::memory_order_relaxed);
-  if (permit == Permit::kBypass && !stalled) return;
+  // A ring rescan (bypass) is many calls and grows with the ring; a slow one says little
+  // about the HSM's health, and a stalled HSM shows in the derivations' own overruns.
+  if (permit == Permit::kBypass) return;
   if (permit == Permit::kCall && !stalled) {
     const unsigned n = consecutive_failures_.fetch_add(1, std::memory_order_relaxed) + 1;
     if (n < options_.threshold) return;

@@ -70,14 +70,18 @@ TEST(CircuitBreaker, ACallThatStartedBeforeItOpenedDoesNotCloseOrReopenIt) {
   EXPECT_EQ(b.counters().opens, 1u);
 }
 
-TEST(CircuitBreaker, BypassCallsNeverCloseItButAStallOpensIt) {
+// Rescans bypass the breaker and never move it: the derivations judge the HSM.
+TEST(CircuitBreaker, BypassCallsNeitherOpenNorCloseIt) {
   CircuitBreaker b({5, 50ms});
-  b.failure(Permit::kBypass);
-  EXPECT_EQ(b.state(), State::kClosed) << "a bypass failure is not counted towards the threshold";
+  for (int i = 0; i < 10; ++i) b.failure(Permit::kBypass);
+  EXPECT_EQ(b.state(), State::kClosed) << "bypass failures are not counted towards the threshold";
   b.failure(Permit::kBypass, /*stalled=*/true);
-  EXPECT_EQ(b.state(), State::kOpen);
+  EXPECT_EQ(b.state(), State::kClosed) << "a slow rescan does not open it";
+  EXPECT_EQ(b.counters().failures, 11u);
+  b.failure(b.allow(), /*stalled=*/true);  // a derivation's overrun does
+  ASSERT_EQ(b.state(), State::kOpen);
   b.success(Permit::kBypass);
-  EXPECT_EQ(b.state(), State::kOpen);
+  EXPECT_EQ(b.state(), State::kOpen) << "nor does a rescan's success close it";
 }
 
 TEST(CircuitBreaker, ProbesAreBoundedByTheBackoffUnderConcurrentLoad) {

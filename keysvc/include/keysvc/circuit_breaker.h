@@ -26,8 +26,8 @@ class CircuitBreaker {
  public:
   enum class State : int { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
   // What a caller may do now.
-  // kBypass: a call made without asking (recovery work with its own rate limit): its
-  // success changes nothing, its overrun (stalled failure) opens a closed breaker.
+  // kBypass: a call made without asking (recovery work with its own rate limit): neither
+  // its success nor its failure, an overrun included, changes the state (counted only).
   enum class Permit { kCall, kProbe, kRefuse, kBypass };
 
   struct Options {

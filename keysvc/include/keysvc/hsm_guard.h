@@ -80,8 +80,10 @@ class HsmGuard {
   // Whether the breaker decides. Recovery work (a ring rescan to reload stale object
   // handles, the periodic refresh) is rate-limited by its own throttle and must be able
   // to run while the breaker is open, or a probe failing on stale handles could never
-  // be followed by the rescan that fixes them. It still has the deadline, and an
-  // overrun still opens the breaker.
+  // be followed by the rescan that fixes them. It still has the deadline, but its
+  // overrun does not open the breaker: a rescan is many calls and grows with the ring
+  // (under load one took over 500 ms on a healthy token and stopped resumption for a
+  // backoff); a stalled HSM shows in the derivations' own overruns.
   enum class Admission { kBreaker, kBypassBreaker };
 
   HsmGuard(hsm::SessionPool& pool, Options options);
