@@ -34,7 +34,7 @@ DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv) {
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out) {
   // Handles read before a module restart may name other objects now: never sign with
   // them. A stale-handle error makes the service read the ring again.
-  if (generation.module_generation != 0 && generation.module_generation != session.generation())
+  if (generation.handles_predate(session.generation()))
     throw hsm::Pkcs11Error("C_SignInit (key handles from before a module restart)", CKR_KEY_HANDLE_INVALID);
   if (generation.derivation == 2) {
     std::array<std::uint8_t, hsm::kHmacSha512Bytes> both{};

@@ -305,9 +305,7 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Genera
   // The ring was read before a module restart: its handles are void. Read it again
   // first rather than fail this derivation, which may be the breaker's probe: a failed
   // probe would keep the breaker open for another backoff.
-  const std::uint64_t module_generation = pool_->token().module()->generation();
-  const bool ring_predates_restart = g->module_generation != 0 && g->module_generation != module_generation;
-  if (ring_predates_restart && !reread("module restarted") && g == nullptr) {
+  if (g->handles_predate(pool_->token().module()->generation()) && !reread("module restarted") && g == nullptr) {
     counters_.hsm_errors.fetch_add(1, std::memory_order_relaxed);
     return false;
   }

@@ -49,6 +49,11 @@ struct Generation {
   CK_OBJECT_HANDLE mac_signing_key() const noexcept { return has_copies() ? mac_copy : mac_key; }
   // HSM sign operations per ticket (derive_ticket_keys).
   int sign_calls() const noexcept { return derivation == 2 ? 1 : 2; }
+  // Whether the handles were read before a restart that made `current_module_generation`
+  // (hsm::Module::generation()) current: then they may name other objects.
+  bool handles_predate(std::uint64_t current_module_generation) const noexcept {
+    return module_generation != 0 && module_generation != current_module_generation;
+  }
 };
 
 class KeyRing {
