@@ -2,9 +2,11 @@
 // calls, how long they took (a latency histogram) and which CK_RV the failed ones
 // returned.
 //
-// Every C_* call in hsm/src goes through call() / checked_call() below, which time it
-// with steady_clock and record it in the CallStats of the module the call went to
-// (Module::stats(); Session::stats() is the same object). Recording is on the ticket
+// Every C_* call keysvc makes goes through call() below, which times it with
+// steady_clock and records it in the CallStats of the module the call went to
+// (Module::stats(); Session::stats() is the same object). Callers reach it through
+// Module::call() / hsm::call(Session&, ...) (module.h, session.h), which add the
+// module's restart gate; the checked_call() variants throw on anything but CKR_OK. Recording is on the ticket
 // hot path (two C_SignInit + C_Sign per derived ticket, ~10-35 us each on SoftHSM), so
 // a successful call costs two clock reads and two relaxed atomic adds on a cache line
 // of its own function; only a failed call takes a mutex (to count its CK_RV).
@@ -125,11 +127,15 @@ CK_RV call(CallStats& stats, Call c, F f, Args&&... args) {
   return rv;
 }
 
+// Throws Pkcs11Error(call_name(c), rv) unless rv is CKR_OK: the checked_call() variants.
+inline void throw_unless_ok(Call c, CK_RV rv) {
+  if (rv != CKR_OK) throw Pkcs11Error(std::string(call_name(c)), rv);
+}
+
 // call(), then throws Pkcs11Error(call_name(c), rv) unless the call returned CKR_OK.
 template <class F, class... Args>
 void checked_call(CallStats& stats, Call c, F f, Args&&... args) {
-  const CK_RV rv = call(stats, c, f, std::forward<Args>(args)...);
-  if (rv != CKR_OK) throw Pkcs11Error(std::string(call_name(c)), rv);
+  throw_unless_ok(c, call(stats, c, f, std::forward<Args>(args)...));
 }
 
 }  // namespace keysvc::hsm

@@ -157,8 +157,7 @@ class Module {
 // throws Pkcs11Error(call_name(c), rv) unless it returned CKR_OK.
 template <class F, class... Args>
 void checked_call(const Module& module, Call c, F f, Args&&... args) {
-  const CK_RV rv = module.call(Module::kAnyGeneration, c, f, std::forward<Args>(args)...);
-  if (rv != CKR_OK) throw Pkcs11Error(std::string(call_name(c)), rv);
+  throw_unless_ok(c, module.call(Module::kAnyGeneration, c, f, std::forward<Args>(args)...));
 }
 
 }  // namespace keysvc::hsm

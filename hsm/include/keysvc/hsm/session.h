@@ -61,8 +61,7 @@ CK_RV call(const Session& session, Call c, F f, Args&&... args) {
 // call(session, ...), then throws Pkcs11Error(call_name(c), rv) unless CKR_OK.
 template <class F, class... Args>
 void checked_call(const Session& session, Call c, F f, Args&&... args) {
-  const CK_RV rv = call(session, c, f, std::forward<Args>(args)...);
-  if (rv != CKR_OK) throw Pkcs11Error(std::string(call_name(c)), rv);
+  throw_unless_ok(c, call(session, c, f, std::forward<Args>(args)...));
 }
 
 }  // namespace keysvc::hsm
