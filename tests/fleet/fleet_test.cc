@@ -159,10 +159,11 @@ const Timing kRevocationFleet{"8s", "60s", "60s", "10s", "60s", "0s", "1s"};
 // hsm.call_timeout is raised from its 500 ms default to 5 s: these tests check that the
 // servers agree on the keys, not how a server rides out a slow HSM (the fault matrix and
 // network_hsm_test do). Under a sanitizer on a starved 2-core machine, a server's ring
-// scan through p11-kit has taken over 500 ms; the deadline then opened the breaker and
-// the server answered a valid ticket with a full handshake for up to one backoff, which
-// is the documented fallback but reads here as a disagreement. A hung call still ends
-// the test (every wait below is bounded).
+// scan through p11-kit has taken over 500 ms. Such an overrun no longer opens the
+// breaker (circuit_breaker.h), but the scan still fails, so the server does not see a
+// new generation until a later scan and answers its tickets with full handshakes: the
+// documented fallback, which reads here as a disagreement. A hung call still ends the
+// test (every wait below is bounded).
 std::string write_fleet_config(const std::string& file, const Timing& t, const TokenAccess& access) {
   TestToken& token = TestToken::get();
   const std::string path = token.dir() + "/" + file;
