@@ -6,8 +6,10 @@
 # in its own folder; tools/sanitizers/env.sh sets the runtime options (docs/FUZZING.md).
 SANITIZE ?=
 BUILD_DIR ?= $(if $(SANITIZE),$(if $(filter thread,$(SANITIZE)),build-tsan,build-asan),build)
-# Extra cmake arguments (e.g. -DCMAKE_CXX_COMPILER_LAUNCHER=ccache).
-CMAKE_ARGS ?=
+# Extra cmake arguments. ccache is used when it is installed (developers' machines; a
+# fresh CI machine has none and builds without it).
+CCACHE := $(shell command -v ccache 2>/dev/null)
+CMAKE_ARGS ?= $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 # make fuzz [FUZZ_SECONDS=N]: every libFuzzer target (fuzz/) for N seconds, in a clang build.
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
