@@ -33,8 +33,8 @@ std::string ms_text(std::int64_t ms) { return audit::iso8601_ms(ms); }
 Json ms_json(const std::optional<std::int64_t>& ms) { return ms ? Json(audit::iso8601_ms(*ms)) : Json(); }
 
 int verify(const Cli& cli, const AuditArgs& args) {
-  auto pool = cli.open_pool();
-  audit::VerifyResult r = audit::verify(args.files, audit::token_keyed_hmac(*pool));
+  auto gateway = cli.open_gateway();
+  audit::VerifyResult r = audit::verify(args.files, audit::token_keyed_hmac(*gateway));
   if (!r.ok) {
     std::string where = r.first_bad_file.empty() ? std::string("(no files)")
                                                  : r.first_bad_file + ":" + std::to_string(r.first_bad_line);

@@ -56,18 +56,18 @@ keysvc::Config Cli::load_config() const {
   return keysvc::Config::load_file(config_path_);
 }
 
-std::unique_ptr<keysvc::hsm::SessionPool> Cli::open_pool(keysvc::Config* loaded) const {
+std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded) const {
   keysvc::Config config = load_config();
-  std::unique_ptr<keysvc::hsm::SessionPool> pool;
+  std::unique_ptr<keysvc::TokenGateway> gateway;
   try {
-    pool = keysvc::open_session_pool(config);
+    gateway = keysvc::TokenGateway::open(config);
   } catch (const keysvc::hsm::Pkcs11Error& e) {
     if (keysvc::audit::is_login_failure(e.rv()))
       keysvc::audit::record_login_failure(config, keysvc::audit::Writer::kTool, keysvc::hsm::rv_name(e.rv()));
     throw;
   }
   if (loaded) *loaded = std::move(config);
-  return pool;
+  return gateway;
 }
 
 }  // namespace keysvcctl

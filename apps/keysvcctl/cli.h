@@ -21,7 +21,7 @@
 #include <string>
 
 #include "keysvc/config.h"
-#include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_gateway.h"
 
 namespace keysvcctl {
 
@@ -68,9 +68,9 @@ class Cli {
   // keysvc::ConfigError if it does not load. Commands that need one call this.
   keysvc::Config load_config() const;
 
-  // Loads the config and opens a logged-in session pool (keysvc::open_session_pool).
+  // Loads the config and opens the token gateway, logged in (keysvc::TokenGateway::open).
   // Never creates generations.
-  std::unique_ptr<keysvc::hsm::SessionPool> open_pool(keysvc::Config* loaded = nullptr) const;
+  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr) const;
 
  private:
   CLI::App& root_;

@@ -27,8 +27,8 @@ struct ListedGeneration {
 
 // Every generation, latest encrypt window first, with its state at `now` and its keys'
 // custody attributes.
-std::vector<ListedGeneration> list_generations(keysvc::hsm::SessionPool& pool, std::int64_t now) {
-  return pool.run([now](keysvc::hsm::Session& s) {
+std::vector<ListedGeneration> list_generations(keysvc::TokenGateway& gateway, std::int64_t now) {
+  return gateway.call([now](keysvc::hsm::Session& s) {
     keysvc::KeyRing ring = token_store::load(s);
     std::vector<ListedGeneration> out;
     for (const auto& g : ring.generations()) {
@@ -57,9 +57,9 @@ keysvc::KeyName parse_name(const std::string& text) {
 }
 
 int keys_list(const Cli& cli, bool json) {
-  auto pool = cli.open_pool();
+  auto gateway = cli.open_gateway();
   const std::int64_t now = unix_now();
-  auto generations = list_generations(*pool, now);
+  auto generations = list_generations(*gateway, now);
   if (json) {
     Json array{Json::Array{}};
     for (const auto& l : generations) {
@@ -94,13 +94,12 @@ int keys_list(const Cli& cli, bool json) {
 
 int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  TokenChange change(config, *pool, now);
-  keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
-    return token_store::create_generation(
-        s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
-        keysvc::key_options(config.rotation));
+  TokenChange change(config, *gateway, now);
+  keysvc::Generation g = gateway->call([now, policy = config.rotation](keysvc::hsm::Session& s) {
+    return token_store::create_generation(s, keysvc::schedule_encrypting_now(token_store::load(s), now, policy),
+                                          keysvc::key_options(policy));
   });
   change.commit(now);
   if (json) {
@@ -117,16 +116,16 @@ int keys_generate(const Cli& cli, bool json) {
 int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   const keysvc::KeyName name = parse_name(name_text);
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
   auto encrypting = [&]() -> std::optional<keysvc::KeyName> {
-    keysvc::KeyRing ring = pool->run([](keysvc::hsm::Session& s) { return token_store::load(s); });
+    keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return token_store::load(s); });
     const keysvc::Generation* g = ring.encrypt_generation(now);
     return g ? std::optional(g->name) : std::nullopt;
   };
   const bool was_active = encrypting() == name;
-  TokenChange change(config, *pool, now);
-  if (!keysvc::revoke(*pool, name, now, config.rotation))
+  TokenChange change(config, *gateway, now);
+  if (!keysvc::revoke(*gateway, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
   change.commit(now);
   std::optional<keysvc::KeyName> now_encrypting = encrypting();
@@ -147,18 +146,18 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
 int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
   const keysvc::KeyName name = parse_name(name_text);
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  TokenChange change(config, *pool, now);
-  bool was_active = false;
-  bool found = pool->run([&](keysvc::hsm::Session& s) {
+  TokenChange change(config, *gateway, now);
+  // (found, was_active)
+  auto [found, was_active] = gateway->call([name, now](keysvc::hsm::Session& s) {
     keysvc::KeyRing ring = token_store::load(s);
     const keysvc::Generation* g = ring.find(name);
-    if (g == nullptr) return false;
-    was_active = ring.encrypt_generation(now) == g;
+    if (g == nullptr) return std::pair{false, false};
+    const bool active = ring.encrypt_generation(now) == g;
     token_store::destroy_generation(s, name);
     token_store::drop_revocation(s, name);
-    return true;
+    return std::pair{true, active};
   });
   if (!found) throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
   change.commit(now);

@@ -97,23 +97,24 @@ struct RotateOptions {
 };
 
 // Runs the rotator; when it has something to do, records the changes in keysvcctl's
-// audit trail (lifecycle.h) before returning.
-keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::hsm::SessionPool& pool,
-                                       std::int64_t now) {
-  keysvc::KeyRing ring = pool.run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+// audit trail (lifecycle.h) before returning. `last_good` (rotate --every: the previous
+// run's ring) keeps an outage from being taken for an empty token (ticket_rules.h).
+keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::TokenGateway& gateway, std::int64_t now,
+                                       std::shared_ptr<const keysvc::KeyRing> last_good = {}) {
+  keysvc::KeyRing ring = gateway.call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
   if (!config.audit.enabled() || keysvc::plan_rotation(ring, now, config.rotation).empty())
-    return keysvc::rotate(pool, now, config.rotation);
-  TokenChange change(config, pool, now);
-  keysvc::RotationResult r = keysvc::rotate(pool, now, config.rotation);
+    return keysvc::rotate(gateway, now, config.rotation, last_good);
+  TokenChange change(config, gateway, now);
+  keysvc::RotationResult r = keysvc::rotate(gateway, now, config.rotation, last_good);
   change.commit(now);
   return r;
 }
 
 int rotate_once(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  keysvc::RotationResult r = rotate_recorded(config, *pool, now);
+  keysvc::RotationResult r = rotate_recorded(config, *gateway, now);
   if (json) {
     std::cout << result_json(r, now).dump() << '\n';
   } else if (r.created.empty() && r.destroyed.empty()) {
@@ -125,10 +126,11 @@ int rotate_once(const Cli& cli, bool json) {
 }
 
 // The long-lived rotator. Text output: one line per change; --json: one JSON object
-// per run, on one line. Token errors are logged on one line and retried next period
-// with a freshly opened session pool on a restarted PKCS#11 module (below). It ends
-// (exit 1) only if it cannot start (config, token, login) or the token refuses the
-// PIN: a wrong PIN is not retried into a lockout.
+// per run, on one line. Token errors are logged on one line and retried next period,
+// after a restart of the PKCS#11 module (below). It remembers the ring of its last good
+// run, so an outage that shows an empty token creates nothing. It ends (exit 1) only if
+// it cannot start (config, token, login) or the token refuses the PIN: a wrong PIN is
+// not retried into a lockout.
 int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::chrono::seconds period{};
   try {
@@ -139,33 +141,30 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   }
   if (period.count() <= 0) throw UsageError("--every must be at least 1s");
 
-  const keysvc::Config config = cli.load_config();
+  keysvc::Config config;
+  std::unique_ptr<keysvc::TokenGateway> gateway = cli.open_gateway(&config);
   install_stop_handlers();
-  std::unique_ptr<hsm::SessionPool> pool = keysvc::open_session_pool(config);
-  // This process's one instance of the module (hsm::Module::load), kept across pools.
-  const std::shared_ptr<hsm::Module> module = pool->token().module();
   if (!json) std::cout << "rotating every " << every_text << " until SIGTERM or SIGINT" << std::endl;
 
-  // After a failed run: drop the pool and restart the module (C_Finalize +
-  // C_Initialize), so the next run starts afresh. A network HSM's client module
-  // (p11-kit-client.so) never reconnects by itself once its server went away, and
-  // SoftHSM keeps the token list of its C_Initialize for good. keysvcctl is the module's
-  // only user here; restart() does nothing otherwise, and a C_Initialize that fails now
-  // (the HSM still away) is tried again after the next failed run.
+  // After a failed run the module is restarted (C_Finalize + C_Initialize), so the next
+  // run starts afresh: a network HSM's client module (p11-kit-client.so) never
+  // reconnects by itself once its server went away, and SoftHSM keeps the token list of
+  // its C_Initialize for good. keysvcctl is the module's only user here (the restart does
+  // nothing otherwise), and a C_Initialize that fails now (the HSM still away) is tried
+  // again after the next failed run.
   auto retry_later = [&](const char* what) {
     std::cerr << "keysvcctl: rotate: " << what << " (retrying in " << every_text << ")" << std::endl;
-    pool.reset();
-    try {
-      module->restart(std::chrono::milliseconds(100));
-    } catch (const std::exception&) {
-    }
+    gateway->request_module_restart();
+    gateway->restart_module_if_requested();
   };
 
+  std::shared_ptr<const keysvc::KeyRing> last_good;
   while (!g_stop_signal) {
     try {
-      if (!pool) pool = keysvc::open_session_pool(config);
       const std::int64_t now = unix_now();
-      keysvc::RotationResult r = rotate_recorded(config, *pool, now);
+      keysvc::RotationResult r = rotate_recorded(config, *gateway, now, last_good);
+      last_good = std::make_shared<const keysvc::KeyRing>(
+          gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); }));
       if (json) std::cout << result_json(r, now).dump_line() << '\n';
       else print_text(r);
       std::cout.flush();

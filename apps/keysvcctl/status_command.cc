@@ -37,14 +37,14 @@ std::int64_t covered_until(const keysvc::KeyRing& ring) {
 
 int status(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);  // throws unless the token is found and login works
-  keysvc::hsm::TokenInfo info = pool->token().info();
-  keysvc::KeyRing ring = pool->run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  auto gateway = cli.open_gateway(&config);  // throws unless the token is found and login works
+  keysvc::hsm::TokenInfo info = gateway->token().info();
+  keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
   const std::int64_t now = unix_now();
   const keysvc::Generation* active = ring.encrypt_generation(now);
   const keysvc::Generation* next = next_generation(ring, now);
   const std::int64_t covered = covered_until(ring);
-  const std::string& module = pool->token().module()->path();
+  const std::string& module = gateway->token().module()->path();
   std::array<std::int64_t, kStates.size()> counts{};
   for (const auto& g : ring.generations()) {
     auto state = ring.state(g, now);

@@ -455,12 +455,23 @@ VerifyResult verify_texts(const std::vector<LogText>& files, const KeyedHmac& hm
       auto head_hash = head ? hash_from_hex(*head) : std::nullopt;
       auto mac_value = mac ? hash_from_hex(*mac) : std::nullopt;
       if (!head_hash || !mac_value || !key) return fail(r, files, l, Failure::kBadSeal, "seal without head, mac or key");
-      if (*head_hash != rec.prev) return fail(r, files, l, Failure::kBadSeal, "the seal's head is not its prev");
-      auto expected_mac = hmac(*key, seal_message(rec.seq, *head_hash));
+      // v2 seals name the record they cover ("sealed"), which records appended while the
+      // token computed the MAC may separate from the seal; v1 seals cover their prev.
+      const Value* sealed = rec.obj.get("sealed");
+      if (sealed && !sealed->is_uint) return fail(r, files, l, Failure::kBadSeal, "the seal's sealed is not a seq");
+      const std::uint64_t covered_seq = sealed ? sealed->u : rec.seq - 1;
+      std::optional<std::size_t> covered;
+      for (std::size_t j = i; j-- > 0 && lines[j].rec && lines[j].rec->seq >= covered_seq;)
+        if (lines[j].rec->seq == covered_seq) covered = j;
+      if (!covered || lines[*covered].hash != *head_hash)
+        return fail(r, files, l, Failure::kBadSeal,
+                    sealed ? "the seal's head is not the hash of the record it names" : "the seal's head is not its prev");
+      auto expected_mac = hmac(*key, sealed ? seal_message_v2(covered_seq, *head_hash) : seal_message(rec.seq, *head_hash));
       if (!expected_mac)
         return fail(r, files, l, Failure::kBadSeal, "the token has no audit key " + key->substr(0, 64));
       if (*expected_mac != *mac_value) return fail(r, files, l, Failure::kBadSeal, "the seal's MAC does not verify");
-      last_seal = i;
+      // A seal right after what it covers covers itself too (nothing else can sit between).
+      last_seal = *covered + 1 == i ? i : *covered;
       ++r.seals;
     }
     ++r.records;

@@ -182,6 +182,8 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   {
     using std::chrono::milliseconds;
     c.hsm.call_timeout = r.millis("hsm", "call_timeout", c.hsm.call_timeout, milliseconds(0), milliseconds(60000));
+    c.hsm.maintenance_timeout = r.millis("hsm", "maintenance_timeout", c.hsm.maintenance_timeout, milliseconds(100),
+                                         milliseconds(600000));
     c.hsm.breaker_threshold =
         static_cast<unsigned>(r.integer("hsm", "breaker_threshold", c.hsm.breaker_threshold, 1, 1000));
     c.hsm.breaker_backoff =

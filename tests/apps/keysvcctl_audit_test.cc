@@ -41,23 +41,23 @@ class KeysvcctlAudit : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     TestToken::get().clear();
-    pool_ = keysvc::open_session_pool(TestToken::get().config()).release();
+    gateway_ = keysvc::TokenGateway::open(TestToken::get().config()).release();
   }
   static void TearDownTestSuite() {
-    delete pool_;
-    pool_ = nullptr;
+    delete gateway_;
+    gateway_ = nullptr;
   }
   void SetUp() override {
     dir_ = TestToken::get().dir() + "/ctl-audit-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::remove_all(dir_);
   }
-  static keysvc::hsm::SessionPool* pool_;
+  static keysvc::TokenGateway* gateway_;
   std::string dir_;
 };
-keysvc::hsm::SessionPool* KeysvcctlAudit::pool_ = nullptr;
+keysvc::TokenGateway* KeysvcctlAudit::gateway_ = nullptr;
 
 TEST_F(KeysvcctlAudit, VerifyIntactLogExitsZero) {
-  auto w = keysvc::test::write_realistic_log(*pool_, dir_, true);
+  auto w = keysvc::test::write_realistic_log(*gateway_, dir_, true);
   Result r = ctl({"audit", "verify", w.files[0], w.files[1]});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("intact: "), std::string::npos) << r.out;
@@ -69,7 +69,7 @@ TEST_F(KeysvcctlAudit, VerifyIntactLogExitsZero) {
 }
 
 TEST_F(KeysvcctlAudit, VerifyTamperedLogNamesTheLineOnOneLine) {
-  auto w = keysvc::test::write_realistic_log(*pool_, dir_);
+  auto w = keysvc::test::write_realistic_log(*gateway_, dir_);
   std::size_t line = keysvc::test::line_with(w.files[0], "\"issued\":5");
   auto ls = keysvc::test::lines_of(keysvc::test::slurp(w.files[0]));
   ls[line - 1].replace(ls[line - 1].find("\"issued\":5"), 10, "\"issued\":6");
@@ -100,7 +100,7 @@ TEST_F(KeysvcctlAudit, VerifyUsageAndMissingFiles) {
 }
 
 TEST_F(KeysvcctlAudit, ReportTotalsAndAnomalies) {
-  auto w = keysvc::test::write_realistic_log(*pool_, dir_, true);
+  auto w = keysvc::test::write_realistic_log(*gateway_, dir_, true);
   Result r = ctl({"audit", "report", "--json", w.files[0], w.files[1]}, /*with_config=*/false);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // Key a: issued 5, resumed 3+2, renewed 1+1; b: issued 4+2, resumed 1.

@@ -304,7 +304,7 @@ std::multimap<std::int64_t, std::string> usable_by_start(const JsonValue& list) 
 std::size_t keys_in_token(const std::string& name) {
   auto id = keysvc::key_name_from_hex(name);
   if (!id) throw std::runtime_error("bad name " + name);
-  auto pool = keysvc::open_session_pool(TestToken::get().config());
+  auto pool = keysvc::test::open_pool(TestToken::get().config());
   return pool->run([&](keysvc::hsm::Session& s) {
     return keysvc::hsm::find_objects(s, {.object_class = CKO_SECRET_KEY, .id = keysvc::hsm::Bytes(id->begin(), id->end())})
         .size();

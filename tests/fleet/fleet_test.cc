@@ -216,7 +216,7 @@ std::optional<std::size_t> run_rotator(const std::string& config_path, std::stri
 
 // The current ring, read in this process.
 keysvc::KeyRing load_ring(const std::string& config_path) {
-  auto pool = keysvc::open_session_pool(keysvc::Config::load_file(config_path));
+  auto pool = keysvc::test::open_pool(keysvc::Config::load_file(config_path));
   return pool->run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
 }
 

@@ -22,7 +22,7 @@ using test::spit;
 class AuditVerify : public test::AuditTokenTest {
  protected:
   void SetUp() override { make_dir("audit-verify-"); }
-  VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*pool_)); }
+  VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*gateway_)); }
   // Rewrites `path` with `edit` applied to its lines.
   template <class F>
   void edit_lines(const std::string& path, F edit) {
@@ -39,7 +39,7 @@ class AuditVerify : public test::AuditTokenTest {
 };
 
 TEST_F(AuditVerify, UntouchedLogIsIntact) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   VerifyResult r = check(w.files);
   EXPECT_TRUE(r.ok) << r.first_bad_line << " " << to_string(r.reason) << " " << r.detail;
   EXPECT_EQ(r.reason, Failure::kNone);
@@ -49,7 +49,7 @@ TEST_F(AuditVerify, UntouchedLogIsIntact) {
 }
 
 TEST_F(AuditVerify, OneEditedByteNamesTheLine) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"issued\":5");
   ASSERT_GT(line, 0u);
   edit_lines(w.files[0], [&](auto& ls) { ls[line - 1].replace(ls[line - 1].find("\"issued\":5"), 10, "\"issued\":4"); });
@@ -57,7 +57,7 @@ TEST_F(AuditVerify, OneEditedByteNamesTheLine) {
 }
 
 TEST_F(AuditVerify, EditedByteInAPrevFieldOrSeqNamesTheLine) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"revoked\"");
   std::string orig = slurp(w.files[0]);
   edit_lines(w.files[0], [&](auto& ls) {
@@ -90,21 +90,21 @@ TEST_F(AuditVerify, EditedByteInAPrevFieldOrSeqNamesTheLine) {
 }
 
 TEST_F(AuditVerify, DeletedLineNamesTheGap) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"activated\"");
   edit_lines(w.files[0], [&](auto& ls) { ls.erase(ls.begin() + static_cast<long>(line - 1)); });
   expect_failure(check(w.files), w.files[0], line, Failure::kDeleted);
 }
 
 TEST_F(AuditVerify, SwappedLinesAreReordered) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"generation_created\"");
   edit_lines(w.files[0], [&](auto& ls) { std::swap(ls[line - 1], ls[line]); });
   expect_failure(check(w.files), w.files[0], line, Failure::kReordered);
 }
 
 TEST_F(AuditVerify, RemovedSealIsADeletion) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   ASSERT_LT(seal, lines_of(slurp(w.files[0])).size()) << "a seal in the middle";
   edit_lines(w.files[0], [&](auto& ls) { ls.erase(ls.begin() + static_cast<long>(seal - 1)); });
@@ -112,7 +112,7 @@ TEST_F(AuditVerify, RemovedSealIsADeletion) {
 }
 
 TEST_F(AuditVerify, TruncatedTailAfterTheLastSealIsUnsealed) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t mid_seal = line_with(w.files[0], "\"event\":\"seal\"");
   edit_lines(w.files[0], [&](auto& ls) { ls.pop_back(); });  // the final seal
   expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
@@ -124,7 +124,7 @@ TEST_F(AuditVerify, TruncatedTailAfterTheLastSealIsUnsealed) {
 }
 
 TEST_F(AuditVerify, BadSealMac) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   edit_lines(w.files[0], [&](auto& ls) {
     auto& l = ls[seal - 1];
@@ -135,7 +135,7 @@ TEST_F(AuditVerify, BadSealMac) {
 }
 
 TEST_F(AuditVerify, SealUnderAnUnknownKeyIsBad) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   KeyedHmac none = [](std::string_view, std::span<const std::uint8_t>) -> std::optional<Mac> { return std::nullopt; };
   VerifyResult r = verify(w.files, none);
@@ -144,7 +144,7 @@ TEST_F(AuditVerify, SealUnderAnUnknownKeyIsBad) {
 }
 
 TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
-  auto w = test::write_realistic_log(*pool_, dir_, /*rotate=*/true);
+  auto w = test::write_realistic_log(*gateway_, dir_, /*rotate=*/true);
   ASSERT_EQ(w.files.size(), 2u);
   VerifyResult r = check(w.files);
   EXPECT_TRUE(r.ok) << r.first_bad_file << ":" << r.first_bad_line << " " << r.detail;
@@ -157,14 +157,13 @@ TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
   EXPECT_FALSE(second.from_genesis);
 
   // Three files, the middle one missing: the third's first line says what is gone.
-  auto w3 = test::write_realistic_log(*pool_, dir_ + "/b", true);
+  auto w3 = test::write_realistic_log(*gateway_, dir_ + "/b", true);
   {
     // Continue w3's chain into a third file.
     AuditLog::Options o;
     o.previous = read_head(w3.files[1]);
     ASSERT_TRUE(o.previous);
-    o.seal_interval = std::chrono::milliseconds(0);
-    AuditLog log(dir_ + "/b/audit.log.2", token_sealer(*pool_), o);
+    AuditLog log(dir_ + "/b/audit.log.2", token_sealer(*gateway_), o);
     log.append(ConfigLoaded{"x"});
   }
   std::vector<std::string> all = {w3.files[0], w3.files[1], dir_ + "/b/audit.log.2"};
@@ -203,7 +202,7 @@ TEST_F(AuditVerify, HostileInputGivesAResult) {
 }
 
 TEST_F(AuditVerify, ReportTotalsEqualTheUsageWritten) {
-  auto w = test::write_realistic_log(*pool_, dir_, true);
+  auto w = test::write_realistic_log(*gateway_, dir_, true);
   Report rep = report(w.files, {});
   ASSERT_EQ(rep.keys.size(), 3u);
   EXPECT_EQ(rep.unreadable, 0u);

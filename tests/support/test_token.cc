@@ -1,5 +1,9 @@
 #include "test_token.h"
 
+#include "keysvc/token_gateway.h"
+
+#include "keysvc/hsm/token_uri.h"
+
 #include "known_secrets.h"
 
 #include <openssl/rand.h>
@@ -123,5 +127,7 @@ std::vector<std::string> TestToken::objects() const {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+std::unique_ptr<hsm::SessionPool> open_pool(const Config& config) { return TokenGateway::open_bare_pool(config); }
 
 }  // namespace keysvc::test

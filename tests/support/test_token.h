@@ -7,6 +7,10 @@
 // Tests never touch /etc/softhsm or /var/lib/softhsm.
 #pragma once
 
+#include <memory>
+
+#include "keysvc/hsm/session_pool.h"
+
 #include <string>
 #include <vector>
 
@@ -45,6 +49,11 @@ class TestToken {
   std::string pin_;
   std::string so_pin_;
 };
+
+// A session pool opened straight on `config`'s token and logged in, for tests that set
+// up or inspect the token beside keysvc, as pkcs11-tool would. keysvc itself reaches the
+// token only through its TokenGateway.
+std::unique_ptr<hsm::SessionPool> open_pool(const Config& config);
 
 // Random printable string (for PINs and labels).
 std::string random_text(std::size_t n);
