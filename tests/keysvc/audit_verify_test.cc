@@ -1,3 +1,4 @@
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 
 #include <gtest/gtest.h>
