@@ -94,7 +94,9 @@ double TimeAxis::x(std::int64_t ms) const {
 
 std::string TimeAxis::grid(double top, double bottom) const {
   constexpr int kTicks = 5;
-  const bool one_day = t1_ - t0_ < 86400000;
+  // Labels as fine as the span needs: "12:00:03.250", "12:00:03" or "11-23T12:00".
+  const std::int64_t span = t1_ - t0_;
+  const std::size_t from = span < 86400000 ? 11 : 5, length = span < 20000 ? 12 : span < 86400000 ? 8 : 11;
   std::string out;
   for (int k = 0; k < kTicks; ++k) {
     const std::int64_t t = t0_ + (t1_ - t0_) * k / (kTicks - 1);
@@ -104,7 +106,7 @@ std::string TimeAxis::grid(double top, double bottom) const {
            num(bottom) + "\"/>";
     out += "<text class=\"tick\" x=\"" + num(at) + "\" y=\"" + num(top - 4) + "\" text-anchor=\"" +
            (k == 0 ? "start" : k == kTicks - 1 ? "end" : "middle") + "\">" +
-           escape(one_day ? iso.substr(11, 8) : iso.substr(5, 11)) + "</text>";
+           escape(iso.substr(from, length)) + "</text>";
   }
   return out;
 }
