@@ -53,7 +53,9 @@ std::string place(const std::string& file, std::size_t line) { return file + ":"
 
 // "intact", "pending" or the failure's name.
 std::string verdict_name(const audit::VerifyResult& r) {
-  return r.ok ? "intact" : r.reason == audit::Failure::kUnsealedTail ? "pending" : std::string(audit::to_string(r.reason));
+  return r.ok                                        ? "intact"
+         : r.reason == audit::Failure::kUnsealedTail ? "pending"
+                                                     : std::string(audit::to_string(r.reason));
 }
 
 std::string sealed_text(const audit::VerifyResult& r) {
@@ -72,8 +74,10 @@ Json verify_json(const audit::VerifyResult& r, const AuditArgs& args, int exit_c
   j["seals"] = r.seals;
   j["last_seq"] = r.last_seq;
   j["from_genesis"] = r.from_genesis;
-  j["last_seal"] = r.last_seal_line ? Json{{"file", r.last_seal_file}, {"line", r.last_seal_line},
-                                           {"seq", r.last_seal_seq}, {"at", ms_text(r.last_seal_ts)}}
+  j["last_seal"] = r.last_seal_line ? Json{{"file", r.last_seal_file},
+                                           {"line", r.last_seal_line},
+                                           {"seq", r.last_seal_seq},
+                                           {"at", ms_text(r.last_seal_ts)}}
                                     : Json();
   if (!r.ok) {
     j["reason"] = std::string(audit::to_string(r.reason));
@@ -101,11 +105,11 @@ int verify(const Cli& cli, const AuditArgs& args) {
   const bool accepted = r.ok || (pending && args.allow_pending && r.last_seal_line > 0);
   const int code = accepted ? kExitOk : pending ? kExitPending : kExitFailure;
   if (!accepted) {
-    std::string where = r.first_bad_file.empty() ? std::string("(no files)") : place(r.first_bad_file, r.first_bad_line);
+    std::string where =
+        r.first_bad_file.empty() ? std::string("(no files)") : place(r.first_bad_file, r.first_bad_line);
     std::string detail = r.detail;
     if (pending)
-      detail += " (" + sealed_text(r) +
-                (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
+      detail += " (" + sealed_text(r) + (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
     std::cerr << "keysvcctl: audit verify: " << where << ": " << audit::to_string(r.reason)
               << (detail.empty() ? "" : ": " + detail) << std::endl;
   }
@@ -115,7 +119,7 @@ int verify(const Cli& cli, const AuditArgs& args) {
     std::cout << "intact: " << r.records << " records, " << r.seals << " seals, last seq " << r.last_seq
               << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << '\n';
   } else if (accepted) {
-    std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seals); " << r.pending
+    std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seal(s)); " << r.pending
               << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line) << '\n';
   }
   return code;
@@ -151,8 +155,13 @@ Json report_json(const audit::Report& rep) {
   }
   Json anomalies = Json::array();
   for (const auto& a : rep.anomalies)
-    anomalies.push_back({{"kind", a.kind}, {"name", a.name.empty() ? Json() : Json(a.name)}, {"at", ms_text(a.at)},
-                         {"last_at", ms_text(a.last_at)}, {"count", a.count}, {"file", a.file}, {"line", a.line}});
+    anomalies.push_back({{"kind", a.kind},
+                         {"name", a.name.empty() ? Json() : Json(a.name)},
+                         {"at", ms_text(a.at)},
+                         {"last_at", ms_text(a.last_at)},
+                         {"count", a.count},
+                         {"file", a.file},
+                         {"line", a.line}});
   Json j;
   j["records"] = rep.records;
   j["unreadable_lines"] = rep.unreadable;
@@ -167,8 +176,8 @@ Json report_json(const audit::Report& rep) {
 void report_text(const audit::Report& rep) {
   std::cout << rep.records << " records"
             << (rep.unreadable ? ", " + std::to_string(rep.unreadable) + " unreadable lines" : "") << '\n';
-  Table t({"name", "created", "activated", "decrypt-only", "revoked", "destroyed", "first seen", "last seen",
-           "issued", "resumed", "renewed", "rejected"});
+  Table t({"name", "created", "activated", "decrypt-only", "revoked", "destroyed", "first seen", "last seen", "issued",
+           "resumed", "renewed", "rejected"});
   auto opt = [](const std::optional<std::int64_t>& ms) { return ms ? ms_text(*ms) : std::string("-"); };
   for (const auto& k : rep.keys) {
     std::string rejected = std::to_string(k.rejected());
@@ -201,7 +210,8 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
   for (const auto& path : args.files) {
     std::string error;
     texts.emplace_back(path, audit::read_log_file(path, error).value_or(std::string()));
-    if (!error.empty()) std::cerr << "keysvcctl: audit report: " << path << ": cannot read the file (" << error << ")\n";
+    if (!error.empty())
+      std::cerr << "keysvcctl: audit report: " << path << ": cannot read the file (" << error << ")\n";
     errors.push_back(error);
   }
   audit::Report rep = audit::report_texts(texts, options);
@@ -236,9 +246,12 @@ int report(const Cli& cli, const AuditArgs& args) {
   if (!args.html.empty()) return report_html(cli, args, options);
   audit::Report rep = audit::report(args.files, options);
   for (const auto& f : rep.files)
-    if (!f.error.empty()) std::cerr << "keysvcctl: audit report: " << f.name << ": cannot read the file (" << f.error << ")\n";
-  if (args.json) std::cout << dump_pretty(report_json(rep)) << '\n';
-  else report_text(rep);
+    if (!f.error.empty())
+      std::cerr << "keysvcctl: audit report: " << f.name << ": cannot read the file (" << f.error << ")\n";
+  if (args.json)
+    std::cout << dump_pretty(report_json(rep)) << '\n';
+  else
+    report_text(rep);
   return kExitOk;
 }
 

@@ -11,11 +11,13 @@ namespace {
 // No network: the policy forbids every fetch; styles and the script are inline.
 constexpr std::string_view kHead = R"(<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>keysvc audit report</title>
 <style>
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#212529;background:#f8f9fa;margin:0}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
+body{color:#212529;background:#f8f9fa;margin:0}
 main{max-width:1180px;margin:0 auto;padding:20px 24px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:0 0 10px}
 .sub{color:#6c757d;margin:0 0 18px}
@@ -39,7 +41,8 @@ a rect:hover,a circle:hover,a line:hover{opacity:.7}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e9ecef;vertical-align:top}
 th{color:#495057;font-weight:600;background:#f1f3f5}
-td.n{text-align:right;font-variant-numeric:tabular-nums}code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
 .kind{font-weight:600;color:#c92a2a}.ok{color:#2b8a3e}.warn{color:#e67700}.err{color:#c92a2a}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}
 .rec{white-space:pre-wrap;word-break:break-all;padding:1px 4px;border-radius:3px}
@@ -126,8 +129,10 @@ std::string legend(std::initializer_list<std::pair<const char*, const char*>> it
 
 std::string seal_section(const PageInput& in, const TimeAxis& axis) {
   std::string out = "<section id=\"seals\"><h2>Seal coverage</h2>";
-  out += legend({{"#40c057", "covered by verified seals"}, {"#fcc419", "after the last seal (pending)"},
-                 {"#fa5252", "after the chain breaks"}, {"#dee2e6", "not checked"}});
+  out += legend({{"#40c057", "covered by verified seals"},
+                 {"#fcc419", "after the last seal (pending)"},
+                 {"#fa5252", "after the chain breaks"},
+                 {"#dee2e6", "not checked"}});
   out += coverage_svg(in.report, in.checks, axis);
   out += "<table><tr><th>file</th><th>records</th><th>seals</th><th>verify</th></tr>";
   for (std::size_t f = 0; f < in.report.files.size(); ++f) {
@@ -155,9 +160,10 @@ std::string anomaly_section(const audit::Report& rep) {
 }
 
 std::string keys_section(const audit::Report& rep) {
-  std::string out = "<section id=\"keys\"><h2>Generations and key names</h2><table><tr><th>name</th><th>created</th>"
-                    "<th>activated</th><th>decrypt-only</th><th>revoked</th><th>destroyed</th><th>issued</th>"
-                    "<th>resumed</th><th>renewed</th><th>rejected</th></tr>";
+  std::string out =
+      "<section id=\"keys\"><h2>Generations and key names</h2><table><tr><th>name</th><th>created</th>"
+      "<th>activated</th><th>decrypt-only</th><th>revoked</th><th>destroyed</th><th>issued</th>"
+      "<th>resumed</th><th>renewed</th><th>rejected</th></tr>";
   for (const auto& k : rep.keys)
     out += "<tr class=\"key\" data-name=\"" + k.name + "\">" + cell(k.name, "mono") + cell(time_or_dash(k.created)) +
            cell(time_or_dash(k.activated)) + cell(time_or_dash(k.decrypt_only)) + cell(time_or_dash(k.revoked)) +
@@ -200,12 +206,15 @@ std::string render_page(const PageInput& in) {
   std::string out(kHead);
   out += "<h1>keysvc audit report</h1><p class=\"sub\">" + std::to_string(rep.files.size()) + " file(s), " +
          std::to_string(rep.records) + " records from " + audit::iso8601_ms(axis.t0()) + " to " +
-         audit::iso8601_ms(axis.t1()) + (rep.unreadable ? ", " + std::to_string(rep.unreadable) + " unreadable lines" : "") +
-         "</p>";
+         audit::iso8601_ms(axis.t1()) +
+         (rep.unreadable ? ", " + std::to_string(rep.unreadable) + " unreadable lines" : "") + "</p>";
   out += summary(in);
   out += "<section id=\"timeline-section\"><h2>Generations</h2>";
-  out += legend({{"#ced4da", "published"}, {"#40c057", "active (encrypts)"}, {"#74c0fc", "decrypt-only"},
-                 {"#ff8787", "revoked"}, {"#212529", "destroyed (end of the bar)"}});
+  out += legend({{"#ced4da", "published"},
+                 {"#40c057", "active (encrypts)"},
+                 {"#74c0fc", "decrypt-only"},
+                 {"#ff8787", "revoked"},
+                 {"#212529", "destroyed (end of the bar)"}});
   out += timeline_svg(rep, axis) + "</section>";
   out += "<section id=\"tickets\"><h2>Tickets per usage record</h2>";
   for (Series s : {Series::kIssued, Series::kResumed, Series::kRejected}) out += usage_chart_svg(rep, axis, s);

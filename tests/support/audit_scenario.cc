@@ -34,9 +34,8 @@ AuditScenario::AuditScenario(const std::string& name, std::string keysvcctl_bin,
   if (options.session_copies) base.replace(base.find("[hsm]\n"), 6, "[hsm]\nsession_copies = true\n");
   std::ofstream(config_) << base << "\n[rotation]\nrefresh_interval = \"1h\"\npublish_lead = \"2h\"\n"
                          << "self_rotate = false\ncopyable_keys = " << (options.session_copies ? "true" : "false")
-                         << "\n\n[audit]\npath = \"" << server_log_
-                         << "\"\nsummary_interval = \"" << options.summary_interval << "\"\nseal_interval = \""
-                         << options.seal_interval << "\"\n";
+                         << "\n\n[audit]\npath = \"" << server_log_ << "\"\nsummary_interval = \""
+                         << options.summary_interval << "\"\nseal_interval = \"" << options.seal_interval << "\"\n";
 }
 
 RunResult AuditScenario::ctl(std::vector<std::string> args, bool with_config) const {
@@ -54,7 +53,8 @@ std::string AuditScenario::generate() const {
 std::string AuditScenario::generate_successor() const {
   std::int64_t latest = 0;
   for (const Json& r : records(ctl_log_))
-    if (r.value("event", "") == "generation_created") latest = std::max(latest, r.value("encrypt_from", std::int64_t{0}));
+    if (r.value("event", "") == "generation_created")
+      latest = std::max(latest, r.value("encrypt_from", std::int64_t{0}));
   while (std::chrono::system_clock::now() < std::chrono::system_clock::time_point(std::chrono::seconds(latest + 1)))
     std::this_thread::sleep_for(50ms);
   return generate();
