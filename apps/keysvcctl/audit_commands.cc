@@ -229,9 +229,8 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
       std::cerr << "keysvcctl: audit report: seals not checked: " << e.what() << '\n';
     }
   }
-  const std::string page = html::render_page({rep, texts, checks, unchecked});
   std::ofstream out(args.html, std::ios::binary | std::ios::trunc);
-  out << page;
+  html::render_page({rep, texts, checks, unchecked}, out);
   out.flush();
   if (!out) throw std::runtime_error("cannot write " + args.html);
   std::cout << "wrote " << args.html << ": " << rep.records << " records, " << rep.keys.size() << " key names, "

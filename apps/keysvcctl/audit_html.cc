@@ -1,5 +1,6 @@
 #include "audit_html.h"
 
+#include <ostream>
 #include <string_view>
 
 namespace keysvcctl::html {
@@ -173,34 +174,35 @@ std::string keys_section(const audit::Report& rep) {
   return out + "</table></section>";
 }
 
-// Every line of every file, each with its record id.
-std::string records_section(const PageInput& in) {
+// Every line of every file, each with its record id (written as it goes: this is most of
+// the page).
+void records_section(const PageInput& in, std::ostream& out) {
   constexpr std::size_t kShown = 4000;  // characters of a line shown
-  std::string out = "<section id=\"records\"><h2>Records</h2>";
+  out << "<section id=\"records\"><h2>Records</h2>";
   for (std::size_t f = 0; f < in.texts.size(); ++f) {
     std::string_view text = in.texts[f].second;
-    out += "<details class=\"file\" id=\"file-" + std::to_string(f) + "\"><summary>" + escape(in.texts[f].first) +
-           "</summary>";
+    out << "<details class=\"file\" id=\"file-" << f << "\"><summary>" << escape(in.texts[f].first) << "</summary>";
     std::size_t start = 0, number = 0;
     while (start < text.size()) {
       std::size_t end = text.find('\n', start);
       std::string_view raw = text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
       const bool record = raw.size() > 1 && raw.front() == '{' && raw.back() == '}';
       ++number;
-      out += "<div class=\"rec" + std::string(record ? "" : " bad") + "\" id=\"" + record_id(f, number) +
-             "\"><a class=\"ln\" href=\"#" + record_id(f, number) + "\">" + std::to_string(number) + "</a><code>" +
-             escape(raw.substr(0, kShown)) + (raw.size() > kShown ? "\xe2\x80\xa6" : "") + "</code></div>\n";
+      const std::string id = record_id(f, number);
+      out << "<div class=\"rec" << (record ? "" : " bad") << "\" id=\"" << id << "\"><a class=\"ln\" href=\"#" << id
+          << "\">" << number << "</a><code>" << escape(raw.substr(0, kShown)) << (raw.size() > kShown ? "\xe2\x80\xa6" : "")
+          << "</code></div>\n";
       if (end == std::string_view::npos) break;
       start = end + 1;
     }
-    out += "</details>";
+    out << "</details>";
   }
-  return out + "</section>";
+  out << "</section>";
 }
 
 }  // namespace
 
-std::string render_page(const PageInput& in) {
+void render_page(const PageInput& in, std::ostream& page) {
   const audit::Report& rep = in.report;
   const TimeAxis axis(rep);
   std::string out(kHead);
@@ -222,10 +224,9 @@ std::string render_page(const PageInput& in) {
   out += seal_section(in, axis);
   out += anomaly_section(rep);
   out += keys_section(rep);
-  out += records_section(in);
-  out += "</main>";
-  out += kScript;
-  return out + "</body></html>\n";
+  page << out;
+  records_section(in, page);
+  page << "</main>" << kScript << "</body></html>\n";
 }
 
 }  // namespace keysvcctl::html

@@ -6,6 +6,7 @@
 // marks, bars, seals and anomalies link to.
 #pragma once
 
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,7 @@ struct PageInput {
   std::string unchecked_reason;  // why the seals were not checked in a token (if they were not)
 };
 
-// The whole page.
-std::string render_page(const PageInput& in);
+// Writes the whole page to `page`.
+void render_page(const PageInput& in, std::ostream& page);
 
 }  // namespace keysvcctl::html

@@ -56,7 +56,8 @@ struct Line {
   std::optional<Record> rec;  // (only if split(..., true))
 };
 
-// Every line of every file, in order. With `parse_all`, hashes and parses each line.
+// Every line of every file, in order. With `parse_all`, hashes and parses each line,
+// keeping Record::obj only for "seal" and "chain_start" records (what verify reads).
 std::vector<Line> split(const std::vector<LogText>& files, bool parse_all);
 
 }  // namespace keysvc::audit::detail

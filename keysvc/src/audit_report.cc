@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <set>
 #include <utility>
 
 #include "audit_record.h"
@@ -33,16 +32,20 @@ void earliest(std::optional<std::int64_t>& field, std::int64_t ts) {
   if (!field || ts < *field) field = ts;
 }
 
-struct Parsed {
-  const Line* line;
-  Record rec;
-  RecordRef ref() const { return {line->file, line->number, rec.ts}; }
+// What report needs of one record, taken out of its JSON: the parsed tree (about ten
+// times the line's size) is not kept for every record.
+struct Entry {
+  const Line* line = nullptr;
+  std::int64_t ts = 0;
+  std::uint64_t seq = 0;
+  std::string event;
+  std::string name;  // a valid key name, or ""
+  std::optional<std::int64_t> encrypt_from, encrypt_until, decrypt_until;  // generation_created
+  // usage: the period, and the counters of each valid key name in it
+  std::optional<std::int64_t> period_start, period_end;
+  std::vector<std::pair<std::string, UsageCounters>> counters;
+  RecordRef ref() const { return {line->file, line->number, ts}; }
 };
-
-const std::string* name_of(const Record& r) {
-  const std::string* n = r.string_field("name");
-  return n && is_name(*n) ? n : nullptr;
-}
 
 // Unix seconds field -> ms (schedules are written in seconds).
 std::optional<std::int64_t> seconds_field(const Record& r, std::string_view key) {
@@ -51,36 +54,71 @@ std::optional<std::int64_t> seconds_field(const Record& r, std::string_view key)
   return static_cast<std::int64_t>(*s) * 1000;
 }
 
+std::optional<std::int64_t> time_field(const Record& r, std::string_view key) {
+  const std::string* text = r.string_field(key);
+  return text ? detail::parse_iso(*text, false) : std::nullopt;
+}
+
+UsageCounters counters_of(const nlohmann::json& counters) {
+  UsageCounters c{};
+  auto take = [&c](const nlohmann::json& obj, std::size_t o) {
+    if (auto v = detail::uint_member(obj, outcome_name(static_cast<Outcome>(o)))) c[o] = *v;
+  };
+  for (std::size_t o = 0; o < kFirstRejection; ++o) take(counters, o);
+  if (auto rej = counters.find("rejected"); rej != counters.end() && rej->is_object())
+    for (std::size_t o = kFirstRejection; o < kOutcomeCount; ++o) take(*rej, o);
+  return c;
+}
+
+Entry entry_of(const Line& line, const Record& rec) {
+  Entry e;
+  e.line = &line;
+  e.ts = rec.ts;
+  e.seq = rec.seq;
+  e.event = rec.event;
+  if (const std::string* n = rec.string_field("name"); n && is_name(*n)) e.name = *n;
+  if (rec.event == "generation_created") {
+    e.encrypt_from = seconds_field(rec, "encrypt_from");
+    e.encrypt_until = seconds_field(rec, "encrypt_until");
+    e.decrypt_until = seconds_field(rec, "decrypt_until");
+  } else if (rec.event == "usage") {
+    e.period_start = time_field(rec, "period_start");
+    e.period_end = time_field(rec, "period_end");
+    if (auto ks = rec.obj.find("keys"); ks != rec.obj.end() && ks->is_object())
+      for (const auto& [name, counters] : ks->items())
+        if (is_name(name) && counters.is_object()) e.counters.emplace_back(name, counters_of(counters));
+  }
+  return e;
+}
+
 // What the whole of the files says about each generation's lifecycle, for the anomaly
 // rules: when it was first revoked, and when it started and stopped encrypting.
 class Lifecycles {
  public:
-  explicit Lifecycles(const std::vector<Parsed>& records) {
+  explicit Lifecycles(const std::vector<Entry>& records) {
     std::map<std::string, std::int64_t> encrypt_from;
-    std::vector<std::pair<const Parsed*, const std::string*>> activations;
-    for (const Parsed& p : records) {
-      const std::string* name = name_of(p.rec);
-      if (!name) continue;
-      const std::string& e = p.rec.event;
-      if (e == "revoked") {
-        auto [it, fresh] = revoked_.try_emplace(*name, p.rec.ts);
-        if (!fresh) it->second = std::min(it->second, p.rec.ts);
-      } else if (e == "generation_created") {
-        if (auto from = seconds_field(p.rec, "encrypt_from")) encrypt_from[*name] = *from;
-      } else if (e == "activated") {
-        activations.emplace_back(&p, name);
-        switches_[*name].push_back({p.rec.ts, true});
-      } else if (e == "decrypt_only") {
-        switches_[*name].push_back({p.rec.ts, false});
+    std::vector<const Entry*> activations;
+    for (const Entry& r : records) {
+      if (r.name.empty()) continue;
+      if (r.event == "revoked") {
+        auto [it, fresh] = revoked_.try_emplace(r.name, r.ts);
+        if (!fresh) it->second = std::min(it->second, r.ts);
+      } else if (r.event == "generation_created") {
+        if (r.encrypt_from) encrypt_from[r.name] = *r.encrypt_from;
+      } else if (r.event == "activated") {
+        activations.push_back(&r);
+        switches_[r.name].push_back({r.ts, true});
+      } else if (r.event == "decrypt_only") {
+        switches_[r.name].push_back({r.ts, false});
       }
     }
     // A generation activated with a later encrypt_from than another's ends the other's
     // encrypt window.
-    for (const auto& [p, activated] : activations) {
-      auto later = encrypt_from.find(*activated);
+    for (const Entry* a : activations) {
+      auto later = encrypt_from.find(a->name);
       if (later == encrypt_from.end()) continue;
       for (const auto& [name, from] : encrypt_from)
-        if (name != *activated && from < later->second) switches_[name].push_back({p->rec.ts, false});
+        if (name != a->name && from < later->second) switches_[name].push_back({a->ts, false});
     }
     for (auto& [name, s] : switches_)
       std::stable_sort(s.begin(), s.end(), [](const Switch& a, const Switch& b) { return a.at < b.at; });
@@ -118,17 +156,16 @@ class Builder {
     for (const auto& f : files) rep_.files.push_back({f.first, {}, 0, {}, {}});
   }
 
-  void add(const Parsed& p, const Lifecycles& life) {
-    const Record& rec = p.rec;
+  void add(const Entry& r, const Lifecycles& life) {
     ++rep_.records;
-    if (rep_.events.size() < 64 || rep_.events.count(rec.event)) ++rep_.events[rec.event.substr(0, 64)];
-    FileSummary& f = rep_.files[p.line->file];
+    if (rep_.events.size() < 64 || rep_.events.count(r.event)) ++rep_.events[r.event.substr(0, 64)];
+    FileSummary& f = rep_.files[r.line->file];
     ++f.records;
-    if (!f.first) f.first = rec.ts;
-    f.last = rec.ts;
-    if (const std::string* name = name_of(rec)) lifecycle(p, *name);
-    if (rec.event == "seal") rep_.seals.push_back({rec.seq, p.ref()});
-    if (rec.event == "usage") usage(p, life);
+    if (!f.first) f.first = r.ts;
+    f.last = r.ts;
+    if (!r.name.empty()) lifecycle(r);
+    if (r.event == "seal") rep_.seals.push_back({r.seq, r.ref()});
+    if (r.event == "usage") usage(r, life);
   }
 
   Report finish() {
@@ -143,10 +180,10 @@ class Builder {
     return k;
   }
 
-  void lifecycle(const Parsed& p, const std::string& name) {
-    KeyReport& k = key(name);
-    seen(k, p.rec.ts);
-    const std::string& e = p.rec.event;
+  void lifecycle(const Entry& r) {
+    KeyReport& k = key(r.name);
+    seen(k, r.ts);
+    const std::string& e = r.event;
     std::optional<std::int64_t>* field = e == "generation_created" ? &k.created
                                          : e == "activated"        ? &k.activated
                                          : e == "decrypt_only"     ? &k.decrypt_only
@@ -154,72 +191,56 @@ class Builder {
                                          : e == "destroyed"        ? &k.destroyed
                                                                    : nullptr;
     if (!field) return;
-    earliest(*field, p.rec.ts);
-    k.marks.push_back({e, p.ref()});
+    earliest(*field, r.ts);
+    k.marks.push_back({e, r.ref()});
     if (e == "generation_created") {
-      k.encrypt_from = seconds_field(p.rec, "encrypt_from");
-      k.encrypt_until = seconds_field(p.rec, "encrypt_until");
-      k.decrypt_until = seconds_field(p.rec, "decrypt_until");
+      k.encrypt_from = r.encrypt_from;
+      k.encrypt_until = r.encrypt_until;
+      k.decrypt_until = r.decrypt_until;
     }
   }
 
-  void anomaly(const std::string& kind, const std::string& name, std::uint64_t count, const Parsed& p) {
+  void anomaly(const std::string& kind, const std::string& name, std::uint64_t count, const Entry& r) {
     auto [it, fresh] = index_.try_emplace({kind, name}, rep_.anomalies.size());
     if (fresh) {
-      rep_.anomalies.push_back({kind, name, p.rec.ts, count, files_[p.line->file].first, p.line->number,
-                                p.line->file, p.rec.ts});
+      rep_.anomalies.push_back(
+          {kind, name, r.ts, count, files_[r.line->file].first, r.line->number, r.line->file, r.ts});
       return;
     }
     Anomaly& a = rep_.anomalies[it->second];
     a.count = sat_add(a.count, count);
-    a.last_at = std::max(a.last_at, p.rec.ts);
+    a.last_at = std::max(a.last_at, r.ts);
   }
 
-  void usage(const Parsed& p, const Lifecycles& life) {
-    const Record& rec = p.rec;
-    auto ks = rec.obj.find("keys");
-    if (ks == rec.obj.end() || !ks->is_object()) return;
+  void usage(const Entry& r, const Lifecycles& life) {
     UsagePeriod period;
-    period.where = p.ref();
-    const std::string* start_text = rec.string_field("period_start");
-    const std::string* end_text = rec.string_field("period_end");
-    const auto start = start_text ? detail::parse_iso(*start_text, false) : std::nullopt;
-    const auto end = end_text ? detail::parse_iso(*end_text, false) : std::nullopt;
-    const bool known_start = start.has_value();
-    period.start = start.value_or(rec.ts);
-    period.end = end.value_or(rec.ts);
+    period.where = r.ref();
+    period.start = r.period_start.value_or(r.ts);
+    period.end = r.period_end.value_or(r.ts);
     std::uint64_t mac_failures = 0;
-    for (const auto& [key_name, counters] : ks->items()) {
-      if (!is_name(key_name) || !counters.is_object()) continue;
-      KeyReport& k = key(key_name);
-      seen(k, rec.ts);
-      UsageCounters c{};
-      auto take = [&c](const nlohmann::json& obj, std::size_t o) {
-        if (auto v = detail::uint_member(obj, outcome_name(static_cast<Outcome>(o)))) c[o] = *v;
-      };
-      for (std::size_t o = 0; o < kFirstRejection; ++o) take(counters, o);
-      if (auto rej = counters.find("rejected"); rej != counters.end() && rej->is_object())
-        for (std::size_t o = kFirstRejection; o < kOutcomeCount; ++o) take(*rej, o);
+    for (const auto& [name, c] : r.counters) {
+      KeyReport& k = key(name);
+      seen(k, r.ts);
       for (std::size_t o = 0; o < kOutcomeCount; ++o) {
         k.totals[o] = sat_add(k.totals[o], c[o]);
         period.totals[o] = sat_add(period.totals[o], c[o]);
       }
-      if (period.keys.size() < 64) period.keys[key_name] = c;
-      auto at = [&c](Outcome o) { return c[static_cast<std::size_t>(o)]; };
+      const UsageCounters& counts = c;
+      auto at = [&counts](Outcome o) { return counts[static_cast<std::size_t>(o)]; };
       mac_failures = sat_add(mac_failures, at(Outcome::kMacFailure));
-      if (at(Outcome::kUnknownKey)) anomaly("unknown_key_name", key_name, at(Outcome::kUnknownKey), p);
-      if (at(Outcome::kRevoked)) anomaly("ticket_under_revoked_key", key_name, at(Outcome::kRevoked), p);
-      if (!known_start) continue;  // the lifecycle rules need the period's start
+      if (at(Outcome::kUnknownKey)) anomaly("unknown_key_name", name, at(Outcome::kUnknownKey), r);
+      if (at(Outcome::kRevoked)) anomaly("ticket_under_revoked_key", name, at(Outcome::kRevoked), r);
+      if (!r.period_start) continue;  // the lifecycle rules need the period's start
       const std::uint64_t used = sat_add(at(Outcome::kIssued), at(Outcome::kResumed));  // renewed: of resumed
-      if (used && life.revoked_before(key_name, period.start))
-        anomaly("used_after_revocation", key_name, used, p);
-      else if (at(Outcome::kIssued) && life.decrypt_only_before(key_name, period.start))
-        anomaly("issued_after_decrypt_only", key_name, at(Outcome::kIssued), p);
+      if (used && life.revoked_before(name, period.start))
+        anomaly("used_after_revocation", name, used, r);
+      else if (at(Outcome::kIssued) && life.decrypt_only_before(name, period.start))
+        anomaly("issued_after_decrypt_only", name, at(Outcome::kIssued), r);
     }
     if (options_.mac_failure_spike && mac_failures >= options_.mac_failure_spike)
-      rep_.anomalies.push_back({"mac_failure_spike", "", rec.ts, mac_failures, files_[p.line->file].first,
-                                p.line->number, p.line->file, rec.ts});
-    rep_.usage.push_back(std::move(period));
+      rep_.anomalies.push_back({"mac_failure_spike", "", r.ts, mac_failures, files_[r.line->file].first,
+                                r.line->number, r.line->file, r.ts});
+    rep_.usage.push_back(period);
   }
 
   const std::vector<LogText>& files_;
@@ -252,17 +273,17 @@ Report report(const std::vector<std::string>& files, const ReportOptions& option
 
 Report report_texts(const std::vector<LogText>& files, const ReportOptions& options) {
   const std::vector<Line> lines = detail::split(files, false);
-  std::vector<Parsed> records;
+  std::vector<Entry> records;
   std::uint64_t unreadable = 0;
   for (const Line& l : lines) {
-    if (auto rec = detail::parse_record(l.raw)) records.push_back({&l, std::move(*rec)});
+    if (auto rec = detail::parse_record(l.raw)) records.push_back(entry_of(l, *rec));
     else ++unreadable;
   }
   const Lifecycles life(records);
   Builder b(files, options);
-  for (const Parsed& p : records) {
-    if ((options.since && p.rec.ts < *options.since) || (options.until && p.rec.ts >= *options.until)) continue;
-    b.add(p, life);
+  for (const Entry& r : records) {
+    if ((options.since && r.ts < *options.since) || (options.until && r.ts >= *options.until)) continue;
+    b.add(r, life);
   }
   Report rep = b.finish();
   rep.unreadable = unreadable;

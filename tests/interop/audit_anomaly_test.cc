@@ -27,6 +27,7 @@ namespace {
 
 using keysvc::test::AuditScenario;
 using keysvc::test::describe;
+using keysvc::test::read_file;
 using keysvc::test::RunResult;
 using Json = nlohmann::json;
 
@@ -98,10 +99,8 @@ TEST(AuditAnomaly, UseInAPeriodStartingAfterTheRevocationIsFlagged) {
   RunResult revoke = s.ctl({"keys", "revoke", g1});
   ASSERT_EQ(revoke.exit_code, std::optional<int>(0)) << describe(revoke);
   const auto revoked = AuditScenario::event_time(s.ctl_log(), "revoked", g1);
-  ASSERT_TRUE(revoked) << keysvc::test::read_file(s.ctl_log());
-  ASSERT_TRUE(s.wait_for_usage(server->port(), [&](const Json& u) {
-    return AuditScenario::period_start(u) > *revoked && AuditScenario::count(u, g1, "issued") > 0;
-  })) << keysvc::test::read_file(s.server_log());
+  ASSERT_TRUE(revoked) << read_file(s.ctl_log());
+  ASSERT_TRUE(s.wait_for_issued_after(server->port(), g1, *revoked)) << read_file(s.server_log());
   server->stop();
 
   const std::uint64_t after = used_in_periods_after(s, g1, *revoked, /*resumed=*/true);
@@ -128,10 +127,8 @@ TEST(AuditAnomaly, IssuingUnderADecryptOnlyGenerationIsFlagged) {
   ASSERT_FALSE(g2.empty());
   const auto decrypt_only = AuditScenario::event_time(s.ctl_log(), "decrypt_only", g1);
   const auto activated = AuditScenario::event_time(s.ctl_log(), "activated", g2);
-  ASSERT_TRUE(decrypt_only && activated) << keysvc::test::read_file(s.ctl_log());
-  ASSERT_TRUE(s.wait_for_usage(server->port(), [&](const Json& u) {
-    return AuditScenario::period_start(u) > *decrypt_only && AuditScenario::count(u, g1, "issued") > 0;
-  })) << keysvc::test::read_file(s.server_log());
+  ASSERT_TRUE(decrypt_only && activated) << read_file(s.ctl_log());
+  ASSERT_TRUE(s.wait_for_issued_after(server->port(), g1, *decrypt_only)) << read_file(s.server_log());
   server->stop();
 
   const std::uint64_t after = used_in_periods_after(s, g1, *decrypt_only, /*resumed=*/false);

@@ -110,4 +110,8 @@ bool AuditScenario::wait_for_usage(int port, const std::function<bool(const Json
   return false;
 }
 
+bool AuditScenario::wait_for_issued_after(int port, const std::string& name, std::int64_t t) const {
+  return wait_for_usage(port, [&](const Json& u) { return period_start(u) > t && count(u, name, "issued") > 0; });
+}
+
 }  // namespace keysvc::test

@@ -77,6 +77,9 @@ class AuditScenario {
   // Makes one full handshake at a time until the server's file has a usage record for
   // which `done` is true (at most `limit` handshakes; returns whether it came).
   bool wait_for_usage(int port, const std::function<bool(const Json&)>& done, int limit = 60) const;
+  // wait_for_usage() for a usage record whose period starts after `t` (Unix ms) and that
+  // counts tickets issued under `name`.
+  bool wait_for_issued_after(int port, const std::string& name, std::int64_t t) const;
 
   const std::string& dir() const { return dir_; }
   const std::string& config() const { return config_; }

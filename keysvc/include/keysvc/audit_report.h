@@ -73,12 +73,11 @@ struct ReportOptions {
   std::uint64_t mac_failure_spike = 10;
 };
 
-// One usage record: the outcomes per key name over [start, end).
+// One usage record: its outcomes over all key names, over [start, end).
 struct UsagePeriod {
-  std::int64_t start = 0, end = 0;  // Unix ms: period_start, period_end
+  std::int64_t start = 0, end = 0;  // Unix ms: period_start, period_end ("ts" if missing)
   RecordRef where;
-  UsageCounters totals{};  // over all keys
-  std::map<std::string, UsageCounters> keys;
+  UsageCounters totals{};
 };
 
 struct SealMark {
