@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
   python3
+  # a real browser for the audit report's HTML page (headless: tests, demo screenshot)
+  chromium
 )
 
 missing=()
