@@ -1,5 +1,6 @@
-// Fuzz target: the audit log verifier and report (keysvc/audit_verify.h) on arbitrary
-// file bytes, with seals checked in a real SoftHSM token (the token's audit key).
+// Fuzz target: the audit log verifier and report (keysvc/audit_verify.h,
+// keysvc/audit_report.h) on arbitrary file bytes, with seals checked in a real SoftHSM
+// token (the token's audit key).
 //
 // Input: up to four files separated by form feeds ('\f'), verified as one chain
 // (audit.log, audit.log.1, ...). Invariants: a result, never a crash or an exception
@@ -14,6 +15,7 @@
 #include "audit_test_log.h"
 #include "fuzz_support.h"
 #include "keysvc/audit_key.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 #include "test_token.h"
 

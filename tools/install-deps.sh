@@ -11,7 +11,7 @@ PACKAGES=(
   libssl-dev openssl softhsm2 libp11-kit-dev p11-kit p11-kit-modules libp11-dev opensc
   libengine-pkcs11-openssl
   # libraries
-  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and the demo (nginx: the binary package nginx-dev matches,
   # version for version, so the keysvc module loads into it)
@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
   python3
+  # a real browser for the audit report's HTML page (headless: tests, demo screenshot)
+  chromium
 )
 
 missing=()

@@ -33,8 +33,8 @@ CLI::App* Cli::add_command(const std::string& name, const std::string& descripti
   return command;
 }
 
-void Cli::add_json_flag(CLI::App* command, bool& json) {
-  command->add_flag("--json", json, "Print JSON instead of text");
+CLI::Option* Cli::add_json_flag(CLI::App* command, bool& json) {
+  return command->add_flag("--json", json, "Print JSON instead of text");
 }
 
 std::int64_t unix_now() {

@@ -7,7 +7,8 @@
 // main's error handling. To add a command group (audit...), write its add_*() function
 // and list it in kCommandGroups in main.cc.
 //
-// Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage. Errors are one line
+// Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage; `audit verify` adds
+// 3 and 4 (audit_commands.cc). Errors are one line
 // on stderr, "keysvcctl: ...". PINs are only ever read from PIN sources (file:PATH or
 // env:NAME), never taken from argv, and never printed.
 #pragma once
@@ -53,7 +54,7 @@ class Cli {
                         CLI::App* parent = nullptr);
 
   // Adds the standard --json flag to a command whose output is data.
-  static void add_json_flag(CLI::App* command, bool& json);
+  static CLI::Option* add_json_flag(CLI::App* command, bool& json);
 
   // The Action of the command that was parsed, if any (set once parsing succeeded).
   const Action& selected() const noexcept { return selected_; }

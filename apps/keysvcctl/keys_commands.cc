@@ -61,23 +61,23 @@ int keys_list(const Cli& cli, bool json) {
   const std::int64_t now = unix_now();
   auto generations = list_generations(*gateway, now);
   if (json) {
-    Json array{Json::Array{}};
+    Json array = Json::array();
     for (const auto& l : generations) {
       const keysvc::Generation& g = l.generation;
       Json j;
-      j.set("name", keysvc::to_hex(g.name));
-      j.set("state", std::string(keysvc::to_string(l.state)));
-      j.set("active", l.state == keysvc::GenerationState::kActive);
+      j["name"] = keysvc::to_hex(g.name);
+      j["state"] = std::string(keysvc::to_string(l.state));
+      j["active"] = l.state == keysvc::GenerationState::kActive;
       add_schedule(j, g.schedule);
-      j.set("revoked", g.revoked);
-      j.set("revoked_at", g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json());
-      j.set("revoked_at_unix", g.revoked ? Json(g.revoked_at) : Json());
-      j.set("has_keys", g.has_keys());
-      j.set("enc_key", l.custody ? custody_json(l.custody->enc) : Json());
-      j.set("mac_key", l.custody ? custody_json(l.custody->mac) : Json());
-      array.push(std::move(j));
+      j["revoked"] = g.revoked;
+      j["revoked_at"] = g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json();
+      j["revoked_at_unix"] = g.revoked ? Json(g.revoked_at) : Json();
+      j["has_keys"] = g.has_keys();
+      j["enc_key"] = l.custody ? custody_json(l.custody->enc) : Json();
+      j["mac_key"] = l.custody ? custody_json(l.custody->mac) : Json();
+      array.push_back(std::move(j));
     }
-    std::cout << array.dump() << '\n';
+    std::cout << dump_pretty(array) << '\n';
     return kExitOk;
   }
   if (generations.empty()) return kExitOk;
@@ -104,9 +104,9 @@ int keys_generate(const Cli& cli, bool json) {
   change.commit(now);
   if (json) {
     Json j;
-    j.set("name", keysvc::to_hex(g.name));
+    j["name"] = keysvc::to_hex(g.name);
     add_schedule(j, g.schedule);
-    std::cout << j.dump() << '\n';
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << keysvc::to_hex(g.name) << '\n';
   }
@@ -131,10 +131,10 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   std::optional<keysvc::KeyName> now_encrypting = encrypting();
   if (json) {
     Json j;
-    j.set("revoked", keysvc::to_hex(name));
-    j.set("was_active", was_active);
-    j.set("encrypt_generation", now_encrypting ? Json(keysvc::to_hex(*now_encrypting)) : Json());
-    std::cout << j.dump() << '\n';
+    j["revoked"] = keysvc::to_hex(name);
+    j["was_active"] = was_active;
+    j["encrypt_generation"] = now_encrypting ? Json(keysvc::to_hex(*now_encrypting)) : Json();
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "revoked " << keysvc::to_hex(name) << '\n';
     if (was_active)
@@ -163,9 +163,9 @@ int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
   change.commit(now);
   if (json) {
     Json j;
-    j.set("destroyed", keysvc::to_hex(name));
-    j.set("was_active", was_active);
-    std::cout << j.dump() << '\n';
+    j["destroyed"] = keysvc::to_hex(name);
+    j["was_active"] = was_active;
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "destroyed " << keysvc::to_hex(name) << '\n';
     if (was_active)

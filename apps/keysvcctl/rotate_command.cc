@@ -67,19 +67,19 @@ bool is_pin_error(const hsm::Pkcs11Error& e) {
 
 Json result_json(const keysvc::RotationResult& r, std::int64_t now) {
   Json j;
-  j.set("now", iso8601_utc(now));
-  j.set("now_unix", now);
-  Json created{Json::Array{}};
+  j["now"] = iso8601_utc(now);
+  j["now_unix"] = now;
+  Json created = Json::array();
   for (const auto& g : r.created) {
     Json c;
-    c.set("name", keysvc::to_hex(g.name));
+    c["name"] = keysvc::to_hex(g.name);
     add_schedule(c, g.schedule);
-    created.push(std::move(c));
+    created.push_back(std::move(c));
   }
-  j.set("created", std::move(created));
-  Json destroyed{Json::Array{}};
-  for (const auto& name : r.destroyed) destroyed.push(keysvc::to_hex(name));
-  j.set("destroyed", std::move(destroyed));
+  j["created"] = std::move(created);
+  Json destroyed = Json::array();
+  for (const auto& name : r.destroyed) destroyed.push_back(keysvc::to_hex(name));
+  j["destroyed"] = std::move(destroyed);
   return j;
 }
 
@@ -116,7 +116,7 @@ int rotate_once(const Cli& cli, bool json) {
   const std::int64_t now = unix_now();
   keysvc::RotationResult r = rotate_recorded(config, *gateway, now);
   if (json) {
-    std::cout << result_json(r, now).dump() << '\n';
+    std::cout << dump_pretty(result_json(r, now)) << '\n';
   } else if (r.created.empty() && r.destroyed.empty()) {
     std::cout << "nothing to do\n";
   } else {
@@ -165,7 +165,7 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
       keysvc::RotationResult r = rotate_recorded(config, *gateway, now, last_good);
       last_good = std::make_shared<const keysvc::KeyRing>(
           gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); }));
-      if (json) std::cout << result_json(r, now).dump_line() << '\n';
+      if (json) std::cout << dump_line(result_json(r, now)) << '\n';
       else print_text(r);
       std::cout.flush();
     } catch (const hsm::Pkcs11Error& e) {

@@ -137,13 +137,13 @@ int server_key_create(const Cli& cli, const CreateOptions& o) {
 
   if (o.json) {
     Json j;
-    j.set("label", o.label);
-    j.set("type", kso::to_string(type));
-    j.set("id", hex(id));
-    j.set("key_uri", uri);
-    j.set("certificate", o.cert_out);
-    j.set("certificate_in_token", o.store_cert);
-    std::cout << j.dump() << '\n';
+    j["label"] = o.label;
+    j["type"] = kso::to_string(type);
+    j["id"] = hex(id);
+    j["key_uri"] = uri;
+    j["certificate"] = o.cert_out;
+    j["certificate_in_token"] = o.store_cert;
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "created " << kso::to_string(type) << " key '" << o.label << "' (sign only, never extractable)\n"
               << "key:         " << uri << '\n'

@@ -157,7 +157,7 @@ class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
     }
     if (fsync_) {
       // fsync on any descriptor of the file writes its dirty pages.
-      int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+      int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);  // O_APPEND: an append-only (chattr +a) file
       if (fd < 0 || ::fsync(fd) != 0) fail("fsync failed");
       if (fd >= 0) ::close(fd);
     }

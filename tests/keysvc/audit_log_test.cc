@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "audit_test_log.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/ticket_key_service.h"

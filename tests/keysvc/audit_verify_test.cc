@@ -1,3 +1,4 @@
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 
 #include <gtest/gtest.h>
@@ -117,10 +118,24 @@ TEST_F(AuditVerify, TruncatedTailAfterTheLastSealIsUnsealed) {
   edit_lines(w.files[0], [&](auto& ls) { ls.pop_back(); });  // the final seal
   expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
 
+  VerifyResult r = check(w.files);
+  EXPECT_EQ(r.last_seal_line, mid_seal);
+  EXPECT_EQ(r.last_seal_seq, mid_seal);
+  EXPECT_EQ(r.pending, lines_of(slurp(w.files[0])).size() - mid_seal);
+  EXPECT_FALSE(r.incomplete_last_line);
+
   // Cut inside a line: the incomplete last line is part of the unsealed tail.
   std::string text = slurp(w.files[0]);
   spit(w.files[0], text.substr(0, text.size() - 10));
   expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
+  EXPECT_TRUE(check(w.files).incomplete_last_line);
+}
+
+TEST_F(AuditVerify, WhitespaceTheWriterNeverWritesIsAnEdit) {
+  auto w = test::write_realistic_log(*gateway_, dir_);
+  const std::size_t last = lines_of(slurp(w.files[0])).size();
+  edit_lines(w.files[0], [](auto& ls) { ls.back() += " "; });  // JSON would forgive it
+  expect_failure(check(w.files), w.files[0], last, Failure::kMalformed);
 }
 
 TEST_F(AuditVerify, BadSealMac) {
@@ -247,6 +262,47 @@ TEST_F(AuditVerify, ReportTotalsEqualTheUsageWritten) {
   ReportOptions all;
   all.since = *parse_time("0");
   EXPECT_EQ(report(w.files, all).records, rep.records);
+}
+
+// The lifecycle rules of report() on hand-made records (the chain is not report's
+// business): the records' times decide, whatever file they come in.
+TEST(AuditReport, LifecycleRulesUseThePeriodStart) {
+  const std::string a(32, 'a'), b(32, 'b'), c(32, 'c');
+  int seq = 0;
+  auto rec = [&](const std::string& ts, const std::string& fields) {
+    return "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"2026-11-23T12:" + ts + ".000Z\"," + fields +
+           ",\"prev\":\"" + std::string(64, '0') + "\"}\n";
+  };
+  auto created = [&](const std::string& ts, const std::string& name, int encrypt_from) {
+    return rec(ts, "\"event\":\"generation_created\",\"name\":\"" + name +
+                       "\",\"encrypt_from\":" + std::to_string(encrypt_from));
+  };
+  auto event = [&](const std::string& ts, const std::string& e, const std::string& name) {
+    return rec(ts, "\"event\":\"" + e + "\",\"name\":\"" + name + "\"");
+  };
+  auto usage = [&](const std::string& ts, const std::string& from, const std::string& name, int issued) {
+    return rec(ts, "\"event\":\"usage\",\"period_start\":\"2026-11-23T12:" + from +
+                       ".000Z\",\"keys\":{\"" + name + "\":{\"issued\":" + std::to_string(issued) +
+                       ",\"resumed\":1}}");
+  };
+  // keysvcctl: a at 01:00, b (later encrypt_from) activated at 05:00 without a
+  // decrypt_only record for a, c revoked at 05:00.
+  const std::string ctl = created("00:00", a, 100) + event("01:00", "activated", a) + created("04:00", b, 200) +
+                          created("04:00", c, 300) + event("05:00", "activated", b) + event("05:00", "revoked", c);
+  // The server: a period spanning 05:00, one after it, another after a is activated again.
+  const std::string server = usage("06:00", "03:00", a, 2) + usage("06:00", "03:00", c, 4) +
+                             usage("07:00", "06:00", a, 3) + usage("07:00", "06:00", c, 5) +
+                             event("08:00", "activated", a) + usage("09:00", "08:30", a, 7);
+  for (const auto& files : {std::vector<LogText>{{"ctl", ctl}, {"server", server}},
+                            std::vector<LogText>{{"server", server}, {"ctl", ctl}}}) {
+    Report rep = report_texts(files, {});
+    std::map<std::string, std::pair<std::uint64_t, std::size_t>> found;  // kind/name -> count, line
+    for (const auto& an : rep.anomalies) found[an.kind + "/" + an.name.substr(0, 1)] = {an.count, an.line};
+    EXPECT_EQ(found.size(), 2u);
+    EXPECT_EQ(found["issued_after_decrypt_only/a"], (std::pair<std::uint64_t, std::size_t>{3, 3}));
+    EXPECT_EQ(found["used_after_revocation/c"], (std::pair<std::uint64_t, std::size_t>{5 + 1, 4}));
+    EXPECT_EQ(rep.usage.size(), 5u);
+  }
 }
 
 TEST(AuditTime, ParseTime) {
