@@ -140,9 +140,10 @@ Json custody_json(const keysvc::hsm::KeyCustody& c) {
   j.set("wrap", c.wrap);
   j.set("unwrap", c.unwrap);
   j.set("derive", c.derive);
-  j.set("copyable", c.copyable);
+  j.set("copyable", c.copyable_known ? Json(c.copyable) : Json());  // null: a 2.20 token has no CKA_COPYABLE
   j.set("modifiable", c.modifiable);
   j.set("held_in_token", c.held_in_token());
+  j.set("enforced_by_token", c.enforced);
   return j;
 }
 
@@ -173,6 +174,7 @@ std::string custody_summary(const keysvc::hsm::KeyCustody& c) {
     out += ", usage:";
     for (std::size_t k = 0; k < usage.size(); ++k) out += (k ? "/" : " ") + usage[k];
   }
+  if (!c.enforced) out += " (metadata, not enforced by this token)";
   return out;
 }
 
