@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
@@ -96,6 +97,7 @@ int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
   auto pool = cli.open_pool(&config);
   const std::int64_t now = unix_now();
+  auto reserved = reserve_keys(config, *pool, 1);
   TokenChange change(config, *pool, now);
   keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
     return token_store::create_generation(
@@ -125,7 +127,19 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
     return g ? std::optional(g->name) : std::nullopt;
   };
   const bool was_active = encrypting() == name;
+  // The replacement first: if it cannot be made (a token without the mechanism, no key
+  // left), nothing has been revoked and the token still has an encrypting generation.
+  // Two reserved for it, should keysvc::revoke still find `name` encrypting (it began
+  // this very second, and the replacement a second later) and make its own replacement.
+  auto reserved = reserve_keys(config, *pool, was_active ? 2 : 0);
   TokenChange change(config, *pool, now);
+  if (was_active) {
+    pool->run([&](keysvc::hsm::Session& s) {
+      return token_store::create_generation(
+          s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
+          keysvc::key_options(config.rotation));
+    });
+  }
   if (!keysvc::revoke(*pool, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
   change.commit(now);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/hsm/module.h"
 #include "keysvc/key_name.h"
@@ -101,8 +102,9 @@ struct RotateOptions {
 keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::hsm::SessionPool& pool,
                                        std::int64_t now) {
   keysvc::KeyRing ring = pool.run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
-  if (!config.audit.enabled() || keysvc::plan_rotation(ring, now, config.rotation).empty())
-    return keysvc::rotate(pool, now, config.rotation);
+  const keysvc::RotationPlan plan = keysvc::plan_rotation(ring, now, config.rotation);
+  auto reserved = reserve_keys(config, pool, plan.create.size());
+  if (!config.audit.enabled() || plan.empty()) return keysvc::rotate(pool, now, config.rotation);
   TokenChange change(config, pool, now);
   keysvc::RotationResult r = keysvc::rotate(pool, now, config.rotation);
   change.commit(now);
@@ -163,6 +165,12 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
 
   while (!g_stop_signal) {
     try {
+      // A token that shows other processes' changes only after a re-initialise
+      // (tpm2-pkcs11): restart the module before each run, or it plans on an old ring.
+      if (pool && rescan_needs_reinitialize(*pool)) {
+        pool.reset();
+        module->restart(std::chrono::seconds(5));
+      }
       if (!pool) pool = keysvc::open_session_pool(config);
       const std::int64_t now = unix_now();
       keysvc::RotationResult r = rotate_recorded(config, *pool, now);

@@ -1,0 +1,20 @@
+#include "key_supply.h"
+
+namespace keysvcctl {
+
+namespace hsm = keysvc::hsm;
+
+std::unique_ptr<hsm::KeyReservation> reserve_keys(const keysvc::Config& config, hsm::SessionPool& pool,
+                                                  std::size_t generations) {
+  if (generations == 0 || pool.token().profile().key_source != hsm::KeySource::kReserved) return nullptr;
+  const std::size_t keys_per_generation = config.rotation.derivation == 2 ? 1 : 2;
+  const std::size_t audit_key = config.audit.enabled() ? 1 : 0;
+  return std::make_unique<hsm::KeyReservation>(pool.token(), keysvc::pin_source_of(config),
+                                               generations * keys_per_generation + audit_key);
+}
+
+bool rescan_needs_reinitialize(const hsm::SessionPool& pool) {
+  return pool.token().profile().rescan_needs_reinitialize;
+}
+
+}  // namespace keysvcctl

@@ -1,0 +1,31 @@
+// What keysvcctl does before it changes a token whose implementation differs from the
+// default (hsm/module_profile.h):
+//   - tokens whose keys come from their own tool (tpm2-pkcs11): the keys of the
+//     generations a command is about to make are reserved first (hsm/key_reservation.h),
+//     before anything in the token changes, so a command never stops half-way for want
+//     of a key;
+//   - tokens that show other processes' changes only after a re-initialise: the module
+//     is restarted before the token is read again (rotate --every).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "keysvc/config.h"
+#include "keysvc/hsm/key_reservation.h"
+#include "keysvc/hsm/session_pool.h"
+
+namespace keysvcctl {
+
+// Reserves the keys of `generations` new generations under `config` (and of an audit
+// seal key if the audit trail is on and may need one). nullptr where the token
+// generates keys itself, or for 0 generations. The caller keeps it until the command
+// is done: unclaimed keys are destroyed when it goes.
+std::unique_ptr<keysvc::hsm::KeyReservation> reserve_keys(const keysvc::Config& config,
+                                                          keysvc::hsm::SessionPool& pool, std::size_t generations);
+
+// True if `pool`'s token shows other processes' changes only after a re-initialise of
+// the module (then the caller drops its pool and calls restart_module()).
+bool rescan_needs_reinitialize(const keysvc::hsm::SessionPool& pool);
+
+}  // namespace keysvcctl
