@@ -64,8 +64,15 @@ CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  checked_call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
-               t.attrs.data(), t.attrs.size(), &key);
+  const CK_RV rv = call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
+                        t.attrs.data(), t.attrs.size(), &key);
+  // Answers that mean the token cannot do it at all, not that it failed this time.
+  if (rv == CKR_MECHANISM_INVALID || rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+      rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_KEY_SIZE_RANGE)
+    throw UnsupportedError("the token (" + session.profile().name + ") cannot generate keysvc's " +
+                           std::to_string(key_bytes) + "-byte HMAC keys with CKM_GENERIC_SECRET_KEY_GEN: C_GenerateKey: " +
+                           rv_name(rv) + " (keysvcctl doctor names what it lacks)");
+  throw_unless_ok(Call::kGenerateKey, rv);
   return key;
 }
 
