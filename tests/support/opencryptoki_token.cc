@@ -91,9 +91,12 @@ OpencryptokiToken::OpencryptokiToken() {
 }
 
 OpencryptokiToken::~OpencryptokiToken() {
+  // Not our child (it daemonised): wait for it to go away rather than reap it. pkcsslotd
+  // may sit in accept() past a SIGTERM; then SIGKILL. Its socket, shared memory and
+  // lock files are on this process's private tmpfs mounts and vanish with them.
   if (slotd_pid_ > 0 && ::kill(slotd_pid_, SIGTERM) == 0) {
-    // Not our child (it daemonised): wait for it to go away rather than reap it.
-    for (int i = 0; i < 200 && ::kill(slotd_pid_, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 50 && ::kill(slotd_pid_, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ::kill(slotd_pid_, SIGKILL);
   }
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
