@@ -133,8 +133,9 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   // this very second, and the replacement a second later) and make its own replacement.
   auto reserved = reserve_keys(config, *pool, was_active ? 2 : 0);
   TokenChange change(config, *pool, now);
+  std::optional<keysvc::Generation> replacement;
   if (was_active) {
-    pool->run([&](keysvc::hsm::Session& s) {
+    replacement = pool->run([&](keysvc::hsm::Session& s) {
       return token_store::create_generation(
           s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
           keysvc::key_options(config.rotation));
@@ -142,6 +143,10 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   }
   if (!keysvc::revoke(*pool, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
+  // `name` began this very second, so the replacement starts a second later and
+  // keysvc::revoke made one that encrypts now: drop ours, still pending and never used.
+  if (replacement && replacement->schedule.encrypt_from > now && encrypting() != replacement->name)
+    pool->run([&](keysvc::hsm::Session& s) { token_store::destroy_generation(s, replacement->name); });
   change.commit(now);
   std::optional<keysvc::KeyName> now_encrypting = encrypting();
   if (json) {
