@@ -13,8 +13,4 @@ std::unique_ptr<hsm::KeyReservation> reserve_keys(const keysvc::Config& config, 
                                                generations * keys_per_generation + audit_key);
 }
 
-bool rescan_needs_reinitialize(const hsm::SessionPool& pool) {
-  return pool.token().profile().rescan_needs_reinitialize;
-}
-
 }  // namespace keysvcctl

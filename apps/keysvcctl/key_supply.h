@@ -4,8 +4,8 @@
 //     generations a command is about to make are reserved first (hsm/key_reservation.h),
 //     before anything in the token changes, so a command never stops half-way for want
 //     of a key;
-//   - tokens that show other processes' changes only after a re-initialise: the module
-//     is restarted before the token is read again (rotate --every).
+// (Tokens that show other processes' changes only after a re-initialise: rotate --every
+// restarts the module before a run through hsm/rescan.h.)
 #pragma once
 
 #include <cstddef>
@@ -23,9 +23,5 @@ namespace keysvcctl {
 // is done: unclaimed keys are destroyed when it goes.
 std::unique_ptr<keysvc::hsm::KeyReservation> reserve_keys(const keysvc::Config& config,
                                                           keysvc::hsm::SessionPool& pool, std::size_t generations);
-
-// True if `pool`'s token shows other processes' changes only after a re-initialise of
-// the module (then the caller drops its pool and calls restart_module()).
-bool rescan_needs_reinitialize(const keysvc::hsm::SessionPool& pool);
 
 }  // namespace keysvcctl

@@ -8,11 +8,13 @@
 #include <csignal>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "cli.h"
 #include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/rescan.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
@@ -146,6 +148,7 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::unique_ptr<hsm::SessionPool> pool = keysvc::open_session_pool(config);
   // This process's one instance of the module (hsm::Module::load), kept across pools.
   const std::shared_ptr<hsm::Module> module = pool->token().module();
+  std::optional<hsm::RescanPreparer> rescan;
   if (!json) std::cout << "rotating every " << every_text << " until SIGTERM or SIGINT" << std::endl;
 
   // After a failed run: drop the pool and restart the module (C_Finalize +
@@ -165,13 +168,12 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
 
   while (!g_stop_signal) {
     try {
-      // A token that shows other processes' changes only after a re-initialise
-      // (tpm2-pkcs11): restart the module before each run, or it plans on an old ring.
-      if (pool && rescan_needs_reinitialize(*pool)) {
-        pool.reset();
-        module->restart(std::chrono::seconds(5));
-      }
       if (!pool) pool = keysvc::open_session_pool(config);
+      // A token that shows other processes' changes only after a re-initialise
+      // (tpm2-pkcs11): restart the module when the token changed, or the run plans on
+      // an old ring. The pool drops its sessions from before the restart by itself.
+      if (!rescan) rescan.emplace(pool->token());
+      rescan->before_scan(std::chrono::seconds(5));
       const std::int64_t now = unix_now();
       keysvc::RotationResult r = rotate_recorded(config, *pool, now);
       if (json) std::cout << result_json(r, now).dump_line() << '\n';

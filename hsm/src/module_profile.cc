@@ -23,6 +23,10 @@ ModuleProfile profile_of(const CK_INFO& module, const CK_TOKEN_INFO& token) {
     p.custody_enforced = false;
     const char* tool = std::getenv("KEYSVC_TPM2_KEY_TOOL");
     p.key_tool = tool && *tool ? tool : kDefaultTpm2KeyTool;
+    // The module's own search order for its store: $TPM2_PKCS11_STORE, then the system
+    // store; a store elsewhere (~/.tpm2_pkcs11) leaves store_file empty.
+    const char* store = std::getenv("TPM2_PKCS11_STORE");
+    p.store_file = std::string(store && *store ? store : "/etc/tpm2_pkcs11") + "/tpm2_pkcs11.sqlite3";
   } else if (token_model == "IBM SoftTok") {
     p.name = "opencryptoki soft token";
     p.v240_attributes = false;

@@ -47,6 +47,10 @@ struct ModuleProfile {
   // Where the key tool is (KeySource::kReserved): $KEYSVC_TPM2_KEY_TOOL, or the
   // installed tools/keysvc-tpm2-keys.
   std::string key_tool;
+  // A file every change to the token's objects rewrites (tpm2-pkcs11: its SQLite store,
+  // $TPM2_PKCS11_STORE/tpm2_pkcs11.sqlite3), so a rescan re-initialises only after a
+  // change (hsm/rescan.h); empty: unknown, re-initialise before every rescan.
+  std::string store_file;
 };
 
 // The profile of the implementation that reports `module` (C_GetInfo) and `token`
