@@ -1,5 +1,10 @@
 #include "keysvc/hsm/rescan.h"
 
+#include <iterator>
+#include <thread>
+
+#include "keysvc/hsm/error.h"
+
 namespace keysvc::hsm {
 
 bool RescanPreparer::Marker::operator==(const Marker& o) const noexcept {
@@ -31,9 +36,21 @@ bool RescanPreparer::before_scan(std::chrono::milliseconds max_wait) {
   // a missed change.
   const Marker now = read_marker();
   if (now.valid && now == seen_) return false;
-  if (!module.restart(max_wait)) return false;
-  seen_ = now;
-  return true;
+  // tpm2-pkcs11's C_Initialize fails (CKR_GENERAL_ERROR) while another process holds its
+  // SQLite store busy: a failed restart leaves the module uninitialised, so try again
+  // at once rather than leave every call failing until the next scan.
+  static constexpr std::chrono::milliseconds kPauses[] = {std::chrono::milliseconds(20), std::chrono::milliseconds(50),
+                                                          std::chrono::milliseconds(100)};
+  for (std::size_t retry = 0;; ++retry) {
+    try {
+      if (!module.restart(max_wait)) return false;
+      seen_ = now;
+      return true;
+    } catch (const Pkcs11Error&) {
+      if (retry >= std::size(kPauses)) throw;
+      std::this_thread::sleep_for(kPauses[retry]);
+    }
+  }
 }
 
 }  // namespace keysvc::hsm

@@ -58,6 +58,7 @@
 #include "test_token.h"
 #include "tls_pair.h"
 #include "tls_server_process.h"
+#include "tpm_token.h"
 
 namespace {
 
@@ -90,6 +91,7 @@ enum class Hsm {
   kSoftHsm,       // every process loads SoftHSM itself (one token folder shared through fcntl locks)
   kP11Kit,        // every process loads p11-kit-client.so: each PKCS#11 call is an RPC to `p11-kit server`
   kOpencryptoki,  // every process loads opencryptoki: its soft token behind this test's pkcsslotd
+  kTpm,           // every process loads tpm2-pkcs11: a software TPM behind this test's tpm2-abrmd
 };
 
 struct FleetParam {
@@ -100,12 +102,18 @@ struct FleetParam {
 // "tls13", "tls12_p11kit", ...
 std::string fleet_param_name(const ::testing::TestParamInfo<FleetParam>& info) {
   return std::string(info.param.version == TlsVersion::kTls13 ? "tls13" : "tls12") +
-         (info.param.hsm == Hsm::kP11Kit ? "_p11kit" : info.param.hsm == Hsm::kOpencryptoki ? "_opencryptoki" : "");
+         (info.param.hsm == Hsm::kP11Kit         ? "_p11kit"
+          : info.param.hsm == Hsm::kOpencryptoki ? "_opencryptoki"
+          : info.param.hsm == Hsm::kTpm          ? "_tpm"
+                                                 : "");
 }
 
 std::string describe_param(const FleetParam& p) {
   return std::string(tls_version_name(p.version)) +
-         (p.hsm == Hsm::kP11Kit ? " through p11-kit" : p.hsm == Hsm::kOpencryptoki ? " on opencryptoki" : "");
+         (p.hsm == Hsm::kP11Kit         ? " through p11-kit"
+          : p.hsm == Hsm::kOpencryptoki ? " on opencryptoki"
+          : p.hsm == Hsm::kTpm          ? " on a TPM"
+                                        : "");
 }
 
 // The token the current test's fleet uses (set by TokenAccess; SoftHSM's by default).
@@ -124,6 +132,7 @@ class TokenAccess {
  public:
   explicit TokenAccess(Hsm hsm) : hsm_(hsm) {
     if (hsm_ == Hsm::kOpencryptoki) g_backend = &keysvc::test::OpencryptokiToken::get();
+    if (hsm_ == Hsm::kTpm) g_backend = &keysvc::test::TpmToken::get();
     if (hsm_ != Hsm::kP11Kit) return;
     TestToken& token = TestToken::get();
     server_ = std::make_unique<keysvc::test::P11KitServer>(token.dir() + "/p11kit.sock", token.token_uri());
@@ -132,6 +141,7 @@ class TokenAccess {
   // The PKCS#11 module every process of the fleet loads ([hsm] module).
   const char* module() const {
     if (hsm_ == Hsm::kOpencryptoki) return keysvc::test::kOpencryptokiModule;
+    if (hsm_ == Hsm::kTpm) return keysvc::test::kTpm2Module;
     return hsm_ == Hsm::kP11Kit ? keysvc::test::kP11KitClientModule : keysvc::test::kSoftHsmModule;
   }
   // The module no process of the fleet may load.
@@ -227,6 +237,7 @@ std::optional<std::size_t> run_rotator(const std::string& config_path, std::stri
 
 // The current ring, read in this process.
 keysvc::KeyRing load_ring(const std::string& config_path) {
+  backend().refresh_view();  // a TPM shows the rotator's changes only after a re-initialise
   auto pool = keysvc::open_session_pool(keysvc::Config::load_file(config_path));
   return pool->run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
 }
@@ -620,6 +631,12 @@ INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation,
                                            FleetParam{TlsVersion::kTls13, Hsm::kP11Kit},
                                            FleetParam{TlsVersion::kTls13, Hsm::kOpencryptoki}),
                          fleet_param_name);
+// On a TPM: disabled until servers re-initialise the module before a rescan when the
+// token changed (hsm::RescanPreparer::before_scan in the ring store's scan) and hold
+// ticket-path calls across that re-initialise instead of failing them; without both a
+// server never sees the rotator's new generations (docs/DEPLOYMENT.md, "Compatibility").
+INSTANTIATE_TEST_SUITE_P(DISABLED_fleet_tpm, FleetRotation, ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kTpm}),
+                         fleet_param_name);
 
 // ---- 2. revocation reaches every server within one refresh interval ----
 
@@ -687,6 +704,9 @@ INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation,
                                            FleetParam{TlsVersion::kTls12, Hsm::kP11Kit},
                                            FleetParam{TlsVersion::kTls12, Hsm::kOpencryptoki}),
                          fleet_param_name);
+// On a TPM: disabled for the reason given above FleetRotation's TPM instance.
+INSTANTIATE_TEST_SUITE_P(DISABLED_fleet_tpm, FleetRevocation,
+                         ::testing::Values(FleetParam{TlsVersion::kTls12, Hsm::kTpm}), fleet_param_name);
 
 // ---- 3. the operator's rotator outlives the loss of the network HSM ----
 
