@@ -8,6 +8,7 @@
 // Every test name contains "interop" so `ctest -R interop` selects them.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <regex>
 #include <string>
 #include <tuple>
@@ -28,6 +29,9 @@ using keysvc::test::TlsVersion;
 
 enum class Backend { kOpencryptoki, kTpm };
 using Param = std::tuple<Backend, TlsVersion>;
+
+// For gtest's listing of the parameter.
+void PrintTo(Backend b, std::ostream* os) { *os << (b == Backend::kOpencryptoki ? "opencryptoki" : "tpm"); }
 
 const TestBackend& backend_of(Backend b) {
   if (b == Backend::kOpencryptoki) return keysvc::test::OpencryptokiToken::get();
