@@ -92,6 +92,7 @@ std::int64_t unix_now();
 void add_token_commands(Cli& cli);   // token_commands.cc: token init
 void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, revoke, destroy (+ keys rotate)
 void add_status_command(Cli& cli);   // status_command.cc: status
+void add_doctor_command(Cli& cli);   // doctor_command.cc: doctor (doctor.h)
 void add_audit_commands(Cli& cli);   // audit_commands.cc: audit verify, audit report
 void add_server_key_commands(Cli& cli);  // server_key_commands.cc: server-key create (TLS key + certificate)
 // rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).

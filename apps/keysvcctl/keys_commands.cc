@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
@@ -96,6 +97,7 @@ int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
   auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
+  auto reserved = reserve_keys(config, gateway->token(), 1);
   TokenChange change(config, *gateway, now);
   keysvc::Generation g = gateway->call([now, policy = config.rotation](keysvc::hsm::Session& s) {
     return token_store::create_generation(s, keysvc::schedule_encrypting_now(token_store::load(s), now, policy),
@@ -124,6 +126,10 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
     return g ? std::optional(g->name) : std::nullopt;
   };
   const bool was_active = encrypting() == name;
+  // keysvc::revoke makes the replacement first: if it cannot (a token without the
+  // mechanism, no key left), nothing has been revoked and the token still has an
+  // encrypting generation.
+  auto reserved = reserve_keys(config, gateway->token(), was_active ? 1 : 0);
   TokenChange change(config, *gateway, now);
   if (!keysvc::revoke(*gateway, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");

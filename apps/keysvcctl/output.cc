@@ -56,9 +56,10 @@ Json custody_json(const keysvc::hsm::KeyCustody& c) {
   j["wrap"] = c.wrap;
   j["unwrap"] = c.unwrap;
   j["derive"] = c.derive;
-  j["copyable"] = c.copyable;
+  j["copyable"] = c.copyable_known ? Json(c.copyable) : Json();  // null: a 2.20 token has no CKA_COPYABLE
   j["modifiable"] = c.modifiable;
   j["held_in_token"] = c.held_in_token();
+  j["enforced_by_token"] = c.enforced;
   return j;
 }
 
@@ -89,6 +90,7 @@ std::string custody_summary(const keysvc::hsm::KeyCustody& c) {
     out += ", usage:";
     for (std::size_t k = 0; k < usage.size(); ++k) out += (k ? "/" : " ") + usage[k];
   }
+  if (!c.enforced) out += " (metadata, not enforced by this token)";
   return out;
 }
 

@@ -41,10 +41,12 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// Key attributes as a JSON object (every attribute, plus held_in_token).
+// Key attributes as a JSON object (every attribute, plus held_in_token and
+// enforced_by_token; copyable is null on a token without CKA_COPYABLE).
 Json custody_json(const keysvc::hsm::KeyCustody& c);
 // A short human summary: "sensitive, never-extractable, sign only" when the key is
-// held in the token; otherwise names what is wrong ("EXTRACTABLE, NOT sensitive...").
+// held in the token; otherwise names what is wrong ("EXTRACTABLE, NOT sensitive...");
+// says so when the token does not enforce them.
 std::string custody_summary(const keysvc::hsm::KeyCustody& c);
 
 }  // namespace keysvcctl

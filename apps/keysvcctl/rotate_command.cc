@@ -8,10 +8,13 @@
 #include <csignal>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/rescan.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
@@ -102,8 +105,9 @@ struct RotateOptions {
 keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::TokenGateway& gateway, std::int64_t now,
                                        std::shared_ptr<const keysvc::KeyRing> last_good = {}) {
   keysvc::KeyRing ring = gateway.call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
-  if (!config.audit.enabled() || keysvc::plan_rotation(ring, now, config.rotation).empty())
-    return keysvc::rotate(gateway, now, config.rotation, last_good);
+  const keysvc::RotationPlan plan = keysvc::plan_rotation(ring, now, config.rotation);
+  auto reserved = reserve_keys(config, gateway.token(), plan.create.size());
+  if (!config.audit.enabled() || plan.empty()) return keysvc::rotate(gateway, now, config.rotation, last_good);
   TokenChange change(config, gateway, now);
   keysvc::RotationResult r = keysvc::rotate(gateway, now, config.rotation, last_good);
   change.commit(now);
@@ -161,6 +165,10 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::shared_ptr<const keysvc::KeyRing> last_good;
   while (!g_stop_signal) {
     try {
+      // A token that shows other processes' changes only after a re-initialise
+      // (tpm2-pkcs11): the gateway restarts the module when the token changed, or the
+      // run would plan on an old ring.
+      gateway->prepare_for_scan();
       const std::int64_t now = unix_now();
       keysvc::RotationResult r = rotate_recorded(config, *gateway, now, last_good);
       last_good = std::make_shared<const keysvc::KeyRing>(

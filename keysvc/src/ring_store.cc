@@ -17,6 +17,7 @@ void RingStore::listen(Listener listener) { listeners_.push_back(std::move(liste
 RingStore::ScanResult RingStore::scan() noexcept {
   std::lock_guard serial(scan_mutex_);
   std::shared_ptr<const KeyRing> installed;
+  gateway_.prepare_for_scan();  // a token that needs a re-initialise to show others' changes
   try {
     KeyRing loaded = gateway_.call([](hsm::Session& s) { return token_store::load(s); });
     const std::int64_t now = now_();

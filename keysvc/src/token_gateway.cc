@@ -9,12 +9,6 @@ namespace keysvc {
 
 namespace {
 
-hsm::PinSource pin_source_of(const Config& config, const hsm::TokenUri& uri) {
-  if (!config.hsm.pin_source.empty()) return hsm::PinSource::parse(config.hsm.pin_source);
-  if (auto source = uri.pin_source()) return hsm::PinSource::parse(*source);
-  if (auto value = uri.pin_value()) return hsm::PinSource::literal(std::move(*value));
-  throw ConfigError("no PIN source: set hsm.pin (file:PATH or env:NAME) or pin-source in the token URI");
-}
 
 // Calls still in the module get this long to return before a restart gives up (a call
 // hung longer keeps the module from being finalized under it: tried again later).
@@ -27,7 +21,7 @@ std::unique_ptr<hsm::SessionPool> TokenGateway::open_bare_pool(const Config& con
   hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
   std::string module_path = config.hsm.module.empty() ? uri.module_path().value_or("") : config.hsm.module;
   if (module_path.empty()) throw ConfigError("no PKCS#11 module: set hsm.module");
-  hsm::PinSource source = pin ? std::move(*pin) : pin_source_of(config, uri);
+  hsm::PinSource source = pin ? std::move(*pin) : pin_source_of(config);
   auto module = hsm::Module::load(module_path);
   hsm::Token token = hsm::Token::find(module, uri);
   auto pool = std::make_unique<hsm::SessionPool>(std::move(token), std::move(source), config.hsm.sessions);
@@ -45,7 +39,10 @@ std::unique_ptr<TokenGateway> TokenGateway::open(const Config& config, std::opti
 }
 
 TokenGateway::TokenGateway(std::unique_ptr<hsm::SessionPool> pool, HsmGuard::Options options)
-    : pool_(std::move(pool)), options_(options), guard_(std::make_unique<HsmGuard>(*pool_, options_)) {}
+    : pool_(std::move(pool)),
+      options_(options),
+      guard_(std::make_unique<HsmGuard>(*pool_, options_)),
+      rescan_(pool_->token()) {}
 
 TokenGateway::~TokenGateway() { guard_.reset(); }
 
@@ -110,6 +107,19 @@ bool TokenGateway::restart_module_if_requested() noexcept {
     return true;
   } catch (const std::exception& e) {
     logger()->debug("PKCS#11 module restart: {} (the next failed call asks again)", e.what());
+    return false;
+  }
+}
+
+bool TokenGateway::prepare_for_scan() noexcept {
+  if (rescan_.sees_changes_without_restart()) return false;
+  try {
+    if (!rescan_.before_scan(kRestartInFlightWait)) return false;
+    module_restarts_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  } catch (const std::exception& e) {
+    logger()->warn("re-initialising the PKCS#11 module before a token scan failed: {}", e.what());
+    request_module_restart();
     return false;
   }
 }

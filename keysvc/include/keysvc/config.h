@@ -87,6 +87,7 @@
 #include <string_view>
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/pin_source.h"
 #include "keysvc/schedule.h"
 
 namespace keysvc {
@@ -142,6 +143,10 @@ struct Config {
   // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
   static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
 };
+
+// Where the config's PIN comes from: hsm.pin, else the token URI's pin-source, else its
+// pin-value. Throws ConfigError if there is none.
+hsm::PinSource pin_source_of(const Config& config);
 
 // "250ms" -> 250 ms; otherwise as parse_duration ("2s", "1m"; a bare number is seconds).
 // Throws ConfigError.

@@ -32,6 +32,7 @@
 #include "keysvc/config.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/pin_source.h"
+#include "keysvc/hsm/rescan.h"
 #include "keysvc/hsm/session_pool.h"
 #include "keysvc/hsm_guard.h"
 
@@ -95,6 +96,14 @@ class TokenGateway {
   // maintenance thread can wake up. Set once, before any call.
   void on_restart_requested(std::function<void()> wake) { wake_ = std::move(wake); }
 
+  // Before a scan that must see other processes' changes (the ring store's, keysvcctl
+  // rotate --every): on a token that shows them only after a re-initialise
+  // (hsm::ModuleProfile::rescan_needs_reinitialize, tpm2-pkcs11), restarts the module if
+  // the token may have changed (hsm/rescan.h). Calls arriving meanwhile wait at the
+  // module's gate. True if it restarted (every handle read before is void). For the
+  // thread that scans; never throws.
+  bool prepare_for_scan() noexcept;
+
   // In a child process right after fork(): re-initialises the module (PKCS#11 state does
   // not survive fork), forgets the parent's sessions without closing them, and starts
   // new workers (the parent's are not in the child; their objects are leaked on
@@ -125,6 +134,7 @@ class TokenGateway {
   std::unique_ptr<hsm::SessionPool> pool_;
   const HsmGuard::Options options_;
   std::unique_ptr<HsmGuard> guard_;  // after pool_: stops (waiting out hung calls) before it goes
+  hsm::RescanPreparer rescan_;
   std::function<void()> wake_;
   std::atomic<bool> restart_requested_{false};
   std::mutex restart_mutex_;  // one restart at a time; guards last_restart_
