@@ -11,8 +11,11 @@ namespace {
 
 
 // Calls still in the module get this long to return before a restart gives up (a call
-// hung longer keeps the module from being finalized under it: tried again later).
+// hung longer keeps the module from being finalized under it: tried again later). A
+// planned re-initialise before a scan waits longer: on a busy TPM one call can queue
+// behind others' in the resource manager for a good part of a second.
 constexpr std::chrono::milliseconds kRestartInFlightWait{100};
+constexpr std::chrono::milliseconds kRescanInFlightWait{750};
 
 }  // namespace
 
@@ -114,7 +117,7 @@ bool TokenGateway::restart_module_if_requested() noexcept {
 bool TokenGateway::prepare_for_scan() noexcept {
   if (rescan_.sees_changes_without_restart()) return false;
   try {
-    if (!rescan_.before_scan(kRestartInFlightWait)) return false;
+    if (!rescan_.before_scan(kRescanInFlightWait)) return false;
     module_restarts_.fetch_add(1, std::memory_order_relaxed);
     return true;
   } catch (const std::exception& e) {
