@@ -1,6 +1,7 @@
 #include "keysvc/config.h"
 
 #include <charconv>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -20,6 +21,16 @@ std::string where(const std::string& source, const toml::source_region& r) {
 std::string resolve(const std::string& base_dir, const std::string& path) {
   if (path.empty() || path.front() == '/' || base_dir.empty()) return path;
   return (std::filesystem::path(base_dir) / path).lexically_normal().string();
+}
+
+// Every number keysvc reads from TOML goes through here: the node's value if it is a
+// TOML integer, else nothing. Never toml++'s converting value<std::int64_t>(), which
+// turns a float into an integer and, for a float beyond int64's range
+// (430145145266909266909865.0), does an out-of-range float-to-integer conversion:
+// undefined behaviour (found by fuzz/config_fuzzer). Floats are refused, not rounded.
+std::optional<std::int64_t> integer_of(const toml::node& n) {
+  if (const auto* i = n.as_integer()) return i->get();
+  return std::nullopt;
 }
 
 // Reads tables strictly: every key must be known, every value of the right type.
@@ -50,8 +61,8 @@ class Reader {
                        std::int64_t lo, std::int64_t hi) {
     const toml::node* n = get(section, key);
     if (!n) return fallback;
-    auto v = n->value<std::int64_t>();
-    if (!v || !n->is_integer()) throw bad(n, section, key, "an integer");
+    auto v = integer_of(*n);
+    if (!v) throw bad(n, section, key, "an integer");
     if (*v < lo || *v > hi)
       throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) +
                         " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
@@ -69,7 +80,7 @@ class Reader {
     const toml::node* n = get(section, key);
     if (!n) return fallback;
     try {
-      if (n->is_integer()) return parse_duration(std::to_string(*n->value<std::int64_t>()));
+      if (auto i = integer_of(*n)) return parse_duration(std::to_string(*i));
       if (auto s = n->value<std::string>()) return parse_duration(*s);
     } catch (const ConfigError& e) {
       throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) + ": " +
@@ -86,7 +97,7 @@ class Reader {
     const std::string name = std::string(section) + "." + std::string(key);
     std::chrono::milliseconds v{};
     try {
-      if (n->is_integer()) v = parse_duration_ms(std::to_string(*n->value<std::int64_t>()));
+      if (auto i = integer_of(*n)) v = parse_duration_ms(std::to_string(*i));
       else if (auto s = n->value<std::string>()) v = parse_duration_ms(*s);
       else throw bad(n, section, key, "a duration such as \"250ms\"");
     } catch (const ConfigError& e) {

@@ -224,6 +224,12 @@ TEST(ConfigErrors, UnknownSection) {
 TEST(ConfigErrors, WrongType) {
   expect_error(kMinimal + "sessions = \"4\"\n", 4, "hsm.sessions must be an integer");
   expect_error(kMinimal + "sessions = 4.0\n", 4, "hsm.sessions must be an integer");
+  // Beyond int64's range: refused as a float, never converted (that conversion is
+  // undefined behaviour, which the UBSan builds and the fuzz seed of the same name catch).
+  expect_error(kMinimal + "sessions = 430145145266909266909865.0\n", 4, "hsm.sessions must be an integer");
+  expect_error(kMinimal + "breaker_threshold = -1e300\n", 4, "hsm.breaker_threshold must be an integer");
+  expect_error(kMinimal + "call_timeout = 1e30\n", 4, "hsm.call_timeout must be a duration");
+  expect_error(kMinimal + "[tickets]\nlifetime = 9.3e18\n", 5, "tickets.lifetime must be a duration");
   expect_error("[hsm]\nmodule = 3\ntoken = \"pkcs11:token=t\"\n", 2, "hsm.module must be a string");
   expect_error(kMinimal + "[tickets]\ncreate_if_empty = 1\n", 5, "tickets.create_if_empty must be true or false");
   expect_error(kMinimal + "[tickets]\nlifetime = true\n", 5, "tickets.lifetime must be a duration");
