@@ -4,6 +4,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <utility>
+
 #include "keysvc/hsm/report.h"
 #include "keysvc/hsm/session.h"
 
@@ -51,6 +53,12 @@ void LoginPolicy::log_in(Session& session) {
   fingerprint(pin, print);
   if (refused_ && refused_->stamp == stamp && CRYPTO_memcmp(refused_->pin.data(), print.data(), print.size()) == 0) {
     withheld_.fetch_add(1, std::memory_order_relaxed);
+    // Said once, when a login is first held back: the refusal itself reached the caller
+    // as its error (at start-up the one line a server prints before it exits).
+    if (!std::exchange(refused_->reported, true))
+      report(ReportLevel::kError, "the token refused the PIN from " + pin_.describe() + " (" +
+                                      rv_name(refused_->rv) +
+                                      "): no login is attempted with it again until that source changes");
     throw LoginWithheld(refused_->rv, pin_.describe());
   }
   attempts_.fetch_add(1, std::memory_order_relaxed);
@@ -59,9 +67,7 @@ void LoginPolicy::log_in(Session& session) {
   } catch (const Pkcs11Error& e) {
     if (!is_pin_refusal(e.rv())) throw;
     refusals_.fetch_add(1, std::memory_order_relaxed);
-    refused_.emplace(Refused{stamp, std::move(print), e.rv()});
-    report(ReportLevel::kError, "the token refused the PIN from " + pin_.describe() + " (" + rv_name(e.rv()) +
-                                    "): no login is attempted with it again until that source changes");
+    refused_.emplace(Refused{stamp, std::move(print), e.rv(), false});
     throw;
   }
   refused_.reset();

@@ -10,10 +10,10 @@
 // The policy: when C_Login fails with CKR_PIN_INCORRECT, CKR_PIN_INVALID,
 // CKR_PIN_LEN_RANGE, CKR_PIN_EXPIRED or CKR_PIN_LOCKED, it remembers the refused PIN (as
 // an HMAC-SHA256 under a random per-process key, both in secure memory) and the source's
-// stamp (PinSource::Stamp: for a file its inode, size and times), reports one line
-// (report.h) and counts the refusal. Every later login reads the source again (no HSM
+// stamp (PinSource::Stamp: for a file its inode, size and times) and counts the
+// refusal (the caller gets the error). Every later login reads the source again (no HSM
 // call) and is not attempted while both stamp and PIN are the refused ones: it fails at
-// once with the same CK_RV. A new PIN, or a rewritten or touched PIN file, gets exactly
+// once with the same CK_RV, and the first such time one line is reported (report.h). A new PIN, or a rewritten or touched PIN file, gets exactly
 // one attempt. So the token sees at most one refused login per change of the PIN source
 // per process. Logins are made one at a time, so threads that find the user logged out
 // together do not each spend an attempt.
@@ -77,6 +77,7 @@ class LoginPolicy {
     PinSource::Stamp stamp;
     Fingerprint pin;
     CK_RV rv;
+    bool reported;  // the one report line is out
   };
   std::optional<Refused> refused_;
   std::atomic<std::uint64_t> attempts_{0}, refusals_{0}, withheld_{0};
