@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
   python3
+  # core dumps of a running server (gcore) for the secret-memory test (docs/SECURITY.md)
+  gdb
 )
 
 missing=()

@@ -54,7 +54,7 @@ int status(const Cli& cli, bool json) {
 
   if (json) {
     Json token;
-    token.set("uri", config.hsm.token_uri);
+    token.set("uri", config.hsm.token_uri.text());
     token.set("label", info.label);
     token.set("serial", info.serial);
     token.set("model", info.model);

@@ -1,0 +1,55 @@
+// harden_process(): non-dumpable with RLIMIT_CORE 0, or untouched when core dumps are
+// allowed. Each case runs in a forked child, which it changes for good.
+#include "keysvc/hsm/process_hardening.h"
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+namespace keysvc::hsm {
+namespace {
+
+template <class F>
+int in_child(F child) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(child());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(ProcessHardening, MakesTheProcessNonDumpable) {
+  EXPECT_EQ(in_child([] {
+              rlimit core{RLIM_INFINITY, RLIM_INFINITY};
+              ::setrlimit(RLIMIT_CORE, &core);
+              if (::prctl(PR_GET_DUMPABLE) != 1) return 1;
+              ProcessHardening h = harden_process(false);
+              if (h.dumpable || !h.core_limit_zero) return 2;
+              if (::prctl(PR_GET_DUMPABLE) != 0) return 3;
+              ::getrlimit(RLIMIT_CORE, &core);
+              if (core.rlim_cur != 0 || core.rlim_max != RLIM_INFINITY) return 4;  // the hard limit stays
+              h = harden_process(false);  // idempotent
+              return h.dumpable ? 5 : 0;
+            }),
+            0);
+}
+
+TEST(ProcessHardening, CoreDumpsAllowedChangesNothing) {
+  EXPECT_EQ(in_child([] {
+              rlimit core{RLIM_INFINITY, RLIM_INFINITY};
+              ::setrlimit(RLIMIT_CORE, &core);
+              ProcessHardening h = harden_process(true);
+              if (!h.dumpable || h.core_limit_zero) return 1;
+              return ::prctl(PR_GET_DUMPABLE) == 1 ? 0 : 2;
+            }),
+            0);
+}
+
+}  // namespace
+}  // namespace keysvc::hsm
