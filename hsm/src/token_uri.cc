@@ -93,7 +93,12 @@ TokenUri TokenUri::parse(const TokenUriText& text) {
   impl->pin = text.pin_value();
   const std::string& shown = impl->text;
   int rc = p11_kit_uri_parse(shown.c_str(), P11_KIT_URI_FOR_ANY, impl->uri);
-  if (rc != P11_KIT_URI_OK) throw ConfigError("invalid PKCS#11 URI '" + shown + "': " + p11_kit_uri_message(rc));
+  if (rc != P11_KIT_URI_OK) {
+    // The query is not quoted: a PIN pasted under a misspelt attribute name stays out.
+    const std::size_t query = shown.find('?');
+    throw ConfigError("invalid PKCS#11 URI '" + (query == std::string::npos ? shown : shown.substr(0, query) + "?...") +
+                      "': " + p11_kit_uri_message(rc));
+  }
   // A pin-value spelled in a way p11-kit reads but the split above does not (an escaped
   // attribute name): p11-kit would hold the PIN, and the text would show it.
   if (p11_kit_uri_get_pin_value(impl->uri) != nullptr)

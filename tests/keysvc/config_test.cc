@@ -178,6 +178,23 @@ TEST(Config, PinSourcesOtherThanRelativeFilesAreKept) {
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"file:p\"\n", "t", "/base").hsm.pin_source, "file:/base/p");
 }
 
+// A pin-value in hsm.token is kept in secure memory, never in the config's text.
+TEST(Config, PinValueIsNotInTheTokenText) {
+  Config c = Config::parse("[hsm]\nmodule = \"/m.so\"\ntoken = \"pkcs11:token=t?pin-value=Cfg%2DPin\"\n", "t", "/base");
+  EXPECT_EQ(c.hsm.token_uri.text(), "pkcs11:token=t");
+  ASSERT_NE(c.hsm.token_uri.pin_value(), nullptr);
+  EXPECT_EQ(c.hsm.token_uri.pin_value()->reveal(), "Cfg-Pin");
+  Config copy = c;
+  EXPECT_EQ(copy.hsm.token_uri.pin_value()->reveal(), "Cfg-Pin");
+}
+
+TEST(Config, ProcessSection) {
+  EXPECT_FALSE(Config::parse(kMinimal, "t", "/base").process.core_dumps);
+  EXPECT_TRUE(Config::parse(kMinimal + "[process]\ncore_dumps = true\n", "t", "/base").process.core_dumps);
+  expect_error(kMinimal + "[process]\ncore_dumps = 1\n", 5, "process.core_dumps must be true or false");
+  expect_error(kMinimal + "[process]\ncoredumps = true\n", 5, "unknown key 'process.coredumps'");
+}
+
 TEST(Config, IntegerDurationsAreSeconds) {
   Config c = Config::parse(kMinimal + "[tickets]\nlifetime = 600\nmax_session_age = 7200\n", "t", "");
   EXPECT_EQ(c.tickets.lifetime, 600s);
