@@ -72,6 +72,14 @@ class LoginPolicyTest : public ::testing::Test {
       return l.find(text) != std::string::npos;
     }));
   }
+  // A pool of `max` sessions on the test token whose PIN file holds a wrong PIN, with
+  // the application logged out: its next lease must log in.
+  std::unique_ptr<SessionPool> pool_with_wrong_pin(const Token& token, std::size_t max) {
+    auto pool = std::make_unique<SessionPool>(token, PinSource::parse("file:" + pin_path_), max);
+    log_everyone_out(token);
+    write_pin("wrong-" + test::random_text(10));
+    return pool;
+  }
   // A lease that must fail with CKR_PIN_INCORRECT.
   static void expect_refused(SessionPool& pool) {
     try {
@@ -122,9 +130,8 @@ TEST_F(LoginPolicyTest, AWrongPinIsTriedOncePerChangeOfItsFile) {
 // is touched (the operator's signal that the source has changed).
 TEST_F(LoginPolicyTest, TouchingThePinFileAllowsOneMoreAttempt) {
   Token token = test::test_hsm_token();
-  SessionPool pool(token, PinSource::parse("file:" + pin_path_), 1);
-  log_everyone_out(token);
-  write_pin("touched-" + test::random_text(10));
+  auto owned = pool_with_wrong_pin(token, 1);
+  SessionPool& pool = *owned;
   const std::uint64_t before = logins(token);
   expect_refused(pool);
   expect_refused(pool);
@@ -139,9 +146,8 @@ TEST_F(LoginPolicyTest, TouchingThePinFileAllowsOneMoreAttempt) {
 
 TEST_F(LoginPolicyTest, ThreadsThatFindTheUserLoggedOutSpendOneAttempt) {
   Token token = test::test_hsm_token();
-  SessionPool pool(token, PinSource::parse("file:" + pin_path_), 8);
-  log_everyone_out(token);
-  write_pin("threads-" + test::random_text(10));
+  auto owned = pool_with_wrong_pin(token, 8);
+  SessionPool& pool = *owned;
   const std::uint64_t before = logins(token);
   std::atomic<int> refused{0};
   std::vector<std::thread> threads;

@@ -4,28 +4,20 @@
 
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
+#include "process.h"
+
 namespace keysvc::hsm {
 namespace {
 
-template <class F>
-int in_child(F child) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(child());
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 TEST(ProcessHardening, MakesTheProcessNonDumpable) {
-  EXPECT_EQ(in_child([] {
+  EXPECT_EQ(test::in_forked_child([] {
               rlimit core{RLIM_INFINITY, RLIM_INFINITY};
               ::setrlimit(RLIMIT_CORE, &core);
               if (::prctl(PR_GET_DUMPABLE) != 1) return 1;
@@ -41,7 +33,7 @@ TEST(ProcessHardening, MakesTheProcessNonDumpable) {
 }
 
 TEST(ProcessHardening, CoreDumpsAllowedChangesNothing) {
-  EXPECT_EQ(in_child([] {
+  EXPECT_EQ(test::in_forked_child([] {
               rlimit core{RLIM_INFINITY, RLIM_INFINITY};
               ::setrlimit(RLIMIT_CORE, &core);
               ProcessHardening h = harden_process(true);

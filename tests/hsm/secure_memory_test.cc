@@ -4,7 +4,6 @@
 #include "keysvc/hsm/secure_memory.h"
 
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "keysvc/hsm/report.h"
+#include "process.h"
 
 namespace keysvc::hsm {
 namespace {
@@ -53,15 +53,6 @@ std::set<std::string> vm_flags_of(const void* p) {
 }
 
 // Runs `child` in a forked child; returns its exit code (child returns 0..255).
-template <class F>
-int in_child(F child) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(child());
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 TEST(SecureMemory, BuffersStartZeroAndLiveInSecurePages) {
   SecureBuffer<32> key;
@@ -123,7 +114,7 @@ TEST(SecureMemory, ForkedChildSeesZerosInWipedBlocksOnly) {
   SecureBuffer<32, OnFork::kKeep> pin;
   std::fill(key.data(), key.data() + 32, 0x11);
   std::fill(pin.data(), pin.data() + 32, 0x22);
-  const int code = in_child([&] {
+  const int code = test::in_forked_child([&] {
     if (!all_zero(key.data(), 32)) return 1;  // the parent's key must not be there
     if (pin.data()[0] != 0x22 || pin.data()[31] != 0x22) return 2;
     // The child's allocator works (its lock was not inherited held) and the child's
@@ -194,7 +185,7 @@ void capture(ReportLevel, std::string_view line) {
 // Without the right to lock memory (not root, RLIMIT_MEMLOCK 0) the blocks still work,
 // unlocked; one warning says why, however many regions are refused.
 TEST(SecureMemory, RefusedMlockWarnsOnceAndIsCounted) {
-  const int code = in_child([] {
+  const int code = test::in_forked_child([] {
     set_report_sink(&capture);
     rlimit none{0, 0};
     if (::setrlimit(RLIMIT_MEMLOCK, &none) != 0) return 10;
