@@ -12,7 +12,8 @@
 // Blocks are 32, 64, 128 or 256 bytes (a request is rounded up), zero when handed out and
 // wiped when freed. At most 1 MiB of each kind exists (16 regions): a request beyond that
 // throws std::bad_alloc (counted in exhausted). Thread-safe; fork-safe (the allocator's
-// lock is held across fork()).
+// lock is held across fork()). Under AddressSanitizer free blocks are poisoned, so a use
+// after free is reported as for the heap.
 //
 //   hsm::SecureBuffer<32> key;                 // 32 zero bytes, wiped on destruction
 //   derive(..., key.span());                   // std::span<std::uint8_t, 32>
