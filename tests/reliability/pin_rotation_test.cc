@@ -83,20 +83,30 @@ class ClientLoad {
   }
 
  private:
-  void run() {
+  // Never throws: an exception escaping a thread would end the test process and leave
+  // the server running.
+  void run() noexcept {
     const std::string sess = test::tls_test_dir() + "/rotation-load.pem";
     for (int i = 0; !stopping_; ++i) {
       const bool resume = i % 2 == 1;
-      auto r = test::s_client(port_, TlsVersion::kTls13, resume ? "-sess_in" : "-sess_out", sess);
-      ++handshakes_;
-      if (r.exit_code != std::optional<int>(0)) {
-        ++failed_;
-        std::lock_guard lock(mutex_);
-        if (first_failure_.empty()) first_failure_ = test::describe(r);
-      } else if (resume && r.out.find("Reused, TLSv1.3") != std::string::npos) {
-        ++resumed_;
+      try {
+        auto r = test::s_client(port_, TlsVersion::kTls13, resume ? "-sess_in" : "-sess_out", sess);
+        ++handshakes_;
+        if (r.exit_code != std::optional<int>(0)) {
+          fail(test::describe(r));
+        } else if (resume && r.out.find("Reused, TLSv1.3") != std::string::npos) {
+          ++resumed_;
+        }
+      } catch (const std::exception& e) {
+        fail(e.what());
+        std::this_thread::sleep_for(100ms);
       }
     }
+  }
+  void fail(const std::string& what) {
+    ++failed_;
+    std::lock_guard lock(mutex_);
+    if (first_failure_.empty()) first_failure_ = what;
   }
   int port_;
   std::thread thread_;
