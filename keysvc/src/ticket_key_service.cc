@@ -157,7 +157,12 @@ void TicketKeyService::fill_issue_pool() noexcept {
     auto ring = rings_->current();
     const Generation* g = ring->encrypt_generation(unix_now());
     if (g == nullptr || issue_pool_->missing(g->name) == 0) return;
-    auto entry = std::make_unique<IssueKeys>();
+    std::unique_ptr<IssueKeys> entry;
+    try {
+      entry = std::make_unique<IssueKeys>();
+    } catch (const std::bad_alloc&) {
+      return;  // no secure memory left: the next run tries again
+    }
     entry->name = g->name;
     if (RAND_bytes(entry->iv.data(), static_cast<int>(entry->iv.size())) != 1) return;
     if (!derive(ring, g, entry->iv, entry->keys)) return;  // counted; the next run retries

@@ -1,6 +1,7 @@
 #include "keysvc/token_gateway.h"
 
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/process_hardening.h"
 #include "keysvc/hsm/token.h"
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/log.h"
@@ -33,6 +34,8 @@ std::unique_ptr<hsm::SessionPool> TokenGateway::open_bare_pool(const Config& con
 }
 
 std::unique_ptr<TokenGateway> TokenGateway::open(const Config& config, std::optional<hsm::PinSource> pin) {
+  // The process is about to hold the PIN and keys: no core dumps ([process] core_dumps).
+  hsm::harden_process(config.process.core_dumps);
   auto pool = open_bare_pool(config, std::move(pin));
   HsmGuard::Options options{config.hsm.call_timeout,
                             {config.hsm.breaker_threshold, config.hsm.breaker_backoff},
