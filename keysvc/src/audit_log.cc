@@ -89,6 +89,8 @@ Render render(const Event& event) {
                                             ",\"mac_key\":" + custody_json(e.mac)};
         } else if constexpr (std::is_same_v<T, Activated>) {
           return {"activated", name_field(e.name)};
+        } else if constexpr (std::is_same_v<T, EpochKeyDerived>) {
+          return {"epoch_key_derived", name_field(e.name) + ",\"epoch\":" + std::to_string(e.epoch)};
         } else if constexpr (std::is_same_v<T, DecryptOnly>) {
           return {"decrypt_only", name_field(e.name)};
         } else if constexpr (std::is_same_v<T, Revoked>) {

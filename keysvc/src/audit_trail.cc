@@ -288,6 +288,14 @@ void AuditTrail::poll_hsm_errors() noexcept {
   flush_hsm_errors(false);
 }
 
+void AuditTrail::epoch_key_derived(const KeyName& name, std::int64_t epoch) noexcept {
+  try {
+    log_->append(EpochKeyDerived{name, epoch});
+  } catch (const std::exception& e) {
+    logger()->error("audit: recording an epoch key derivation failed: {}", e.what());
+  }
+}
+
 void AuditTrail::append_handshake(const KeyName& name, TicketOutcome outcome) noexcept {
   try {
     log_->append(Handshake{name, outcome});

@@ -179,6 +179,16 @@ std::chrono::seconds parse_duration(std::string_view text) {
   return std::chrono::seconds(value * scale);
 }
 
+// tickets.epoch when unset: 5 minutes, or the largest whole divisor of the encrypt period
+// below that (a 3 s period in a test gets 3 s epochs, a 7-minute one 210 s).
+std::chrono::seconds default_epoch(std::chrono::seconds encrypt_period) {
+  const std::int64_t period = encrypt_period.count();
+  if (period <= 0) return std::chrono::minutes(5);
+  for (std::int64_t e = std::min<std::int64_t>(period, 300); e > 1; --e)
+    if (period % e == 0) return std::chrono::seconds(e);
+  return std::chrono::seconds(1);
+}
+
 Config Config::parse(std::string_view text, const std::string& source, const std::string& base_dir) {
   toml::table root;
   try {
@@ -222,6 +232,13 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.self_rotate = r.boolean("rotation", "self_rotate", rot.self_rotate);
   rot.copyable_keys = r.boolean("rotation", "copyable_keys", rot.copyable_keys);
   rot.derivation = static_cast<int>(r.integer("rotation", "derivation", rot.derivation, 1, 2));
+  {
+    const std::string tier = r.string("rotation", "tier", "epoch");
+    if (tier != "epoch" && tier != "strict")
+      throw ConfigError(r.at({{"rotation", "tier"}}) + "rotation.tier must be \"epoch\" or \"strict\"");
+    rot.tier = tier == "epoch" ? RotationPolicy::Tier::kEpoch : RotationPolicy::Tier::kStrict;
+  }
+  rot.epoch = r.duration("tickets", "epoch", default_epoch(rot.encrypt_period));
   c.log_level = r.string("log", "level", "info");
   c.metrics.listen = r.string("metrics", "listen", "");
   c.process.core_dumps = r.boolean("process", "core_dumps", c.process.core_dumps);
@@ -242,6 +259,10 @@ Config Config::parse(std::string_view text, const std::string& source, const std
                       "tickets.max_session_age must be at least tickets.lifetime");
   if (rot.encrypt_period.count() == 0)
     throw ConfigError(r.at({{"rotation", "encrypt_period"}}) + "rotation.encrypt_period must be positive");
+  if (rot.epoch.count() == 0 || rot.epoch > std::chrono::hours(24) ||
+      (rot.encrypt_period.count() > 0 && rot.encrypt_period.count() % rot.epoch.count() != 0))
+    throw ConfigError(r.at({{"tickets", "epoch"}, {"rotation", "encrypt_period"}}) +
+                      "tickets.epoch must be 1s to 1d and a whole divisor of rotation.encrypt_period");
   if (rot.refresh_interval.count() == 0)
     throw ConfigError(r.at({{"rotation", "refresh_interval"}}) + "rotation.refresh_interval must be positive");
   if (rot.decrypt_window < c.tickets.lifetime)

@@ -9,6 +9,7 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/issue_pool.h"
+#include "keysvc/key_deriver.h"
 #include "keysvc/maintenance.h"
 #include "keysvc/session_key_cache.h"
 #include "keysvc/token_gateway.h"
@@ -73,6 +74,8 @@ void TicketKeyService::resume_after_fork(bool in_child) noexcept {
     gateway_->reset_after_fork();
     if (session_copies_) session_copies_->forget_after_fork();
     if (issue_pool_) issue_pool_->clear();
+    // The parent's epoch keys read as zeros here (MADV_WIPEONFORK): the child derives its own.
+    deriver_->epoch_keys().clear();
     // The audit trail is the parent's: its writer thread is not here (closing it at exit
     // would wait for it for ever), and a child appending to the same file would fork its
     // hash chain. Not carried into children, and said once per child.

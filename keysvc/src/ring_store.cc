@@ -28,6 +28,9 @@ RingStore::ScanResult RingStore::scan() noexcept {
     const std::int64_t now = now_();
     auto previous = ring_.load();
     if (scan_lost_every_generation(*previous, loaded, now)) {
+      // A module whose view of the token broke (SoftHSM after its token folder was
+      // unreachable lists nothing until initialised again): restart it, where allowed.
+      gateway_.request_module_restart();
       finish(ScanResult::kSuspect, "the token shows none of the " + std::to_string(previous->generations().size()) +
                                        " generation(s) it held (an outage, or a token folder that cannot be read)");
       return ScanResult::kSuspect;

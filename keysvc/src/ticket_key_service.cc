@@ -7,6 +7,7 @@
 #include "fork_hooks.h"
 #include "keysvc/audit_trail.h"
 #include "keysvc/issue_pool.h"
+#include "keysvc/key_deriver.h"
 #include "keysvc/log.h"
 #include "keysvc/maintenance.h"
 #include "keysvc/ring_store.h"
@@ -25,6 +26,8 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<T
                                        session_copies_.get());
   if (config_.tickets.issue_pool > 0) issue_pool_ = std::make_unique<IssueKeyPool>(config_.tickets.issue_pool);
   maintenance_ = std::make_unique<Maintenance>();
+  deriver_ = std::make_unique<KeyDeriver>(config_, [this] { return unix_now(); }, *gateway_, *rings_, counters_,
+                                          [this] { maintenance_->request(scan_task_); });
 }
 
 TicketKeyService::~TicketKeyService() {
@@ -76,7 +79,16 @@ void TicketKeyService::wire() {
   // Also every second: a generation's window can begin without a ring change.
   refill_task_ = m.add("issue pool refill", issue_pool_ ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(0),
                        [this] { fill_issue_pool(); });
+  // Often enough that the next epoch's key is ready well before it starts, however short
+  // the epochs (tests use seconds): a quarter epoch, at most a refresh interval.
+  const auto epoch_period = std::clamp<std::chrono::milliseconds>(
+      std::min<std::chrono::milliseconds>(config_.rotation.epoch / 4, config_.rotation.refresh_interval),
+      std::chrono::milliseconds(250), std::chrono::seconds(60));
+  epoch_task_ = m.add("epoch key preparation", epoch_period, [this] { deriver_->prepare_epochs(); });
   gateway_->on_restart_requested([this] { maintenance_->request(restart_task_); });
+  deriver_->on_epoch_key([this](const KeyName& name, std::int64_t epoch) {
+    if (audit_) audit_->epoch_key_derived(name, epoch);
+  });
   if (audit_) audit::schedule(m, config_.audit, [this] { return audit_.get(); });
 }
 
@@ -97,6 +109,10 @@ void TicketKeyService::ring_installed(const KeyRing& before, const KeyRing& afte
     } catch (...) {
     }
   }
+  // Epoch keys of revoked, expired or vanished generations go at once; the new ring's
+  // next ones are prepared.
+  deriver_->retain_epochs(after, now);
+  maintenance_->request(epoch_task_);
   // The pool follows the encrypt generation (so it never holds a revoked one's keys).
   if (issue_pool_ && (is == nullptr || (was != nullptr && was->name != is->name))) {
     issue_pool_->clear();
@@ -156,7 +172,7 @@ void TicketKeyService::fill_issue_pool() noexcept {
   for (;;) {
     auto ring = rings_->current();
     const Generation* g = ring->encrypt_generation(unix_now());
-    if (g == nullptr || issue_pool_->missing(g->name) == 0) return;
+    if (g == nullptr || g->epoch_tier() || issue_pool_->missing(g->name) == 0) return;
     std::unique_ptr<IssueKeys> entry;
     try {
       entry = std::make_unique<IssueKeys>();
@@ -165,121 +181,39 @@ void TicketKeyService::fill_issue_pool() noexcept {
     }
     entry->name = g->name;
     if (RAND_bytes(entry->iv.data(), static_cast<int>(entry->iv.size())) != 1) return;
-    if (!derive(ring, g, entry->iv, entry->keys)) return;  // counted; the next run retries
+    if (!deriver_->per_ticket(ring, g, entry->iv, entry->keys)) return;  // counted; the next run retries
     if (!issue_pool_->put(std::move(entry))) return;
   }
 }
 
-bool TicketKeyService::rescan(Throttle& throttle, std::chrono::milliseconds interval, bool* asked) noexcept {
-  using std::chrono::steady_clock;
-  const std::uint64_t seen = rings_->scans_finished();
-  const auto wait = config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
-  const auto span = std::chrono::duration_cast<steady_clock::duration>(interval).count();
-  const auto now = steady_clock::now().time_since_epoch().count();
-  auto last = throttle.last.load(std::memory_order_relaxed);
-  if ((last != 0 && now - last < span) || !throttle.last.compare_exchange_strong(last, now)) {
-    // Throttled: no new scan, but one in progress (another handshake's, or the one that
-    // restarted the module and is reading the new handles) is still worth its wait.
-    return !maintenance_->on_thread() && rings_->scanning() &&
-           rings_->wait_for_scan(seen, steady_clock::now() + wait);
-  }
-  if (asked != nullptr) *asked = true;
-  maintenance_->request(scan_task_);
-  if (maintenance_->on_thread()) return rings_->scan() == RingStore::ScanResult::kInstalled;
-  return rings_->wait_for_scan(seen, steady_clock::now() + wait);
-}
-
-namespace {
-bool handle_is_stale(CK_RV rv) { return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID; }
-
-// One derivation as gateway work: it owns its inputs and output, since it may finish
-// after its caller stopped waiting (token_gateway.h).
-struct DeriveWork {
-  DeriveWork(const Generation& g, const Iv& i) : generation(g), iv(i) {}
-  Generation generation;
-  Iv iv;
-  TicketKeys keys;  // wiped when the work is dropped
-};
-}  // namespace
-
-bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv,
-                              TicketKeys& out) noexcept {
-  const KeyName name = g->name;
-  // Handles become void with a module restart or a token reset: a rescan reads them
-  // again (at most once a second, or once per breaker backoff if shorter).
-  const auto stale_interval = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), config_.hsm.breaker_backoff);
-  // Moves `ring` and `g` to a newer ring whose handles are current: the installed one if
-  // it is newer already (the scan that restarted the module may have read the new
-  // handles meanwhile), else after a rescan. False if there is none.
-  auto reread = [&] {
-    auto usable_now = [&](const KeyRing& r) {
-      const Generation* x = r.find(name);
-      return x != nullptr && !x->handles_predate(gateway_->module_generation());
-    };
-    auto current = rings_->current();
-    if (current == ring || !usable_now(*current)) {
-      rescan(stale_handle_rescans_, stale_interval);
-      current = rings_->current();
-    }
-    if (current == ring) return false;
-    ring = std::move(current);
-    g = ring->find(name);
-    return g != nullptr && usable_now(*ring);
-  };
-
-  // The ring was read before a module restart: read it again first rather than fail this
-  // derivation, which may be the breaker's probe (a failed probe keeps it open).
-  if (g->handles_predate(gateway_->module_generation()) && !reread() && g == nullptr) {
-    counters_.count(TicketEvent::kHsmErrors);
-    return false;
-  }
-  for (int attempt = 0;; ++attempt) {
-    if (!g->usable()) break;
-    TokenGateway::Result r;
-    try {
-      auto work = std::make_shared<DeriveWork>(*g, iv);
-      r = gateway_->run([work](hsm::Session& s) { derive_ticket_keys(s, work->generation, work->iv, work->keys); },
-                        TokenGateway::Lane::kTicket);
-      if (r.outcome != TokenGateway::Outcome::kRefused)
-        counters_.count(TicketEvent::kHsmSignCalls, static_cast<std::uint64_t>(g->sign_calls()));
-      if (r.ok()) {
-        out.aes_key = work->keys.aes_key;
-        out.hmac_key = work->keys.hmac_key;
-        return true;
-      }
-    } catch (const std::exception& e) {  // allocation
-      r = {TokenGateway::Outcome::kFailed, CKR_OK, e.what(), {}};
-    }
-    out.wipe();
-    if (attempt == 0 && r.outcome == TokenGateway::Outcome::kFailed && handle_is_stale(r.rv) && reread()) continue;
-    if (g == nullptr) break;  // gone from the token meanwhile
-    // Refusals (breaker open) are counted, not logged: the breaker logs when it opens.
-    if (r.outcome != TokenGateway::Outcome::kRefused)
-      logger()->warn("ticket key derivation under {} failed: {}", to_hex(name), r.error);
-    break;
-  }
-  counters_.count(TicketEvent::kHsmErrors);
-  return false;
-}
-
 bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   auto ring = rings_->current();
-  const Generation* g = ring->encrypt_generation(unix_now());
+  const std::int64_t now = unix_now();
+  const Generation* g = ring->encrypt_generation(now);
   if (g == nullptr) {
     counters_.count(TicketEvent::kIssueFailed);
     return false;
   }
-  if (issue_pool_) {
-    bool taken = issue_pool_->take(g->name, out);
-    maintenance_->request(refill_task_);
-    if (taken) {
-      counters_.count(TicketEvent::kIssuedFromPool);
-      record(out.name, TicketOutcome::kIssued);
-      return true;
-    }
-  }
   out.name = g->name;
-  if (RAND_bytes(out.iv.data(), static_cast<int>(out.iv.size())) != 1 || !derive(ring, g, out.iv, out.keys)) {
+  bool ok = false;
+  if (g->epoch_tier()) {
+    // The epoch's key is normally ready (prepare_epochs); if not, one HSM call now.
+    const std::int64_t epoch = epoch_of(now, g->epoch_seconds);
+    auto key = deriver_->epoch_key(ring, g, epoch, TokenGateway::Lane::kTicket);
+    ok = key && make_epoch_iv(epoch, out.iv) && keys_from_epoch(*key, out.name, out.iv, out.keys);
+  } else {
+    if (issue_pool_) {
+      bool taken = issue_pool_->take(g->name, out);
+      maintenance_->request(refill_task_);
+      if (taken) {
+        counters_.count(TicketEvent::kIssuedFromPool);
+        record(out.name, TicketOutcome::kIssued);
+        return true;
+      }
+    }
+    ok = RAND_bytes(out.iv.data(), static_cast<int>(out.iv.size())) == 1 && deriver_->per_ticket(ring, g, out.iv, out.keys);
+  }
+  if (!ok) {
     counters_.count(TicketEvent::kIssueFailed);
     return false;
   }
@@ -287,12 +221,23 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   return true;
 }
 
+bool TicketKeyService::keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
+  try {
+    derive_ticket_keys_from_epoch(key.span(), name, iv, out);
+    return true;
+  } catch (const std::exception& e) {
+    out.wipe();
+    logger()->warn("per-ticket keys from the epoch key: {}", e.what());
+    return false;
+  }
+}
+
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = rings_->current();
   const Generation* g = ring->find(name);
   if (g == nullptr) {
     bool asked = false;
-    const bool scanned = rescan(unknown_name_rescans_, config_.rotation.refresh_interval, &asked);
+    const bool scanned = deriver_->rescan(unknown_name_rescans_, config_.rotation.refresh_interval, &asked);
     if (asked) counters_.count(TicketEvent::kRescans);
     if (scanned) {
       ring = rings_->current();
@@ -303,17 +248,33 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
     record(name, TicketOutcome::kUnknownKey);
     return OpenStatus::kUnknownKey;
   }
-  const std::int64_t now = unix_now();
-  if (!ticket_opens(*g, now, config_.rotation.clock_skew.count())) {
+  const std::int64_t now = unix_now(), skew = config_.rotation.clock_skew.count();
+  if (!ticket_opens(*g, now, skew)) {
     record(name, g->revoked ? TicketOutcome::kRevoked : TicketOutcome::kExpired);
     return OpenStatus::kRetired;
   }
-  if (!derive(ring, g, iv, out)) {
+  bool ok = false;
+  if (g->epoch_tier()) {
+    // The epoch in the IV decides, before any HSM call (ticket_rules.h, "Epochs").
+    const std::int64_t epoch = epoch_of_iv(iv, epoch_of(now, g->epoch_seconds));
+    const EpochRange range = ticket_epochs(*g, now, config_.tickets.lifetime.count(), skew);
+    if (!range.contains(epoch)) {
+      record(name, epoch < range.first && epoch >= epoch_of(g->schedule.encrypt_from - skew, g->epoch_seconds)
+                       ? TicketOutcome::kExpired
+                       : TicketOutcome::kBadEpoch);
+      return OpenStatus::kRetired;
+    }
+    auto key = deriver_->epoch_key(ring, g, epoch, TokenGateway::Lane::kTicket);
+    ok = key && keys_from_epoch(*key, name, iv, out);
+  } else {
+    ok = deriver_->per_ticket(ring, g, iv, out);
+  }
+  if (!ok || g == nullptr) {
     record(name, TicketOutcome::kHsmError);
     return OpenStatus::kHsmError;
   }
   counters_.count(TicketEvent::kOpened);
-  // derive() may have moved `ring` (and `g`) to a newer ring.
+  // The deriver may have moved `ring` (and `g`) to a newer ring.
   return ticket_renews(*ring, *g, now) ? OpenStatus::kOkRenew : OpenStatus::kOk;
 }
 

@@ -44,6 +44,38 @@ bool session_young_enough(std::int64_t auth_time, std::int64_t now, std::int64_t
   return now - auth_time <= max_session_age;
 }
 
+// ---------------------------------------------------------------- epochs
+
+std::int64_t epoch_of(std::int64_t unix_seconds, std::int64_t epoch_seconds) noexcept {
+  std::int64_t e = unix_seconds / epoch_seconds;
+  if (unix_seconds % epoch_seconds < 0) --e;  // floor, also before 1970
+  return e;
+}
+
+EpochRange ticket_epochs(const Generation& g, std::int64_t now, std::int64_t lifetime, std::int64_t skew) noexcept {
+  if (!g.epoch_tier() || g.epoch_seconds <= 0) return {};
+  const std::int64_t e = g.epoch_seconds;
+  return {std::max(epoch_of(now - lifetime - skew, e), epoch_of(g.schedule.encrypt_from - skew, e)),
+          std::min(epoch_of(now + skew, e), epoch_of(g.schedule.decrypt_until + skew, e))};
+}
+
+std::vector<EpochToPrepare> epochs_to_prepare(const KeyRing& ring, std::int64_t now, std::int64_t skew) {
+  std::vector<EpochToPrepare> out;
+  auto add = [&](std::int64_t at) {
+    const Generation* g = ring.encrypt_generation(at);
+    if (g == nullptr || !g->epoch_tier() || g->epoch_seconds <= 0) return;
+    const std::int64_t epoch = epoch_of(at, g->epoch_seconds);
+    for (const auto& p : out)
+      if (p.generation == g && p.epoch == epoch) return;
+    out.push_back({g, epoch});
+  };
+  add(now);
+  add(now + skew);
+  if (const Generation* g = ring.encrypt_generation(now); g != nullptr && g->epoch_tier() && g->epoch_seconds > 0)
+    add((epoch_of(now, g->epoch_seconds) + 1) * g->epoch_seconds);  // the next epoch's start
+  return out;
+}
+
 // ---------------------------------------------------------------- rotation
 
 RotationPlan plan_rotation(const KeyRing& ring, std::int64_t now, const RotationPolicy& policy) {

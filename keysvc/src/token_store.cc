@@ -17,6 +17,7 @@ namespace {
 
 constexpr std::string_view kRecordMagic = "keysvc-generation v1";
 constexpr std::string_view kRecordMagicV2 = "keysvc-generation v2";  // derivation 2
+constexpr std::string_view kRecordMagicV3 = "keysvc-generation v3";  // derivation 3: the epoch tier
 constexpr std::string_view kRevocationMagic = "keysvc-revocation v1";
 
 hsm::Bytes id_of(const KeyName& name) { return hsm::Bytes(name.begin(), name.end()); }
@@ -58,6 +59,10 @@ std::optional<Schedule> parse_schedule(std::string_view text, std::string_view m
   if (!(s.encrypt_from < s.encrypt_until && s.encrypt_until <= s.decrypt_until)) return std::nullopt;
   return s;
 }
+
+// An epoch length a generation may have: 1 s to a day (config.h checks that it divides
+// the configured encrypt period).
+bool epoch_fits(std::int64_t epoch) { return epoch > 0 && epoch <= 86400; }
 
 std::string format_schedule(const Schedule& s, std::string_view magic) {
   return std::string(magic) + "\ncreated=" + std::to_string(s.created) +
@@ -112,6 +117,14 @@ KeyRing load(hsm::Session& session) {
           g.schedule = *v2;
           g.derivation = 2;
           g.enc_key = g.mac_key = find_one_key(session, g.name, kTicketKeyLabel);
+        } else if (auto v3 = parse_schedule(as_text(text), kRecordMagicV3)) {
+          auto f = parse_fields(as_text(text), kRecordMagicV3);
+          const auto epoch = f->find("epoch");
+          if (epoch == f->end() || !epoch_fits(epoch->second)) continue;  // malformed: never used
+          g.schedule = *v3;
+          g.derivation = 3;
+          g.epoch_seconds = epoch->second;
+          g.enc_key = g.mac_key = find_one_key(session, g.name, kEpochRootLabel);
         } else {
           continue;  // a format this version does not know
         }
@@ -151,8 +164,10 @@ KeyRing load(hsm::Session& session) {
 }
 
 Generation create_generation(hsm::Session& session, const Schedule& schedule, const KeyOptions& options) {
-  if (options.derivation != 1 && options.derivation != 2)
+  if (options.derivation < 1 || options.derivation > 3)
     throw hsm::Error("unknown derivation " + std::to_string(options.derivation));
+  if (options.derivation == 3 && !epoch_fits(options.epoch_seconds))
+    throw hsm::Error("epoch of " + std::to_string(options.epoch_seconds) + " s is not 1 s to 1 day");
   Generation g;
   g.schedule = schedule;
   g.module_generation = session.generation();
@@ -160,7 +175,13 @@ Generation create_generation(hsm::Session& session, const Schedule& schedule, co
     throw hsm::Error("RAND_bytes failed while naming a new generation");
   hsm::Bytes id = id_of(g.name);
   try {
-    if (options.derivation == 2) {
+    if (options.derivation == 3) {
+      g.derivation = 3;
+      g.epoch_seconds = options.epoch_seconds;
+      g.enc_key = g.mac_key = hsm::generate_hmac_key(session, id, kEpochRootLabel, options.copyable);
+      create_record(session, record_label(g.name),
+                    format_schedule(schedule, kRecordMagicV3) + "epoch=" + std::to_string(options.epoch_seconds) + "\n");
+    } else if (options.derivation == 2) {
       g.derivation = 2;
       g.enc_key = g.mac_key =
           hsm::generate_hmac_key(session, id, kTicketKeyLabel, options.copyable, hsm::kHmacSha512KeyBytes);
@@ -185,7 +206,7 @@ void destroy_generation(hsm::Session& session, const KeyName& name) {
   // Record first: once it is gone no server picks the generation up again.
   destroy_records(session, record_label(name));
   hsm::Bytes id = id_of(name);
-  for (const char* label : {kEncKeyLabel, kMacKeyLabel, kTicketKeyLabel})
+  for (const char* label : {kEncKeyLabel, kMacKeyLabel, kTicketKeyLabel, kEpochRootLabel})
     for (auto h : hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .id = id, .label = label}))
       hsm::destroy_object(session, h);
 }

@@ -10,7 +10,7 @@ namespace {
 
 constexpr std::array<std::string_view, kTicketOutcomeCount> kOutcomeNames = {
     "issued", "resumed", "renewed", "unknown_key", "expired", "revoked", "mac_failure", "decrypt_failure",
-    "hsm_error", "max_session_age"};
+    "hsm_error", "max_session_age", "bad_epoch"};
 
 }  // namespace
 

@@ -70,7 +70,7 @@ class IssuePoolServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     test::TestToken::get().clear();
-    Config config = test::TestToken::get().config();
+    Config config = test::strict(test::TestToken::get().config());  // the pool is the strict tier's
     config.tickets.issue_pool = 8;
     service_ = TicketKeyService::open(config, [this] { return t0_ + std::chrono::seconds(offset_.load()); });
   }

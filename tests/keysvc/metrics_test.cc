@@ -16,7 +16,7 @@ std::uint64_t count_of(const MetricsSnapshot& m, hsm::Call call) {
 // and the HSM call counts follow the tickets exactly.
 std::shared_ptr<TicketKeyService> open_service() {
   test::TestToken::get().clear();
-  Config c = test::TestToken::get().config();
+  Config c = test::strict(test::TestToken::get().config());
   c.tickets.issue_pool = 0;
   return TicketKeyService::open(c);
 }

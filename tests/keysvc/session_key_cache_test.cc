@@ -146,7 +146,7 @@ TEST_F(SessionKeyCacheTest, CopiesAreMadeAgainAfterTheTokenForgotThem) {
 
 // Through the service: hsm.session_copies + rotation.copyable_keys.
 Config copies_config() {
-  Config c = test::TestToken::get().config();
+  Config c = test::strict(test::TestToken::get().config());
   c.hsm.session_copies = true;
   c.rotation.copyable_keys = true;
   return c;
@@ -195,7 +195,7 @@ TEST(SessionKeyCacheService, RecoversAfterALogout) {
 
 TEST(SessionKeyCacheService, OffByDefault) {
   test::TestToken::get().clear();
-  auto svc = TicketKeyService::open(test::TestToken::get().config());
+  auto svc = TicketKeyService::open(test::strict(test::TestToken::get().config()));
   EXPECT_EQ(svc->session_copies(), nullptr);
   auto name = svc->encrypt_key_name();
   ASSERT_TRUE(name.has_value());

@@ -26,7 +26,8 @@ struct TestClock {
   void advance(std::int64_t by) { *seconds += by; }
 };
 
-Config test_config() { return test::TestToken::get().config(); }
+// Most of these tests count HSM work per ticket: the strict tier (epoch tier: key_deriver_test).
+Config test_config() { return test::strict(test::TestToken::get().config()); }
 
 bool same_keys(const TicketKeys& a, const TicketKeys& b) { return a.aes_key == b.aes_key && a.hmac_key == b.hmac_key; }
 

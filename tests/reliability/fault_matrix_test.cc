@@ -75,7 +75,8 @@ class FaultMatrix : public ::testing::TestWithParam<Cell> {
   void SetUp() override {
     faults_->clear();
     test::TestToken::get().clear();
-    Config config = test::TestToken::get().config();
+    // Faults on the ticket path: the strict tier makes HSM calls per ticket.
+    Config config = test::strict(test::TestToken::get().config());
     config.hsm.module = test::FaultControl::module_path();
     config.hsm.call_timeout = kCallTimeout;
     config.hsm.breaker_threshold = 3;

@@ -42,7 +42,7 @@ class NetworkHsm : public ::testing::Test {
 
   void SetUp() override {
     test::TestToken::get().clear();
-    Config config = test::TestToken::get().config();
+    Config config = test::strict(test::TestToken::get().config());
     config.hsm.module = test::kP11KitClientModule;
     config.hsm.call_timeout = 500ms;
     config.hsm.breaker_backoff = 100ms;

@@ -44,6 +44,14 @@ class TestToken : public TestBackend {
 // token only through its TokenGateway.
 std::unique_ptr<hsm::SessionPool> open_pool(const Config& config);
 
+// `config` with rotation.tier = "strict": for tests whose subject is the strict tier's
+// HSM work per ticket (derivation counts, the issue pool, session copies, ticket-path
+// faults). Everything else runs on the default, the epoch tier.
+inline Config strict(Config config) {
+  config.rotation.tier = RotationPolicy::Tier::kStrict;
+  return config;
+}
+
 // Random printable string (for PINs and labels).
 std::string random_text(std::size_t n);
 

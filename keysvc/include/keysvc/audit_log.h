@@ -116,6 +116,12 @@ struct GenerationCreated {
   hsm::KeyCustody mac;
 };
 struct Activated { KeyName name{}; };    // became the encrypt generation
+// The token derived the generation's key for an epoch (the epoch tier): which generation
+// and epoch number, never the key.
+struct EpochKeyDerived {
+  KeyName name{};
+  std::int64_t epoch = 0;
+};
 struct DecryptOnly { KeyName name{}; };  // its encrypt window ended
 struct Revoked { KeyName name{}; };
 struct Destroyed { KeyName name{}; };
@@ -153,7 +159,7 @@ struct Handshake {
   Outcome outcome = Outcome::kIssued;
 };
 
-using Event = std::variant<GenerationCreated, Activated, DecryptOnly, Revoked, Destroyed, LoginFailed, HsmError,
+using Event = std::variant<GenerationCreated, Activated, EpochKeyDerived, DecryptOnly, Revoked, Destroyed, LoginFailed, HsmError,
                            ConfigLoaded, UsageSummary, Handshake>;
 
 // ---------------------------------------------------------------- the log

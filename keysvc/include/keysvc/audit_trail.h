@@ -21,6 +21,8 @@
 //                        on a rescan (schedule and the token's custody attributes)
 //   activated            a generation became the encrypt generation (seen on a rescan, or
 //                        made by `keys generate` / a revocation's replacement)
+//   epoch_key_derived    the token derived a generation's key for an epoch (epoch tier):
+//                        generation name and epoch number
 //   decrypt_only         the previous encrypt generation stopped encrypting
 //   revoked, destroyed   revocation and destruction, by keysvcctl or observed on a rescan
 //   login_failed         the token refused the PIN (the URI without any pin-value)
@@ -119,6 +121,10 @@ class AuditTrail {
   // the module's failed calls by itself (poll_hsm_errors); this is for failures seen
   // elsewhere. Never throws.
   void hsm_errors(std::string_view operation, std::string_view rv, std::uint64_t count = 1) noexcept;
+
+  // An epoch_key_derived record (not fsync'ed: the next flush or seal carries it). Never
+  // throws: failures go to the operational log.
+  void epoch_key_derived(const KeyName& name, std::int64_t epoch) noexcept;
 
   // A handshake record, if audit.per_handshake. Never throws. Called for every ticket
   // outcome: inline, so with per_handshake off (the default) it costs one load and branch.

@@ -30,7 +30,9 @@
 //   lifetime        = "2h"    # ticket lifetime hint and session timeout
 //   max_session_age = "24h"   # no resumption once the original full handshake is older
 //   create_if_empty = true    # create the first generation if the token has none
-//   issue_pool      = 64      # per-ticket keys derived ahead for the issue path (0: off;
+//   epoch           = "5m"    # the epoch tier's epoch: a whole divisor of encrypt_period;
+//                             # default 5m, or the largest divisor of a shorter period
+//   issue_pool      = 64      # strict tier: per-ticket keys derived ahead for issuing (0: off;
 //                             # see issue_pool.h for what that keeps in memory)
 //
 //   [rotation]                # see schedule.h and rotation.h
@@ -47,7 +49,11 @@
 //                             # the user PIN may copy the keys and change their non-custody
 //                             # attributes (docs/PERFORMANCE.md, "Session copies"). The
 //                             # default keeps keys uncopyable and unmodifiable.
-//   derivation       = 1      # per-ticket derivation of generations this process creates:
+//   tier             = "epoch" # generations this process creates: "epoch" (the token derives
+//                             # one key per epoch, per-ticket keys come from it in process:
+//                             # no HSM call per ticket) or "strict" (one HSM operation per
+//                             # ticket, by `derivation`); docs/DERIVATION.md, docs/SECURITY.md
+//   derivation       = 1      # the strict tier's per-ticket derivation:
 //                             # 1 = two HMAC-SHA256 under two keys; 2 = one HMAC-SHA512
 //                             # under one 64-byte key (half the HSM calls; a v2 record that
 //                             # keysvc versions before it ignore: set it only once every

@@ -46,6 +46,8 @@ struct TicketKeys {
   TicketKeys& operator=(const TicketKeys&) = delete;
   ~TicketKeys() { wipe(); }
   void wipe() noexcept { block_.wipe(); }
+  // aes_key || hmac_key, as one 64-byte span (derivations that produce both at once).
+  std::span<std::uint8_t, 2 * kTicketKeyBytes> both() const noexcept { return block_.span(); }
 
  private:
   hsm::SecureBuffer<2 * kTicketKeyBytes> block_;  // first: the arrays below live in it
@@ -62,6 +64,46 @@ DerivationMessage derivation_message(std::string_view label, const KeyName& name
 // Derivation 2's message: kTicketKeysV2Label || 0x00 || key_name || iv.
 using DerivationMessageV2 = std::array<std::uint8_t, kTicketKeysV2Label.size() + 1 + kKeyNameBytes + kIvBytes>;
 DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv);
+
+// ---------------------------------------------------------------- the epoch tier
+//
+// Derivation 3 (the default for new generations; docs/DERIVATION.md):
+//
+//   epoch_key        = HMAC-SHA256(generation.root, "keysvc epoch v1" || 0x00 || key_name || epoch (8, big endian))
+//   aes_key||hmac_key = HKDF-Expand-SHA256(PRK = epoch_key,
+//                          info = "keysvc ticket v3 aes-256-cbc+hmac-sha256" || 0x00 || key_name || iv, L = 64)
+//   iv               = epoch (4 bytes, big endian, modulo 2^32) || 12 random bytes
+//
+// The epoch key is computed in the token (one C_Sign per generation and epoch, ahead of
+// time by the maintenance thread); the per-ticket keys in this process, from the epoch key
+// held in secure memory (epoch_keys.h). Epoch e covers [e * epoch_seconds, (e + 1) *
+// epoch_seconds) in Unix seconds (ticket_rules.h).
+inline constexpr std::string_view kEpochKeyLabel = "keysvc epoch v1";
+inline constexpr std::string_view kTicketKeysV3Label = "keysvc ticket v3 aes-256-cbc+hmac-sha256";
+inline constexpr std::size_t kEpochKeyBytes = 32;
+using EpochKey = hsm::SecureBuffer<kEpochKeyBytes>;
+
+using EpochKeyMessage = std::array<std::uint8_t, kEpochKeyLabel.size() + 1 + kKeyNameBytes + 8>;
+EpochKeyMessage epoch_key_message(const KeyName& name, std::int64_t epoch);
+using TicketInfoV3 = std::array<std::uint8_t, kTicketKeysV3Label.size() + 1 + kKeyNameBytes + kIvBytes>;
+TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv);
+
+// The epoch key of `generation` (derivation 3) for `epoch`, computed in the token: one
+// HMAC-SHA256 with the root key. Throws hsm::Pkcs11Error.
+void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch,
+                      std::span<std::uint8_t, kEpochKeyBytes> out);
+
+// A ticket's keys from its generation's epoch key (HKDF-Expand-SHA256, OpenSSL's "HKDF"),
+// in this process. Throws std::runtime_error if OpenSSL fails.
+void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes> epoch_key, const KeyName& name,
+                                   const Iv& iv, TicketKeys& out);
+
+// A fresh IV for a ticket of `epoch`: the epoch in its first 4 bytes, then 12 random ones.
+// False if the random generator fails.
+bool make_epoch_iv(std::int64_t epoch, Iv& out) noexcept;
+// The epoch an IV names: its 4-byte field, completed to the epoch nearest `near` (the
+// current one), so the field's wrap after 2^32 epochs never matters.
+std::int64_t epoch_of_iv(const Iv& iv, std::int64_t near) noexcept;
 
 // Derives both per-ticket keys for `generation` and `iv` in the token: two HMAC-SHA256
 // (derivation 1) or one HMAC-SHA512 (derivation 2), on the generation's session copies

@@ -22,9 +22,12 @@ struct Generation {
   KeyName name{};
   CK_OBJECT_HANDLE enc_key = CK_INVALID_HANDLE;
   CK_OBJECT_HANDLE mac_key = CK_INVALID_HANDLE;
-  // The per-ticket derivation (derivation.h): 1 = two HMAC-SHA256 with two keys (the
-  // default), 2 = one HMAC-SHA512 with one key (enc_key == mac_key).
+  // The derivation (derivation.h). The strict tier, one HSM operation per ticket: 1 = two
+  // HMAC-SHA256 with two keys, 2 = one HMAC-SHA512 with one key (enc_key == mac_key).
+  // The epoch tier: 3 = one root key (enc_key == mac_key) from which the token derives a
+  // key per epoch of `epoch_seconds`; per-ticket keys come from the epoch key in process.
   int derivation = 1;
+  std::int64_t epoch_seconds = 0;  // derivation 3 only
   // This process's session-object copies of the two keys (hsm.session_copies,
   // session_key_cache.h), or CK_INVALID_HANDLE: derivation then uses the token keys.
   CK_OBJECT_HANDLE enc_copy = CK_INVALID_HANDLE;
@@ -47,8 +50,9 @@ struct Generation {
   bool has_copies() const noexcept { return enc_copy != CK_INVALID_HANDLE && mac_copy != CK_INVALID_HANDLE; }
   CK_OBJECT_HANDLE enc_signing_key() const noexcept { return has_copies() ? enc_copy : enc_key; }
   CK_OBJECT_HANDLE mac_signing_key() const noexcept { return has_copies() ? mac_copy : mac_key; }
-  // HSM sign operations per ticket (derive_ticket_keys).
-  int sign_calls() const noexcept { return derivation == 2 ? 1 : 2; }
+  bool epoch_tier() const noexcept { return derivation == 3; }
+  // HSM sign operations per derivation: per ticket (strict tier), per epoch (epoch tier).
+  int sign_calls() const noexcept { return derivation == 1 ? 2 : 1; }
   // Whether the handles were read before a restart that made `current_module_generation`
   // (hsm::Module::generation()) current: then they may name other objects.
   bool handles_predate(std::uint64_t current_module_generation) const noexcept {

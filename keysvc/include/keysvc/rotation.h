@@ -22,9 +22,12 @@ struct RotationResult {
   std::vector<KeyName> destroyed;
 };
 
-// How keys are made under `policy` (rotation.copyable_keys, rotation.derivation).
+// How keys are made under `policy` (rotation.tier, tickets.epoch, rotation.derivation,
+// rotation.copyable_keys).
 inline token_store::KeyOptions key_options(const RotationPolicy& policy) {
-  return {policy.copyable_keys ? hsm::Copyable::kYes : hsm::Copyable::kNo, policy.derivation};
+  const bool epoch = policy.tier == RotationPolicy::Tier::kEpoch;
+  return {policy.copyable_keys ? hsm::Copyable::kYes : hsm::Copyable::kNo, epoch ? 3 : policy.derivation,
+          epoch ? policy.epoch.count() : 0};
 }
 
 // Loads the ring, plans at `now` and carries the plan out in the token, in one call on

@@ -48,8 +48,16 @@ struct RotationPolicy {
   // Custody opt-in: keys of generations made under this policy are COPYABLE and
   // MODIFIABLE, so servers may derive with session copies (config.h, hsm/secret_key.h).
   bool copyable_keys = false;
-  // Opt-in: per-ticket derivation of generations made under this policy (derivation.h):
-  // 1 = two HMAC-SHA256 with two keys, 2 = one HMAC-SHA512 with one 64-byte key.
+  // The tier of generations made under this policy (derivation.h). kEpoch (the
+  // default): the token derives one key per generation and epoch, per-ticket keys come
+  // from it in process. kStrict: one HSM operation per ticket, by `derivation`.
+  enum class Tier { kEpoch, kStrict };
+  Tier tier = Tier::kEpoch;
+  // The epoch tier's epoch length, recorded in each generation (fleet-wide by
+  // construction); a whole divisor of encrypt_period (config.h).
+  std::chrono::seconds epoch{std::chrono::minutes(5)};
+  // The strict tier's per-ticket derivation: 1 = two HMAC-SHA256 with two keys, 2 = one
+  // HMAC-SHA512 with one 64-byte key.
   int derivation = 1;
 };
 

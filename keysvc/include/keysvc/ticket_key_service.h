@@ -6,9 +6,11 @@
 // Both are safe to call from any number of handshake threads at once, never throw, and
 // never hand out long-term keys or object handles.
 //
-// It is a thin front over four parts, each in its own file:
+// It is a thin front over these parts, each in its own file:
 //   TokenGateway  (token_gateway.h)  the one road to the HSM: deadlines, breaker, restarts
 //   RingStore     (ring_store.h)     the key ring and the scans that replace it
+//   KeyDeriver    (key_deriver.h)    a generation's keys through the gateway: per ticket
+//                                    (strict tier) or per epoch, cached (epoch tier)
 //   Maintenance   (maintenance.h)    the one background thread: refresh and rotation,
 //                                    module restarts, issue pool refills, audit seals
 //   TicketCounters (usage.h)         the one counter set every metric is computed from
@@ -27,6 +29,7 @@
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/pin_source.h"
+#include "keysvc/key_deriver.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
 #include "keysvc/usage.h"
@@ -41,6 +44,7 @@ class RingStore;
 class Maintenance;
 class IssueKeyPool;
 class SessionKeyCache;
+class KeyDeriver;
 struct ForkHooks;
 
 // Wall-clock source; injectable so tests can move time.
@@ -157,6 +161,7 @@ class TicketKeyService {
   // The parts, for tools, metrics and tests (internal API).
   TokenGateway& gateway() noexcept { return *gateway_; }
   RingStore& rings() noexcept { return *rings_; }
+  KeyDeriver& deriver() noexcept { return *deriver_; }
   // The session-copy cache (hsm.session_copies), or nullptr.
   SessionKeyCache* session_copies() noexcept { return session_copies_.get(); }
   // The audit trail (audit_trail.h), or nullptr when [audit] path is not set.
@@ -177,17 +182,8 @@ class TicketKeyService {
   void restart_task();
   void fill_issue_pool() noexcept;
 
-  // Derives under `g` (of `ring`). If the token no longer knows the ring's object handles
-  // (a module restart, a token reset), asks for a rescan, points `ring` and `g` at the
-  // new ring and retries once.
-  bool derive(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const Iv& iv, TicketKeys& out) noexcept;
-  // Asks the maintenance thread for a token scan, unless `throttle` allowed one less than
-  // `interval` ago, and waits for it up to the ticket deadline. True when a scan finished
-  // meanwhile (look the name up again); `asked` (optional) tells whether one was asked for.
-  struct Throttle {
-    std::atomic<std::chrono::steady_clock::rep> last{0};
-  };
-  bool rescan(Throttle& throttle, std::chrono::milliseconds interval, bool* asked = nullptr) noexcept;
+  // A ticket's keys from an epoch key (derivation.h); false (logged) if OpenSSL failed.
+  static bool keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
 
   Config config_;
   Clock clock_;
@@ -197,11 +193,11 @@ class TicketKeyService {
   std::unique_ptr<RingStore> rings_;
   std::unique_ptr<IssueKeyPool> issue_pool_;  // null when tickets.issue_pool = 0
   std::unique_ptr<audit::AuditTrail> audit_;  // null unless [audit] path
+  std::unique_ptr<KeyDeriver> deriver_;       // holds the epoch keys
   std::unique_ptr<Maintenance> maintenance_;  // last: stopped first
-  std::size_t scan_task_ = 0, restart_task_ = 0, refill_task_ = 0;
+  std::size_t scan_task_ = 0, restart_task_ = 0, refill_task_ = 0, epoch_task_ = 0;
   unsigned restarts_without_scan_ = 0;  // the maintenance thread's: for the log
-  Throttle unknown_name_rescans_;
-  Throttle stale_handle_rescans_;
+  KeyDeriver::Throttle unknown_name_rescans_;
 };
 
 }  // namespace keysvc

@@ -22,6 +22,20 @@
 // its generation is older than the encrypt generation (TLS 1.3 tickets are single-use
 // and always replaced: ticket_adapter.cc).
 //
+// Epochs (the epoch tier, derivation 3: derivation.h). Time is cut into epochs of the
+// generation's epoch_seconds, epoch e covering [e * epoch_seconds, (e + 1) * epoch_seconds)
+// in Unix seconds, the same for every server. A ticket is issued under the epoch of the
+// issuing server's clock, and its IV names that epoch. It opens only if that epoch
+//   - has begun by now + clock_skew (no ticket from the future),
+//   - ended no longer ago than the ticket lifetime + clock_skew (no ticket older than its
+//     lifetime: refused without an HSM call),
+//   - lies between the generation's encrypt_from - clock_skew and decrypt_until + clock_skew;
+// so a server holds at most ceil((lifetime + 2 x clock_skew) / epoch) + 1 epoch keys per
+// generation (lifetime / epoch + 2 when the epoch divides the lifetime and exceeds twice
+// the skew). The maintenance thread derives the keys of the current and the next epoch of
+// the encrypt generation (and of the generation encrypting clock_skew from now) ahead of
+// time, so issuing never waits for the HSM.
+//
 // Rotation (the plan is a pure function of the ring, the clock and the policy):
 //   1. If no generation encrypts now (empty token, or the rotator was down for longer
 //      than the ring covers), create one whose window starts now. This is the only
@@ -66,6 +80,27 @@ bool ticket_renews(const KeyRing& ring, const Generation& opened, std::int64_t n
 
 // Whether a session first authenticated at `auth_time` may still resume at `now`.
 bool session_young_enough(std::int64_t auth_time, std::int64_t now, std::int64_t max_session_age) noexcept;
+
+// The epoch `unix_seconds` falls in, for epochs of `epoch_seconds` (> 0).
+std::int64_t epoch_of(std::int64_t unix_seconds, std::int64_t epoch_seconds) noexcept;
+
+// A range of epochs, [first, last]; empty when last < first.
+struct EpochRange {
+  std::int64_t first = 0;
+  std::int64_t last = -1;
+  bool contains(std::int64_t e) const noexcept { return first <= e && e <= last; }
+  std::int64_t size() const noexcept { return last < first ? 0 : last - first + 1; }
+};
+// The epochs a ticket under `g` (epoch tier) may come from at `now` (see "Epochs").
+EpochRange ticket_epochs(const Generation& g, std::int64_t now, std::int64_t lifetime, std::int64_t skew) noexcept;
+
+// The (generation, epoch) pairs whose keys should be ready at `now` (see "Epochs"), each
+// once; empty when no epoch-tier generation encrypts.
+struct EpochToPrepare {
+  const Generation* generation = nullptr;
+  std::int64_t epoch = 0;
+};
+std::vector<EpochToPrepare> epochs_to_prepare(const KeyRing& ring, std::int64_t now, std::int64_t skew);
 
 struct RotationPlan {
   std::vector<Schedule> create;

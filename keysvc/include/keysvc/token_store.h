@@ -10,6 +10,11 @@
 // and a v2 record, which versions before it ignore (they never see the generation):
 //   CKO_SECRET_KEY  CKA_ID = name, label "keysvc-ticket-key"  64-byte HMAC key
 //   CKO_DATA        as above, CKA_VALUE = "keysvc-generation v2\n..." (same fields)
+// A derivation-3 generation (the epoch tier, the default: rotation.tier = "epoch";
+// derivation.h) has one root key, from which the token derives a key per epoch, and a v3
+// record with the epoch length:
+//   CKO_SECRET_KEY  CKA_ID = name, label "keysvc-epoch-root"  32-byte HMAC key
+//   CKO_DATA        as above, CKA_VALUE = "keysvc-generation v3\n...(same fields)epoch=300\n"
 // The record is written last and destroyed first: a generation exists exactly while
 // its record does. (PKCS#11 data objects have no CKA_ID, so the name is in the label.)
 //
@@ -30,6 +35,7 @@ inline constexpr char kApplication[] = "keysvc";
 inline constexpr char kEncKeyLabel[] = "keysvc-ticket-enc";
 inline constexpr char kMacKeyLabel[] = "keysvc-ticket-mac";
 inline constexpr char kTicketKeyLabel[] = "keysvc-ticket-key";  // derivation 2
+inline constexpr char kEpochRootLabel[] = "keysvc-epoch-root";   // derivation 3 (the epoch tier)
 inline constexpr char kRecordLabelPrefix[] = "keysvc-generation ";
 inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 
@@ -43,7 +49,10 @@ KeyRing load(hsm::Session& session);
 // How a new generation's keys are made (rotation.copyable_keys, rotation.derivation).
 struct KeyOptions {
   hsm::Copyable copyable = hsm::Copyable::kNo;  // may be copied into session objects
-  int derivation = 1;                           // 1: two 32-byte keys; 2: one 64-byte key
+  // 1: two 32-byte keys; 2: one 64-byte key (both the strict tier); 3: the epoch tier,
+  // one 32-byte root key and `epoch_seconds` (1 s to 1 day).
+  int derivation = 1;
+  std::int64_t epoch_seconds = 0;
 };
 
 // Creates a generation with a fresh random name, the given schedule and key options.

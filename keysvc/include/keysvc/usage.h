@@ -25,6 +25,10 @@
 //                    malformed, or the derived keys could not be set up in OpenSSL
 //   kHsmError        the token failed while deriving the keys
 //   kMaxSessionAge   the original full handshake is older than tickets.max_session_age
+//   kBadEpoch        (epoch tier) the ticket names an epoch its generation cannot have
+//                    issued under: from the future (beyond clock_skew) or before the
+//                    generation encrypted; refused without an HSM call (a ticket older
+//                    than its lifetime is kExpired)
 // A rejected ticket is counted under exactly one reason; kRenewed is part of kResumed.
 //
 // Memory is bounded whatever clients present:
@@ -66,13 +70,15 @@ enum class TicketOutcome {
   kDecryptFailure,
   kHsmError,
   kMaxSessionAge,
+  kBadEpoch,
 };
-inline constexpr std::size_t kTicketOutcomeCount = 10;
+inline constexpr std::size_t kTicketOutcomeCount = 11;
 // The first rejection reason: outcomes from here on are rejections.
 inline constexpr std::size_t kFirstRejection = static_cast<std::size_t>(TicketOutcome::kUnknownKey);
 
 // "issued", "resumed", "renewed", "unknown_key", "expired", "revoked", "mac_failure",
-// "decrypt_failure", "hsm_error", "max_session_age" (the audit log's and metrics' names).
+// "decrypt_failure", "hsm_error", "max_session_age", "bad_epoch" (the audit log's and
+// metrics' names).
 std::string_view outcome_name(TicketOutcome outcome);
 std::optional<TicketOutcome> outcome_from_name(std::string_view name);
 
@@ -160,8 +166,9 @@ enum class TicketEvent {
   kEmptyTicket,       // TLS 1.2 clients asking for a ticket without presenting one
   kPushed,            // tickets pushed to long-lived connections after a rotation
   kOverCap,           // tickets beyond the per-connection cap, refused without HSM work
+  kEpochKeysDerived,  // epoch keys computed in the token (the epoch tier)
 };
-inline constexpr std::size_t kTicketEventCount = 10;
+inline constexpr std::size_t kTicketEventCount = 11;
 
 class TicketCounters {
  public:

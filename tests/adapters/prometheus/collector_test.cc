@@ -17,7 +17,7 @@ using test::sample;
 
 std::shared_ptr<TicketKeyService> open_service() {
   test::TestToken::get().clear();
-  return TicketKeyService::open(test::TestToken::get().config());  // issue pool off
+  return TicketKeyService::open(test::strict(test::TestToken::get().config()));  // issue pool off
 }
 
 TEST(Collector, ReadsTheServiceAndTheCallbacksAtEachCollect) {
