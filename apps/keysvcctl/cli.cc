@@ -4,6 +4,7 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/pin_source.h"
 #include "keysvc/ticket_key_service.h"
 
 namespace keysvcctl {
@@ -53,7 +54,12 @@ void check_uri_label(const std::string& label, const std::string& option) {
 
 keysvc::Config Cli::load_config() const {
   if (config_path_.empty()) throw UsageError("this command needs --config FILE");
-  return keysvc::Config::load_file(config_path_);
+  keysvc::Config config = keysvc::Config::load_file(config_path_);
+  if (!pin_source_.empty()) {
+    (void)keysvc::hsm::PinSource::parse(pin_source_);  // a bad spec fails here, naming the spec
+    config.hsm.pin_source = pin_source_;
+  }
+  return config;
 }
 
 std::unique_ptr<keysvc::hsm::SessionPool> Cli::open_pool(keysvc::Config* loaded) const {
