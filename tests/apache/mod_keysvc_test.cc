@@ -20,7 +20,6 @@
 #include <regex>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "apache_keysvc.h"
@@ -162,16 +161,7 @@ TEST(ApacheModule, ApacheGracefulRestartKeepsTicketsWorking) {
   const auto old_children = httpd.worker_pids();
 
   ::kill(httpd.master_pid(), SIGUSR1);
-  bool replaced = false;
-  for (int i = 0; i < 3000 && !replaced; ++i) {
-    const auto now = httpd.worker_pids();
-    replaced = now.size() == old_children.size() &&
-               std::none_of(now.begin(), now.end(), [&](pid_t p) {
-                 return std::find(old_children.begin(), old_children.end(), p) != old_children.end();
-               });
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_TRUE(replaced) << httpd.error_log();
+  ASSERT_TRUE(httpd.wait_for_new_workers(old_children, 30s)) << httpd.error_log();
   ASSERT_TRUE(httpd.wait_for_log(std::regex("keysvc: opened"), 4, 20s)) << httpd.error_log();
   int resumed = 0;
   for (int i = 0; i < 4; ++i) {

@@ -6,9 +6,9 @@
 //   - the master reads keysvc's TOML and PIN; the workers, as www-data, cannot read the
 //     PIN file and open the token themselves; the master never loads the PKCS#11 module;
 //   - each worker writes its own audit log;
-//   - reload (SIGHUP) and binary upgrade (SIGUSR2) keep tickets working, and nginx's
-//     log has no alert from keysvc.
-// Ticket behaviour (resumption, rotation, HSM failure): nginx_tickets_test.cc.
+//   - nginx's log has no alert from keysvc (stop_and_check).
+// Reload and binary upgrade: nginx_lifecycle_test.cc. Ticket behaviour (resumption,
+// rotation, HSM failure): nginx_tickets_test.cc.
 //
 // Every test name contains "Nginx" so `ctest -R Nginx` selects them. Waits are bounded;
 // nothing asserts a duration.
@@ -16,7 +16,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -25,7 +24,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "audit_report.h"
@@ -231,100 +229,6 @@ TEST(NginxModule, NginxWorkersEachWriteTheirOwnAuditLog) {
   EXPECT_EQ(resumed, 6u);
   print_figure("audit: " + std::to_string(files.size()) + " worker files verified; report issued=" +
                std::to_string(c.issued) + " resumed=" + std::to_string(resumed));
-}
-
-// ---- 3. reload and binary upgrade ----
-
-// Waits until the master `pid` runs `count` workers none of which is in `old`.
-bool wait_for_new_workers(pid_t master, const std::vector<pid_t>& old, std::size_t count) {
-  for (int i = 0; i < 3000; ++i) {
-    const auto now = child_pids(master);
-    std::size_t fresh = 0;
-    for (pid_t p : now) fresh += std::find(old.begin(), old.end(), p) == old.end();
-    if (fresh == count && now.size() == count) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
-}
-
-// A ticket issued before `nginx -s reload` resumes on the new workers (which the master
-// gave the configuration and PIN it read again), and they issue their own.
-TEST(NginxModule, NginxReloadKeepsTicketsWorking) {
-  const std::string toml = write_keysvc_toml("nginx-keysvc.toml", {});
-  std::string error;
-  ASSERT_TRUE(rotate(toml, error)) << error;
-  NginxInstance nginx(token_subdir("nginx"), keysvc_nginx(2, toml));
-  const std::string before = nginx.dir() + "/before.pem", after = nginx.dir() + "/after.pem";
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls12, localhost_cert().cert, "", before).ok);
-  const auto old_workers = nginx.worker_pids();
-
-  ::kill(nginx.master_pid(), SIGHUP);
-  ASSERT_TRUE(wait_for_new_workers(nginx.master_pid(), old_workers, 2)) << nginx.error_log();
-  ASSERT_TRUE(nginx.wait_for_log(std::regex("keysvc: opened"), 4, 20s)) << nginx.error_log();
-  int resumed = 0;
-  for (int i = 0; i < 4; ++i) {
-    Answer a = s_client_request(nginx.port(), TlsVersion::kTls12, localhost_cert().cert, before, "");
-    EXPECT_TRUE(a.ok && a.reused) << a.detail;
-    EXPECT_EQ(std::count(old_workers.begin(), old_workers.end(), a.pid), 0) << "an old worker answered";
-    resumed += a.ok && a.reused;
-  }
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, "", after).ok);
-  Answer fresh = s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, after, "");
-  EXPECT_TRUE(fresh.ok && fresh.reused) << fresh.detail;
-  print_figure("reload: " + std::to_string(resumed) + "/4 pre-reload TLS 1.2 tickets resumed on new workers");
-  // Old and new workers logged their counters: 2 + 2.
-  stop_and_check(nginx, 4);
-}
-
-// Binary upgrade: SIGUSR2 makes the master start a new master (the same binary, which
-// reads the configuration and PIN itself); SIGWINCH then SIGQUIT retire the old one.
-// The new master's workers resume the old workers' tickets.
-TEST(NginxModule, NginxBinaryUpgradeKeepsTicketsWorking) {
-  const std::string toml = write_keysvc_toml("nginx-keysvc.toml", {});
-  std::string error;
-  ASSERT_TRUE(rotate(toml, error)) << error;
-  NginxInstance nginx(token_subdir("nginx"), keysvc_nginx(2, toml));
-  const std::string before = nginx.dir() + "/before.pem";
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, "", before).ok);
-
-  ::kill(nginx.master_pid(), SIGUSR2);
-  pid_t new_master = 0;
-  for (int i = 0; i < 3000 && new_master == 0; ++i) {
-    for (pid_t p : nginx.worker_pids()) {
-      if (child_pids(p).size() == 2) new_master = p;  // the child with workers of its own
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_NE(new_master, 0) << nginx.error_log();
-  // Whatever happens next, the new master and its workers go when the test ends.
-  struct Reaper {
-    pid_t master;
-    ~Reaper() {
-      for (pid_t w : child_pids(master)) ::kill(w, SIGKILL);
-      ::kill(master, SIGKILL);
-    }
-  } reaper{new_master};
-  ASSERT_TRUE(nginx.wait_for_log(std::regex("keysvc: opened"), 4, 20s)) << nginx.error_log();
-  ::kill(nginx.master_pid(), SIGWINCH);  // the old master's workers finish and exit
-  for (int i = 0; i < 3000 && nginx.worker_pids().size() > 1; ++i) std::this_thread::sleep_for(10ms);
-
-  int resumed = 0;
-  for (int i = 0; i < 4; ++i) {
-    Answer a = s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, before, before);
-    EXPECT_TRUE(a.ok && a.reused) << a.detail;
-    const auto new_workers = child_pids(new_master);
-    EXPECT_EQ(std::count(new_workers.begin(), new_workers.end(), a.pid), 1) << "not a new worker: " << a.pid;
-    resumed += a.ok && a.reused;
-  }
-  print_figure("binary upgrade: " + std::to_string(resumed) + "/4 TLS 1.3 resumptions on the new master's workers");
-  // The old master leaves (SIGQUIT, via stop()); then the new one, gracefully: its
-  // workers log their counters as they exit (2 old + 2 new).
-  EXPECT_EQ(nginx.stop(), std::optional<int>(0)) << nginx.error_log();
-  ::kill(new_master, SIGQUIT);
-  EXPECT_TRUE(nginx.wait_for_log(std::regex("keysvc: server .* tickets:"), 4, 20s)) << nginx.error_log();
-  const std::string log = nginx.error_log();
-  EXPECT_EQ(log.find("stale global SSL error"), std::string::npos) << log;
-  EXPECT_EQ(log.find(TestToken::get().pin()), std::string::npos);
 }
 
 }  // namespace

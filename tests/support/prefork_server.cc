@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -186,6 +187,19 @@ bool PreforkServer::wait_for_log(const std::regex& pattern, std::size_t count, s
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     if (count_matches(error_log(), pattern) >= count) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+bool PreforkServer::wait_for_new_workers(const std::vector<pid_t>& old, std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto now = worker_pids();
+    const bool replaced = now.size() == old.size() && std::none_of(now.begin(), now.end(), [&](pid_t p) {
+                            return std::find(old.begin(), old.end(), p) != old.end();
+                          });
+    if (replaced) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(10ms);
   }

@@ -44,6 +44,10 @@ class PreforkServer {
   // Waits until the error log has at least `count` matches of `pattern`. False on timeout.
   bool wait_for_log(const std::regex& pattern, std::size_t count, std::chrono::milliseconds timeout) const;
 
+  // Waits until every worker in `old` is gone and as many new ones run (after a reload
+  // or graceful restart). False on timeout.
+  bool wait_for_new_workers(const std::vector<pid_t>& old, std::chrono::milliseconds timeout) const;
+
   // Graceful stop (workers finish their connections and run their exit hooks). Returns
   // the master's exit code, or std::nullopt if it had to be killed.
   std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(20));
