@@ -164,7 +164,8 @@ http {
     }
 }
 CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+# Debian's prefix (/usr/share/nginx), where load_module finds modules/.
+nginx -c "$work/nginx/nginx.conf" &
 nginx_pid=$!
 for _ in $(seq 1 300); do
   [ "$(grep -c 'keysvc: opened' "$work/nginx/error.log" 2>/dev/null)" = 2 ] && break
