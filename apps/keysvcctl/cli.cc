@@ -54,11 +54,15 @@ void check_uri_label(const std::string& label, const std::string& option) {
 
 keysvc::Config Cli::load_config() const {
   if (config_path_.empty()) throw UsageError("this command needs --config FILE");
-  keysvc::Config config = keysvc::Config::load_file(config_path_);
   if (!pin_source_.empty()) {
-    (void)keysvc::hsm::PinSource::parse(pin_source_);  // a bad spec fails here, naming the spec
-    config.hsm.pin_source = pin_source_;
+    try {
+      (void)keysvc::hsm::PinSource::parse(pin_source_);
+    } catch (const keysvc::ConfigError& e) {
+      throw UsageError(std::string("--pin-source: ") + e.what());
+    }
   }
+  keysvc::Config config = keysvc::Config::load_file(config_path_);
+  if (!pin_source_.empty()) config.hsm.pin_source = pin_source_;
   return config;
 }
 

@@ -35,6 +35,7 @@ TEST(CApiPreload, OpensWithThePreloadedPinWhenThePinFileIsGone) {
   TestToken::get().clear();
   char err[256] = "";
   const std::string config = config_with_own_pin_file("preload");
+  ERR_clear_error();  // what the test token's own set-up left (SoftHSM in this process)
   keysvc_preloaded* pre = keysvc_preload(config.c_str(), err, sizeof err);
   ASSERT_NE(pre, nullptr) << err;
   std::filesystem::remove(TestToken::get().dir() + "/preload.pin");
@@ -60,6 +61,7 @@ TEST(CApiPreload, FailuresAreOneLineAndLeaveNoOpenSslErrors) {
   char err[256] = "";
   const std::string config = config_with_own_pin_file("no-pin");
   std::filesystem::remove(TestToken::get().dir() + "/no-pin.pin");
+  ERR_clear_error();  // what the test token's own set-up left (SoftHSM in this process)
   EXPECT_EQ(keysvc_preload(config.c_str(), err, sizeof err), nullptr);
   EXPECT_NE(std::string(err).find("cannot read PIN file"), std::string::npos) << err;
   EXPECT_EQ(std::string(err).find('\n'), std::string::npos) << err;
