@@ -13,24 +13,21 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iterator>
 #include <regex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "apache_keysvc.h"
 #include "test_token.h"
+#include "ticket_scenarios.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using namespace keysvc::test;
-
-constexpr char kSoftHsmLibrary[] = "libsofthsm2.so";
 
 // ---- 1. directives and refusals (apache2 -t) ----
 
@@ -116,35 +113,7 @@ TEST(ApacheModule, ApacheOpensTheTokenInEachChildNotInTheParent) {
   std::string error;
   ASSERT_TRUE(rotate(toml, error)) << error;
   ApacheInstance httpd(token_subdir("httpd"), keysvc_apache(3, toml));
-  ASSERT_TRUE(httpd.wait_for_log(std::regex("keysvc: opened"), 3, 20s)) << httpd.error_log();
-
-  EXPECT_FALSE(maps_file(httpd.master_pid(), kSoftHsmLibrary)) << "the parent loaded SoftHSM";
-  const auto children = httpd.worker_pids();
-  ASSERT_EQ(children.size(), 3u);
-  std::set<std::string> opened_by;
-  const std::string log = httpd.error_log();
-  const std::regex opened(R"(keysvc: opened "[^"]+" in child (\d+))");
-  for (auto it = std::sregex_iterator(log.begin(), log.end(), opened); it != std::sregex_iterator(); ++it) {
-    opened_by.insert((*it)[1]);
-  }
-  for (pid_t c : children) {
-    EXPECT_TRUE(maps_file(c, kSoftHsmLibrary)) << "child " << c << " has not loaded SoftHSM";
-    EXPECT_EQ(opened_by.count(std::to_string(c)), 1u) << log;
-  }
-  std::string users = "the test's own user";
-  if (const auto& user = worker_user()) {
-    for (pid_t c : children) EXPECT_EQ(process_uid(c), static_cast<long>(user->uid)) << "child " << c;
-    RunResult read_pin = run(as_worker({"cat", TestToken::get().pin_path()}), "", 10s);
-    EXPECT_NE(read_pin.exit_code, std::optional<int>(0)) << user->name << " can read the PIN file";
-    users = user->name + " (PIN file unreadable to it)";
-  }
-  const std::string sess = httpd.dir() + "/session.pem";
-  ASSERT_TRUE(s_client_request(httpd.port(), TlsVersion::kTls13, localhost_cert().cert, "", sess).ok);
-  Answer again = s_client_request(httpd.port(), TlsVersion::kTls13, localhost_cert().cert, sess, "");
-  EXPECT_TRUE(again.ok && again.reused) << again.detail;
-  print_figure("children that opened the token: " + std::to_string(opened_by.size()) + " of 3, running as " + users +
-               "; parent: 0");
-  stop_and_check(httpd, 3);
+  opens_the_token_in_each_worker_not_in_the_master(httpd, 3);
 }
 
 // ---- 3. graceful restart ----
@@ -156,22 +125,7 @@ TEST(ApacheModule, ApacheGracefulRestartKeepsTicketsWorking) {
   std::string error;
   ASSERT_TRUE(rotate(toml, error)) << error;
   ApacheInstance httpd(token_subdir("httpd"), keysvc_apache(2, toml));
-  const std::string before = httpd.dir() + "/before.pem";
-  ASSERT_TRUE(s_client_request(httpd.port(), TlsVersion::kTls12, localhost_cert().cert, "", before).ok);
-  const auto old_children = httpd.worker_pids();
-
-  ::kill(httpd.master_pid(), SIGUSR1);
-  ASSERT_TRUE(httpd.wait_for_new_workers(old_children, 30s)) << httpd.error_log();
-  ASSERT_TRUE(httpd.wait_for_log(std::regex("keysvc: opened"), 4, 20s)) << httpd.error_log();
-  int resumed = 0;
-  for (int i = 0; i < 4; ++i) {
-    Answer a = s_client_request(httpd.port(), TlsVersion::kTls12, localhost_cert().cert, before, "");
-    EXPECT_TRUE(a.ok && a.reused) << a.detail;
-    EXPECT_EQ(std::count(old_children.begin(), old_children.end(), a.pid), 0) << "an old child answered";
-    resumed += a.ok && a.reused;
-  }
-  print_figure("graceful restart: " + std::to_string(resumed) + "/4 pre-restart TLS 1.2 tickets resumed on new children");
-  stop_and_check(httpd, 4);  // old and new children logged their counters
+  tickets_survive_a_reload(httpd, SIGUSR1, "graceful restart");
 }
 
 }  // namespace

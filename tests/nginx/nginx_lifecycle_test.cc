@@ -19,6 +19,7 @@
 
 #include "nginx_keysvc.h"
 #include "test_token.h"
+#include "ticket_scenarios.h"
 
 namespace {
 
@@ -27,30 +28,14 @@ using namespace keysvc::test;
 
 std::string ca() { return localhost_cert().cert; }
 
+// nginx -s reload (SIGHUP): the master reads the configuration and PIN again and starts
+// new workers; a ticket issued before resumes on them.
 TEST(NginxModule, NginxReloadKeepsTicketsWorking) {
   const std::string toml = write_keysvc_toml("nginx-keysvc.toml", {});
   std::string error;
   ASSERT_TRUE(rotate(toml, error)) << error;
   NginxInstance nginx(token_subdir("nginx"), keysvc_nginx(2, toml));
-  const std::string before = nginx.dir() + "/before.pem", after = nginx.dir() + "/after.pem";
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls12, ca(), "", before).ok);
-  const auto old_workers = nginx.worker_pids();
-
-  ::kill(nginx.master_pid(), SIGHUP);
-  ASSERT_TRUE(nginx.wait_for_new_workers(old_workers, 30s)) << nginx.error_log();
-  ASSERT_TRUE(nginx.wait_for_log(std::regex("keysvc: opened"), 4, 20s)) << nginx.error_log();
-  int resumed = 0;
-  for (int i = 0; i < 4; ++i) {
-    Answer a = s_client_request(nginx.port(), TlsVersion::kTls12, ca(), before, "");
-    EXPECT_TRUE(a.ok && a.reused) << a.detail;
-    EXPECT_EQ(std::count(old_workers.begin(), old_workers.end(), a.pid), 0) << "an old worker answered";
-    resumed += a.ok && a.reused;
-  }
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls13, ca(), "", after).ok);
-  Answer fresh = s_client_request(nginx.port(), TlsVersion::kTls13, ca(), after, "");
-  EXPECT_TRUE(fresh.ok && fresh.reused) << fresh.detail;
-  print_figure("reload: " + std::to_string(resumed) + "/4 pre-reload TLS 1.2 tickets resumed on new workers");
-  stop_and_check(nginx, 4);  // old and new workers logged their counters: 2 + 2
+  tickets_survive_a_reload(nginx, SIGHUP, "reload");
 }
 
 // ---- binary upgrade ----

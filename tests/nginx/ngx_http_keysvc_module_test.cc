@@ -29,13 +29,12 @@
 #include "audit_report.h"
 #include "nginx_keysvc.h"
 #include "test_token.h"
+#include "ticket_scenarios.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using namespace keysvc::test;
-
-constexpr char kSoftHsmLibrary[] = "libsofthsm2.so";
 
 // ---- 1. the binary signature, load_module and the directives ----
 
@@ -144,39 +143,7 @@ TEST(NginxModule, NginxOpensTheTokenInEachWorkerNotInTheMaster) {
   std::string error;
   ASSERT_TRUE(rotate(toml, error)) << error;
   NginxInstance nginx(token_subdir("nginx"), keysvc_nginx(3, toml));
-  ASSERT_TRUE(nginx.wait_for_log(std::regex("keysvc: opened"), 3, 20s)) << nginx.error_log();
-
-  EXPECT_FALSE(maps_file(nginx.master_pid(), kSoftHsmLibrary)) << "the master loaded SoftHSM";
-  const auto workers = nginx.worker_pids();
-  ASSERT_EQ(workers.size(), 3u);
-  std::set<std::string> opened_by;
-  const std::string log = nginx.error_log();
-  const std::regex opened(R"(keysvc: opened "[^"]+" in worker (\d+))");
-  for (auto it = std::sregex_iterator(log.begin(), log.end(), opened); it != std::sregex_iterator(); ++it) {
-    opened_by.insert((*it)[1]);
-  }
-  for (pid_t w : workers) {
-    EXPECT_TRUE(maps_file(w, kSoftHsmLibrary)) << "worker " << w << " has not loaded SoftHSM";
-    EXPECT_EQ(opened_by.count(std::to_string(w)), 1u) << log;
-  }
-  EXPECT_EQ(log.find("keysvc: cannot open"), std::string::npos) << log;
-
-  // As root, the workers are www-data, and the PIN file is not theirs to read.
-  std::string users = "the test's own user";
-  if (const auto& user = worker_user()) {
-    for (pid_t w : workers) EXPECT_EQ(process_uid(w), static_cast<long>(user->uid)) << "worker " << w;
-    RunResult read_pin = run(as_worker({"cat", TestToken::get().pin_path()}), "", 10s);
-    EXPECT_NE(read_pin.exit_code, std::optional<int>(0)) << user->name << " can read the PIN file";
-    EXPECT_EQ(read_pin.out, "");
-    users = user->name + " (PIN file unreadable to it)";
-  }
-  const std::string sess = nginx.dir() + "/session.pem";
-  ASSERT_TRUE(s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, "", sess).ok);
-  Answer again = s_client_request(nginx.port(), TlsVersion::kTls13, localhost_cert().cert, sess, "");
-  EXPECT_TRUE(again.ok && again.reused) << again.detail;
-  print_figure("workers that opened the token: " + std::to_string(opened_by.size()) + " of 3, running as " + users +
-               "; master: 0");
-  stop_and_check(nginx, 3);
+  opens_the_token_in_each_worker_not_in_the_master(nginx, 3);
 }
 
 // Workers share one TOML; with {pid} in [audit] path each writes (and locks) its own file.

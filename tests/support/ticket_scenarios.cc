@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_token.h"
 #include "webserver_keysvc.h"
 #include "worker_user.h"
 
@@ -39,6 +43,63 @@ std::optional<int> resume_within(int port, TlsVersion v, const std::string& sess
 }
 
 }  // namespace
+
+void opens_the_token_in_each_worker_not_in_the_master(PreforkServer& server, std::size_t workers) {
+  constexpr char kSoftHsmLibrary[] = "libsofthsm2.so";
+  ASSERT_TRUE(server.wait_for_log(std::regex("keysvc: opened"), workers, 20s)) << server.error_log();
+  EXPECT_FALSE(maps_file(server.master_pid(), kSoftHsmLibrary)) << "the master loaded SoftHSM";
+  const auto pids = server.worker_pids();
+  ASSERT_EQ(pids.size(), workers);
+  std::set<std::string> opened_by;
+  const std::string log = server.error_log();
+  const std::regex opened(R"(keysvc: opened "[^"]+" in (?:worker|child) (\d+))");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), opened); it != std::sregex_iterator(); ++it) {
+    opened_by.insert((*it)[1]);
+  }
+  for (pid_t w : pids) {
+    EXPECT_TRUE(maps_file(w, kSoftHsmLibrary)) << "process " << w << " has not loaded SoftHSM";
+    EXPECT_EQ(opened_by.count(std::to_string(w)), 1u) << log;
+  }
+  EXPECT_EQ(log.find("keysvc: cannot open"), std::string::npos) << log;
+  std::string users = "the test's own user";
+  if (const auto& user = worker_user()) {
+    for (pid_t w : pids) EXPECT_EQ(process_uid(w), static_cast<long>(user->uid)) << "process " << w;
+    RunResult read_pin = run(as_worker({"cat", TestToken::get().pin_path()}), "", 10s);
+    EXPECT_NE(read_pin.exit_code, std::optional<int>(0)) << user->name << " can read the PIN file";
+    EXPECT_EQ(read_pin.out, "");
+    users = user->name + " (PIN file unreadable to it)";
+  }
+  const std::string sess = server.dir() + "/session.pem";
+  ASSERT_TRUE(s_client_request(server.port(), TlsVersion::kTls13, ca(), "", sess).ok);
+  Answer again = s_client_request(server.port(), TlsVersion::kTls13, ca(), sess, "");
+  EXPECT_TRUE(again.ok && again.reused) << again.detail;
+  print_figure(server.worker_noun() + " that opened the token: " + std::to_string(opened_by.size()) + " of " +
+               std::to_string(workers) + ", running as " + users + "; master: 0");
+  stop_and_check(server, workers);
+}
+
+void tickets_survive_a_reload(PreforkServer& server, int reload_signal, const std::string& what) {
+  const std::string before = server.dir() + "/before.pem", after = server.dir() + "/after.pem";
+  ASSERT_TRUE(s_client_request(server.port(), TlsVersion::kTls12, ca(), "", before).ok);
+  const auto old_workers = server.worker_pids();
+
+  ::kill(server.master_pid(), reload_signal);
+  ASSERT_TRUE(server.wait_for_new_workers(old_workers, 30s)) << server.error_log();
+  ASSERT_TRUE(server.wait_for_log(std::regex("keysvc: opened"), 2 * old_workers.size(), 20s)) << server.error_log();
+  int resumed = 0;
+  for (int i = 0; i < 4; ++i) {
+    Answer a = s_client_request(server.port(), TlsVersion::kTls12, ca(), before, "");
+    EXPECT_TRUE(a.ok && a.reused) << a.detail;
+    EXPECT_EQ(std::count(old_workers.begin(), old_workers.end(), a.pid), 0) << "an old process answered";
+    resumed += a.ok && a.reused;
+  }
+  ASSERT_TRUE(s_client_request(server.port(), TlsVersion::kTls13, ca(), "", after).ok);
+  Answer fresh = s_client_request(server.port(), TlsVersion::kTls13, ca(), after, "");
+  EXPECT_TRUE(fresh.ok && fresh.reused) << fresh.detail;
+  print_figure(what + ": " + std::to_string(resumed) + "/4 TLS 1.2 tickets from before resumed on new " +
+               server.worker_noun());
+  stop_and_check(server, 2 * old_workers.size());  // old and new ones logged their counters
+}
 
 void s_client_resumes_across_workers(PreforkServer& server, TlsVersion v) {
   const std::size_t workers = server.worker_pids().size();

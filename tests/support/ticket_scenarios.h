@@ -12,6 +12,16 @@
 
 namespace keysvc::test {
 
+// The server runs `workers` workers: each opened the token itself (it maps SoftHSM and
+// logged "keysvc: opened ... in <worker|child> PID"), the master did not; as root they
+// run as the worker user, who cannot read the PIN file; a ticket resumes.
+void opens_the_token_in_each_worker_not_in_the_master(PreforkServer& server, std::size_t workers);
+
+// A ticket issued before `reload_signal` (nginx's SIGHUP, httpd's graceful SIGUSR1)
+// resumes on the new workers, which opened the token again; they issue fresh tickets.
+// `what` names the reload in the figure.
+void tickets_survive_a_reload(PreforkServer& server, int reload_signal, const std::string& what);
+
 // s_client: one full handshake, then resumptions each offering the newest ticket, until
 // they have met at least two other workers than the issuer's.
 void s_client_resumes_across_workers(PreforkServer& server, TlsVersion v);
