@@ -21,6 +21,11 @@ std::string NginxInstance::render(const std::string& dir, const NginxOptions& o,
     << "worker_shutdown_timeout 5s;\n";
   if (const auto& user = worker_user()) c << "user " << user->name << ";\n";
   c << "env SOFTHSM2_CONF;\n";
+  // A binary upgrade execs a new master with only the `env` variables: in a sanitizer
+  // build it needs the preloaded runtime and its options too.
+  if (servers_use_sanitizer_preload()) {
+    for (const char* e : {"LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"}) c << "env " << e << ";\n";
+  }
   for (const auto& e : o.env) c << "env " << e << ";\n";
   c << o.main << "\n"
     << "events {\n    worker_connections 256;\n}\n"

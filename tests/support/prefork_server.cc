@@ -60,15 +60,19 @@ void write_text_file(const std::string& path, const std::string& text) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-std::vector<std::string> server_command(const std::string& binary, std::vector<std::string> args) {
+std::vector<std::string> server_command(const std::string& binary, std::vector<std::string> args,
+                                        const std::vector<std::string>& sanitizer_env) {
   std::vector<std::string> argv;
   if (const std::string preload = KEYSVC_NGINX_PRELOAD; !preload.empty()) {
     argv = {"/usr/bin/env", "LD_PRELOAD=" + preload};
+    argv.insert(argv.end(), sanitizer_env.begin(), sanitizer_env.end());
   }
   argv.push_back(binary);
   argv.insert(argv.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
   return argv;
 }
+
+bool servers_use_sanitizer_preload() { return !std::string(KEYSVC_NGINX_PRELOAD).empty(); }
 
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -103,8 +103,14 @@ long process_uid(pid_t pid);
 // ASan's runtime, which must be the process's first library (it replaces malloc), and
 // libstdc++ loaded before ASan starts (adapters/nginx/CMakeLists.txt): env(1) starts the
 // uninstrumented server with both in LD_PRELOAD, and the workers inherit them by fork.
-// Only the servers get them, never the clients the tests run.
-std::vector<std::string> server_command(const std::string& binary, std::vector<std::string> args);
+// Only the servers get them, never the clients the tests run. `sanitizer_env`
+// ("NAME=VALUE") is added in such builds only.
+std::vector<std::string> server_command(const std::string& binary, std::vector<std::string> args,
+                                        const std::vector<std::string>& sanitizer_env = {});
+
+// True in the sanitizer builds whose servers server_command() starts with a preloaded
+// runtime.
+bool servers_use_sanitizer_preload();
 
 // Writes `text` to `path` (throws if it cannot).
 void write_text_file(const std::string& path, const std::string& text);
