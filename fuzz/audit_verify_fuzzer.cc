@@ -1,5 +1,6 @@
-// Fuzz target: the audit log verifier and report (keysvc/audit_verify.h) on arbitrary
-// file bytes, with seals checked in a real SoftHSM token (the token's audit key).
+// Fuzz target: the audit log verifier and report (keysvc/audit_verify.h,
+// keysvc/audit_report.h) on arbitrary file bytes, with seals checked in a real SoftHSM
+// token (the token's audit key).
 //
 // Input: up to four files separated by form feeds ('\f'), verified as one chain
 // (audit.log, audit.log.1, ...). Invariants: a result, never a crash or an exception
@@ -14,32 +15,33 @@
 #include "audit_test_log.h"
 #include "fuzz_support.h"
 #include "keysvc/audit_key.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
+#include "keysvc/token_gateway.h"
 #include "test_token.h"
 
 using namespace keysvc;
 
 namespace {
 
-hsm::SessionPool& pool() {
-  static hsm::SessionPool* p = [] {
-    Config config = test::TestToken::get().config();
-    auto* made = open_session_pool(config).release();
-    made->run([](hsm::Session& s) { return audit::find_or_create_audit_key(s); });
+TokenGateway& gateway() {
+  static TokenGateway* g = [] {
+    auto* made = TokenGateway::open(test::TestToken::get().config()).release();
+    made->call([](hsm::Session& s) { return audit::find_or_create_audit_key(s); });
     return made;
   }();
-  return *p;
+  return *g;
 }
 
 void write_seeds(const std::string& dir) {
   const std::string work = test::TestToken::get().dir() + "/seed-logs";
   for (bool rotate : {false, true}) {
-    test::WrittenLog w = test::write_realistic_log(pool(), work + (rotate ? "/rotated" : "/single"), rotate);
+    test::WrittenLog w = test::write_realistic_log(gateway(), work + (rotate ? "/rotated" : "/single"), rotate);
     std::string joined;
     for (std::size_t i = 0; i < w.files.size(); ++i) joined += (i ? "\f" : "") + test::slurp(w.files[i]);
     fuzz::write_seed(dir, rotate ? "rotated-pair" : "single-file", joined);
     // The same log verifies against the token that sealed it.
-    if (!audit::verify(w.files, audit::token_keyed_hmac(pool())).ok) fuzz::fail("a real log does not verify");
+    if (!audit::verify(w.files, audit::token_keyed_hmac(gateway())).ok) fuzz::fail("a real log does not verify");
   }
   fuzz::write_seed(dir, "empty", std::string());
   fuzz::write_seed(dir, "not-a-log", std::string("[hsm]\nmodule = \"x\"\n"));
@@ -52,7 +54,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     write_seeds(dir);
     std::exit(0);
   }
-  pool();
+  gateway();
   return 0;
 }
 
@@ -67,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (end == std::string::npos) break;
     start = end + 1;
   }
-  static const audit::KeyedHmac hmac = audit::token_keyed_hmac(pool());
+  static const audit::KeyedHmac hmac = audit::token_keyed_hmac(gateway());
   audit::VerifyResult r = audit::verify_texts(files, hmac);
   if (r.ok && r.seals > 0) fuzz::fail("a log sealed elsewhere verified against the fuzz token");
   if (!r.ok && r.detail.find('\n') != std::string::npos) fuzz::fail("a verify message spans lines");

@@ -7,6 +7,9 @@
 #      a resumption with `-sess_in`; shows the ticket's key name and that key's custody
 #      attributes in the token (`keysvcctl keys list`)
 #   4. stops the server with SIGTERM and checks that it exits 0
+#   5. the audit trail: `keysvcctl audit verify` on the server's and keysvcctl's files,
+#      `audit report` as text and as an HTML page (BUILD_DIR/demo-token/audit-report.html;
+#      with chromium installed, also a screenshot of it, audit-report.png)
 # Exits non-zero if any resumption fails. The server is stopped on any exit.
 set -euo pipefail
 
@@ -69,12 +72,24 @@ export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
 info "token: pkcs11:token=keysvc, user PIN in $TOKEN_DIR/pin (read from the file, never shown)"
 # The audit trail (docs/AUDIT.md): a fresh log per demo run, next to the token.
 AUDIT_LOG=$TOKEN_DIR/audit.jsonl
-rm -f "$AUDIT_LOG" "$TOKEN_DIR/audit-keysvcctl.jsonl"
+CTL_LOG=$TOKEN_DIR/audit-keysvcctl.jsonl
+REPORT_HTML=$TOKEN_DIR/audit-report.html
+rm -f "$AUDIT_LOG" "$CTL_LOG" "$REPORT_HTML" "$TOKEN_DIR/audit-report.png"
 grep -q '^\[audit\]' "$CONFIG" || printf '\n[audit]\npath = "audit.jsonl"\n' >>"$CONFIG"
-info "audit log: $AUDIT_LOG"
+# A usage record every second and a seal every two: a short run still shows its tickets
+# over time in the report.
+grep -q '^summary_interval' "$CONFIG" || sed -i '/^\[audit\]$/a summary_interval = "1s"\nseal_interval = "2s"' "$CONFIG"
+info "audit logs: $AUDIT_LOG (the server), $CTL_LOG (keysvcctl)"
+
+# ---------------------------------------------------------------------------
+step "A new encrypt generation for this run (keysvcctl keys generate)"
+NEW_GENERATION=$("$BIN/keysvcctl" --config "$CONFIG" keys generate)
+info "generation $NEW_GENERATION: two keys generated in the token; the one before it (if any)"
+info "now only decrypts. keysvcctl records both in its audit file."
 
 # ---------------------------------------------------------------------------
 step "Starting keysvc-tls-server (session tickets from keysvc)"
+: >"$WORK/server.log"  # exists before the loop below reads it (the server opens it in the background)
 "$BIN/keysvc-tls-server" --config "$CONFIG" --listen 127.0.0.1:0 \
   --cert "$TOKEN_DIR/server-cert.pem" --key "$TOKEN_DIR/server-key.pem" \
   --tickets keysvc --threads 2 2>"$WORK/server.log" &
@@ -225,13 +240,36 @@ fi
 
 # ---------------------------------------------------------------------------
 step "Audit trail (keysvcctl audit verify, audit report)"
-if "$BIN/keysvcctl" --config "$CONFIG" audit verify "$AUDIT_LOG" >"$WORK/verify.txt" 2>&1; then
-  ok "$(cat "$WORK/verify.txt")"
+for log in "$AUDIT_LOG" "$CTL_LOG"; do
+  if "$BIN/keysvcctl" --config "$CONFIG" audit verify "$log" >"$WORK/verify.txt" 2>&1; then
+    ok "$(basename "$log"): $(cat "$WORK/verify.txt")"
+  else
+    bad "audit verify failed: $(cat "$WORK/verify.txt")"
+    FAILED=$((FAILED + 1))
+  fi
+done
+"$BIN/keysvcctl" audit report "$AUDIT_LOG" "$CTL_LOG" | sed 's/^/    /' || FAILED=$((FAILED + 1))
+# The same as one HTML page, seals verified in the token (docs/AUDIT.md); file names as
+# given, so relative ones.
+if (cd "$TOKEN_DIR" && "$BIN/keysvcctl" --config "$CONFIG" audit report "$(basename "$AUDIT_LOG")" \
+  "$(basename "$CTL_LOG")" --html "$REPORT_HTML" >/dev/null); then
+  info "HTML report: $REPORT_HTML"
 else
-  bad "audit verify failed: $(cat "$WORK/verify.txt")"
+  bad "audit report --html failed"
   FAILED=$((FAILED + 1))
 fi
-"$BIN/keysvcctl" audit report "$AUDIT_LOG" | sed 's/^/    /' || FAILED=$((FAILED + 1))
+CHROMIUM=$(command -v chromium || true)
+if [[ -n $CHROMIUM && -s $REPORT_HTML ]]; then
+  # Headless, a throwaway profile, nothing fetched (the page needs nothing).
+  mkdir -p "$WORK/chromium"
+  sandbox=()
+  [[ $(id -u) -eq 0 ]] && sandbox=(--no-sandbox)  # chromium refuses to run as root otherwise
+  "$CHROMIUM" --headless "${sandbox[@]}" --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$WORK/chromium" --hide-scrollbars --window-size=1280,1500 \
+    --screenshot="$TOKEN_DIR/audit-report.png" "file://$REPORT_HTML" >/dev/null 2>&1 || true
+  [[ -s $TOKEN_DIR/audit-report.png ]] && info "screenshot:  $TOKEN_DIR/audit-report.png"
+fi
 
 # ---------------------------------------------------------------------------
 step "Summary"

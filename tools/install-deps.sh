@@ -10,8 +10,14 @@ PACKAGES=(
   # crypto, PKCS#11 and the embedded token
   libssl-dev openssl softhsm2 libp11-kit-dev p11-kit p11-kit-modules libp11-dev opensc
   libengine-pkcs11-openssl
+  # the second and third PKCS#11 implementations the tests run on (docs/DEPLOYMENT.md):
+  # opencryptoki's soft token behind pkcsslotd, and a software TPM 2.0 through tpm2-pkcs11
+  # with tpm2-abrmd as resource manager on a private D-Bus session bus
+  opencryptoki libopencryptoki0
+  swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-swtpm0 libtss2-tcti-tabrmd0 dbus-daemon
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools
   # libraries
-  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # real peers for tests and the demo (nginx: the binary package nginx-dev matches,
   # version for version, so the keysvc module loads into it)
@@ -25,6 +31,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
   python3
+  # a real browser for the audit report's HTML page (headless: tests, demo screenshot)
+  chromium
 )
 
 missing=()
@@ -51,4 +59,6 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # nginx's and apache2's postinst start system servers on port 80; keysvc's tests run
 # their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx apache2 >/dev/null 2>&1 || true; fi
+# Likewise the system's pkcsslotd and tpm2-abrmd: the tests start private ones.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pkcsslotd tpm2-abrmd >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

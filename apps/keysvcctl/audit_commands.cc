@@ -1,19 +1,32 @@
 // audit verify, audit report: check and summarise keysvc's audit logs
-// (keysvc/audit_log.h, keysvc/audit_verify.h).
+// (keysvc/audit_log.h, keysvc/audit_verify.h, keysvc/audit_report.h; docs/AUDIT.md).
 //
-//   keysvcctl --config FILE audit verify LOG... [--json]
+//   keysvcctl --config FILE audit verify LOG... [--allow-pending] [--json]
 //     Checks the hash chain across the files (given oldest first) and every seal's MAC
-//     in the token (the audit key named by each seal). Exit 0 only if intact; otherwise
-//     exit 1 and one line on stderr: "keysvcctl: audit verify: LOG:LINE: REASON: detail".
-//   keysvcctl audit report LOG... [--json] [--since T] [--until T]
-//     Per key name: lifetime events and usage totals by outcome; anomalies. Needs no
-//     token (run verify first to trust it). T: ISO-8601 UTC or Unix seconds.
+//     in the token (the audit key named by each seal). Exit codes:
+//       0  intact: every record is covered by a verified seal (with --allow-pending, also
+//          a chain intact up to its last verified seal with records after it)
+//       1  the chain is broken or the files are not an audit log: edited, deleted,
+//          reordered, bad_seal, malformed (a file that cannot be read included)
+//       2  usage (no --config, bad arguments)
+//       3  pending: intact up to the last verified seal, records after it not sealed yet
+//          (unsealed_tail: a running writer's file between two seals)
+//       4  nothing was checked: the config, the token or a PKCS#11 call failed
+//     Anything but 0 prints one line on stderr: "keysvcctl: audit verify: LOG:LINE:
+//     REASON: detail".
+//   keysvcctl [--config FILE] audit report LOG... [--json | --html OUT] [--since T] [--until T]
+//     Per key name: lifecycle events and usage totals by outcome; anomalies. Needs no
+//     token (run verify first to trust it); --html with --config also checks each
+//     file's seals in the token for the seal coverage. T: ISO-8601 UTC or Unix seconds.
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <vector>
 
+#include "audit_html.h"
 #include "cli.h"
 #include "keysvc/audit_key.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 #include "output.h"
 
@@ -23,39 +36,93 @@ namespace {
 
 namespace audit = keysvc::audit;
 
+constexpr int kExitPending = 3;
+constexpr int kExitCannotCheck = 4;
+
 struct AuditArgs {
   std::vector<std::string> files;
   bool json = false;
-  std::string since, until;
+  bool allow_pending = false;
+  std::string since, until, html;
 };
 
 std::string ms_text(std::int64_t ms) { return audit::iso8601_ms(ms); }
 Json ms_json(const std::optional<std::int64_t>& ms) { return ms ? Json(audit::iso8601_ms(*ms)) : Json(); }
 
-int verify(const Cli& cli, const AuditArgs& args) {
-  auto pool = cli.open_pool();
-  audit::VerifyResult r = audit::verify(args.files, audit::token_keyed_hmac(*pool));
+std::string place(const std::string& file, std::size_t line) { return file + ":" + std::to_string(line); }
+
+// "intact", "pending" or the failure's name.
+std::string verdict_name(const audit::VerifyResult& r) {
+  return r.ok                                        ? "intact"
+         : r.reason == audit::Failure::kUnsealedTail ? "pending"
+                                                     : std::string(audit::to_string(r.reason));
+}
+
+std::string sealed_text(const audit::VerifyResult& r) {
+  return r.last_seal_line ? "intact and sealed up to seq " + std::to_string(r.last_seal_seq) + " at " +
+                                place(r.last_seal_file, r.last_seal_line)
+                          : "no seal yet";
+}
+
+Json verify_json(const audit::VerifyResult& r, const AuditArgs& args, int exit_code) {
+  Json j;
+  j["verdict"] = verdict_name(r);
+  j["ok"] = r.ok;
+  j["exit_code"] = exit_code;
+  j["files"] = args.files.size();
+  j["records"] = r.records;
+  j["seals"] = r.seals;
+  j["last_seq"] = r.last_seq;
+  j["from_genesis"] = r.from_genesis;
+  j["last_seal"] = r.last_seal_line ? Json{{"file", r.last_seal_file},
+                                           {"line", r.last_seal_line},
+                                           {"seq", r.last_seal_seq},
+                                           {"at", ms_text(r.last_seal_ts)}}
+                                    : Json();
   if (!r.ok) {
-    std::string where = r.first_bad_file.empty() ? std::string("(no files)")
-                                                 : r.first_bad_file + ":" + std::to_string(r.first_bad_line);
+    j["reason"] = std::string(audit::to_string(r.reason));
+    j["file"] = r.first_bad_file.empty() ? Json() : Json(r.first_bad_file);
+    j["line"] = r.first_bad_line;
+    j["detail"] = r.detail;
+    j["pending"] = r.pending;
+  }
+  return j;
+}
+
+int verify(const Cli& cli, const AuditArgs& args) {
+  audit::VerifyResult r;
+  try {
+    auto gateway = cli.open_gateway();
+    r = audit::verify(args.files, audit::token_keyed_hmac(*gateway));
+  } catch (const UsageError&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::cerr << "keysvcctl: audit verify: nothing checked: " << e.what() << std::endl;
+    return kExitCannotCheck;
+  }
+  const bool pending = !r.ok && r.reason == audit::Failure::kUnsealedTail;
+  // A tail is only accepted after a verified seal: a file with none vouches for nothing.
+  const bool accepted = r.ok || (pending && args.allow_pending && r.last_seal_line > 0);
+  const int code = accepted ? kExitOk : pending ? kExitPending : kExitFailure;
+  if (!accepted) {
+    std::string where =
+        r.first_bad_file.empty() ? std::string("(no files)") : place(r.first_bad_file, r.first_bad_line);
+    std::string detail = r.detail;
+    if (pending)
+      detail += " (" + sealed_text(r) + (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
     std::cerr << "keysvcctl: audit verify: " << where << ": " << audit::to_string(r.reason)
-              << (r.detail.empty() ? "" : ": " + r.detail) << std::endl;
-    return kExitFailure;
+              << (detail.empty() ? "" : ": " + detail) << std::endl;
   }
   if (args.json) {
-    Json j;
-    j.set("ok", true);
-    j.set("files", static_cast<std::int64_t>(args.files.size()));
-    j.set("records", r.records);
-    j.set("seals", r.seals);
-    j.set("last_seq", r.last_seq);
-    j.set("from_genesis", r.from_genesis);
-    std::cout << j.dump() << '\n';
-  } else {
+    std::cout << dump_pretty(verify_json(r, args, code)) << '\n';
+  } else if (r.ok) {
     std::cout << "intact: " << r.records << " records, " << r.seals << " seals, last seq " << r.last_seq
               << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << '\n';
+  } else if (accepted) {
+    std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seal(s)); " << r.pending
+              << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line) << '\n';
   }
-  return kExitOk;
+  return code;
 }
 
 std::optional<std::int64_t> time_option(const std::string& text, const char* option) {
@@ -65,58 +132,52 @@ std::optional<std::int64_t> time_option(const std::string& text, const char* opt
   return t;
 }
 
-int report(const AuditArgs& args) {
-  audit::ReportOptions options;
-  options.since = time_option(args.since, "--since");
-  options.until = time_option(args.until, "--until");
-  audit::Report rep = audit::report(args.files, options);
-  if (args.json) {
-    Json keys{Json::Array{}};
-    for (const auto& k : rep.keys) {
-      Json j;
-      j.set("name", k.name);
-      j.set("first_seen", ms_json(k.first_seen));
-      j.set("last_seen", ms_json(k.last_seen));
-      j.set("created", ms_json(k.created));
-      j.set("activated", ms_json(k.activated));
-      j.set("decrypt_only", ms_json(k.decrypt_only));
-      j.set("revoked", ms_json(k.revoked));
-      j.set("destroyed", ms_json(k.destroyed));
-      j.set("issued", k.totals[0]);
-      j.set("resumed", k.totals[1]);
-      j.set("renewed", k.totals[2]);
-      Json rejected;
-      for (std::size_t o = keysvc::kFirstRejection; o < audit::kOutcomeCount; ++o)
-        rejected.set(std::string(keysvc::outcome_name(static_cast<audit::Outcome>(o))), k.totals[o]);
-      j.set("rejected", std::move(rejected));
-      keys.push(std::move(j));
-    }
-    Json anomalies{Json::Array{}};
-    for (const auto& a : rep.anomalies) {
-      Json j;
-      j.set("kind", a.kind);
-      j.set("name", a.name.empty() ? Json() : Json(a.name));
-      j.set("at", ms_text(a.at));
-      j.set("count", a.count);
-      j.set("file", a.file);
-      j.set("line", static_cast<std::int64_t>(a.line));
-      anomalies.push(std::move(j));
-    }
-    Json events;
-    for (const auto& [e, n] : rep.events) events.set(e, n);
+Json report_json(const audit::Report& rep) {
+  Json keys = Json::array();
+  for (const auto& k : rep.keys) {
     Json j;
-    j.set("records", rep.records);
-    j.set("unreadable_lines", rep.unreadable);
-    j.set("events", std::move(events));
-    j.set("keys", std::move(keys));
-    j.set("anomalies", std::move(anomalies));
-    std::cout << j.dump() << '\n';
-    return kExitOk;
+    j["name"] = k.name;
+    j["first_seen"] = ms_json(k.first_seen);
+    j["last_seen"] = ms_json(k.last_seen);
+    j["created"] = ms_json(k.created);
+    j["activated"] = ms_json(k.activated);
+    j["decrypt_only"] = ms_json(k.decrypt_only);
+    j["revoked"] = ms_json(k.revoked);
+    j["destroyed"] = ms_json(k.destroyed);
+    j["issued"] = k.totals[0];
+    j["resumed"] = k.totals[1];
+    j["renewed"] = k.totals[2];
+    Json rejected = Json::object();
+    for (std::size_t o = keysvc::kFirstRejection; o < audit::kOutcomeCount; ++o)
+      rejected[std::string(keysvc::outcome_name(static_cast<audit::Outcome>(o)))] = k.totals[o];
+    j["rejected"] = std::move(rejected);
+    keys.push_back(std::move(j));
   }
-  std::cout << rep.records << " records" << (rep.unreadable ? ", " + std::to_string(rep.unreadable) + " unreadable lines" : "")
-            << '\n';
-  Table t({"name", "created", "revoked", "destroyed", "first seen", "last seen", "issued", "resumed", "renewed",
-           "rejected"});
+  Json anomalies = Json::array();
+  for (const auto& a : rep.anomalies)
+    anomalies.push_back({{"kind", a.kind},
+                         {"name", a.name.empty() ? Json() : Json(a.name)},
+                         {"at", ms_text(a.at)},
+                         {"last_at", ms_text(a.last_at)},
+                         {"count", a.count},
+                         {"file", a.file},
+                         {"line", a.line}});
+  Json j;
+  j["records"] = rep.records;
+  j["unreadable_lines"] = rep.unreadable;
+  j["usage_records"] = rep.usage.size();
+  j["seals"] = rep.seals.size();
+  j["events"] = Json(rep.events);
+  j["keys"] = std::move(keys);
+  j["anomalies"] = std::move(anomalies);
+  return j;
+}
+
+void report_text(const audit::Report& rep) {
+  std::cout << rep.records << " records"
+            << (rep.unreadable ? ", " + std::to_string(rep.unreadable) + " unreadable lines" : "") << '\n';
+  Table t({"name", "created", "activated", "decrypt-only", "revoked", "destroyed", "first seen", "last seen", "issued",
+           "resumed", "renewed", "rejected"});
   auto opt = [](const std::optional<std::int64_t>& ms) { return ms ? ms_text(*ms) : std::string("-"); };
   for (const auto& k : rep.keys) {
     std::string rejected = std::to_string(k.rejected());
@@ -126,18 +187,70 @@ int report(const AuditArgs& args) {
         why += (why.empty() ? "" : ", ") + std::string(keysvc::outcome_name(static_cast<audit::Outcome>(o))) + " " +
                std::to_string(k.totals[o]);
     if (!why.empty()) rejected += " (" + why + ")";
-    t.add({k.name, opt(k.created), opt(k.revoked), opt(k.destroyed), opt(k.first_seen), opt(k.last_seen),
-           std::to_string(k.totals[0]), std::to_string(k.totals[1]), std::to_string(k.totals[2]), rejected});
+    t.add({k.name, opt(k.created), opt(k.activated), opt(k.decrypt_only), opt(k.revoked), opt(k.destroyed),
+           opt(k.first_seen), opt(k.last_seen), std::to_string(k.totals[0]), std::to_string(k.totals[1]),
+           std::to_string(k.totals[2]), rejected});
   }
   t.print(std::cout);
   if (rep.anomalies.empty()) {
     std::cout << "no anomalies\n";
-  } else {
-    std::cout << "anomalies:\n";
-    for (const auto& a : rep.anomalies)
-      std::cout << "  " << a.kind << (a.name.empty() ? "" : " " + a.name) << ": " << a.count << " (first at "
-                << ms_text(a.at) << ", " << a.file << ":" << a.line << ")\n";
+    return;
   }
+  std::cout << "anomalies:\n";
+  for (const auto& a : rep.anomalies)
+    std::cout << "  " << a.kind << (a.name.empty() ? "" : " " + a.name) << ": " << a.count << " (first at "
+              << ms_text(a.at) << ", " << place(a.file, a.line) << ")\n";
+}
+
+// The HTML page: the files as read, each one's seals checked in the token if keysvcctl
+// has a config (a token that cannot be used leaves them unchecked, with the reason).
+int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOptions& options) {
+  std::vector<audit::LogText> texts;
+  std::vector<std::string> errors;
+  for (const auto& path : args.files) {
+    std::string error;
+    texts.emplace_back(path, audit::read_log_file(path, error).value_or(std::string()));
+    if (!error.empty())
+      std::cerr << "keysvcctl: audit report: " << path << ": cannot read the file (" << error << ")\n";
+    errors.push_back(error);
+  }
+  audit::Report rep = audit::report_texts(texts, options);
+  for (std::size_t f = 0; f < errors.size(); ++f) rep.files[f].error = errors[f];
+  std::vector<html::FileCheck> checks(texts.size());
+  std::string unchecked = "run with --config to verify them";
+  if (!cli.config_path_view().empty()) {
+    try {
+      auto gateway = cli.open_gateway();
+      const audit::KeyedHmac hmac = audit::token_keyed_hmac(*gateway);
+      for (std::size_t f = 0; f < texts.size(); ++f)
+        if (errors[f].empty()) checks[f] = audit::verify_texts({texts[f]}, hmac);
+    } catch (const std::exception& e) {
+      unchecked = e.what();
+      std::cerr << "keysvcctl: audit report: seals not checked: " << e.what() << '\n';
+    }
+  }
+  std::ofstream out(args.html, std::ios::binary | std::ios::trunc);
+  html::render_page({rep, texts, checks, unchecked}, out);
+  out.flush();
+  if (!out) throw std::runtime_error("cannot write " + args.html);
+  std::cout << "wrote " << args.html << ": " << rep.records << " records, " << rep.keys.size() << " key names, "
+            << rep.anomalies.size() << " anomalies\n";
+  return kExitOk;
+}
+
+int report(const Cli& cli, const AuditArgs& args) {
+  audit::ReportOptions options;
+  options.since = time_option(args.since, "--since");
+  options.until = time_option(args.until, "--until");
+  if (!args.html.empty()) return report_html(cli, args, options);
+  audit::Report rep = audit::report(args.files, options);
+  for (const auto& f : rep.files)
+    if (!f.error.empty())
+      std::cerr << "keysvcctl: audit report: " << f.name << ": cannot read the file (" << f.error << ")\n";
+  if (args.json)
+    std::cout << dump_pretty(report_json(rep)) << '\n';
+  else
+    report_text(rep);
   return kExitOk;
 }
 
@@ -149,20 +262,31 @@ void add_audit_commands(Cli& cli) {
   auto v = std::make_shared<AuditArgs>();
   CLI::App* verify_cmd = cli.add_command(
       "verify",
-      "Check the hash chain of LOG... (oldest first) and every seal's MAC in the token; exit 0 only if intact",
+      "Check the hash chain of LOG... (oldest first) and every seal's MAC in the token. Exit 0 intact, 1 broken "
+      "(tampered or not a log), 3 pending (intact up to the last seal, records after it), 4 nothing checked "
+      "(config or token failure)",
       [&cli, v] { return verify(cli, *v); }, group);
   verify_cmd->add_option("files", v->files, "audit log files, oldest first")->required()->type_name("LOG");
+  verify_cmd->add_flag("--allow-pending", v->allow_pending,
+                       "exit 0 for a chain intact up to its last verified seal with records after it (a running "
+                       "writer's file); those records are not vouched for yet");
   Cli::add_json_flag(verify_cmd, v->json);
 
   auto r = std::make_shared<AuditArgs>();
   CLI::App* report_cmd = cli.add_command(
       "report", "Per key name: lifetime and usage totals by outcome, and anomalies (reads the files only)",
-      [r] { return report(*r); }, group);
+      [&cli, r] { return report(cli, *r); }, group);
   report_cmd->add_option("files", r->files, "audit log files")->required()->type_name("LOG");
   report_cmd->add_option("--since", r->since, "only records at or after T (ISO-8601 UTC or Unix seconds)")
       ->type_name("T");
   report_cmd->add_option("--until", r->until, "only records before T")->type_name("T");
-  Cli::add_json_flag(report_cmd, r->json);
+  CLI::Option* json = Cli::add_json_flag(report_cmd, r->json);
+  report_cmd
+      ->add_option("--html", r->html,
+                   "write the report as one self-contained HTML page (timeline, charts, seal coverage, anomalies "
+                   "linked to their records); with --config, each file's seals are verified in the token")
+      ->type_name("OUT.html")
+      ->excludes(json);
 }
 
 }  // namespace keysvcctl

@@ -34,8 +34,8 @@ CLI::App* Cli::add_command(const std::string& name, const std::string& descripti
   return command;
 }
 
-void Cli::add_json_flag(CLI::App* command, bool& json) {
-  command->add_flag("--json", json, "Print JSON instead of text");
+CLI::Option* Cli::add_json_flag(CLI::App* command, bool& json) {
+  return command->add_flag("--json", json, "Print JSON instead of text");
 }
 
 std::int64_t unix_now() {
@@ -66,18 +66,18 @@ keysvc::Config Cli::load_config() const {
   return config;
 }
 
-std::unique_ptr<keysvc::hsm::SessionPool> Cli::open_pool(keysvc::Config* loaded) const {
+std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded) const {
   keysvc::Config config = load_config();
-  std::unique_ptr<keysvc::hsm::SessionPool> pool;
+  std::unique_ptr<keysvc::TokenGateway> gateway;
   try {
-    pool = keysvc::open_session_pool(config);
+    gateway = keysvc::TokenGateway::open(config);
   } catch (const keysvc::hsm::Pkcs11Error& e) {
     if (keysvc::audit::is_login_failure(e.rv()))
       keysvc::audit::record_login_failure(config, keysvc::audit::Writer::kTool, keysvc::hsm::rv_name(e.rv()));
     throw;
   }
   if (loaded) *loaded = std::move(config);
-  return pool;
+  return gateway;
 }
 
 }  // namespace keysvcctl

@@ -7,7 +7,8 @@
 // main's error handling. To add a command group (audit...), write its add_*() function
 // and list it in kCommandGroups in main.cc.
 //
-// Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage. Errors are one line
+// Exit codes: 0 ok, 1 failure (config, token, PKCS#11), 2 usage; `audit verify` adds
+// 3 and 4 (audit_commands.cc). Errors are one line
 // on stderr, "keysvcctl: ...". PINs are only ever read from PIN sources (file:PATH or
 // env:NAME), never taken from argv, and never printed.
 #pragma once
@@ -21,7 +22,7 @@
 #include <string>
 
 #include "keysvc/config.h"
-#include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_gateway.h"
 
 namespace keysvcctl {
 
@@ -53,7 +54,7 @@ class Cli {
                         CLI::App* parent = nullptr);
 
   // Adds the standard --json flag to a command whose output is data.
-  static void add_json_flag(CLI::App* command, bool& json);
+  static CLI::Option* add_json_flag(CLI::App* command, bool& json);
 
   // The Action of the command that was parsed, if any (set once parsing succeeded).
   const Action& selected() const noexcept { return selected_; }
@@ -75,9 +76,9 @@ class Cli {
   // one call this.
   keysvc::Config load_config() const;
 
-  // Loads the config and opens a logged-in session pool (keysvc::open_session_pool).
+  // Loads the config and opens the token gateway, logged in (keysvc::TokenGateway::open).
   // Never creates generations.
-  std::unique_ptr<keysvc::hsm::SessionPool> open_pool(keysvc::Config* loaded = nullptr) const;
+  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr) const;
 
  private:
   CLI::App& root_;
@@ -99,6 +100,7 @@ std::int64_t unix_now();
 void add_token_commands(Cli& cli);   // token_commands.cc: token init
 void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, revoke, destroy (+ keys rotate)
 void add_status_command(Cli& cli);   // status_command.cc: status
+void add_doctor_command(Cli& cli);   // doctor_command.cc: doctor (doctor.h)
 void add_audit_commands(Cli& cli);   // audit_commands.cc: audit verify, audit report
 void add_server_key_commands(Cli& cli);  // server_key_commands.cc: server-key create (TLS key + certificate)
 // rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
@@ -27,8 +28,8 @@ struct ListedGeneration {
 
 // Every generation, latest encrypt window first, with its state at `now` and its keys'
 // custody attributes.
-std::vector<ListedGeneration> list_generations(keysvc::hsm::SessionPool& pool, std::int64_t now) {
-  return pool.run([now](keysvc::hsm::Session& s) {
+std::vector<ListedGeneration> list_generations(keysvc::TokenGateway& gateway, std::int64_t now) {
+  return gateway.call([now](keysvc::hsm::Session& s) {
     keysvc::KeyRing ring = token_store::load(s);
     std::vector<ListedGeneration> out;
     for (const auto& g : ring.generations()) {
@@ -57,27 +58,27 @@ keysvc::KeyName parse_name(const std::string& text) {
 }
 
 int keys_list(const Cli& cli, bool json) {
-  auto pool = cli.open_pool();
+  auto gateway = cli.open_gateway();
   const std::int64_t now = unix_now();
-  auto generations = list_generations(*pool, now);
+  auto generations = list_generations(*gateway, now);
   if (json) {
-    Json array{Json::Array{}};
+    Json array = Json::array();
     for (const auto& l : generations) {
       const keysvc::Generation& g = l.generation;
       Json j;
-      j.set("name", keysvc::to_hex(g.name));
-      j.set("state", std::string(keysvc::to_string(l.state)));
-      j.set("active", l.state == keysvc::GenerationState::kActive);
+      j["name"] = keysvc::to_hex(g.name);
+      j["state"] = std::string(keysvc::to_string(l.state));
+      j["active"] = l.state == keysvc::GenerationState::kActive;
       add_schedule(j, g.schedule);
-      j.set("revoked", g.revoked);
-      j.set("revoked_at", g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json());
-      j.set("revoked_at_unix", g.revoked ? Json(g.revoked_at) : Json());
-      j.set("has_keys", g.has_keys());
-      j.set("enc_key", l.custody ? custody_json(l.custody->enc) : Json());
-      j.set("mac_key", l.custody ? custody_json(l.custody->mac) : Json());
-      array.push(std::move(j));
+      j["revoked"] = g.revoked;
+      j["revoked_at"] = g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json();
+      j["revoked_at_unix"] = g.revoked ? Json(g.revoked_at) : Json();
+      j["has_keys"] = g.has_keys();
+      j["enc_key"] = l.custody ? custody_json(l.custody->enc) : Json();
+      j["mac_key"] = l.custody ? custody_json(l.custody->mac) : Json();
+      array.push_back(std::move(j));
     }
-    std::cout << array.dump() << '\n';
+    std::cout << dump_pretty(array) << '\n';
     return kExitOk;
   }
   if (generations.empty()) return kExitOk;
@@ -94,20 +95,20 @@ int keys_list(const Cli& cli, bool json) {
 
 int keys_generate(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  TokenChange change(config, *pool, now);
-  keysvc::Generation g = pool->run([&](keysvc::hsm::Session& s) {
-    return token_store::create_generation(
-        s, keysvc::schedule_encrypting_now(token_store::load(s), now, config.rotation),
-        keysvc::key_options(config.rotation));
+  auto reserved = reserve_keys(config, gateway->token(), 1);
+  TokenChange change(config, *gateway, now);
+  keysvc::Generation g = gateway->call([now, policy = config.rotation](keysvc::hsm::Session& s) {
+    return token_store::create_generation(s, keysvc::schedule_encrypting_now(token_store::load(s), now, policy),
+                                          keysvc::key_options(policy));
   });
   change.commit(now);
   if (json) {
     Json j;
-    j.set("name", keysvc::to_hex(g.name));
+    j["name"] = keysvc::to_hex(g.name);
     add_schedule(j, g.schedule);
-    std::cout << j.dump() << '\n';
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << keysvc::to_hex(g.name) << '\n';
   }
@@ -117,25 +118,29 @@ int keys_generate(const Cli& cli, bool json) {
 int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   const keysvc::KeyName name = parse_name(name_text);
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
   auto encrypting = [&]() -> std::optional<keysvc::KeyName> {
-    keysvc::KeyRing ring = pool->run([](keysvc::hsm::Session& s) { return token_store::load(s); });
+    keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return token_store::load(s); });
     const keysvc::Generation* g = ring.encrypt_generation(now);
     return g ? std::optional(g->name) : std::nullopt;
   };
   const bool was_active = encrypting() == name;
-  TokenChange change(config, *pool, now);
-  if (!keysvc::revoke(*pool, name, now, config.rotation))
+  // keysvc::revoke makes the replacement first: if it cannot (a token without the
+  // mechanism, no key left), nothing has been revoked and the token still has an
+  // encrypting generation.
+  auto reserved = reserve_keys(config, gateway->token(), was_active ? 1 : 0);
+  TokenChange change(config, *gateway, now);
+  if (!keysvc::revoke(*gateway, name, now, config.rotation))
     throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
   change.commit(now);
   std::optional<keysvc::KeyName> now_encrypting = encrypting();
   if (json) {
     Json j;
-    j.set("revoked", keysvc::to_hex(name));
-    j.set("was_active", was_active);
-    j.set("encrypt_generation", now_encrypting ? Json(keysvc::to_hex(*now_encrypting)) : Json());
-    std::cout << j.dump() << '\n';
+    j["revoked"] = keysvc::to_hex(name);
+    j["was_active"] = was_active;
+    j["encrypt_generation"] = now_encrypting ? Json(keysvc::to_hex(*now_encrypting)) : Json();
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "revoked " << keysvc::to_hex(name) << '\n';
     if (was_active)
@@ -147,26 +152,26 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
 int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
   const keysvc::KeyName name = parse_name(name_text);
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  TokenChange change(config, *pool, now);
-  bool was_active = false;
-  bool found = pool->run([&](keysvc::hsm::Session& s) {
+  TokenChange change(config, *gateway, now);
+  // (found, was_active)
+  auto [found, was_active] = gateway->call([name, now](keysvc::hsm::Session& s) {
     keysvc::KeyRing ring = token_store::load(s);
     const keysvc::Generation* g = ring.find(name);
-    if (g == nullptr) return false;
-    was_active = ring.encrypt_generation(now) == g;
+    if (g == nullptr) return std::pair{false, false};
+    const bool active = ring.encrypt_generation(now) == g;
     token_store::destroy_generation(s, name);
     token_store::drop_revocation(s, name);
-    return true;
+    return std::pair{true, active};
   });
   if (!found) throw std::runtime_error("no generation " + keysvc::to_hex(name) + " in the token");
   change.commit(now);
   if (json) {
     Json j;
-    j.set("destroyed", keysvc::to_hex(name));
-    j.set("was_active", was_active);
-    std::cout << j.dump() << '\n';
+    j["destroyed"] = keysvc::to_hex(name);
+    j["was_active"] = was_active;
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "destroyed " << keysvc::to_hex(name) << '\n';
     if (was_active)

@@ -2,7 +2,7 @@
 // revoke, destroy, rotate): written to keysvcctl's audit file (keysvc/audit_trail.h)
 // with append_durable, after the change and before the command reports success.
 //
-//   TokenChange change(config, *pool, now);  // opens the trail, notes the ring: throws
+//   TokenChange change(config, *gateway, now);  // opens the trail, notes the ring: throws
 //                                             // before anything changes if it cannot
 //   ... change the token ...
 //   change.commit(now);                       // records what changed; throws if the
@@ -16,13 +16,13 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/config.h"
-#include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_gateway.h"
 
 namespace keysvcctl {
 
 class TokenChange {
  public:
-  TokenChange(const keysvc::Config& config, keysvc::hsm::SessionPool& pool, std::int64_t now);
+  TokenChange(const keysvc::Config& config, keysvc::TokenGateway& gateway, std::int64_t now);
   ~TokenChange();
   TokenChange(const TokenChange&) = delete;
   TokenChange& operator=(const TokenChange&) = delete;
@@ -32,7 +32,7 @@ class TokenChange {
   void commit(std::int64_t now);
 
  private:
-  keysvc::hsm::SessionPool& pool_;
+  keysvc::TokenGateway& gateway_;
   std::unique_ptr<keysvc::audit::AuditTrail> trail_;
   keysvc::audit::RingState before_;
 };

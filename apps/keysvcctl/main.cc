@@ -7,6 +7,7 @@
 //   keysvcctl --config FILE keys destroy NAME [--json]
 //   keysvcctl --config FILE rotate [--every DURATION] [--json]   (also: keys rotate)
 //   keysvcctl --config FILE status [--json]
+//   keysvcctl --config FILE doctor [--json]
 //
 // Exit codes: 0 ok, 1 failure, 2 usage. Errors: one line on stderr. See cli.h.
 #include <signal.h>
@@ -28,6 +29,7 @@ void add_rotate(Cli& cli) { keysvcctl::add_rotate_command(cli); }
 // Every command group; later groups (audit) are added here.
 constexpr void (*kCommandGroups[])(Cli&) = {
     keysvcctl::add_status_command,
+    keysvcctl::add_doctor_command,
     keysvcctl::add_keys_commands,
     add_rotate,
     keysvcctl::add_token_commands,

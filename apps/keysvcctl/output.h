@@ -1,12 +1,12 @@
-// Output helpers for keysvcctl: a small JSON value, aligned text tables, timestamps.
+// Output helpers for keysvcctl: JSON, aligned text tables, timestamps.
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <iosfwd>
-#include <memory>
-#include <string>
 #include <utility>
-#include <variant>
+#include <string>
 #include <vector>
 
 #include "keysvc/hsm/secret_key.h"
@@ -14,37 +14,14 @@
 
 namespace keysvcctl {
 
-// A JSON value. Objects keep their members in insertion order.
-class Json {
- public:
-  using Object = std::vector<std::pair<std::string, Json>>;
-  using Array = std::vector<Json>;
+// JSON output (nlohmann-json): objects keep their members in insertion order.
+using Json = nlohmann::ordered_json;
 
-  Json() = default;  // null
-  Json(bool v) : v_(v) {}
-  Json(int v) : v_(static_cast<std::int64_t>(v)) {}
-  Json(std::int64_t v) : v_(v) {}
-  Json(std::uint64_t v) : v_(static_cast<std::int64_t>(v)) {}
-  Json(const char* v) : v_(std::string(v)) {}
-  Json(std::string v) : v_(std::move(v)) {}
-  Json(Object v) : v_(std::move(v)) {}
-  Json(Array v) : v_(std::move(v)) {}
-
-  // Appends a member (this must be an object) / an element (an array).
-  Json& set(std::string key, Json value);
-  Json& push(Json value);
-
-  // Pretty-printed, two-space indent, no trailing newline.
-  std::string dump() const;
-  // On one line (for JSON Lines output), no trailing newline.
-  std::string dump_line() const;
-
- private:
-  void dump(std::string& out, int indent, bool compact) const;
-  std::variant<std::nullptr_t, bool, std::int64_t, std::string, Object, Array> v_{nullptr};
-};
-
-std::string json_escape(const std::string& s);
+// Pretty-printed (two-space indent) / on one line (for JSON Lines output); no trailing
+// newline. Bytes that are not UTF-8 (a file name given on the command line) are written
+// as U+FFFD instead of failing.
+std::string dump_pretty(const Json& j);
+std::string dump_line(const Json& j);
 
 // Unix seconds as UTC ISO-8601, "2024-05-01T10:00:00Z".
 std::string iso8601_utc(std::int64_t unix_seconds);
@@ -64,10 +41,12 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// Key attributes as a JSON object (every attribute, plus held_in_token).
+// Key attributes as a JSON object (every attribute, plus held_in_token and
+// enforced_by_token; copyable is null on a token without CKA_COPYABLE).
 Json custody_json(const keysvc::hsm::KeyCustody& c);
 // A short human summary: "sensitive, never-extractable, sign only" when the key is
-// held in the token; otherwise names what is wrong ("EXTRACTABLE, NOT sensitive...").
+// held in the token; otherwise names what is wrong ("EXTRACTABLE, NOT sensitive...");
+// says so when the token does not enforce them.
 std::string custody_summary(const keysvc::hsm::KeyCustody& c);
 
 }  // namespace keysvcctl

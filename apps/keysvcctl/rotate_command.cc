@@ -8,10 +8,13 @@
 #include <csignal>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "cli.h"
+#include "key_supply.h"
 #include "lifecycle.h"
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/rescan.h"
 #include "keysvc/key_name.h"
 #include "keysvc/rotation.h"
 #include "keysvc/token_store.h"
@@ -67,19 +70,19 @@ bool is_pin_error(const hsm::Pkcs11Error& e) {
 
 Json result_json(const keysvc::RotationResult& r, std::int64_t now) {
   Json j;
-  j.set("now", iso8601_utc(now));
-  j.set("now_unix", now);
-  Json created{Json::Array{}};
+  j["now"] = iso8601_utc(now);
+  j["now_unix"] = now;
+  Json created = Json::array();
   for (const auto& g : r.created) {
     Json c;
-    c.set("name", keysvc::to_hex(g.name));
+    c["name"] = keysvc::to_hex(g.name);
     add_schedule(c, g.schedule);
-    created.push(std::move(c));
+    created.push_back(std::move(c));
   }
-  j.set("created", std::move(created));
-  Json destroyed{Json::Array{}};
-  for (const auto& name : r.destroyed) destroyed.push(keysvc::to_hex(name));
-  j.set("destroyed", std::move(destroyed));
+  j["created"] = std::move(created);
+  Json destroyed = Json::array();
+  for (const auto& name : r.destroyed) destroyed.push_back(keysvc::to_hex(name));
+  j["destroyed"] = std::move(destroyed);
   return j;
 }
 
@@ -97,25 +100,27 @@ struct RotateOptions {
 };
 
 // Runs the rotator; when it has something to do, records the changes in keysvcctl's
-// audit trail (lifecycle.h) before returning.
-keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::hsm::SessionPool& pool,
-                                       std::int64_t now) {
-  keysvc::KeyRing ring = pool.run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
-  if (!config.audit.enabled() || keysvc::plan_rotation(ring, now, config.rotation).empty())
-    return keysvc::rotate(pool, now, config.rotation);
-  TokenChange change(config, pool, now);
-  keysvc::RotationResult r = keysvc::rotate(pool, now, config.rotation);
+// audit trail (lifecycle.h) before returning. `last_good` (rotate --every: the previous
+// run's ring) keeps an outage from being taken for an empty token (ticket_rules.h).
+keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::TokenGateway& gateway, std::int64_t now,
+                                       std::shared_ptr<const keysvc::KeyRing> last_good = {}) {
+  keysvc::KeyRing ring = gateway.call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  const keysvc::RotationPlan plan = keysvc::plan_rotation(ring, now, config.rotation);
+  auto reserved = reserve_keys(config, gateway.token(), plan.create.size());
+  if (!config.audit.enabled() || plan.empty()) return keysvc::rotate(gateway, now, config.rotation, last_good);
+  TokenChange change(config, gateway, now);
+  keysvc::RotationResult r = keysvc::rotate(gateway, now, config.rotation, last_good);
   change.commit(now);
   return r;
 }
 
 int rotate_once(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  keysvc::RotationResult r = rotate_recorded(config, *pool, now);
+  keysvc::RotationResult r = rotate_recorded(config, *gateway, now);
   if (json) {
-    std::cout << result_json(r, now).dump() << '\n';
+    std::cout << dump_pretty(result_json(r, now)) << '\n';
   } else if (r.created.empty() && r.destroyed.empty()) {
     std::cout << "nothing to do\n";
   } else {
@@ -125,10 +130,11 @@ int rotate_once(const Cli& cli, bool json) {
 }
 
 // The long-lived rotator. Text output: one line per change; --json: one JSON object
-// per run, on one line. Token errors are logged on one line and retried next period
-// with a freshly opened session pool on a restarted PKCS#11 module (below). It ends
-// (exit 1) only if it cannot start (config, token, login) or the token refuses the
-// PIN: a wrong PIN is not retried into a lockout.
+// per run, on one line. Token errors are logged on one line and retried next period,
+// after a restart of the PKCS#11 module (below). It remembers the ring of its last good
+// run, so an outage that shows an empty token creates nothing. It ends (exit 1) only if
+// it cannot start (config, token, login) or the token refuses the PIN: a wrong PIN is
+// not retried into a lockout.
 int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   std::chrono::seconds period{};
   try {
@@ -139,34 +145,35 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
   }
   if (period.count() <= 0) throw UsageError("--every must be at least 1s");
 
-  const keysvc::Config config = cli.load_config();
+  keysvc::Config config;
+  std::unique_ptr<keysvc::TokenGateway> gateway = cli.open_gateway(&config);
   install_stop_handlers();
-  std::unique_ptr<hsm::SessionPool> pool = keysvc::open_session_pool(config);
-  // This process's one instance of the module (hsm::Module::load), kept across pools.
-  const std::shared_ptr<hsm::Module> module = pool->token().module();
   if (!json) std::cout << "rotating every " << every_text << " until SIGTERM or SIGINT" << std::endl;
 
-  // After a failed run: drop the pool and restart the module (C_Finalize +
-  // C_Initialize), so the next run starts afresh. A network HSM's client module
-  // (p11-kit-client.so) never reconnects by itself once its server went away, and
-  // SoftHSM keeps the token list of its C_Initialize for good. keysvcctl is the module's
-  // only user here; restart() does nothing otherwise, and a C_Initialize that fails now
-  // (the HSM still away) is tried again after the next failed run.
+  // After a failed run the module is restarted (C_Finalize + C_Initialize), so the next
+  // run starts afresh: a network HSM's client module (p11-kit-client.so) never
+  // reconnects by itself once its server went away, and SoftHSM keeps the token list of
+  // its C_Initialize for good. keysvcctl is the module's only user here (the restart does
+  // nothing otherwise), and a C_Initialize that fails now (the HSM still away) is tried
+  // again after the next failed run.
   auto retry_later = [&](const char* what) {
     std::cerr << "keysvcctl: rotate: " << what << " (retrying in " << every_text << ")" << std::endl;
-    pool.reset();
-    try {
-      module->restart(std::chrono::milliseconds(100));
-    } catch (const std::exception&) {
-    }
+    gateway->request_module_restart();
+    gateway->restart_module_if_requested();
   };
 
+  std::shared_ptr<const keysvc::KeyRing> last_good;
   while (!g_stop_signal) {
     try {
-      if (!pool) pool = keysvc::open_session_pool(config);
+      // A token that shows other processes' changes only after a re-initialise
+      // (tpm2-pkcs11): the gateway restarts the module when the token changed, or the
+      // run would plan on an old ring.
+      gateway->prepare_for_scan();
       const std::int64_t now = unix_now();
-      keysvc::RotationResult r = rotate_recorded(config, *pool, now);
-      if (json) std::cout << result_json(r, now).dump_line() << '\n';
+      keysvc::RotationResult r = rotate_recorded(config, *gateway, now, last_good);
+      last_good = std::make_shared<const keysvc::KeyRing>(
+          gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); }));
+      if (json) std::cout << dump_line(result_json(r, now)) << '\n';
       else print_text(r);
       std::cout.flush();
     } catch (const hsm::Pkcs11Error& e) {

@@ -112,39 +112,38 @@ int server_key_create(const Cli& cli, const CreateOptions& o) {
   check_input(o);
   const kso::ServerKeyType type = o.type == "rsa-2048" ? kso::ServerKeyType::kRsa2048 : kso::ServerKeyType::kEcP256;
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);
+  auto gateway = cli.open_gateway(&config);
   const std::string uri = kso::private_key_uri(config.hsm.token_uri, o.label);
 
   std::vector<std::uint8_t> id(kIdBytes);
   if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) throw std::runtime_error("RAND_bytes failed");
 
-  auto lease = pool->lease();
-  hsm::Session& session = lease.session();
-  if (!kso::objects_named(session, o.label, id).empty())
-    throw hsm::ConfigError("the token already has objects labelled '" + o.label + "'");
-
-  Rollback rollback(session);
-  kso::ServerKeyPair pair = kso::generate_server_key_pair(session, type, id, o.label);
-  rollback.add(pair.private_key);
-  rollback.add(pair.public_key);
-
-  // The certificate is signed in the token, through the same path servers use.
-  kso::TokenPrivateKey key = kso::TokenPrivateKey::open(uri, kso::token_key_defaults(config));
-  kso::SelfSignedCertificate cert = kso::make_self_signed_certificate(
-      key.pkey(), {.common_name = o.common_name, .alt_names = o.alt_names, .valid_days = o.days});
-  if (o.store_cert) rollback.add(kso::store_certificate(session, cert.der, cert.subject_der, id, o.label));
-  write_new_file(o.cert_out, cert.pem);
-  rollback.commit();
+  // One call through the gateway: the key pair, the certificate signed in the token
+  // through the same path servers use, and the rollback if any step fails.
+  gateway->call([o, type, id, uri, defaults = kso::token_key_defaults(config)](hsm::Session& session) {
+    if (!kso::objects_named(session, o.label, id).empty())
+      throw hsm::ConfigError("the token already has objects labelled '" + o.label + "'");
+    Rollback rollback(session);
+    kso::ServerKeyPair pair = kso::generate_server_key_pair(session, type, id, o.label);
+    rollback.add(pair.private_key);
+    rollback.add(pair.public_key);
+    kso::TokenPrivateKey key = kso::TokenPrivateKey::open(uri, defaults);
+    kso::SelfSignedCertificate cert = kso::make_self_signed_certificate(
+        key.pkey(), {.common_name = o.common_name, .alt_names = o.alt_names, .valid_days = o.days});
+    if (o.store_cert) rollback.add(kso::store_certificate(session, cert.der, cert.subject_der, id, o.label));
+    write_new_file(o.cert_out, cert.pem);
+    rollback.commit();
+  });
 
   if (o.json) {
     Json j;
-    j.set("label", o.label);
-    j.set("type", kso::to_string(type));
-    j.set("id", hex(id));
-    j.set("key_uri", uri);
-    j.set("certificate", o.cert_out);
-    j.set("certificate_in_token", o.store_cert);
-    std::cout << j.dump() << '\n';
+    j["label"] = o.label;
+    j["type"] = kso::to_string(type);
+    j["id"] = hex(id);
+    j["key_uri"] = uri;
+    j["certificate"] = o.cert_out;
+    j["certificate_in_token"] = o.store_cert;
+    std::cout << dump_pretty(j) << '\n';
   } else {
     std::cout << "created " << kso::to_string(type) << " key '" << o.label << "' (sign only, never extractable)\n"
               << "key:         " << uri << '\n'

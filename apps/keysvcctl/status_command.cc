@@ -37,14 +37,14 @@ std::int64_t covered_until(const keysvc::KeyRing& ring) {
 
 int status(const Cli& cli, bool json) {
   keysvc::Config config;
-  auto pool = cli.open_pool(&config);  // throws unless the token is found and login works
-  keysvc::hsm::TokenInfo info = pool->token().info();
-  keysvc::KeyRing ring = pool->run([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  auto gateway = cli.open_gateway(&config);  // throws unless the token is found and login works
+  keysvc::hsm::TokenInfo info = gateway->token().info();
+  keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
   const std::int64_t now = unix_now();
   const keysvc::Generation* active = ring.encrypt_generation(now);
   const keysvc::Generation* next = next_generation(ring, now);
   const std::int64_t covered = covered_until(ring);
-  const std::string& module = pool->token().module()->path();
+  const std::string& module = gateway->token().module()->path();
   std::array<std::int64_t, kStates.size()> counts{};
   for (const auto& g : ring.generations()) {
     auto state = ring.state(g, now);
@@ -54,31 +54,31 @@ int status(const Cli& cli, bool json) {
 
   if (json) {
     Json token;
-    token.set("uri", config.hsm.token_uri);
-    token.set("label", info.label);
-    token.set("serial", info.serial);
-    token.set("model", info.model);
-    token.set("manufacturer", info.manufacturer);
+    token["uri"] = config.hsm.token_uri;
+    token["label"] = info.label;
+    token["serial"] = info.serial;
+    token["model"] = info.model;
+    token["manufacturer"] = info.manufacturer;
     Json states;
-    for (std::size_t k = 0; k < kStates.size(); ++k) states.set(std::string(keysvc::to_string(kStates[k])), counts[k]);
+    for (std::size_t k = 0; k < kStates.size(); ++k) states[std::string(keysvc::to_string(kStates[k]))] = counts[k];
     Json j;
-    j.set("config", cli.config_path_view());
-    j.set("module", module);
-    j.set("token", std::move(token));
-    j.set("login", true);
-    j.set("now", iso8601_utc(now));
-    j.set("now_unix", now);
-    j.set("generations", static_cast<std::int64_t>(ring.generations().size()));
-    j.set("states", std::move(states));
-    j.set("encrypt_generation", active ? Json(keysvc::to_hex(active->name)) : Json());
-    j.set("encrypt_from", active ? Json(iso8601_utc(active->schedule.encrypt_from)) : Json());
-    j.set("encrypt_from_unix", active ? Json(active->schedule.encrypt_from) : Json());
-    j.set("next_generation", next ? Json(keysvc::to_hex(next->name)) : Json());
-    j.set("next_encrypt_from", next ? Json(iso8601_utc(next->schedule.encrypt_from)) : Json());
-    j.set("next_encrypt_from_unix", next ? Json(next->schedule.encrypt_from) : Json());
-    j.set("covered_until", covered ? Json(iso8601_utc(covered)) : Json());
-    j.set("covered_until_unix", covered ? Json(covered) : Json());
-    std::cout << j.dump() << '\n';
+    j["config"] = cli.config_path_view();
+    j["module"] = module;
+    j["token"] = std::move(token);
+    j["login"] = true;
+    j["now"] = iso8601_utc(now);
+    j["now_unix"] = now;
+    j["generations"] = static_cast<std::int64_t>(ring.generations().size());
+    j["states"] = std::move(states);
+    j["encrypt_generation"] = active ? Json(keysvc::to_hex(active->name)) : Json();
+    j["encrypt_from"] = active ? Json(iso8601_utc(active->schedule.encrypt_from)) : Json();
+    j["encrypt_from_unix"] = active ? Json(active->schedule.encrypt_from) : Json();
+    j["next_generation"] = next ? Json(keysvc::to_hex(next->name)) : Json();
+    j["next_encrypt_from"] = next ? Json(iso8601_utc(next->schedule.encrypt_from)) : Json();
+    j["next_encrypt_from_unix"] = next ? Json(next->schedule.encrypt_from) : Json();
+    j["covered_until"] = covered ? Json(iso8601_utc(covered)) : Json();
+    j["covered_until_unix"] = covered ? Json(covered) : Json();
+    std::cout << dump_pretty(j) << '\n';
     return kExitOk;
   }
   std::string by_state;

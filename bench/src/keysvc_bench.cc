@@ -31,6 +31,7 @@
 #include "keysvc/config.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ticket_adapter.h"
+#include "keysvc/session_key_cache.h"
 #include "keysvc/ticket_key_service.h"
 #include "report.h"
 #include "static_tickets.h"
@@ -273,8 +274,8 @@ int run(const Options& o) {
       } else if (m.name != "openssl") {
         m.service = TicketKeyService::open(Config::load_file(config_of(env, m.name)));
         keysvc::openssl::install(m.server.get(), m.service);
-        auto copies = m.service->session_copy_stats();
-        if (copies && copies->live == 0) {
+        const SessionKeyCache* copies = m.service->session_copies();
+        if (copies != nullptr && copies->stats().live == 0) {
           m.skip = "no session copies were made (the token refused C_CopyObject; see the log)";
           if (!remote) throw std::runtime_error("mode " + m.name + ": " + m.skip);
           m.service.reset();

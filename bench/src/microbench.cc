@@ -31,6 +31,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -45,10 +46,20 @@
 #include "keysvc/openssl/ticket_adapter.h"
 #include "keysvc/openssl/ticket_kdf.h"
 #include "keysvc/ticket_key_service.h"
+#include "keysvc/token_gateway.h"
 #include "static_tickets.h"
 
 namespace keysvc::bench {
 namespace {
+
+// A session pool on `service`'s token beside keysvc (one per service, made on first use):
+// the bare PKCS#11 calls the benchmarks compare keysvc's own path with.
+hsm::SessionPool& bare_pool(const TicketKeyService& service) {
+  static std::map<const TicketKeyService*, std::unique_ptr<hsm::SessionPool>> pools;
+  auto& p = pools[&service];
+  if (!p) p = TokenGateway::open_bare_pool(service.config());
+  return *p;
+}
 
 BenchEnv* g_env = nullptr;
 std::shared_ptr<TicketKeyService> g_local, g_remote, g_copies, g_copies_v2, g_copies_inline;
@@ -77,7 +88,7 @@ void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string
   RAND_bytes(iv.data(), iv.size());
   auto msg = derivation_message(kAesKeyLabel, g.name, iv);
   std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
-  auto lease = svc->sessions().lease();
+  auto lease = bare_pool(*svc).lease();
   for (auto _ : state) {
     hsm::hmac_sha256(lease.session(), key, msg, mac);
     benchmark::DoNotOptimize(mac);
@@ -122,7 +133,7 @@ class GeneratedHmacKey {
 // still sensitive and non-extractable), generated in the bench's session. Measures the
 // lever FIELD-NOTES describes (SoftHSM re-reads token objects on every use).
 void BM_HsmHmacSign_session_key(benchmark::State& state) {
-  auto lease = g_local->sessions().lease();
+  auto lease = bare_pool(*g_local).lease();
   hsm::Session& session = lease.session();
   const GeneratedHmacKey key(session, hsm::kHmacKeyBytes, false);
   if (!key.ok()) {
@@ -141,7 +152,7 @@ void BM_HsmHmacSign_session_key(benchmark::State& state) {
 // both 32-byte per-ticket keys in one C_Sign. SHA-512 HMAC keys must be 64 bytes in
 // SoftHSM. range(0): 0 = token object, 1 = session object.
 void BM_HsmHmacSha512(benchmark::State& state) {
-  auto lease = g_local->sessions().lease();
+  auto lease = bare_pool(*g_local).lease();
   hsm::Session& session = lease.session();
   const GeneratedHmacKey key(session, hsm::kHmacSha512KeyBytes, state.range(0) == 0);
   if (!key.ok()) {
@@ -165,7 +176,7 @@ void derive(benchmark::State& state, TicketKeyService* svc, const std::string& s
   Iv iv{};
   RAND_bytes(iv.data(), iv.size());
   TicketKeys keys;
-  auto lease = svc->sessions().lease();
+  auto lease = bare_pool(*svc).lease();
   for (auto _ : state) {
     derive_ticket_keys(lease.session(), g, iv, keys);
     benchmark::DoNotOptimize(keys.aes_key);
@@ -348,7 +359,7 @@ void BM_CallStatsTimedCall(benchmark::State& state) {
 // The difference to BM_CallStatsTimedCall is what the gate costs per PKCS#11 call.
 // Recorded as C_GetSessionInfo in the local service's module (no real call is made).
 void BM_ModuleGatedCall(benchmark::State& state) {
-  const hsm::Module& module = *g_local->sessions().token().module();
+  const hsm::Module& module = *g_local->gateway().token().module();
   const std::uint64_t generation = module.generation();
   for (auto _ : state)
     benchmark::DoNotOptimize(module.call(generation, hsm::Call::kGetSessionInfo, &no_op_call, CK_SESSION_HANDLE{1}));

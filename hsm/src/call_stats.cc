@@ -11,6 +11,7 @@ std::string_view call_name(Call call) noexcept {
       "C_OpenSession",  "C_CloseSession",    "C_GetSessionInfo", "C_Login",         "C_Logout",
       "C_FindObjectsInit", "C_FindObjects",  "C_FindObjectsFinal", "C_GetAttributeValue", "C_CreateObject",
       "C_CopyObject",   "C_GenerateKey",     "C_GenerateKeyPair", "C_DestroyObject", "C_SignInit", "C_Sign",
+      "C_GetInfo",      "C_GetMechanismList", "C_GetMechanismInfo", "C_SetAttributeValue",
   };
   static_assert(std::size(kNames) == kCallCount, "one name per Call");
   const auto i = static_cast<std::size_t>(call);

@@ -74,6 +74,17 @@ void Module::reinitialize_after_fork() {
   initialize();
 }
 
+bool Module::enter_when_open() const noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + kGateWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    if (in_flight_.load(std::memory_order_acquire) & kClosed) continue;
+    if ((in_flight_.fetch_add(1, std::memory_order_acquire) & kClosed) == 0) return true;
+    leave();
+  }
+  return false;
+}
+
 bool Module::only_user() const noexcept { return initialized_by_keysvc_ && !other_users_; }
 
 bool Module::restart(std::chrono::milliseconds max_wait) {

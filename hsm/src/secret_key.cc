@@ -2,14 +2,16 @@
 
 #include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/key_reservation.h"
 #include "keysvc/hsm/object.h"
 
 namespace keysvc::hsm {
 
 namespace {
 
-// Attributes shared by generated and imported keys. The template keeps pointers into
-// this struct, so it must outlive the C_* call.
+// Attributes shared by generated and imported keys, as the token's profile allows
+// (module_profile.h). The template keeps pointers into this struct, so it must outlive
+// the C_* call.
 struct KeyTemplate {
   CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
   CK_KEY_TYPE type = CKK_GENERIC_SECRET;
@@ -17,9 +19,9 @@ struct KeyTemplate {
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
   std::vector<CK_ATTRIBUTE> attrs;
 
-  KeyTemplate(std::span<const std::uint8_t> id, const std::string& label, Copyable copyable = Copyable::kNo,
-              std::size_t key_bytes = kHmacKeyBytes)
-      : len(key_bytes) {
+  KeyTemplate(const ModuleProfile& profile, std::span<const std::uint8_t> id, const std::string& label,
+              Copyable copyable = Copyable::kNo, std::size_t key_bytes = kHmacKeyBytes)
+      : type(profile.hmac_key_type), len(key_bytes) {
     const CK_BBOOL* copies = copyable == Copyable::kYes ? &yes : &no;
     auto add = [&](CK_ATTRIBUTE_TYPE t, const void* v, std::size_t n) {
       attrs.push_back({t, const_cast<void*>(v), static_cast<CK_ULONG>(n)});
@@ -37,9 +39,10 @@ struct KeyTemplate {
     add(CKA_WRAP, &no, 1);
     add(CKA_UNWRAP, &no, 1);
     add(CKA_DERIVE, &no, 1);
-    add(CKA_COPYABLE, copies, 1);
+    // A PKCS#11 2.20 token refuses the 2.40 attributes (CKR_ATTRIBUTE_TYPE_INVALID).
+    if (profile.v240_attributes) add(CKA_COPYABLE, copies, 1);
     add(CKA_MODIFIABLE, copies, 1);
-    add(CKA_DESTROYABLE, &yes, 1);
+    if (profile.v240_attributes) add(CKA_DESTROYABLE, &yes, 1);
     add(CKA_ID, id.data(), id.size());
     add(CKA_LABEL, label.data(), label.size());
   }
@@ -49,18 +52,33 @@ struct KeyTemplate {
 
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
                                    const std::string& label, Copyable copyable, std::size_t key_bytes) {
-  KeyTemplate t(id, label, copyable, key_bytes);
+  if (session.profile().key_source == KeySource::kReserved) {
+    // Only HMAC-SHA256 keys are reserved, and the token decides whether they copy.
+    if (key_bytes != kHmacKeyBytes || copyable == Copyable::kYes)
+      throw UnsupportedError(session.profile().name + " has no " +
+                             (copyable == Copyable::kYes ? "copyable keys (rotation.copyable_keys)"
+                                                         : "HMAC-SHA512 keys (rotation.derivation = 2)"));
+    return claim_reserved_key(session, id, label);
+  }
+  KeyTemplate t(session.profile(), id, label, copyable, key_bytes);
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  checked_call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
-               t.attrs.data(), t.attrs.size(), &key);
+  const CK_RV rv = call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
+                        t.attrs.data(), t.attrs.size(), &key);
+  // Answers that mean the token cannot do it at all, not that it failed this time.
+  if (rv == CKR_MECHANISM_INVALID || rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+      rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_KEY_SIZE_RANGE)
+    throw UnsupportedError("the token (" + session.profile().name + ") cannot generate keysvc's " +
+                           std::to_string(key_bytes) + "-byte HMAC keys with CKM_GENERIC_SECRET_KEY_GEN: C_GenerateKey: " +
+                           rv_name(rv) + " (keysvcctl doctor names what it lacks)");
+  throw_unless_ok(Call::kGenerateKey, rv);
   return key;
 }
 
 CK_OBJECT_HANDLE import_hmac_key(Session& session, std::span<const std::uint8_t> id,
                                  const std::string& label, std::span<const std::uint8_t> value) {
-  KeyTemplate t(id, label);
+  KeyTemplate t(session.profile(), id, label);
   t.attrs.push_back({CKA_VALUE, const_cast<std::uint8_t*>(value.data()), static_cast<CK_ULONG>(value.size())});
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
   checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), t.attrs.data(),
@@ -105,8 +123,26 @@ KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
       {CKA_UNWRAP, &v[9], 1}, {CKA_DERIVE, &v[10], 1}, {CKA_COPYABLE, &v[11], 1},
       {CKA_MODIFIABLE, &v[12], 1},
   };
-  checked_call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key, a,
-               std::size(a));
+  // One call for all; a token that does not know one of them (a 2.20 token and
+  // CKA_COPYABLE) answers CKR_ATTRIBUTE_TYPE_INVALID, marks that one unavailable and, as
+  // PKCS#11 requires, still fills in the others. They are read one by one then, so a
+  // token that stops at the first unknown one is covered too.
+  CK_RV rv = call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key, a,
+                  std::size(a));
+  if (rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+    for (auto& one : a) {
+      one.ulValueLen = 1;
+      CK_RV r = call(session, Call::kGetAttributeValue, session.fn()->C_GetAttributeValue, session.handle(), key,
+                     &one, 1);
+      if (r == CKR_ATTRIBUTE_TYPE_INVALID) one.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+      else throw_unless_ok(Call::kGetAttributeValue, r);
+    }
+    // Custody itself must be readable: only the usage attributes may be unknown.
+    for (std::size_t k = 0; k < 4; ++k)
+      if (a[k].ulValueLen == CK_UNAVAILABLE_INFORMATION) throw_unless_ok(Call::kGetAttributeValue, rv);
+  } else {
+    throw_unless_ok(Call::kGetAttributeValue, rv);
+  }
   c.sensitive = v[0];
   c.always_sensitive = v[1];
   c.extractable = v[2];
@@ -119,7 +155,9 @@ KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
   c.unwrap = v[9];
   c.derive = v[10];
   c.copyable = v[11];
+  c.copyable_known = a[11].ulValueLen != CK_UNAVAILABLE_INFORMATION;
   c.modifiable = v[12];
+  c.enforced = session.profile().custody_enforced;
   return c;
 }
 

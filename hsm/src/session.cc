@@ -11,7 +11,7 @@
 namespace keysvc::hsm {
 
 Session::Session(const Token& token, bool read_write)
-    : module_(token.module().get()), generation_(module_->generation()) {
+    : module_(token.module().get()), profile_(token.profile_ptr()), generation_(module_->generation()) {
   CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
   // The slot first: after a restart, finding it again is what tells whether the token
   // is back. A restart between here and the call makes the call fail as stale (the

@@ -30,10 +30,12 @@ std::unique_ptr<Session> SessionPool::open_logged_in() {
   return session;
 }
 
-SessionPool::Lease SessionPool::lease() {
+SessionPool::Lease SessionPool::lease(Deadline deadline) {
   {
     std::unique_lock lock(mutex_);
-    returned_.wait(lock, [&] { return !idle_.empty() || open_ < max_sessions_; });
+    if (!returned_.wait_until(lock, deadline, [&] { return !idle_.empty() || open_ < max_sessions_; }))
+      throw Error("no PKCS#11 session came back in time: all " + std::to_string(max_sessions_) +
+                  " are in calls that have not returned");
     // Sessions of an earlier module generation (a Module::restart) are dead: dropped
     // without a call (~Session closes no stale handle), and their slots reused.
     const std::size_t before = idle_.size();

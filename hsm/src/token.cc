@@ -73,6 +73,9 @@ Token::Token(std::shared_ptr<Module> module, TokenUri uri, CK_SLOT_ID slot)
   // it makes the first slot() look again.
   place_->generation = module_->generation();
   place_->slot = slot;
+  CK_INFO info{};
+  checked_call(*module_, Call::kGetInfo, module_->fn()->C_GetInfo, &info);
+  profile_ = std::make_shared<const ModuleProfile>(profile_of(info, token_info(*module_, slot)));
 }
 
 CK_SLOT_ID Token::slot() const {

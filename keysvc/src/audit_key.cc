@@ -68,24 +68,26 @@ AuditKey find_or_create_audit_key(hsm::Session& session) {
   return {h, id};
 }
 
-Sealer token_sealer(hsm::SessionPool& pool) {
-  AuditKey key = pool.run([](hsm::Session& s) { return find_or_create_audit_key(s); });
+Sealer token_sealer(TokenGateway& gateway) {
+  AuditKey key = gateway.call([](hsm::Session& s) { return find_or_create_audit_key(s); });
   std::string id_hex = key.id_hex();
-  return Sealer{id_hex, [&pool, id_hex](std::span<const std::uint8_t> message) {
-                  return pool.run([&](hsm::Session& s) {
+  return Sealer{id_hex, [&gateway, id_hex](std::span<const std::uint8_t> message) {
+                  return gateway.call([id_hex, m = std::vector<std::uint8_t>(message.begin(), message.end())](
+                                          hsm::Session& s) {
                     auto k = find_audit_key(s, id_hex);
                     if (!k) throw hsm::Error("the audit key " + id_hex + " is no longer in the token");
-                    return mac_in_token(s, k->handle, message);
+                    return mac_in_token(s, k->handle, m);
                   });
                 }};
 }
 
-KeyedHmac token_keyed_hmac(hsm::SessionPool& pool) {
-  return [&pool](std::string_view key_id_hex, std::span<const std::uint8_t> message) -> std::optional<Mac> {
-    return pool.run([&](hsm::Session& s) -> std::optional<Mac> {
-      auto k = find_audit_key(s, key_id_hex);
+KeyedHmac token_keyed_hmac(TokenGateway& gateway) {
+  return [&gateway](std::string_view key_id_hex, std::span<const std::uint8_t> message) -> std::optional<Mac> {
+    return gateway.call([id = std::string(key_id_hex), m = std::vector<std::uint8_t>(message.begin(), message.end())](
+                            hsm::Session& s) -> std::optional<Mac> {
+      auto k = find_audit_key(s, id);
       if (!k) return std::nullopt;
-      return mac_in_token(s, k->handle, message);
+      return mac_in_token(s, k->handle, m);
     });
   };
 }

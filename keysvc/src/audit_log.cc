@@ -157,7 +157,7 @@ class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
     }
     if (fsync_) {
       // fsync on any descriptor of the file writes its dirty pages.
-      int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+      int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);  // O_APPEND: an append-only (chattr +a) file
       if (fd < 0 || ::fsync(fd) != 0) fail("fsync failed");
       if (fd >= 0) ::close(fd);
     }
@@ -210,11 +210,21 @@ Hash sha256(std::string_view bytes) {
   return h;
 }
 
-std::vector<std::uint8_t> seal_message(std::uint64_t seq, const Hash& head) {
-  std::vector<std::uint8_t> m(kSealLabel, kSealLabel + sizeof kSealLabel);  // includes the 00
+namespace {
+std::vector<std::uint8_t> labelled_message(const char (&label)[sizeof kSealLabel], std::uint64_t seq, const Hash& head) {
+  std::vector<std::uint8_t> m(label, label + sizeof label);  // includes the 00
   for (int k = 7; k >= 0; --k) m.push_back(static_cast<std::uint8_t>(seq >> (8 * k)));
   m.insert(m.end(), head.begin(), head.end());
   return m;
+}
+}  // namespace
+
+std::vector<std::uint8_t> seal_message(std::uint64_t seq, const Hash& head) {
+  return labelled_message(kSealLabel, seq, head);
+}
+
+std::vector<std::uint8_t> seal_message_v2(std::uint64_t sealed, const Hash& head) {
+  return labelled_message(kSealLabelV2, sealed, head);
 }
 
 std::string iso8601_ms(std::int64_t unix_ms) {
@@ -275,7 +285,6 @@ AuditLog::AuditLog(const std::string& path, Sealer sealer, Options options)
   open_locked(path);
   lock.unlock();
   flush();
-  if (options_.seal_interval.count() > 0 || options_.usage_source) timer_ = std::thread([this] { timer_loop(); });
 }
 
 AuditLog::~AuditLog() { close(); }
@@ -347,25 +356,34 @@ void AuditLog::flush() {
     throw std::runtime_error("audit log " + path + ": cannot write: " + error);
 }
 
-void AuditLog::seal_locked() {
-  if (head_.seq == last_seal_seq_) return;  // nothing since the last seal
-  if (!sealer_.hmac) return;                 // a writer without a token: a later writer seals
-  const Hash head = head_.hash;
-  const std::uint64_t seq = head_.seq + 1;
-  std::vector<std::uint8_t> message = seal_message(seq, head);
-  Mac mac = sealer_.hmac(message);
-  write_locked("seal", ",\"head\":\"" + hex(head) + "\",\"mac\":\"" + hex(mac) + "\",\"key\":" +
-                           quote(sealer_.key_id_hex));
-  last_seal_seq_ = head_.seq;
-}
-
-void AuditLog::seal() {
+void AuditLog::seal_unlocked() {
+  std::lock_guard serial(seal_mutex_);
+  ChainHead head;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_ || head_.seq == last_seal_seq_) return;  // closed, or nothing since the last seal
+    if (!sealer_.hmac) return;                             // a writer without a token: a later writer seals
+    head = head_;
+  }
+  const Mac mac = sealer_.hmac(seal_message_v2(head.seq, head.hash));  // in the token; appends go on
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
-    seal_locked();
+    write_locked("seal", ",\"sealed\":" + std::to_string(head.seq) + ",\"head\":\"" + hex(head.hash) +
+                             "\",\"mac\":\"" + hex(mac) + "\",\"key\":" + quote(sealer_.key_id_hex));
+    last_seal_seq_ = head_.seq;
   }
+}
+
+void AuditLog::seal() {
+  seal_unlocked();
   flush();
+}
+
+void AuditLog::summarize() {
+  if (!options_.usage_source) return;
+  UsageSummary s = options_.usage_source();
+  if (!s.empty()) append(s);
 }
 
 void AuditLog::close_file_locked() {
@@ -384,9 +402,9 @@ void AuditLog::close_file_locked() {
 }
 
 void AuditLog::rotate(const std::string& new_path) {
+  seal_unlocked();
   std::lock_guard<std::mutex> lock(mutex_);
   if (closed_) throw std::logic_error("audit log closed");
-  seal_locked();
   close_file_locked();
   open_locked(new_path);
   file_->logger->flush();
@@ -395,66 +413,27 @@ void AuditLog::rotate(const std::string& new_path) {
 
 void AuditLog::close() noexcept {
   {
-    std::lock_guard<std::mutex> lock(timer_mutex_);
-    stopping_ = true;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
   }
-  timer_wake_.notify_all();
-  if (timer_.joinable()) timer_.join();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_) return;
   try {
-    if (options_.usage_source) {
-      UsageSummary s = options_.usage_source();
-      if (!s.empty()) {
-        Render r = render(s);
-        write_locked(r.event, r.fields);
-      }
-    }
+    summarize();
   } catch (const std::exception& e) {
     logger()->error("audit: final usage summary failed: {}", e.what());
   }
   try {
-    seal_locked();
+    seal_unlocked();
   } catch (const std::exception& e) {
-    logger()->error("audit: final seal failed (the tail of {} stays unsealed): {}", file_->path, e.what());
+    logger()->error("audit: final seal failed (the tail of {} stays unsealed): {}", path(), e.what());
   }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_) return;
   try {
     close_file_locked();
   } catch (const std::exception& e) {
     logger()->error("audit: closing the log failed: {}", e.what());
   }
   closed_ = true;
-}
-
-void AuditLog::timer_loop() {
-  using clock = std::chrono::steady_clock;
-  auto next_seal = clock::now() + options_.seal_interval;
-  auto next_summary = clock::now() + options_.summary_interval;
-  std::unique_lock<std::mutex> tlock(timer_mutex_);
-  while (!stopping_) {
-    auto wake = clock::time_point::max();
-    if (options_.seal_interval.count() > 0) wake = next_seal;
-    if (options_.usage_source && options_.summary_interval.count() > 0) wake = std::min(wake, next_summary);
-    if (wake == clock::time_point::max()) break;
-    timer_wake_.wait_until(tlock, wake, [&] { return stopping_; });
-    if (stopping_) break;
-    tlock.unlock();
-    auto now = clock::now();
-    try {
-      if (options_.usage_source && options_.summary_interval.count() > 0 && now >= next_summary) {
-        next_summary = now + options_.summary_interval;
-        UsageSummary s = options_.usage_source();
-        if (!s.empty()) append(s);
-      }
-      if (options_.seal_interval.count() > 0 && now >= next_seal) {
-        next_seal = now + options_.seal_interval;
-        seal();
-      }
-    } catch (const std::exception& e) {
-      logger()->error("audit: periodic seal or summary failed: {}", e.what());
-    }
-    tlock.lock();
-  }
 }
 
 ChainHead AuditLog::head() const {

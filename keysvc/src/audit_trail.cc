@@ -94,31 +94,29 @@ bool is_login_failure(CK_RV rv) noexcept {
   }
 }
 
-std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer, hsm::SessionPool* pool,
+std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer, TokenGateway* gateway,
                                              std::function<UsageSnapshot()> usage) {
   if (!config.audit.enabled()) return nullptr;
   std::unique_ptr<AuditTrail> t(new AuditTrail());
   t->path_ = log_path(config.audit, writer);
   t->per_handshake_ = config.audit.per_handshake;
+  t->gateway_ = gateway;
   t->usage_ = std::move(usage);
   t->last_usage_ms_ = unix_ms();
-  Sealer sealer = pool ? token_sealer(*pool) : no_token_sealer();  // finds or creates the audit key
+  Sealer sealer = gateway ? token_sealer(*gateway) : no_token_sealer();  // finds or creates the audit key
   t->lock_fd_ = lock_file(t->path_, writer);
   try {
     AuditLog::Options options;
-    options.seal_interval = config.audit.seal_interval;
-    options.summary_interval = config.audit.summary_interval;
     options.per_handshake = config.audit.per_handshake;
     options.fsync = config.audit.fsync;
     if (t->usage_) options.usage_source = [raw = t.get()] { return raw->take_usage(); };
     t->log_ = std::make_unique<AuditLog>(t->path_, std::move(sealer), std::move(options));
     t->log_->append_durable(ConfigLoaded{config.source});
-    if (pool) {
-      t->stats_ = &pool->token().module()->stats();
+    if (gateway) {
+      t->stats_ = &gateway->call_stats();
       // Failures before this trail existed (a retried login, ...) are not this trail's.
       for (const auto& call : t->stats_->snapshot())
         for (const auto& [rv, n] : call.errors) t->stats_seen_[{static_cast<int>(call.call), rv}] = n;
-      t->poller_ = std::thread([raw = t.get()] { raw->poll_loop(); });
     }
   } catch (...) {
     ::close(t->lock_fd_);
@@ -131,12 +129,6 @@ std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer
 AuditTrail::~AuditTrail() { close(); }
 
 void AuditTrail::close() noexcept {
-  {
-    std::lock_guard lock(poll_mutex_);
-    stopping_ = true;
-  }
-  poll_wake_.notify_all();
-  if (poller_.joinable()) poller_.join();
   if (log_) {
     poll_hsm_errors();
     flush_hsm_errors(true);
@@ -146,6 +138,35 @@ void AuditTrail::close() noexcept {
     ::close(lock_fd_);  // releases the flock
     lock_fd_ = -1;
   }
+}
+
+void AuditTrail::seal() noexcept {
+  try {
+    log_->seal();
+  } catch (const std::exception& e) {
+    logger()->error("audit: seal failed (the tail stays unsealed until the next seal): {}", e.what());
+  }
+}
+
+void AuditTrail::summarize() noexcept {
+  try {
+    log_->summarize();
+  } catch (const std::exception& e) {
+    logger()->error("audit: usage record failed: {}", e.what());
+  }
+}
+
+void schedule(Maintenance& maintenance, const AuditConfig& config, std::function<AuditTrail*()> trail) {
+  using std::chrono::milliseconds;
+  auto every = [&](const char* name, std::chrono::seconds period, void (AuditTrail::*task)() noexcept) {
+    if (period.count() == 0) return;
+    maintenance.add(name, std::chrono::duration_cast<milliseconds>(period), [trail, task] {
+      if (AuditTrail* t = trail()) (t->*task)();
+    });
+  };
+  every("audit seal", config.seal_interval, &AuditTrail::seal);
+  every("audit usage record", config.summary_interval, &AuditTrail::summarize);
+  every("audit HSM error records", std::chrono::seconds(1), &AuditTrail::poll_hsm_errors);
 }
 
 UsageSummary AuditTrail::take_usage() {
@@ -163,8 +184,9 @@ UsageSummary AuditTrail::take_usage() {
 
 void AuditTrail::lifecycle(const Event& event) { log_->append_durable(event); }
 
-void AuditTrail::generation_created(hsm::SessionPool& pool, const Generation& g) {
-  auto custody = pool.run([&](hsm::Session& s) { return token_store::read_custody(s, g); });
+void AuditTrail::generation_created(const Generation& g) {
+  if (gateway_ == nullptr) throw std::logic_error("audit: generation_created needs the token");
+  auto custody = gateway_->call([g](hsm::Session& s) { return token_store::read_custody(s, g); });
   lifecycle(GenerationCreated{g.name, g.schedule, custody.enc, custody.mac});
 }
 
@@ -175,12 +197,11 @@ RingState RingState::of(const KeyRing& ring, std::int64_t now) {
   return st;
 }
 
-void AuditTrail::record_changes(const RingState& before, const KeyRing& after, std::int64_t now,
-                                hsm::SessionPool& pool) {
+void AuditTrail::record_changes(const RingState& before, const KeyRing& after, std::int64_t now) {
   const RingState now_state = RingState::of(after, now);
   for (const auto& g : after.generations()) {
     auto it = before.revoked.find(g.name);
-    if (it == before.revoked.end() && g.has_keys()) generation_created(pool, g);
+    if (it == before.revoked.end() && g.has_keys()) generation_created(g);
     if (g.revoked && (it == before.revoked.end() || !it->second)) lifecycle(Revoked{g.name});
   }
   if (now_state.encrypting != before.encrypting) {
@@ -194,13 +215,12 @@ void AuditTrail::record_changes(const RingState& before, const KeyRing& after, s
     if (!now_state.revoked.count(name)) lifecycle(Destroyed{name});
 }
 
-void AuditTrail::ring_loaded(const KeyRing& ring, std::int64_t now, hsm::SessionPool& pool) noexcept {
+void AuditTrail::ring_changed(const KeyRing& before, const KeyRing& after, std::int64_t now) noexcept {
   try {
     std::lock_guard lock(ring_mutex_);
     // The first ring holds generations from before this process: only take note.
-    // (Taken note of first: a failure to write is not retried on the next load.)
-    std::optional<RingState> previous = std::exchange(ring_, RingState::of(ring, now));
-    if (previous) record_changes(*previous, ring, now, pool);
+    if (!std::exchange(ring_seen_, true)) return;
+    record_changes(RingState::of(before, now), after, now);
   } catch (const std::exception& e) {
     logger()->error("audit: recording key ring changes failed: {}", e.what());
   }
@@ -248,6 +268,7 @@ void AuditTrail::flush_hsm_errors(bool all) noexcept {
 void AuditTrail::poll_hsm_errors() noexcept {
   if (stats_ == nullptr) return;
   try {
+    std::lock_guard seen_lock(seen_mutex_);
     for (const auto& call : stats_->snapshot()) {
       for (const auto& [rv, n] : call.errors) {
         if (is_answer(rv)) continue;
@@ -265,15 +286,6 @@ void AuditTrail::poll_hsm_errors() noexcept {
     logger()->error("audit: reading HSM call statistics failed: {}", e.what());
   }
   flush_hsm_errors(false);
-}
-
-void AuditTrail::poll_loop() {
-  std::unique_lock lock(poll_mutex_);
-  while (!poll_wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; })) {
-    lock.unlock();
-    poll_hsm_errors();
-    lock.lock();
-  }
 }
 
 void AuditTrail::append_handshake(const KeyName& name, TicketOutcome outcome) noexcept {

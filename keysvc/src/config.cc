@@ -7,6 +7,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "keysvc/hsm/token_uri.h"
 #include "keysvc/listen_address.h"
 
 namespace keysvc {
@@ -182,6 +183,8 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   {
     using std::chrono::milliseconds;
     c.hsm.call_timeout = r.millis("hsm", "call_timeout", c.hsm.call_timeout, milliseconds(0), milliseconds(60000));
+    c.hsm.maintenance_timeout = r.millis("hsm", "maintenance_timeout", c.hsm.maintenance_timeout, milliseconds(100),
+                                         milliseconds(600000));
     c.hsm.breaker_threshold =
         static_cast<unsigned>(r.integer("hsm", "breaker_threshold", c.hsm.breaker_threshold, 1, 1000));
     c.hsm.breaker_backoff =
@@ -246,6 +249,14 @@ Config Config::load_file(const std::string& path) {
   Config c = parse(text.str(), path, dir);
   c.source = std::filesystem::absolute(path).lexically_normal().string();
   return c;
+}
+
+hsm::PinSource pin_source_of(const Config& config) {
+  if (!config.hsm.pin_source.empty()) return hsm::PinSource::parse(config.hsm.pin_source);
+  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
+  if (auto source = uri.pin_source()) return hsm::PinSource::parse(*source);
+  if (auto value = uri.pin_value()) return hsm::PinSource::literal(std::move(*value));
+  throw ConfigError("no PIN source: set hsm.pin (file:PATH or env:NAME) or pin-source in the token URI");
 }
 
 }  // namespace keysvc

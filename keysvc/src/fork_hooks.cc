@@ -7,7 +7,11 @@
 #include <mutex>
 #include <vector>
 
-#include "keysvc/hsm/module.h"
+#include "keysvc/audit_trail.h"
+#include "keysvc/issue_pool.h"
+#include "keysvc/maintenance.h"
+#include "keysvc/session_key_cache.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/log.h"
 #include "keysvc/ticket_key_service.h"
 
@@ -57,28 +61,21 @@ void ForkHooks::child() noexcept {
 // ------------------------------------------------------------ the service's side
 
 void TicketKeyService::pause_for_fork() noexcept {
-  // No background thread may hold a lock (ours, spdlog's, the module's) or be inside a
-  // PKCS#11 call when the address space is copied: stop and join them.
-  stop_background();
+  // The maintenance thread is keysvc's one background thread: stopped, it holds no lock
+  // (ours, spdlog's, the module's) and is inside no PKCS#11 call when the address space
+  // is copied. (A gateway worker may still be inside a call that overran its deadline;
+  // the child never uses it: reset_after_fork.)
+  maintenance_->stop();
 }
 
 void TicketKeyService::resume_after_fork(bool in_child) noexcept {
   if (in_child) {
-    try {
-      pool_->token().module()->reinitialize_after_fork();
-    } catch (const std::exception& e) {
-      logger()->warn("C_Initialize after fork failed: {} (the next HSM call will tell)", e.what());
-    }
-    pool_->forget_after_fork();
-    // The old guard's workers and cache entries belong to the parent: leaked on purpose
-    // (destroying them would join threads that do not exist here or close the parent's
-    // session objects).
-    (void)guard_.release();
-    (void)session_copies_.release();
+    gateway_->reset_after_fork();
+    if (session_copies_) session_copies_->forget_after_fork();
     if (issue_pool_) issue_pool_->clear();
-    // The audit trail is the parent's too: its writer threads are not here (closing it
-    // at exit would wait for them for ever), and a child appending to the same file
-    // would fork its hash chain. Not carried into children, and said once per child.
+    // The audit trail is the parent's: its writer thread is not here (closing it at exit
+    // would wait for it for ever), and a child appending to the same file would fork its
+    // hash chain. Not carried into children, and said once per child.
     if (audit_) {
       (void)audit_.release();
       try {
@@ -90,8 +87,8 @@ void TicketKeyService::resume_after_fork(bool in_child) noexcept {
     }
   }
   try {
-    if (in_child) make_hsm_helpers();
-    start_background();
+    maintenance_->start();
+    if (in_child) maintenance_->request(scan_task_);  // this process's own handles and copies
   } catch (const std::exception& e) {  // out of memory or threads: nothing sensible left to do
     logger()->critical("cannot restart keysvc after fork: {}", e.what());
     std::terminate();

@@ -11,8 +11,9 @@
 namespace keysvc {
 
 struct HsmGuard::Job {
-  explicit Job(Work w) : work(std::move(w)) {}
+  Job(Work w, hsm::SessionPool::Deadline d) : work(std::move(w)), deadline(d) {}
   Work work;
+  hsm::SessionPool::Deadline deadline;  // the caller stops waiting then; so does the lease
   std::mutex mutex;
   std::condition_variable finished;
   bool started = false;    // a worker took it
@@ -23,11 +24,11 @@ struct HsmGuard::Job {
 
 HsmGuard::HsmGuard(hsm::SessionPool& pool, Options options)
     : pool_(pool), options_(options), breaker_(options.breaker) {
-  if (options_.call_timeout.count() > 0) {
-    const std::size_t n = std::max<std::size_t>(options_.workers, 1);
-    workers_.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
-  }
+  // Workers exist even with call_timeout = 0: work with a deadline of its own (ring
+  // scans, seals, rotation) still runs on them.
+  const std::size_t n = std::max<std::size_t>(options_.workers, 1);
+  workers_.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 HsmGuard::~HsmGuard() {
@@ -70,7 +71,7 @@ void HsmGuard::execute(Job& job) noexcept {
         throw;
       }
       quarantine_if_abandoned(lease);
-    });
+    }, job.deadline);
   } catch (const hsm::Pkcs11Error& e) {
     r = Result{Outcome::kFailed, e.rv(), e.what(), std::current_exception()};
   } catch (const std::exception& e) {
@@ -133,15 +134,15 @@ void HsmGuard::settle(CircuitBreaker::Permit permit, Result& r) noexcept {
   }
 }
 
-HsmGuard::Result HsmGuard::run(Work work, Admission admission) noexcept {
+HsmGuard::Result HsmGuard::run(Work work, Admission admission, std::chrono::milliseconds timeout) noexcept {
   runs_.fetch_add(1, std::memory_order_relaxed);
   const CircuitBreaker::Permit permit =
       admission == Admission::kBreaker ? breaker_.allow() : CircuitBreaker::Permit::kBypass;
   if (permit == CircuitBreaker::Permit::kRefuse)
     return Result{Outcome::kRefused, CKR_OK, "HSM circuit breaker open"};
 
-  if (options_.call_timeout.count() == 0) {  // no deadline: on this thread
-    Job job(std::move(work));
+  if (timeout.count() == 0) {  // no deadline: on this thread (the lease still has a bound)
+    Job job(std::move(work), std::chrono::steady_clock::now() + hsm::SessionPool::kDefaultLeaseWait);
     execute(job);
     settle(permit, job.result);
     return std::move(job.result);
@@ -155,7 +156,7 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission) noexcept {
   }
   std::shared_ptr<Job> job;
   try {
-    job = std::make_shared<Job>(std::move(work));
+    job = std::make_shared<Job>(std::move(work), std::chrono::steady_clock::now() + timeout);
     std::lock_guard lock(queue_mutex_);
     queue_.push_back(job);
   } catch (const std::exception& e) {
@@ -166,13 +167,13 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission) noexcept {
   queue_wake_.notify_one();
 
   std::unique_lock lock(job->mutex);
-  if (!job->finished.wait_for(lock, options_.call_timeout, [&] { return job->done; })) {
+  if (!job->finished.wait_until(lock, job->deadline, [&] { return job->done; })) {
     job->abandoned = true;
     if (job->started) stuck_.fetch_add(1, std::memory_order_relaxed);
     lock.unlock();
     timeouts_.fetch_add(1, std::memory_order_relaxed);
     Result r{Outcome::kTimedOut, CKR_OK,
-             "HSM call overran hsm.call_timeout (" + std::to_string(options_.call_timeout.count()) + " ms)", {}};
+             "HSM call overran its deadline (" + std::to_string(timeout.count()) + " ms)", {}};
     settle(permit, r);
     return r;
   }

@@ -33,25 +33,6 @@ const Generation* KeyRing::find(const KeyName& name) const noexcept {
   return nullptr;
 }
 
-const Generation* KeyRing::encrypt_generation(std::int64_t now) const noexcept {
-  const Generation* best = nullptr;
-  for (const auto& g : generations_) {  // ascending (encrypt_from, name)
-    if (!g.usable() || g.schedule.encrypt_from > now || now >= g.schedule.decrypt_until) continue;
-    if (best == nullptr || g.schedule.encrypt_from > best->schedule.encrypt_from) best = &g;
-  }
-  return best;
-}
-
-bool KeyRing::decrypts(const Generation& g, std::int64_t now, std::int64_t skew) noexcept {
-  return g.usable() && now < g.schedule.decrypt_until + skew;
-}
-
-GenerationState KeyRing::state(const Generation& g, std::int64_t now) const noexcept {
-  if (g.revoked) return GenerationState::kRevoked;
-  if (now >= g.schedule.decrypt_until) return GenerationState::kExpired;
-  if (&g == encrypt_generation(now)) return GenerationState::kActive;
-  if (now < g.schedule.encrypt_from) return GenerationState::kPending;
-  return GenerationState::kDecryptOnly;
-}
+// encrypt_generation(), decrypts() and state() are ticket rules: ticket_rules.cc.
 
 }  // namespace keysvc

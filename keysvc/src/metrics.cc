@@ -1,8 +1,6 @@
 #include "keysvc/metrics.h"
 
-#include "keysvc/hsm/module.h"
-#include "keysvc/hsm/session_pool.h"
-#include "keysvc/hsm/token.h"
+#include "keysvc/token_gateway.h"
 
 namespace keysvc {
 
@@ -16,9 +14,9 @@ MetricsSnapshot read_metrics(TicketKeyService& service) {
   MetricsSnapshot m;
   m.service = service.counters();
   m.usage = service.usage();
-  hsm::SessionPool& pool = service.sessions();
-  m.hsm_calls = pool.token().module()->stats().snapshot();
-  m.hsm_sessions = pool.open_sessions();
+  TokenGateway& gateway = service.gateway();
+  m.hsm_calls = gateway.call_stats().snapshot();
+  m.hsm_sessions = gateway.open_sessions();
   m.generations = service.ring()->generations().size();
   m.encrypt_key = service.encrypt_key_name();
   return m;

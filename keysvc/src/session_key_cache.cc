@@ -121,4 +121,12 @@ SessionKeyCache::Stats SessionKeyCache::stats() const {
   return stats_;
 }
 
+void SessionKeyCache::forget_after_fork() noexcept {
+  std::lock_guard lock(mutex_);
+  (void)holder_.release();  // the parent's session: never closed from here
+  copies_.clear();
+  retired_.clear();
+  stats_.live = 0;
+}
+
 }  // namespace keysvc

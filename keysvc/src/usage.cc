@@ -144,4 +144,11 @@ UsageSnapshot UsageTable::snapshot() const {
   return s;
 }
 
+TicketCounters::Snapshot TicketCounters::snapshot() const {
+  Snapshot s;
+  s.keys = keys_.snapshot();
+  for (std::size_t k = 0; k < kTicketEventCount; ++k) s.events[k] = events_[k].load(std::memory_order_relaxed);
+  return s;
+}
+
 }  // namespace keysvc

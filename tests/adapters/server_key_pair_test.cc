@@ -23,7 +23,7 @@ class ServerKeyPairTest : public ::testing::TestWithParam<ServerKeyType> {
  protected:
   void SetUp() override {
     test::TestToken::get().clear();
-    pool_ = open_session_pool(test::TestToken::get().config());
+    pool_ = test::open_pool(test::TestToken::get().config());
   }
   std::unique_ptr<hsm::SessionPool> pool_;
 };

@@ -1,5 +1,6 @@
 // The ticket callbacks end to end: real OpenSSL handshakes over memory BIOs against a
 // server SSL_CTX with keysvc installed on a real SoftHSM token.
+#include "keysvc/token_gateway.h"
 #include "keysvc/openssl/ticket_adapter.h"
 
 #include <gtest/gtest.h>
@@ -266,8 +267,8 @@ TEST_P(TicketAdapterTest, HsmFailureNeverAbortsAHandshake) {
   // Destroy the generation behind the service's back: its object handles now fail
   // with CKR_KEY_HANDLE_INVALID / CKR_OBJECT_HANDLE_INVALID inside the token.
   {
-    auto lease = service_->sessions().lease();
-    token_store::destroy_generation(lease.session(), *service_->encrypt_key_name());
+    service_->gateway().call(
+        [name = *service_->encrypt_key_name()](hsm::Session& s) { token_store::destroy_generation(s, name); });
   }
   Handshake h = resume(session.get());  // decrypt fails in the HSM: full handshake
   ASSERT_TRUE(h.ok) << h.error;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "keysvc/token_gateway.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "keysvc/rotation.h"
 #include "test_token.h"
@@ -141,7 +142,7 @@ TEST_P(TicketLifecycleTest, RevokedGenerationStopsDecryptingAndIsReplaced) {
   auto t = ticket();
   ASSERT_TRUE(t);
   at(10);
-  ASSERT_TRUE(revoke(service_->sessions(), g1, service_->unix_now(), service_->config().rotation));
+  ASSERT_TRUE(revoke(service_->gateway(), g1, service_->unix_now(), service_->config().rotation));
   service_->reload();
   EXPECT_EQ(state(g1), GenerationState::kRevoked);
   ASSERT_TRUE(service_->encrypt_key_name());

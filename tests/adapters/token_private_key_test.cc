@@ -41,7 +41,7 @@ TokenKeyDefaults token_defaults() {
 
 // Generates a key pair labelled `label` in the test token.
 void create_key(ServerKeyType type, const std::string& label) {
-  auto pool = open_session_pool(TestToken::get().config());
+  auto pool = test::open_pool(TestToken::get().config());
   pool->run([&](hsm::Session& s) { return generate_server_key_pair(s, type, kKeyId, label); });
 }
 
@@ -163,7 +163,7 @@ TEST_P(TokenPrivateKeyTest, EitherUserClosingLeavesTheOtherWorking) {
 
 // The key is really in the token: sensitive, never extractable, sign only.
 TEST_P(TokenPrivateKeyTest, KeyIsHeldInTheToken) {
-  auto pool = open_session_pool(TestToken::get().config());
+  auto pool = test::open_pool(TestToken::get().config());
   pool->run([](hsm::Session& s) {
     auto keys = hsm::find_objects(s, {.object_class = CKO_PRIVATE_KEY, .label = "tls-server"});
     EXPECT_EQ(keys.size(), 1u);
@@ -246,7 +246,7 @@ TEST_F(TokenPrivateKeyErrorTest, WrongPinIsRefusedAndNeverShown) {
 
 TEST_F(TokenPrivateKeyErrorTest, PinValueIsNeverInMessages) {
   // Logged in already (as with a running ticket service), so the URI's PIN is not tried.
-  auto pool = open_session_pool(TestToken::get().config());
+  auto pool = test::open_pool(TestToken::get().config());
   const std::string secret = "S3cretPinValue";
   std::string m = config_error("pkcs11:token=keysvc-test;object=missing?pin-value=" + secret, {.module = test::kSoftHsmModule});
   EXPECT_EQ(m.find(secret), std::string::npos) << m;

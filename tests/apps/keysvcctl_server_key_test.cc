@@ -40,7 +40,7 @@ std::string describe(const RunResult& r) {
 
 // Labels of every object on the token (public and private).
 std::vector<std::string> token_objects() {
-  auto pool = keysvc::open_session_pool(TestToken::get().config());
+  auto pool = keysvc::test::open_pool(TestToken::get().config());
   return pool->run([](keysvc::hsm::Session& s) {
     std::vector<std::string> labels;
     for (auto h : keysvc::hsm::find_objects(s, {})) {

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -21,11 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "hostile_configs.h"
 #include "keysvc/config.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/key_name.h"
 #include "keysvc/ticket_key_service.h"
-#include "hostile_configs.h"
 #include "process.h"
 #include "test_token.h"
 
@@ -123,124 +124,26 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// ---------------------------------------------------------------- a small JSON reader
+// ---------------------------------------------------------------- JSON output
 
-struct JsonValue {
-  enum Type { kNull, kBool, kNumber, kString, kArray, kObject } type = kNull;
-  bool b = false;
-  double number = 0;
-  std::string str;
-  std::vector<JsonValue> array;
-  std::vector<std::pair<std::string, JsonValue>> object;
+using Json = nlohmann::json;
 
-  const JsonValue& operator[](const std::string& key) const {
-    for (const auto& [k, v] : object)
-      if (k == key) return v;
-    throw std::runtime_error("no member " + key);
-  }
-  bool has(const std::string& key) const {
-    for (const auto& kv : object)
-      if (kv.first == key) return true;
-    return false;
-  }
-};
+// keysvcctl's JSON output (a gtest failure and null if it is not JSON).
+Json parse_json(const std::string& text) {
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << text;
+  return j.is_discarded() ? Json() : j;
+}
 
-class JsonParser {
- public:
-  explicit JsonParser(const std::string& text) : s_(text) {}
-  JsonValue parse() {
-    JsonValue v = value();
-    skip();
-    if (i_ != s_.size()) fail("trailing text");
-    return v;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) { throw std::runtime_error("JSON: " + what + " at " + std::to_string(i_)); }
-  void skip() {
-    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-  }
-  bool eat(const std::string& word) {
-    skip();
-    if (s_.compare(i_, word.size(), word) != 0) return false;
-    i_ += word.size();
-    return true;
-  }
-  std::string string() {
-    if (!eat("\"")) fail("expected string");
-    std::string out;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      char c = s_[i_++];
-      if (c == '\\') {
-        char e = s_.at(i_++);
-        switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case 'u': out += static_cast<char>(std::stoi(s_.substr(i_, 4), nullptr, 16)); i_ += 4; break;
-          default: out += e;
-        }
-      } else {
-        out += c;
-      }
-    }
-    if (!eat("\"")) fail("unterminated string");
-    return out;
-  }
-  JsonValue value() {
-    JsonValue v;
-    skip();
-    if (i_ >= s_.size()) fail("unexpected end");
-    char c = s_[i_];
-    if (c == '{') {
-      ++i_;
-      v.type = JsonValue::kObject;
-      if (eat("}")) return v;
-      do {
-        std::string key = string();
-        if (!eat(":")) fail("expected ':'");
-        v.object.emplace_back(key, value());
-      } while (eat(","));
-      if (!eat("}")) fail("expected '}'");
-    } else if (c == '[') {
-      ++i_;
-      v.type = JsonValue::kArray;
-      if (eat("]")) return v;
-      do v.array.push_back(value());
-      while (eat(","));
-      if (!eat("]")) fail("expected ']'");
-    } else if (c == '"') {
-      v.type = JsonValue::kString;
-      v.str = string();
-    } else if (eat("true")) {
-      v.type = JsonValue::kBool;
-      v.b = true;
-    } else if (eat("false")) {
-      v.type = JsonValue::kBool;
-    } else if (eat("null")) {
-    } else {
-      std::size_t used = 0;
-      v.type = JsonValue::kNumber;
-      v.number = std::stod(s_.substr(i_), &used);
-      i_ += used;
-    }
-    return v;
-  }
-  const std::string& s_;
-  std::size_t i_ = 0;
-};
-
-JsonValue parse_json(const std::string& text) { return JsonParser(text).parse(); }
-
-void expect_held_in_token(const JsonValue& key) {
-  EXPECT_TRUE(key["sensitive"].b);
-  EXPECT_TRUE(key["always_sensitive"].b);
-  EXPECT_FALSE(key["extractable"].b);
-  EXPECT_TRUE(key["never_extractable"].b);
-  EXPECT_TRUE(key["sign"].b);
+void expect_held_in_token(const Json& key) {
+  EXPECT_TRUE(key.at("sensitive").get<bool>());
+  EXPECT_TRUE(key.at("always_sensitive").get<bool>());
+  EXPECT_FALSE(key.at("extractable").get<bool>());
+  EXPECT_TRUE(key.at("never_extractable").get<bool>());
+  EXPECT_TRUE(key.at("sign").get<bool>());
   for (const char* off : {"verify", "encrypt", "decrypt", "wrap", "unwrap", "derive", "copyable", "modifiable"})
-    EXPECT_FALSE(key[off].b) << off;
-  EXPECT_TRUE(key["held_in_token"].b);
+    EXPECT_FALSE(key.at(off).get<bool>()) << off;
+  EXPECT_TRUE(key.at("held_in_token").get<bool>());
 }
 
 // ---------------------------------------------------------------- keysvcctl
@@ -275,28 +178,29 @@ Result ctl_with(const std::string& config, std::vector<std::string> args) {
   return ctl(std::move(args));
 }
 
-JsonValue json_of(const Result& r) {
+Json json_of(const Result& r) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.err.empty()) << r.err;
   return parse_json(r.out);
 }
 
-JsonValue list_json(const std::string& config) { return json_of(ctl_with(config, {"keys", "list", "--json"})); }
-JsonValue status_json(const std::string& config) { return json_of(ctl_with(config, {"status", "--json"})); }
+Json list_json(const std::string& config) { return json_of(ctl_with(config, {"keys", "list", "--json"})); }
+Json status_json(const std::string& config) { return json_of(ctl_with(config, {"status", "--json"})); }
 
-const JsonValue* find_generation(const JsonValue& list, const std::string& name) {
-  for (const auto& g : list.array)
-    if (g["name"].str == name) return &g;
+const Json* find_generation(const Json& list, const std::string& name) {
+  for (const auto& g : list)
+    if (g.at("name").get<std::string>() == name) return &g;
   return nullptr;
 }
 
-std::int64_t as_int(const JsonValue& v) { return static_cast<std::int64_t>(v.number); }
+std::int64_t as_int(const Json& v) { return v.get<std::int64_t>(); }
 
 // Usable generations (not revoked, keys present) by encrypt_from.
-std::multimap<std::int64_t, std::string> usable_by_start(const JsonValue& list) {
+std::multimap<std::int64_t, std::string> usable_by_start(const Json& list) {
   std::multimap<std::int64_t, std::string> out;
-  for (const auto& g : list.array)
-    if (!g["revoked"].b && g["has_keys"].b) out.emplace(as_int(g["encrypt_from_unix"]), g["name"].str);
+  for (const auto& g : list)
+    if (!g.at("revoked").get<bool>() && g.at("has_keys").get<bool>())
+      out.emplace(as_int(g.at("encrypt_from_unix")), g.at("name").get<std::string>());
   return out;
 }
 
@@ -304,7 +208,7 @@ std::multimap<std::int64_t, std::string> usable_by_start(const JsonValue& list) 
 std::size_t keys_in_token(const std::string& name) {
   auto id = keysvc::key_name_from_hex(name);
   if (!id) throw std::runtime_error("bad name " + name);
-  auto pool = keysvc::open_session_pool(TestToken::get().config());
+  auto pool = keysvc::test::open_pool(TestToken::get().config());
   return pool->run([&](keysvc::hsm::Session& s) {
     return keysvc::hsm::find_objects(s, {.object_class = CKO_SECRET_KEY, .id = keysvc::hsm::Bytes(id->begin(), id->end())})
         .size();
@@ -321,41 +225,41 @@ TEST(Keysvcctl, KeysGenerateThenListShowsScheduleAndCustody) {
   std::string name = gen.out.substr(0, gen.out.size() - 1);
   EXPECT_TRUE(is_key_name(name)) << name;
 
-  JsonValue v = list_json(TestToken::get().config_path());
-  ASSERT_EQ(v.type, JsonValue::kArray);
-  ASSERT_EQ(v.array.size(), 1u);
-  const JsonValue& g = v.array[0];
-  EXPECT_EQ(g["name"].str, name);
-  EXPECT_EQ(g["state"].str, "active");
-  EXPECT_TRUE(g["active"].b);
+  Json v = list_json(TestToken::get().config_path());
+  ASSERT_TRUE(v.is_array());
+  ASSERT_EQ(v.size(), 1u);
+  const Json& g = v[0];
+  EXPECT_EQ(g.at("name").get<std::string>(), name);
+  EXPECT_EQ(g.at("state").get<std::string>(), "active");
+  EXPECT_TRUE(g.at("active").get<bool>());
   for (const char* t : {"created", "encrypt_from", "encrypt_until", "decrypt_until"}) {
-    EXPECT_EQ(g[t].str.size(), iso_shape().size()) << t << " " << g[t].str;
-    EXPECT_EQ(g[t].str.back(), 'Z') << t;
-    EXPECT_EQ(g[std::string(t) + "_unix"].type, JsonValue::kNumber) << t;
+    EXPECT_EQ(g.at(t).get<std::string>().size(), iso_shape().size()) << t << " " << g.at(t).get<std::string>();
+    EXPECT_EQ(g.at(t).get<std::string>().back(), 'Z') << t;
+    EXPECT_TRUE(g[std::string(t) + "_unix"].is_number()) << t;
   }
   // Default [rotation]: one encrypt_period (1h), then decrypt_window (tickets.lifetime, 2h).
-  EXPECT_EQ(as_int(g["encrypt_from_unix"]), as_int(g["created_unix"]));
-  EXPECT_EQ(as_int(g["encrypt_until_unix"]) - as_int(g["encrypt_from_unix"]), 3600);
-  EXPECT_EQ(as_int(g["decrypt_until_unix"]) - as_int(g["encrypt_until_unix"]), 7200);
-  EXPECT_FALSE(g["revoked"].b);
-  EXPECT_TRUE(g["has_keys"].b);
-  expect_held_in_token(g["enc_key"]);
-  expect_held_in_token(g["mac_key"]);
+  EXPECT_EQ(as_int(g.at("encrypt_from_unix")), as_int(g.at("created_unix")));
+  EXPECT_EQ(as_int(g.at("encrypt_until_unix")) - as_int(g.at("encrypt_from_unix")), 3600);
+  EXPECT_EQ(as_int(g.at("decrypt_until_unix")) - as_int(g.at("encrypt_until_unix")), 7200);
+  EXPECT_FALSE(g.at("revoked").get<bool>());
+  EXPECT_TRUE(g.at("has_keys").get<bool>());
+  expect_held_in_token(g.at("enc_key"));
+  expect_held_in_token(g.at("mac_key"));
 
   // A second generation starts at least a second after the first, and then encrypts;
   // the first is decrypt-only.
   Result gen2 = ctl_config({"keys", "generate", "--json"});
   ASSERT_EQ(gen2.exit_code, 0) << gen2.err;
-  JsonValue g2 = parse_json(gen2.out);
-  std::string name2 = g2["name"].str;
+  Json g2 = parse_json(gen2.out);
+  std::string name2 = g2.at("name").get<std::string>();
   EXPECT_TRUE(is_key_name(name2));
-  EXPECT_GE(as_int(g2["encrypt_from_unix"]), as_int(g["encrypt_from_unix"]) + 1);
-  sleep_until_unix(as_int(g2["encrypt_from_unix"]));
-  JsonValue v2 = list_json(TestToken::get().config_path());
-  ASSERT_EQ(v2.array.size(), 2u);
-  EXPECT_EQ(v2.array[0]["name"].str, name2);  // latest encrypt window first
-  for (const auto& e : v2.array) {
-    EXPECT_EQ(e["state"].str, e["name"].str == name2 ? "active" : "decrypt-only");
+  EXPECT_GE(as_int(g2.at("encrypt_from_unix")), as_int(g.at("encrypt_from_unix")) + 1);
+  sleep_until_unix(as_int(g2.at("encrypt_from_unix")));
+  Json v2 = list_json(TestToken::get().config_path());
+  ASSERT_EQ(v2.size(), 2u);
+  EXPECT_EQ(v2[0].at("name").get<std::string>(), name2);  // latest encrypt window first
+  for (const auto& e : v2) {
+    EXPECT_EQ(e.at("state").get<std::string>(), e.at("name").get<std::string>() == name2 ? "active" : "decrypt-only");
   }
 
   // Human output: a header and one aligned row per generation.
@@ -377,15 +281,15 @@ TEST(Keysvcctl, ReadOnlyCommandsOnEmptyTokenCreateNothing) {
   Result json = ctl_with(config, {"keys", "list", "--json"});
   EXPECT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(json.out, "[]\n");
-  JsonValue s = status_json(config);
-  EXPECT_EQ(s["generations"].number, 0);
-  EXPECT_EQ(s["encrypt_generation"].type, JsonValue::kNull);
-  EXPECT_EQ(s["next_generation"].type, JsonValue::kNull);
+  Json s = status_json(config);
+  EXPECT_EQ(s.at("generations").get<std::int64_t>(), 0);
+  EXPECT_TRUE(s.at("encrypt_generation").is_null());
+  EXPECT_TRUE(s.at("next_generation").is_null());
   for (const char* state : {"pending", "active", "decrypt-only", "expired", "revoked"})
-    EXPECT_EQ(s["states"][state].number, 0) << state;
+    EXPECT_EQ(s.at("states").at(state).get<std::int64_t>(), 0) << state;
   Result st = ctl_with(config, {"status"});
   EXPECT_EQ(st.exit_code, 0) << st.err;
-  EXPECT_EQ(list_json(config).array.size(), 0u);
+  EXPECT_EQ(list_json(config).size(), 0u);
 }
 
 TEST(Keysvcctl, StatusJson) {
@@ -393,28 +297,28 @@ TEST(Keysvcctl, StatusJson) {
   ASSERT_EQ(ctl_config({"keys", "generate"}).exit_code, 0);
   Result gen = ctl_config({"keys", "generate", "--json"});
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
-  JsonValue newest = parse_json(gen.out);
-  sleep_until_unix(as_int(newest["encrypt_from_unix"]));
+  Json newest = parse_json(gen.out);
+  sleep_until_unix(as_int(newest.at("encrypt_from_unix")));
 
-  JsonValue s = status_json(TestToken::get().config_path());
-  EXPECT_EQ(s["module"].str, keysvc::test::kSoftHsmModule);
-  EXPECT_EQ(s["token"]["label"].str, "keysvc-test");
-  EXPECT_FALSE(s["token"]["serial"].str.empty());
-  EXPECT_EQ(s["token"]["model"].str, "SoftHSM v2");
-  EXPECT_TRUE(s["login"].b);
-  EXPECT_EQ(s["generations"].number, 2);
-  EXPECT_EQ(s["states"]["active"].number, 1);
-  EXPECT_EQ(s["states"]["decrypt-only"].number, 1);
-  EXPECT_EQ(s["encrypt_generation"].str, newest["name"].str);
-  EXPECT_EQ(s["encrypt_from_unix"].number, newest["encrypt_from_unix"].number);
-  EXPECT_EQ(s["next_generation"].type, JsonValue::kNull);
-  EXPECT_EQ(s["covered_until_unix"].number, newest["encrypt_until_unix"].number);
-  EXPECT_EQ(s["now"].str.size(), iso_shape().size());
+  Json s = status_json(TestToken::get().config_path());
+  EXPECT_EQ(s.at("module").get<std::string>(), keysvc::test::kSoftHsmModule);
+  EXPECT_EQ(s.at("token").at("label").get<std::string>(), "keysvc-test");
+  EXPECT_FALSE(s.at("token").at("serial").get<std::string>().empty());
+  EXPECT_EQ(s.at("token").at("model").get<std::string>(), "SoftHSM v2");
+  EXPECT_TRUE(s.at("login").get<bool>());
+  EXPECT_EQ(s.at("generations").get<std::int64_t>(), 2);
+  EXPECT_EQ(s.at("states").at("active").get<std::int64_t>(), 1);
+  EXPECT_EQ(s.at("states").at("decrypt-only").get<std::int64_t>(), 1);
+  EXPECT_EQ(s.at("encrypt_generation").get<std::string>(), newest.at("name").get<std::string>());
+  EXPECT_EQ(s.at("encrypt_from_unix").get<std::int64_t>(), newest.at("encrypt_from_unix").get<std::int64_t>());
+  EXPECT_TRUE(s.at("next_generation").is_null());
+  EXPECT_EQ(s.at("covered_until_unix").get<std::int64_t>(), newest.at("encrypt_until_unix").get<std::int64_t>());
+  EXPECT_EQ(s.at("now").get<std::string>().size(), iso_shape().size());
 
   Result text = ctl_config({"status"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("keysvc-test"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find(newest["name"].str), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(newest.at("name").get<std::string>()), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("1 active, 1 decrypt-only"), std::string::npos) << text.out;
 }
 
@@ -422,36 +326,38 @@ TEST(Keysvcctl, KeysListShowsPendingActiveAndDecryptOnly) {
   TestToken::get().clear();
   const std::string config = fast_config();
   Result rot = ctl_with(config, {"rotate", "--json"});
-  JsonValue r = json_of(rot);
-  ASSERT_EQ(r["created"].array.size(), 4u) << rot.out;  // [now, now+40s) in 10 s windows
-  EXPECT_EQ(r["destroyed"].array.size(), 0u);
-  const std::string first = r["created"].array[0]["name"].str;
+  Json r = json_of(rot);
+  ASSERT_EQ(r.at("created").size(), 4u) << rot.out;  // [now, now+40s) in 10 s windows
+  EXPECT_EQ(r.at("destroyed").size(), 0u);
+  const std::string first = r.at("created")[0].at("name").get<std::string>();
   for (std::size_t k = 1; k < 4; ++k)
-    EXPECT_EQ(r["created"].array[k]["encrypt_from_unix"].number, r["created"].array[k - 1]["encrypt_until_unix"].number);
+    EXPECT_EQ(r.at("created")[k].at("encrypt_from_unix").get<std::int64_t>(),
+              r.at("created")[k - 1].at("encrypt_until_unix").get<std::int64_t>());
 
   // keys generate takes over from the rotator's current generation, which becomes
   // decrypt-only; the rotator's later windows stay pending.
-  JsonValue gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
-  sleep_until_unix(as_int(gen["encrypt_from_unix"]));
-  JsonValue list = list_json(config);
-  ASSERT_EQ(list.array.size(), 5u) << list.array.size();
+  Json gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(gen.at("encrypt_from_unix")));
+  Json list = list_json(config);
+  ASSERT_EQ(list.size(), 5u) << list.size();
   std::map<std::string, int> states;
-  for (const auto& g : list.array) {
-    ++states[g["state"].str];
-    expect_held_in_token(g["enc_key"]);
+  for (const auto& g : list) {
+    ++states[g.at("state").get<std::string>()];
+    expect_held_in_token(g.at("enc_key"));
   }
-  EXPECT_EQ(states["pending"], 3);
-  EXPECT_EQ(states["active"], 1);
-  EXPECT_EQ(states["decrypt-only"], 1);
-  EXPECT_EQ((*find_generation(list, gen["name"].str))["state"].str, "active");
-  EXPECT_EQ((*find_generation(list, first))["state"].str, "decrypt-only");
-  EXPECT_EQ(list.array.front()["state"].str, "pending");
+  EXPECT_EQ(states.at("pending"), 3);
+  EXPECT_EQ(states.at("active"), 1);
+  EXPECT_EQ(states.at("decrypt-only"), 1);
+  EXPECT_EQ((*find_generation(list, gen.at("name").get<std::string>())).at("state").get<std::string>(), "active");
+  EXPECT_EQ((*find_generation(list, first)).at("state").get<std::string>(), "decrypt-only");
+  EXPECT_EQ(list.front().at("state").get<std::string>(), "pending");
 
-  JsonValue s = status_json(config);
-  EXPECT_EQ(s["encrypt_generation"].str, gen["name"].str);
-  EXPECT_EQ(s["next_generation"].str, r["created"].array[1]["name"].str);
-  EXPECT_EQ(s["next_encrypt_from_unix"].number, r["created"].array[1]["encrypt_from_unix"].number);
-  EXPECT_EQ(s["states"]["pending"].number, 3);
+  Json s = status_json(config);
+  EXPECT_EQ(s.at("encrypt_generation").get<std::string>(), gen.at("name").get<std::string>());
+  EXPECT_EQ(s.at("next_generation").get<std::string>(), r.at("created")[1].at("name").get<std::string>());
+  EXPECT_EQ(s.at("next_encrypt_from_unix").get<std::int64_t>(),
+            r.at("created")[1].at("encrypt_from_unix").get<std::int64_t>());
+  EXPECT_EQ(s.at("states").at("pending").get<std::int64_t>(), 3);
 
   Result text = ctl_with(config, {"keys", "list"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
@@ -472,19 +378,19 @@ TEST(Keysvcctl, RotateIsIdempotentAndKeysRotateIsAnAlias) {
   Result again = ctl_with(config, {"rotate"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(again.out, "nothing to do\n");
-  JsonValue alias = json_of(ctl_with(config, {"keys", "rotate", "--json"}));
-  EXPECT_EQ(alias["created"].array.size(), 0u);
-  EXPECT_EQ(alias["destroyed"].array.size(), 0u);
-  EXPECT_EQ(list_json(config).array.size(), 1u);
-  EXPECT_EQ(status_json(config)["encrypt_generation"].str, first.out.substr(8, 32));
+  Json alias = json_of(ctl_with(config, {"keys", "rotate", "--json"}));
+  EXPECT_EQ(alias.at("created").size(), 0u);
+  EXPECT_EQ(alias.at("destroyed").size(), 0u);
+  EXPECT_EQ(list_json(config).size(), 1u);
+  EXPECT_EQ(status_json(config).at("encrypt_generation").get<std::string>(), first.out.substr(8, 32));
 }
 
 TEST(Keysvcctl, ConcurrentRotatorsLeaveAConsistentRing) {
   TestToken::get().clear();
   const std::string config = fast_config();
-  JsonValue seed = json_of(ctl_with(config, {"rotate", "--json"}));
-  ASSERT_EQ(seed["created"].array.size(), 4u);
-  const std::int64_t t0 = as_int(seed["now_unix"]);
+  Json seed = json_of(ctl_with(config, {"rotate", "--json"}));
+  ASSERT_EQ(seed.at("created").size(), 4u);
+  const std::int64_t t0 = as_int(seed.at("now_unix"));
   // One second later both rotators plan the same fifth window [t0+40s, t0+50s).
   sleep_until_unix(t0 + 1);
   std::vector<std::string> argv = {keysvcctl_path(), "--config", config, "rotate", "--json"};
@@ -498,7 +404,7 @@ TEST(Keysvcctl, ConcurrentRotatorsLeaveAConsistentRing) {
     ASSERT_TRUE(code) << p->command_line();
     if (*code == 0) {
       ++succeeded;
-      reported += parse_json(p->out())["created"].array.size();
+      reported += parse_json(p->out()).at("created").size();
     } else {
       EXPECT_EQ(*code, 1) << p->err();
       EXPECT_EQ(count_lines(p->err()), 1u) << p->err();
@@ -509,10 +415,10 @@ TEST(Keysvcctl, ConcurrentRotatorsLeaveAConsistentRing) {
   ASSERT_GE(succeeded, 1u);
 
   // Every reader agrees on the encrypt generation and on what comes next.
-  JsonValue s1 = status_json(config), s2 = status_json(config);
-  EXPECT_EQ(s1["encrypt_generation"].str, seed["created"].array[0]["name"].str);
-  EXPECT_EQ(s1["encrypt_generation"].str, s2["encrypt_generation"].str);
-  EXPECT_EQ(s1["next_generation"].str, s2["next_generation"].str);
+  Json s1 = status_json(config), s2 = status_json(config);
+  EXPECT_EQ(s1.at("encrypt_generation").get<std::string>(), seed.at("created")[0].at("name").get<std::string>());
+  EXPECT_EQ(s1.at("encrypt_generation").get<std::string>(), s2.at("encrypt_generation").get<std::string>());
+  EXPECT_EQ(s1.at("next_generation").get<std::string>(), s2.at("next_generation").get<std::string>());
 
   // At most the planned windows are covered: 5 distinct, back to back.
   auto by_start = usable_by_start(list_json(config));
@@ -534,23 +440,24 @@ TEST(Keysvcctl, ConcurrentRotatorsLeaveAConsistentRing) {
   std::string winner;
   for (auto [it, end] = by_start.equal_range(t0 + 40); it != end; ++it)
     if (winner.empty() || it->second < winner) winner = it->second;
-  JsonValue third = json_of(ctl_with(config, {"rotate", "--json"}));
-  EXPECT_EQ(third["created"].array.size(), 0u);
-  EXPECT_EQ(third["destroyed"].array.size(), created - 1);
+  Json third = json_of(ctl_with(config, {"rotate", "--json"}));
+  EXPECT_EQ(third.at("created").size(), 0u);
+  EXPECT_EQ(third.at("destroyed").size(), created - 1);
   auto after = usable_by_start(list_json(config));
   EXPECT_EQ(after.size(), 5u);
   for (const auto& [start, name] : after) EXPECT_EQ(after.count(start), 1u) << "two usable generations start at " << start;
   auto last = after.find(t0 + 40);
   ASSERT_NE(last, after.end());
   EXPECT_EQ(last->second, winner);
-  EXPECT_EQ(status_json(config)["encrypt_generation"].str, s1["encrypt_generation"].str);
+  EXPECT_EQ(status_json(config).at("encrypt_generation").get<std::string>(),
+            s1.at("encrypt_generation").get<std::string>());
 }
 
 TEST(Keysvcctl, RevokeActiveGenerationReplacesIt) {
   TestToken::get().clear();
   const std::string config = calm_config();
   ASSERT_EQ(ctl_with(config, {"rotate"}).exit_code, 0);
-  const std::string active = status_json(config)["encrypt_generation"].str;
+  const std::string active = status_json(config).at("encrypt_generation").get<std::string>();
   ASSERT_TRUE(is_key_name(active));
   ASSERT_EQ(keys_in_token(active), 2u);
 
@@ -558,52 +465,52 @@ TEST(Keysvcctl, RevokeActiveGenerationReplacesIt) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("revoked " + active), std::string::npos) << r.out;
 
-  JsonValue list = list_json(config);
-  ASSERT_EQ(list.array.size(), 2u);
-  const JsonValue* revoked = find_generation(list, active);
+  Json list = list_json(config);
+  ASSERT_EQ(list.size(), 2u);
+  const Json* revoked = find_generation(list, active);
   ASSERT_NE(revoked, nullptr);
-  EXPECT_EQ((*revoked)["state"].str, "revoked");
-  EXPECT_TRUE((*revoked)["revoked"].b);
-  EXPECT_EQ((*revoked)["revoked_at"].str.size(), iso_shape().size());
-  EXPECT_FALSE((*revoked)["has_keys"].b);
-  EXPECT_EQ((*revoked)["enc_key"].type, JsonValue::kNull);
+  EXPECT_EQ((*revoked).at("state").get<std::string>(), "revoked");
+  EXPECT_TRUE((*revoked).at("revoked").get<bool>());
+  EXPECT_EQ((*revoked).at("revoked_at").get<std::string>().size(), iso_shape().size());
+  EXPECT_FALSE((*revoked).at("has_keys").get<bool>());
+  EXPECT_TRUE((*revoked).at("enc_key").is_null());
   EXPECT_EQ(keys_in_token(active), 0u);  // the keys are gone from the token
 
-  JsonValue s = status_json(config);
-  ASSERT_EQ(s["encrypt_generation"].type, JsonValue::kString);
-  const std::string replacement = s["encrypt_generation"].str;
+  Json s = status_json(config);
+  ASSERT_TRUE(s.at("encrypt_generation").is_string());
+  const std::string replacement = s.at("encrypt_generation").get<std::string>();
   EXPECT_NE(replacement, active);
-  EXPECT_EQ((*find_generation(list, replacement))["state"].str, "active");
-  EXPECT_EQ(s["states"]["revoked"].number, 1);
+  EXPECT_EQ((*find_generation(list, replacement)).at("state").get<std::string>(), "active");
+  EXPECT_EQ(s.at("states").at("revoked").get<std::int64_t>(), 1);
   EXPECT_NE(r.out.find("encrypting under " + replacement), std::string::npos) << r.out;
 
   Result text = ctl_with(config, {"keys", "list"});
   EXPECT_NE(text.out.find("keys destroyed"), std::string::npos) << text.out;
 
   // Revoking a generation that does not encrypt creates nothing.
-  JsonValue gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
-  sleep_until_unix(as_int(gen["encrypt_from_unix"]));
-  JsonValue rj = json_of(ctl_with(config, {"keys", "revoke", "--json", replacement}));
-  EXPECT_EQ(rj["revoked"].str, replacement);
-  EXPECT_FALSE(rj["was_active"].b);
-  EXPECT_EQ(rj["encrypt_generation"].str, gen["name"].str);
-  EXPECT_EQ(list_json(config).array.size(), 3u);
+  Json gen = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(gen.at("encrypt_from_unix")));
+  Json rj = json_of(ctl_with(config, {"keys", "revoke", "--json", replacement}));
+  EXPECT_EQ(rj.at("revoked").get<std::string>(), replacement);
+  EXPECT_FALSE(rj.at("was_active").get<bool>());
+  EXPECT_EQ(rj.at("encrypt_generation").get<std::string>(), gen.at("name").get<std::string>());
+  EXPECT_EQ(list_json(config).size(), 3u);
 }
 
 TEST(Keysvcctl, DestroyRemovesGenerationOrRevocation) {
   TestToken::get().clear();
   const std::string config = calm_config();
-  std::string a = json_of(ctl_with(config, {"keys", "generate", "--json"}))["name"].str;
-  JsonValue b = json_of(ctl_with(config, {"keys", "generate", "--json"}));
-  sleep_until_unix(as_int(b["encrypt_from_unix"]));
+  std::string a = json_of(ctl_with(config, {"keys", "generate", "--json"})).at("name").get<std::string>();
+  Json b = json_of(ctl_with(config, {"keys", "generate", "--json"}));
+  sleep_until_unix(as_int(b.at("encrypt_from_unix")));
 
   Result r = ctl_with(config, {"keys", "destroy", a});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "destroyed " + a + "\n");
   EXPECT_EQ(keys_in_token(a), 0u);
-  JsonValue list = list_json(config);
-  ASSERT_EQ(list.array.size(), 1u);
-  EXPECT_EQ(list.array[0]["name"].str, b["name"].str);
+  Json list = list_json(config);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].at("name").get<std::string>(), b.at("name").get<std::string>());
 
   // Again: unknown now.
   Result again = ctl_with(config, {"keys", "destroy", a});
@@ -611,11 +518,11 @@ TEST(Keysvcctl, DestroyRemovesGenerationOrRevocation) {
   expect_one_error_line(again);
 
   // A revoked generation's record goes too.
-  ASSERT_EQ(ctl_with(config, {"keys", "revoke", b["name"].str}).exit_code, 0);
-  ASSERT_NE(find_generation(list_json(config), b["name"].str), nullptr);
-  JsonValue d = json_of(ctl_with(config, {"keys", "destroy", "--json", b["name"].str}));
-  EXPECT_EQ(d["destroyed"].str, b["name"].str);
-  EXPECT_EQ(find_generation(list_json(config), b["name"].str), nullptr);
+  ASSERT_EQ(ctl_with(config, {"keys", "revoke", b.at("name").get<std::string>()}).exit_code, 0);
+  ASSERT_NE(find_generation(list_json(config), b.at("name").get<std::string>()), nullptr);
+  Json d = json_of(ctl_with(config, {"keys", "destroy", "--json", b.at("name").get<std::string>()}));
+  EXPECT_EQ(d.at("destroyed").get<std::string>(), b.at("name").get<std::string>());
+  EXPECT_EQ(find_generation(list_json(config), b.at("name").get<std::string>()), nullptr);
 }
 
 TEST(Keysvcctl, RevokeAndDestroyCheckTheName) {
@@ -639,13 +546,13 @@ TEST(Keysvcctl, RevokeAndDestroyCheckTheName) {
     EXPECT_NE(unknown.err.find(std::string(32, '0')), std::string::npos) << unknown.err;
   }
   // Upper case names are accepted.
-  std::string name = status_json(config)["encrypt_generation"].str;
+  std::string name = status_json(config).at("encrypt_generation").get<std::string>();
   std::string upper = name;
   for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   Result r = ctl_with(config, {"keys", "revoke", upper});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find(name), std::string::npos) << r.out;
-  EXPECT_EQ(list_json(config).array.size(), 2u);  // the revoked one and its replacement
+  EXPECT_EQ(list_json(config).size(), 2u);  // the revoked one and its replacement
 }
 
 TEST(Keysvcctl, RotateEveryRunsAndStopsOnSigterm) {
@@ -659,7 +566,7 @@ TEST(Keysvcctl, RotateEveryRunsAndStopsOnSigterm) {
   ASSERT_NE(p.out().find("created "), std::string::npos) << p.out() << p.err();
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // at least one more run: nothing to do
   EXPECT_EQ(count_lines(p.out()), 2u) << p.out();  // "rotating every 1s ...", "created ..."
-  EXPECT_EQ(status_json(config)["generations"].number, 1);
+  EXPECT_EQ(status_json(config).at("generations").get<std::int64_t>(), 1);
 
   auto sent = std::chrono::steady_clock::now();
   p.signal(SIGTERM);
@@ -680,8 +587,8 @@ TEST(Keysvcctl, RotateEveryRunsAndStopsOnSigterm) {
   std::istringstream lines(j.out());
   std::size_t n = 0;
   for (std::string line; std::getline(lines, line); ++n) {
-    JsonValue run = parse_json(line);
-    EXPECT_EQ(run["created"].array.size(), 0u) << line;
+    Json run = parse_json(line);
+    EXPECT_EQ(run.at("created").size(), 0u) << line;
   }
   EXPECT_GE(n, 2u) << j.out();
 }
@@ -858,7 +765,7 @@ TEST(Keysvcctl, TokenInitMakesAUsableToken) {
                       << label << "\"\npin = \"env:CTL_TEST_PIN\"\n";
   Result status = ctl({"--config", path, "status", "--json"}, env);
   ASSERT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_EQ(parse_json(status.out)["token"]["label"].str, label);
+  EXPECT_EQ(parse_json(status.out).at("token").at("label").get<std::string>(), label);
 
   // The same label again: refused, and no second token with that label appears.
   Result again = ctl(init, env);
@@ -964,9 +871,9 @@ TEST_F(DevToken, CreatesTokenPinsAndConfigIdempotently) {
 
   Result status = ctl_dev({"status", "--json"});
   ASSERT_EQ(status.exit_code, 0) << status.err;
-  JsonValue s = parse_json(status.out);
-  EXPECT_EQ(s["token"]["label"].str, "keysvc");
-  std::string serial = s["token"]["serial"].str;
+  Json s = parse_json(status.out);
+  EXPECT_EQ(s.at("token").at("label").get<std::string>(), "keysvc");
+  std::string serial = s.at("token").at("serial").get<std::string>();
 
   // Second run: same token, same PINs, config untouched.
   Result second = dev_token();
@@ -977,7 +884,7 @@ TEST_F(DevToken, CreatesTokenPinsAndConfigIdempotently) {
   EXPECT_EQ(read_file(dir_ + "/so-pin"), so_pin);
   Result status2 = ctl_dev({"status", "--json"});
   ASSERT_EQ(status2.exit_code, 0) << status2.err;
-  EXPECT_EQ(parse_json(status2.out)["token"]["serial"].str, serial);
+  EXPECT_EQ(parse_json(status2.out).at("token").at("serial").get<std::string>(), serial);
 }
 
 }  // namespace

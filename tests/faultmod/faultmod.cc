@@ -83,6 +83,10 @@ constexpr CodeName kCodes[] = {
     {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"},
     {CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID"},
     {CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID"},
+    // A token that lacks something: a mechanism, an attribute, a function.
+    {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
+    {CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"},
+    {CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED"},
 };
 
 enum class Action { kReturn, kLatency, kHang, kLogout };

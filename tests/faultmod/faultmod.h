@@ -21,8 +21,11 @@
 //             matches C_FindObjectsInit, C_FindObjects, C_FindObjectsFinal; C_* matches all)
 //   ACTION    CKR_DEVICE_ERROR | CKR_SESSION_HANDLE_INVALID | CKR_USER_NOT_LOGGED_IN |
 //             CKR_TOKEN_NOT_PRESENT | CKR_DEVICE_REMOVED | CKR_FUNCTION_FAILED |
-//             CKR_GENERAL_ERROR | CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID
+//             CKR_GENERAL_ERROR | CKR_OBJECT_HANDLE_INVALID | CKR_KEY_HANDLE_INVALID |
+//             CKR_MECHANISM_INVALID | CKR_ATTRIBUTE_TYPE_INVALID | CKR_FUNCTION_NOT_SUPPORTED
 //                         the call returns this code without reaching the real module
+//                         (the last three: a token that lacks a mechanism, an attribute
+//                         or a function, e.g. "C_GenerateKey CKR_MECHANISM_INVALID")
 //             latency MS  the call sleeps MS milliseconds, then is forwarded
 //             hang        the call blocks until no hang rule matches it any more (the
 //                         file is polled every 2 ms), then is forwarded

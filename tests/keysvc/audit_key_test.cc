@@ -41,8 +41,8 @@ TEST(AuditKey, CreatedOnceNonExtractableWithRandomId) {
 
 TEST(AuditKey, SealerAndVerifierAgreeInTheToken) {
   test::TestToken::get().clear();
-  auto pool = open_session_pool(test::TestToken::get().config());
-  Sealer sealer = token_sealer(*pool);
+  auto gateway = TokenGateway::open(test::TestToken::get().config());
+  Sealer sealer = token_sealer(*gateway);
   EXPECT_EQ(sealer.key_id_hex.size(), 32u);
   Hash head = sha256("a line");
   auto msg = seal_message(7, head);
@@ -50,12 +50,12 @@ TEST(AuditKey, SealerAndVerifierAgreeInTheToken) {
   EXPECT_EQ(msg[sizeof kSealLabel - 1], 0);
   EXPECT_EQ(msg[sizeof kSealLabel + 7], 7);
   Mac m = sealer.hmac(msg);
-  KeyedHmac verify = token_keyed_hmac(*pool);
+  KeyedHmac verify = token_keyed_hmac(*gateway);
   EXPECT_EQ(verify(sealer.key_id_hex, msg), m);
   EXPECT_NE(verify(sealer.key_id_hex, seal_message(8, head)), m);
   EXPECT_FALSE(verify(std::string(32, 'f'), msg));
   // A second sealer reuses the key.
-  EXPECT_EQ(token_sealer(*pool).key_id_hex, sealer.key_id_hex);
+  EXPECT_EQ(token_sealer(*gateway).key_id_hex, sealer.key_id_hex);
 }
 
 }  // namespace

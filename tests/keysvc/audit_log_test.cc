@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "audit_test_log.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/ticket_key_service.h"
@@ -24,13 +25,12 @@ class AuditLogTest : public test::AuditTokenTest {
   void SetUp() override { make_dir("audit-log-"); }
   static AuditLog::Options quiet() {
     AuditLog::Options o;
-    o.seal_interval = std::chrono::milliseconds(0);
     return o;
   }
 };
 
 TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   auto ls = lines_of(slurp(w.files[0]));
   ASSERT_GE(ls.size(), 10u);
   const std::regex common(
@@ -45,7 +45,10 @@ TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
     prev_hash = hex(sha256(ls[k]));
   }
   EXPECT_NE(ls.front().find("\"event\":\"chain_start\",\"prev_file\":\"\",\"prev_seq\":0"), std::string::npos);
-  EXPECT_NE(ls.back().find("\"event\":\"seal\",\"head\":\"" + hex(sha256(ls[ls.size() - 2])) + "\""), std::string::npos);
+  EXPECT_NE(ls.back().find("\"event\":\"seal\",\"sealed\":" + std::to_string(ls.size() - 1) + ",\"head\":\"" +
+                           hex(sha256(ls[ls.size() - 2])) + "\""),
+            std::string::npos)
+      << ls.back();
   std::string all = slurp(w.files[0]);
   for (const char* e : {"config_loaded", "generation_created", "activated", "decrypt_only", "revoked", "destroyed",
                         "hsm_error", "login_failed", "usage"})
@@ -55,7 +58,7 @@ TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
 }
 
 TEST_F(AuditLogTest, DurableAppendIsInTheFileWhenItReturns) {
-  AuditLog log(dir_ + "/a.log", token_sealer(*pool_), quiet());
+  AuditLog log(dir_ + "/a.log", token_sealer(*gateway_), quiet());
   for (int k = 0; k < 200; ++k) log.append(ConfigLoaded{"/p" + std::to_string(k)});
   auto seq = log.append_durable(Revoked{KeyName{1}});
   auto ls = lines_of(slurp(dir_ + "/a.log"));
@@ -72,7 +75,7 @@ TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
   KeyName name{};
   name.fill(0x42);
   GenerationCreated g;
-  pool_->run([&](hsm::Session& s) {
+  gateway_->call([&](hsm::Session& s) {
     CK_OBJECT_HANDLE h = hsm::import_hmac_key(s, std::vector<std::uint8_t>(name.begin(), name.end()), "t", value);
     g.enc = g.mac = hsm::read_custody(s, h);
     hsm::destroy_object(s, h);
@@ -80,7 +83,7 @@ TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
   });
   g.name = name;
   {
-    AuditLog log(dir_ + "/s.log", token_sealer(*pool_), quiet());
+    AuditLog log(dir_ + "/s.log", token_sealer(*gateway_), quiet());
     log.append(g);
     log.append(LoginFailed{"keysvc-test", "CKR_PIN_INCORRECT"});
     log.append(HsmError{"C_Login", "CKR_PIN_INCORRECT"});
@@ -95,13 +98,11 @@ TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
   EXPECT_NE(all.find(to_hex(name)), std::string::npos);  // the name is public
 }
 
-TEST_F(AuditLogTest, SealsPeriodicallyAndSummarisesUsage) {
+TEST_F(AuditLogTest, SealsAndSummarisesUsageWhenAsked) {
   // The usage source AuditTrail gives a server: the differences of a UsageTable.
   UsageTable table;
   UsageSnapshot last;
   AuditLog::Options o;
-  o.seal_interval = std::chrono::milliseconds(50);
-  o.summary_interval = std::chrono::milliseconds(50);
   o.usage_source = [&table, &last] {
     UsageSnapshot now = table.snapshot();
     UsageSummary s;
@@ -113,17 +114,16 @@ TEST_F(AuditLogTest, SealsPeriodicallyAndSummarisesUsage) {
   a.fill(1);
   const std::string path = dir_ + "/p.log";
   {
-    AuditLog log(path, token_sealer(*pool_), o);
+    AuditLog log(path, token_sealer(*gateway_), o);
     for (int k = 0; k < 7; ++k) table.record(a, Outcome::kIssued);
     table.record(a, Outcome::kMacFailure, 3);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline && test::line_with(path, "\"event\":\"seal\"") == 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    log.summarize();  // what the maintenance thread does every audit.summary_interval ...
+    log.seal();       // ... and every audit.seal_interval
     EXPECT_GT(test::line_with(path, "\"event\":\"usage\""), 0u);
     EXPECT_GT(test::line_with(path, "\"event\":\"seal\""), 0u) << "sealed before close";
     table.record(a, Outcome::kResumed, 2);  // only in the summary written at close
   }
-  auto r = verify({path}, token_keyed_hmac(*pool_));
+  auto r = verify({path}, token_keyed_hmac(*gateway_));
   EXPECT_TRUE(r.ok) << r.detail;
   Report rep = report({path}, {});
   ASSERT_EQ(rep.keys.size(), 1u);
@@ -135,14 +135,14 @@ TEST_F(AuditLogTest, SealsPeriodicallyAndSummarisesUsage) {
 TEST_F(AuditLogTest, HandshakeRecordsOnlyWhenAskedFor) {
   KeyName a{};
   {
-    AuditLog log(dir_ + "/h.log", token_sealer(*pool_), quiet());
+    AuditLog log(dir_ + "/h.log", token_sealer(*gateway_), quiet());
     EXPECT_EQ(log.append(Handshake{a, Outcome::kResumed}), 0u);
   }
   EXPECT_EQ(test::line_with(dir_ + "/h.log", "handshake"), 0u);
   auto o = quiet();
   o.per_handshake = true;
   {
-    AuditLog log(dir_ + "/h2.log", token_sealer(*pool_), o);
+    AuditLog log(dir_ + "/h2.log", token_sealer(*gateway_), o);
     EXPECT_EQ(log.append(Handshake{a, Outcome::kResumed}), 2u);
   }
   EXPECT_GT(test::line_with(dir_ + "/h2.log", "\"event\":\"handshake\",\"name\":\"" + to_hex(a) + "\",\"outcome\":\"resumed\""), 0u);
@@ -151,7 +151,7 @@ TEST_F(AuditLogTest, HandshakeRecordsOnlyWhenAskedFor) {
 TEST_F(AuditLogTest, RotateAndRestartContinueTheChain) {
   const std::string p1 = dir_ + "/r.log", p2 = dir_ + "/r.log.1", p3 = dir_ + "/r.log.2";
   {
-    AuditLog log(p1, token_sealer(*pool_), quiet());
+    AuditLog log(p1, token_sealer(*gateway_), quiet());
     log.append(ConfigLoaded{"a"});
     log.rotate(p2);
     EXPECT_EQ(log.path(), p2);
@@ -168,10 +168,10 @@ TEST_F(AuditLogTest, RotateAndRestartContinueTheChain) {
   {
     auto o = quiet();
     o.previous = head;
-    AuditLog log(p3, token_sealer(*pool_), o);
+    AuditLog log(p3, token_sealer(*gateway_), o);
     log.append(ConfigLoaded{"c"});
   }
-  auto r = verify({p1, p2, p3}, token_keyed_hmac(*pool_));
+  auto r = verify({p1, p2, p3}, token_keyed_hmac(*gateway_));
   EXPECT_TRUE(r.ok) << r.first_bad_file << ":" << r.first_bad_line << " " << r.detail;
   EXPECT_EQ(r.last_seq, 9u);
   EXPECT_FALSE(read_head(dir_ + "/missing"));
@@ -180,10 +180,10 @@ TEST_F(AuditLogTest, RotateAndRestartContinueTheChain) {
 TEST_F(AuditLogTest, ReopeningTheSameFileContinuesItsChain) {
   const std::string p = dir_ + "/same.log";
   for (int run = 0; run < 3; ++run) {
-    AuditLog log(p, token_sealer(*pool_), quiet());
+    AuditLog log(p, token_sealer(*gateway_), quiet());
     log.append(ConfigLoaded{"run " + std::to_string(run)});
   }
-  auto r = verify({p}, token_keyed_hmac(*pool_));
+  auto r = verify({p}, token_keyed_hmac(*gateway_));
   EXPECT_TRUE(r.ok) << r.first_bad_line << " " << r.detail;
   EXPECT_EQ(r.last_seq, 9u);
   EXPECT_EQ(r.seals, 3u);
@@ -191,13 +191,13 @@ TEST_F(AuditLogTest, ReopeningTheSameFileContinuesItsChain) {
 
 TEST_F(AuditLogTest, EscapesStrings) {
   {
-    AuditLog log(dir_ + "/e.log", token_sealer(*pool_), quiet());
+    AuditLog log(dir_ + "/e.log", token_sealer(*gateway_), quiet());
     log.append(ConfigLoaded{std::string("a\"b\\c\nd\x01\xff", 9)});
   }
   auto ls = lines_of(slurp(dir_ + "/e.log"));
   ASSERT_EQ(ls.size(), 3u);
   EXPECT_NE(ls[1].find(R"re("path":"a\"b\\c\u000ad\u0001\u00ff")re"), std::string::npos) << ls[1];
-  EXPECT_TRUE(verify({dir_ + "/e.log"}, token_keyed_hmac(*pool_)).ok);
+  EXPECT_TRUE(verify({dir_ + "/e.log"}, token_keyed_hmac(*gateway_)).ok);
 }
 
 }  // namespace

@@ -14,31 +14,31 @@
 
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_log.h"
-#include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/ticket_key_service.h"
 #include "keysvc/token_store.h"
 #include "test_token.h"
 
 namespace keysvc::test {
 
-// Fixture for audit tests: one logged-in session pool on the test token for the suite,
+// Fixture for audit tests: one token gateway, logged in, on the test token for the suite,
 // and a fresh folder per test under the token's folder, named `prefix` + test name.
 class AuditTokenTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     TestToken::get().clear();
-    pool_ = open_session_pool(TestToken::get().config()).release();
+    gateway_ = TokenGateway::open(TestToken::get().config()).release();
   }
   static void TearDownTestSuite() {
-    delete pool_;
-    pool_ = nullptr;
+    delete gateway_;
+    gateway_ = nullptr;
   }
   void make_dir(const std::string& prefix) {
     dir_ = TestToken::get().dir() + "/" + prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
-  inline static hsm::SessionPool* pool_ = nullptr;
+  inline static TokenGateway* gateway_ = nullptr;
   std::string dir_;
 };
 
@@ -93,7 +93,7 @@ inline audit::UsageCounters counters(std::initializer_list<std::pair<audit::Outc
 // usage summaries, a seal in the middle, a revocation and destruction, an HSM error and a
 // failed login; sealed at close. With `rotate`, continues in a second file after the
 // second usage summary.
-inline WrittenLog write_realistic_log(hsm::SessionPool& pool, const std::string& dir, bool rotate = false) {
+inline WrittenLog write_realistic_log(TokenGateway& gateway, const std::string& dir, bool rotate = false) {
   using audit::Outcome;
   namespace fs = std::filesystem;
   fs::create_directories(dir);
@@ -103,7 +103,7 @@ inline WrittenLog write_realistic_log(hsm::SessionPool& pool, const std::string&
   for (const auto& f : w.files) fs::remove(f);
 
   auto created = [&](const Schedule& s) {
-    return pool.run([&](hsm::Session& session) {
+    return gateway.call([&](hsm::Session& session) {
       Generation g = token_store::create_generation(session, s);
       auto c = token_store::read_custody(session, g);
       return audit::GenerationCreated{g.name, g.schedule, c.enc, c.mac};
@@ -111,8 +111,7 @@ inline WrittenLog write_realistic_log(hsm::SessionPool& pool, const std::string&
   };
   audit::AuditLog::Options o;
   o.host = "test-host";
-  o.seal_interval = std::chrono::milliseconds(0);
-  audit::AuditLog log(w.files[0], audit::token_sealer(pool), o);
+  audit::AuditLog log(w.files[0], audit::token_sealer(gateway), o);
   auto usage = [&](std::int64_t start, std::map<KeyName, audit::UsageCounters> keys) {
     audit::UsageSummary s{start, start + 60000, keys};
     for (const auto& [n, c] : keys)

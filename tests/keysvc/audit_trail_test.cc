@@ -44,34 +44,34 @@ class AuditTrailTest : public ::testing::Test {
     config_ = test::TestToken::get().config();
     config_.audit.path = dir_ + "/audit.jsonl";
     config_.source = "/etc/keysvc/keysvc.toml";
-    pool_ = open_session_pool(config_);
+    gateway_ = TokenGateway::open(config_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  bool verifies(const std::string& path) { return verify({path}, token_keyed_hmac(*pool_)).ok; }
+  bool verifies(const std::string& path) { return verify({path}, token_keyed_hmac(*gateway_)).ok; }
 
   std::string dir_;
   Config config_;
-  std::unique_ptr<hsm::SessionPool> pool_;
+  std::unique_ptr<TokenGateway> gateway_;
 };
 
 TEST_F(AuditTrailTest, OffWithoutAPath) {
   Config off = config_;
   off.audit.path.clear();
-  EXPECT_EQ(AuditTrail::open(off, Writer::kServer, pool_.get()), nullptr);
+  EXPECT_EQ(AuditTrail::open(off, Writer::kServer, gateway_.get()), nullptr);
   EXPECT_EQ(log_path(off.audit, Writer::kTool), "");
 }
 
 TEST_F(AuditTrailTest, EachWriterHasItsOwnLockedFile) {
   EXPECT_EQ(log_path(config_.audit, Writer::kServer), dir_ + "/audit.jsonl");
   EXPECT_EQ(log_path(config_.audit, Writer::kTool), dir_ + "/audit-keysvcctl.jsonl");
-  auto server = AuditTrail::open(config_, Writer::kServer, pool_.get());
+  auto server = AuditTrail::open(config_, Writer::kServer, gateway_.get());
   try {
-    AuditTrail::open(config_, Writer::kServer, pool_.get());
+    AuditTrail::open(config_, Writer::kServer, gateway_.get());
     ADD_FAILURE() << "a second server on the same file must fail";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("in use by another process"), std::string::npos) << e.what();
   }
-  auto tool = AuditTrail::open(config_, Writer::kTool, pool_.get());  // its own file: no wait
+  auto tool = AuditTrail::open(config_, Writer::kTool, gateway_.get());  // its own file: no wait
   tool->close();
   server->close();
   EXPECT_NE(slurp(config_.audit.path).find("\"event\":\"config_loaded\",\"path\":\"/etc/keysvc/keysvc.toml\""),
@@ -94,17 +94,17 @@ TEST_F(AuditTrailTest, PidInThePathGivesEachProcessItsOwnFile) {
   twice.audit.path = dir_ + "/{pid}/audit-{pid}";
   EXPECT_EQ(log_path(twice.audit, Writer::kServer), dir_ + "/" + pid + "/audit-" + pid);
 
-  auto server = AuditTrail::open(config_, Writer::kServer, pool_.get());
+  auto server = AuditTrail::open(config_, Writer::kServer, gateway_.get());
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->path(), mine);
   // The same process again: the same file, still locked.
   try {
-    AuditTrail::open(config_, Writer::kServer, pool_.get());
+    AuditTrail::open(config_, Writer::kServer, gateway_.get());
     ADD_FAILURE() << "a second writer of this process's file must fail";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("in use by another process"), std::string::npos) << e.what();
   }
-  auto tool = AuditTrail::open(config_, Writer::kTool, pool_.get());
+  auto tool = AuditTrail::open(config_, Writer::kTool, gateway_.get());
   EXPECT_EQ(tool->path(), dir_ + "/audit-keysvcctl.jsonl");
   tool->close();
   server->close();
@@ -113,22 +113,29 @@ TEST_F(AuditTrailTest, PidInThePathGivesEachProcessItsOwnFile) {
 }
 
 TEST_F(AuditTrailTest, RingChangesBecomeLifecycleRecords) {
-  auto trail = AuditTrail::open(config_, Writer::kServer, pool_.get());
-  auto load = [&] { return pool_->run([](hsm::Session& s) { return token_store::load(s); }); };
+  auto trail = AuditTrail::open(config_, Writer::kServer, gateway_.get());
+  auto load = [&] { return gateway_->call([](hsm::Session& s) { return token_store::load(s); }); };
   const std::int64_t now = 1'800'000'000;
-  trail->ring_loaded(load(), now, *pool_);  // the first ring: only noted
-  Generation a = pool_->run([&](hsm::Session& s) {
+  // The ring store's listener sees (previous ring, installed ring).
+  KeyRing previous;
+  auto installed = [&](std::int64_t at) {
+    KeyRing ring = load();
+    trail->ring_changed(previous, ring, at);
+    previous = std::move(ring);
+  };
+  installed(now);  // the first ring: only noted
+  Generation a = gateway_->call([&](hsm::Session& s) {
     return token_store::create_generation(s, schedule_encrypting_now(token_store::load(s), now, config_.rotation));
   });
-  trail->ring_loaded(load(), now, *pool_);
-  Generation b = pool_->run([&](hsm::Session& s) {
+  installed(now);
+  Generation b = gateway_->call([&](hsm::Session& s) {
     return token_store::create_generation(s, schedule_encrypting_now(token_store::load(s), now, config_.rotation));
   });
-  trail->ring_loaded(load(), now + 1, *pool_);
-  ASSERT_TRUE(revoke(*pool_, b.name, now + 1, config_.rotation));  // b encrypted: a replacement is made
-  trail->ring_loaded(load(), now + 2, *pool_);
-  pool_->run([&](hsm::Session& s) { token_store::destroy_generation(s, a.name); });
-  trail->ring_loaded(load(), now + 2, *pool_);
+  installed(now + 1);
+  ASSERT_TRUE(revoke(*gateway_, b.name, now + 1, config_.rotation));  // b encrypted: a replacement is made
+  installed(now + 2);
+  gateway_->call([&](hsm::Session& s) { token_store::destroy_generation(s, a.name); });
+  installed(now + 2);
   trail->close();
 
   std::string text = slurp(config_.audit.path);
@@ -149,7 +156,7 @@ TEST_F(AuditTrailTest, RingChangesBecomeLifecycleRecords) {
 }
 
 TEST_F(AuditTrailTest, HsmErrorsAreRateLimitedWithCounts) {
-  auto trail = AuditTrail::open(config_, Writer::kServer, pool_.get());
+  auto trail = AuditTrail::open(config_, Writer::kServer, gateway_.get());
   for (int i = 0; i < 5; ++i) trail->hsm_errors("C_Sign", "CKR_DEVICE_ERROR");
   trail->hsm_errors("C_Sign", "CKR_DEVICE_REMOVED", 2);
   trail->close();  // writes what the rate limit held back
@@ -163,9 +170,9 @@ TEST_F(AuditTrailTest, HsmErrorsAreRateLimitedWithCounts) {
 }
 
 TEST_F(AuditTrailTest, FailedModuleCallsAreRecordedFromTheCallStatistics) {
-  auto trail = AuditTrail::open(config_, Writer::kServer, pool_.get());
+  auto trail = AuditTrail::open(config_, Writer::kServer, gateway_.get());
   // A key handle that does not exist: C_SignInit fails in the module.
-  EXPECT_THROW(pool_->run([](hsm::Session& s) {
+  EXPECT_THROW(gateway_->call([](hsm::Session& s) {
                  std::array<std::uint8_t, 4> data{};
                  std::array<std::uint8_t, hsm::kHmacSha256Bytes> mac{};
                  hsm::hmac_sha256(s, 0x7ffffff0, data, mac);
@@ -186,7 +193,7 @@ TEST_F(AuditTrailTest, LoginFailureIsRecordedWithoutThePinAndSealedByTheNextWrit
   EXPECT_EQ(text.find("\"event\":\"seal\""), std::string::npos) << "no token, no seal";
   EXPECT_EQ(text.find(pin), std::string::npos);
   EXPECT_FALSE(verifies(config_.audit.path)) << "an unsealed tail";
-  AuditTrail::open(config_, Writer::kServer, pool_.get())->close();  // the next writer seals over it
+  AuditTrail::open(config_, Writer::kServer, gateway_.get())->close();  // the next writer seals over it
   EXPECT_TRUE(verifies(config_.audit.path));
   EXPECT_TRUE(is_login_failure(CKR_PIN_INCORRECT));
   EXPECT_FALSE(is_login_failure(CKR_DEVICE_ERROR));

@@ -1,3 +1,4 @@
+#include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
 
 #include <gtest/gtest.h>
@@ -22,7 +23,7 @@ using test::spit;
 class AuditVerify : public test::AuditTokenTest {
  protected:
   void SetUp() override { make_dir("audit-verify-"); }
-  VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*pool_)); }
+  VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*gateway_)); }
   // Rewrites `path` with `edit` applied to its lines.
   template <class F>
   void edit_lines(const std::string& path, F edit) {
@@ -39,7 +40,7 @@ class AuditVerify : public test::AuditTokenTest {
 };
 
 TEST_F(AuditVerify, UntouchedLogIsIntact) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   VerifyResult r = check(w.files);
   EXPECT_TRUE(r.ok) << r.first_bad_line << " " << to_string(r.reason) << " " << r.detail;
   EXPECT_EQ(r.reason, Failure::kNone);
@@ -49,7 +50,7 @@ TEST_F(AuditVerify, UntouchedLogIsIntact) {
 }
 
 TEST_F(AuditVerify, OneEditedByteNamesTheLine) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"issued\":5");
   ASSERT_GT(line, 0u);
   edit_lines(w.files[0], [&](auto& ls) { ls[line - 1].replace(ls[line - 1].find("\"issued\":5"), 10, "\"issued\":4"); });
@@ -57,7 +58,7 @@ TEST_F(AuditVerify, OneEditedByteNamesTheLine) {
 }
 
 TEST_F(AuditVerify, EditedByteInAPrevFieldOrSeqNamesTheLine) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"revoked\"");
   std::string orig = slurp(w.files[0]);
   edit_lines(w.files[0], [&](auto& ls) {
@@ -90,21 +91,21 @@ TEST_F(AuditVerify, EditedByteInAPrevFieldOrSeqNamesTheLine) {
 }
 
 TEST_F(AuditVerify, DeletedLineNamesTheGap) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"activated\"");
   edit_lines(w.files[0], [&](auto& ls) { ls.erase(ls.begin() + static_cast<long>(line - 1)); });
   expect_failure(check(w.files), w.files[0], line, Failure::kDeleted);
 }
 
 TEST_F(AuditVerify, SwappedLinesAreReordered) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t line = line_with(w.files[0], "\"event\":\"generation_created\"");
   edit_lines(w.files[0], [&](auto& ls) { std::swap(ls[line - 1], ls[line]); });
   expect_failure(check(w.files), w.files[0], line, Failure::kReordered);
 }
 
 TEST_F(AuditVerify, RemovedSealIsADeletion) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   ASSERT_LT(seal, lines_of(slurp(w.files[0])).size()) << "a seal in the middle";
   edit_lines(w.files[0], [&](auto& ls) { ls.erase(ls.begin() + static_cast<long>(seal - 1)); });
@@ -112,19 +113,33 @@ TEST_F(AuditVerify, RemovedSealIsADeletion) {
 }
 
 TEST_F(AuditVerify, TruncatedTailAfterTheLastSealIsUnsealed) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t mid_seal = line_with(w.files[0], "\"event\":\"seal\"");
   edit_lines(w.files[0], [&](auto& ls) { ls.pop_back(); });  // the final seal
   expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
+
+  VerifyResult r = check(w.files);
+  EXPECT_EQ(r.last_seal_line, mid_seal);
+  EXPECT_EQ(r.last_seal_seq, mid_seal);
+  EXPECT_EQ(r.pending, lines_of(slurp(w.files[0])).size() - mid_seal);
+  EXPECT_FALSE(r.incomplete_last_line);
 
   // Cut inside a line: the incomplete last line is part of the unsealed tail.
   std::string text = slurp(w.files[0]);
   spit(w.files[0], text.substr(0, text.size() - 10));
   expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
+  EXPECT_TRUE(check(w.files).incomplete_last_line);
+}
+
+TEST_F(AuditVerify, WhitespaceTheWriterNeverWritesIsAnEdit) {
+  auto w = test::write_realistic_log(*gateway_, dir_);
+  const std::size_t last = lines_of(slurp(w.files[0])).size();
+  edit_lines(w.files[0], [](auto& ls) { ls.back() += " "; });  // JSON would forgive it
+  expect_failure(check(w.files), w.files[0], last, Failure::kMalformed);
 }
 
 TEST_F(AuditVerify, BadSealMac) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   edit_lines(w.files[0], [&](auto& ls) {
     auto& l = ls[seal - 1];
@@ -135,7 +150,7 @@ TEST_F(AuditVerify, BadSealMac) {
 }
 
 TEST_F(AuditVerify, SealUnderAnUnknownKeyIsBad) {
-  auto w = test::write_realistic_log(*pool_, dir_);
+  auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t seal = line_with(w.files[0], "\"event\":\"seal\"");
   KeyedHmac none = [](std::string_view, std::span<const std::uint8_t>) -> std::optional<Mac> { return std::nullopt; };
   VerifyResult r = verify(w.files, none);
@@ -144,7 +159,7 @@ TEST_F(AuditVerify, SealUnderAnUnknownKeyIsBad) {
 }
 
 TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
-  auto w = test::write_realistic_log(*pool_, dir_, /*rotate=*/true);
+  auto w = test::write_realistic_log(*gateway_, dir_, /*rotate=*/true);
   ASSERT_EQ(w.files.size(), 2u);
   VerifyResult r = check(w.files);
   EXPECT_TRUE(r.ok) << r.first_bad_file << ":" << r.first_bad_line << " " << r.detail;
@@ -157,14 +172,13 @@ TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
   EXPECT_FALSE(second.from_genesis);
 
   // Three files, the middle one missing: the third's first line says what is gone.
-  auto w3 = test::write_realistic_log(*pool_, dir_ + "/b", true);
+  auto w3 = test::write_realistic_log(*gateway_, dir_ + "/b", true);
   {
     // Continue w3's chain into a third file.
     AuditLog::Options o;
     o.previous = read_head(w3.files[1]);
     ASSERT_TRUE(o.previous);
-    o.seal_interval = std::chrono::milliseconds(0);
-    AuditLog log(dir_ + "/b/audit.log.2", token_sealer(*pool_), o);
+    AuditLog log(dir_ + "/b/audit.log.2", token_sealer(*gateway_), o);
     log.append(ConfigLoaded{"x"});
   }
   std::vector<std::string> all = {w3.files[0], w3.files[1], dir_ + "/b/audit.log.2"};
@@ -203,7 +217,7 @@ TEST_F(AuditVerify, HostileInputGivesAResult) {
 }
 
 TEST_F(AuditVerify, ReportTotalsEqualTheUsageWritten) {
-  auto w = test::write_realistic_log(*pool_, dir_, true);
+  auto w = test::write_realistic_log(*gateway_, dir_, true);
   Report rep = report(w.files, {});
   ASSERT_EQ(rep.keys.size(), 3u);
   EXPECT_EQ(rep.unreadable, 0u);
@@ -248,6 +262,47 @@ TEST_F(AuditVerify, ReportTotalsEqualTheUsageWritten) {
   ReportOptions all;
   all.since = *parse_time("0");
   EXPECT_EQ(report(w.files, all).records, rep.records);
+}
+
+// The lifecycle rules of report() on hand-made records (the chain is not report's
+// business): the records' times decide, whatever file they come in.
+TEST(AuditReport, LifecycleRulesUseThePeriodStart) {
+  const std::string a(32, 'a'), b(32, 'b'), c(32, 'c');
+  int seq = 0;
+  auto rec = [&](const std::string& ts, const std::string& fields) {
+    return "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"2026-11-23T12:" + ts + ".000Z\"," + fields +
+           ",\"prev\":\"" + std::string(64, '0') + "\"}\n";
+  };
+  auto created = [&](const std::string& ts, const std::string& name, int encrypt_from) {
+    return rec(ts, "\"event\":\"generation_created\",\"name\":\"" + name +
+                       "\",\"encrypt_from\":" + std::to_string(encrypt_from));
+  };
+  auto event = [&](const std::string& ts, const std::string& e, const std::string& name) {
+    return rec(ts, "\"event\":\"" + e + "\",\"name\":\"" + name + "\"");
+  };
+  auto usage = [&](const std::string& ts, const std::string& from, const std::string& name, int issued) {
+    return rec(ts, "\"event\":\"usage\",\"period_start\":\"2026-11-23T12:" + from +
+                       ".000Z\",\"keys\":{\"" + name + "\":{\"issued\":" + std::to_string(issued) +
+                       ",\"resumed\":1}}");
+  };
+  // keysvcctl: a at 01:00, b (later encrypt_from) activated at 05:00 without a
+  // decrypt_only record for a, c revoked at 05:00.
+  const std::string ctl = created("00:00", a, 100) + event("01:00", "activated", a) + created("04:00", b, 200) +
+                          created("04:00", c, 300) + event("05:00", "activated", b) + event("05:00", "revoked", c);
+  // The server: a period spanning 05:00, one after it, another after a is activated again.
+  const std::string server = usage("06:00", "03:00", a, 2) + usage("06:00", "03:00", c, 4) +
+                             usage("07:00", "06:00", a, 3) + usage("07:00", "06:00", c, 5) +
+                             event("08:00", "activated", a) + usage("09:00", "08:30", a, 7);
+  for (const auto& files : {std::vector<LogText>{{"ctl", ctl}, {"server", server}},
+                            std::vector<LogText>{{"server", server}, {"ctl", ctl}}}) {
+    Report rep = report_texts(files, {});
+    std::map<std::string, std::pair<std::uint64_t, std::size_t>> found;  // kind/name -> count, line
+    for (const auto& an : rep.anomalies) found[an.kind + "/" + an.name.substr(0, 1)] = {an.count, an.line};
+    EXPECT_EQ(found.size(), 2u);
+    EXPECT_EQ(found["issued_after_decrypt_only/a"], (std::pair<std::uint64_t, std::size_t>{3, 3}));
+    EXPECT_EQ(found["used_after_revocation/c"], (std::pair<std::uint64_t, std::size_t>{5 + 1, 4}));
+    EXPECT_EQ(rep.usage.size(), 5u);
+  }
 }
 
 TEST(AuditTime, ParseTime) {

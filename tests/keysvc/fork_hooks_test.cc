@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "keysvc/token_gateway.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_verify.h"
 #include "keysvc/openssl/ticket_adapter.h"
@@ -220,8 +221,8 @@ TEST(ForkHooksAudit, AChildLeavesTheParentsTrailAloneAndExitsCleanly) {
   EXPECT_TRUE(test::handshake(server.get(), client.get()).ok);
   server.reset();
   service.reset();  // the parent's final usage record and seal
-  auto pool = open_session_pool(config);
-  audit::VerifyResult r = audit::verify({config.audit.path}, audit::token_keyed_hmac(*pool));
+  auto gateway = TokenGateway::open(config);
+  audit::VerifyResult r = audit::verify({config.audit.path}, audit::token_keyed_hmac(*gateway));
   EXPECT_TRUE(r.ok) << r.detail;
 }
 

@@ -7,6 +7,7 @@
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/session_copy.h"
 #include "keysvc/ticket_key_service.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/token_store.h"
 #include "test_helpers.h"
 
@@ -154,13 +155,13 @@ Config copies_config() {
 TEST(SessionKeyCacheService, DerivesWithCopiesAndRecoversAfterSessionLoss) {
   test::TestToken::get().clear();
   auto svc = TicketKeyService::open(copies_config());
-  ASSERT_TRUE(svc->session_copy_stats().has_value());
+  ASSERT_TRUE(svc->session_copies() != nullptr);
   IssueKeys issued;
   ASSERT_TRUE(svc->derive_for_issue(issued));
   const Generation* g = svc->ring()->find(issued.name);
   ASSERT_NE(g, nullptr);
   ASSERT_TRUE(g->has_copies());
-  auto custody = svc->sessions().run([&](hsm::Session& s) { return token_store::read_custody(s, *g); });
+  auto custody = svc->gateway().call([&](hsm::Session& s) { return token_store::read_custody(s, *g); });
   EXPECT_TRUE(custody.enc.copyable && custody.enc.modifiable && custody.enc.held_in_token());
   const CK_OBJECT_HANDLE old_copy = g->enc_copy;
 
@@ -173,7 +174,7 @@ TEST(SessionKeyCacheService, DerivesWithCopiesAndRecoversAfterSessionLoss) {
   ASSERT_NE(after, nullptr);
   EXPECT_TRUE(after->has_copies());
   EXPECT_NE(after->enc_copy, old_copy);
-  EXPECT_EQ(svc->session_copy_stats()->made, 2u);
+  EXPECT_EQ(svc->session_copies()->stats().made, 2u);
   EXPECT_EQ(svc->counters().hsm_errors, 0u);
 }
 
@@ -188,18 +189,18 @@ TEST(SessionKeyCacheService, RecoversAfterALogout) {
   EXPECT_EQ(svc->derive_for_open(issued.name, issued.iv, opened), OpenStatus::kOk);
   EXPECT_TRUE(same_keys(opened, issued.keys));
   EXPECT_TRUE(svc->ring()->find(issued.name)->has_copies());
-  EXPECT_EQ(svc->session_copy_stats()->made, 2u);  // SoftHSM destroys private session objects at logout
+  EXPECT_EQ(svc->session_copies()->stats().made, 2u);  // SoftHSM destroys private session objects at logout
   EXPECT_EQ(svc->counters().hsm_errors, 0u);
 }
 
 TEST(SessionKeyCacheService, OffByDefault) {
   test::TestToken::get().clear();
   auto svc = TicketKeyService::open(test::TestToken::get().config());
-  EXPECT_FALSE(svc->session_copy_stats().has_value());
+  EXPECT_EQ(svc->session_copies(), nullptr);
   auto name = svc->encrypt_key_name();
   ASSERT_TRUE(name.has_value());
   EXPECT_FALSE(svc->ring()->find(*name)->has_copies());
-  auto custody = svc->sessions().run([&](hsm::Session& s) {
+  auto custody = svc->gateway().call([&](hsm::Session& s) {
     return token_store::read_custody(s, *svc->ring()->find(*name));
   });
   EXPECT_FALSE(custody.enc.copyable || custody.enc.modifiable || custody.mac.copyable || custody.mac.modifiable);

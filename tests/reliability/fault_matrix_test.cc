@@ -26,6 +26,7 @@
 
 #include "fault_control.h"
 #include "handshake_load.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "test_token.h"
 #include "tls_pair.h"
@@ -108,7 +109,7 @@ TEST_P(FaultMatrix, HandshakesCompleteDuringTheFaultAndResumptionReturnsWithinOn
   load.wait_for_resumption(0, 10s);
   std::this_thread::sleep_for(kBaseline);
   const auto before = faults_->stats();
-  const auto breaker_before = service_->hsm_guard_counters().breaker;
+  const auto breaker_before = service_->gateway().counters().guard.breaker;
 
   const int fault_phase = load.next_phase();
   faults_->set(rules);
@@ -121,7 +122,7 @@ TEST_P(FaultMatrix, HandshakesCompleteDuringTheFaultAndResumptionReturnsWithinOn
 
   const test::PhaseCounts baseline = load.counts(0), fault = load.counts(fault_phase),
                           after = load.counts(recovery_phase);
-  const auto guard = service_->hsm_guard_counters();
+  const auto guard = service_->gateway().counters().guard;
   const std::uint64_t injected = during.injected - before.injected;
   std::ostringstream line;
   line << "[matrix] " << cell.function << " | " << cell.fault << " | handshakes during fault " << fault.handshakes

@@ -38,9 +38,10 @@ PhaseCounts HandshakeLoad::counts(int phase) const {
   return counts_.at(phase);
 }
 
-void HandshakeLoad::record(int phase, const Handshake& h, bool offered) {
+void HandshakeLoad::record(int phase, const Handshake& h, bool offered, std::chrono::milliseconds took) {
   std::lock_guard lock(mutex_);
   PhaseCounts& c = counts_[phase];
+  c.slowest = std::max(c.slowest, took);
   if (offered) ++c.resume_attempts;
   if (!h.ok) {
     ++c.aborted;
@@ -59,14 +60,20 @@ void HandshakeLoad::record(int phase, const Handshake& h, bool offered) {
 void HandshakeLoad::run() {
   while (!stopping_) {
     // A phase is charged with a handshake that started in it.
+    using clock = std::chrono::steady_clock;
+    auto since = [](clock::time_point t) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t);
+    };
     int phase = phase_.load();
+    auto started = clock::now();
     Handshake full = handshake(server_, client_.get());
-    record(phase, full, false);
+    record(phase, full, false, since(started));
     if (stopping_ || !full.ok || full.tickets.empty()) continue;
     phase = phase_.load();
     SessionPtr copy(SSL_SESSION_dup(full.tickets.front().get()));
+    started = clock::now();
     Handshake again = handshake(server_, client_.get(), copy.get());
-    record(phase, again, true);
+    record(phase, again, true, since(started));
   }
 }
 

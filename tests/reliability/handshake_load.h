@@ -39,6 +39,7 @@ struct PhaseCounts {
   std::uint64_t resume_attempts = 0;  // handshakes that offered a ticket
   std::uint64_t aborted = 0;          // handshakes that failed (must stay 0)
   std::vector<std::string> errors;    // the first few failures, for messages
+  std::chrono::milliseconds slowest{0};  // the longest handshake (wall time)
 };
 
 // The failures of `phases`, one indented line each, for messages.
@@ -65,7 +66,7 @@ class HandshakeLoad {
 
  private:
   void run();
-  void record(int phase, const Handshake& h, bool offered);
+  void record(int phase, const Handshake& h, bool offered, std::chrono::milliseconds took);
 
   SSL_CTX* server_;
   SslCtxPtr client_;

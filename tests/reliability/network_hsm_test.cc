@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "handshake_load.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "p11kit_server.h"
 #include "test_token.h"
@@ -113,7 +114,7 @@ TEST_F(NetworkHsm, KillingTheServerMidLoadNeverAbortsAHandshake) {
   load.stop();
 
   const auto before = load.counts(0), during = load.counts(outage), after = load.counts(restarted);
-  const auto guard = service_->hsm_guard_counters();
+  const auto guard = service_->gateway().counters().guard;
   std::cout << "[network-hsm] kill -9 of p11-kit server mid-load: before " << before.handshakes << " handshakes ("
             << before.resumed << " resumed); outage " << during.handshakes << " handshakes (full " << during.full
             << ", resumed " << during.resumed << "), aborted " << before.aborted + during.aborted + after.aborted

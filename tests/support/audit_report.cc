@@ -1,18 +1,20 @@
 #include "audit_report.h"
 
-#include <regex>
+#include <nlohmann/json.hpp>
 
 namespace keysvc::test {
 
 long long audit_report_field(const std::string& report, const std::string& name, const std::string& field) {
-  auto at = report.find("\"name\": \"" + name + "\"");
-  if (at == std::string::npos) return -1;
-  auto end = report.find("\"rejected\"", at);
-  end = report.find('}', end);
-  std::string block = report.substr(at, end - at);
-  std::smatch m;
-  if (!std::regex_search(block, m, std::regex("\"" + field + "\": (\\d+)"))) return -1;
-  return std::stoll(m[1]);
+  const nlohmann::json j = nlohmann::json::parse(report, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("keys") || !j["keys"].is_array()) return -1;
+  for (const auto& key : j["keys"]) {
+    if (!key.is_object() || key.value("name", "") != name) continue;
+    for (const auto* where : {&key, key.contains("rejected") ? &key["rejected"] : nullptr})
+      if (where && where->is_object() && where->contains(field) && (*where)[field].is_number_integer())
+        return (*where)[field].get<long long>();
+    return -1;
+  }
+  return -1;
 }
 
 }  // namespace keysvc::test

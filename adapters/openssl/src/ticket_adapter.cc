@@ -19,6 +19,7 @@
 
 #include "app_data.h"
 #include "keysvc/log.h"
+#include "keysvc/ticket_rules.h"
 #include "keysvc/openssl/ticket_kdf.h"
 #include "provider.h"
 
@@ -34,11 +35,8 @@ struct AdapterState {
   EVP_CIPHER* cipher = nullptr;
   std::string propq;
   std::int64_t max_session_age = 0;
-
-  struct {
-    std::atomic<std::uint64_t> issued{0}, issue_failed{0}, resumed{0}, renewed{0}, unknown_key{0}, retired_key{0}, hsm_error{0},
-        rejected_bad_ticket{0}, rejected_unopened{0}, empty_ticket{0}, rejected_too_old{0}, pushed{0};
-  } counters;
+  // The server's own info callback, called first from ours (info_cb).
+  void (*previous_info_cb)(const SSL*, int, int) = nullptr;
 
   ~AdapterState() {
     EVP_KDF_free(kdf);
@@ -58,25 +56,42 @@ AdapterState* state_of(const SSL_CTX* ctx) {
   return ctx == nullptr ? nullptr : static_cast<AdapterState*>(SSL_CTX_get_ex_data(ctx, state_index()));
 }
 
-// Per connection: the key name of the last ticket keysvc issued on it (public bytes).
-void free_last_name(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<KeyName*>(ptr); }
+// Per connection (SSL ex_data): public facts only, no key bytes.
+struct Connection {
+  std::optional<KeyName> last_issued;  // the key name of the last ticket keysvc issued on it
+  int tickets_opened = 0;              // tickets keysvc derived keys for in this handshake
+  // A ticket OpenSSL accepted; counted as resumed once the handshake is done and
+  // SSL_session_reused() confirms it (a PSK can still be dropped after its ticket
+  // decrypted: another cipher suite's hash, a session OpenSSL will not resume).
+  std::optional<KeyName> accepted;
+  bool accepted_renewed = false;
+};
 
-int last_name_index() {
-  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_last_name);
+void free_connection(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<Connection*>(ptr); }
+
+int connection_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_connection);
   return index;
 }
 
-void remember_ticket_name(SSL* s, const unsigned char* name) {
-  auto* last = static_cast<KeyName*>(SSL_get_ex_data(s, last_name_index()));
-  if (last == nullptr) {
-    last = new (std::nothrow) KeyName{};
-    if (last == nullptr || SSL_set_ex_data(s, last_name_index(), last) != 1) {
-      delete last;
-      return;
-    }
+// The connection's record, made on first use; nullptr only if out of memory.
+Connection* connection_of(const SSL* s, bool make) {
+  auto* c = static_cast<Connection*>(SSL_get_ex_data(s, connection_index()));
+  if (c != nullptr || !make) return c;
+  c = new (std::nothrow) Connection{};
+  if (c == nullptr || SSL_set_ex_data(const_cast<SSL*>(s), connection_index(), c) != 1) {
+    delete c;
+    return nullptr;
   }
-  std::memcpy(last->data(), name, last->size());
+  return c;
 }
+
+// How many presented tickets one handshake may cost key derivations for. OpenSSL calls
+// the ticket callback once per PSK identity in a TLS 1.3 ClientHello until one decrypts;
+// real clients offer one or two. Key names are public, so without a cap one hostile
+// ClientHello with a thousand identities under a real name would cost a thousand
+// derivations (and look like a thousand MAC failures). Beyond it: a full handshake.
+constexpr int kMaxTicketsPerHandshake = 2;
 
 // Wipes a stack buffer of key bytes when the scope ends, whatever the path.
 template <std::size_t N>
@@ -122,16 +137,18 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
   };
   const unsigned char* aes_key = out.bytes + kKeyNameBytes + kIvBytes;
   const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
-  if (!kctx || EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params) != 1 ||
-      EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes + kKeyNameBytes, nullptr) != 1 ||
+  if (kctx && EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params) != 1) return 0;  // counted there
+  if (!kctx || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes + kKeyNameBytes, nullptr) != 1 ||
       !set_mac_key(st, hctx, hmac_key)) {
-    st.counters.issue_failed.fetch_add(1, std::memory_order_relaxed);
+    st.service->count(TicketEvent::kIssueFailed);
     return 0;
   }
   std::memcpy(key_name, out.bytes, kKeyNameBytes);
   std::memcpy(iv, out.bytes + kKeyNameBytes, kIvBytes);
-  remember_ticket_name(s, key_name);
-  st.counters.issued.fetch_add(1, std::memory_order_relaxed);
+  if (Connection* c = connection_of(s, true)) {
+    c->last_issued.emplace();
+    std::memcpy(c->last_issued->data(), key_name, kKeyNameBytes);
+  }
   return 1;
 }
 
@@ -141,10 +158,16 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
                 EVP_MAC_CTX* hctx) {
   t_last_open = {s, false, false, {}};
   std::memcpy(t_last_open.name.data(), key_name, kKeyNameBytes);
+  Connection* c = connection_of(s, true);
+  if (c == nullptr || c->tickets_opened >= kMaxTicketsPerHandshake) {
+    st.service->count(TicketEvent::kOverCap);
+    return 0;
+  }
+  ++c->tickets_opened;
   WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   if (!kctx) {
-    st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
+    st.service->record(t_last_open.name, TicketOutcome::kHsmError);
     return 0;
   }
   OSSL_PARAM params[] = {
@@ -157,16 +180,9 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
   int status = 0;
   OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
   EVP_KDF_CTX_get_params(kctx.get(), get);
-  if (derived != 1) {
-    auto& counter = status == KEYSVC_OPEN_UNKNOWN_KEY ? st.counters.unknown_key
-                    : status == KEYSVC_OPEN_RETIRED   ? st.counters.retired_key
-                                                      : st.counters.hsm_error;
-    counter.fetch_add(1, std::memory_order_relaxed);
-    return 0;
-  }
+  if (derived != 1) return 0;  // the service counted why (unknown, retired, HSM error)
   if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes, iv, nullptr) != 1 ||
       !set_mac_key(st, hctx, out.bytes + kTicketKeyBytes)) {
-    st.counters.hsm_error.fetch_add(1, std::memory_order_relaxed);
     st.service->record(t_last_open.name, TicketOutcome::kDecryptFailure);
     return 0;
   }
@@ -256,39 +272,49 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
       break;
     case SSL_TICKET_NO_DECRYPT:
       // Opened here: key found and set up, yet OpenSSL could not use the ticket (bad MAC
-      // or padding). Otherwise OpenSSL refused it before asking, or the open failed and
-      // was counted there already (unknown, retired, HSM error).
-      if (opened_here) st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
-      if (!asked) st->counters.rejected_unopened.fetch_add(1, std::memory_order_relaxed);
+      // or padding). Otherwise OpenSSL refused it before asking, or the open was refused
+      // and counted already (unknown, retired, HSM error, over the per-handshake cap).
+      if (!asked) st->service->count(TicketEvent::kRejectedUnopened);
       if (opened_here || !asked) record(TicketOutcome::kMacFailure);
       return SSL_TICKET_RETURN_IGNORE_RENEW;
     case SSL_TICKET_EMPTY:  // the client asks for a ticket
-      st->counters.empty_ticket.fetch_add(1, std::memory_order_relaxed);
+      st->service->count(TicketEvent::kEmptyTicket);
       return SSL_TICKET_RETURN_IGNORE_RENEW;
     default:
       return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
   auto app_data = read_app_data(session);
   if (!app_data) {
-    st->counters.rejected_bad_ticket.fetch_add(1, std::memory_order_relaxed);
     record(TicketOutcome::kDecryptFailure);
     return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
-  if (unix_now(*st) - app_data->auth_time > st->max_session_age) {
-    st->counters.rejected_too_old.fetch_add(1, std::memory_order_relaxed);
+  if (!session_young_enough(app_data->auth_time, unix_now(*st), st->max_session_age)) {
     record(TicketOutcome::kMaxSessionAge);
     return SSL_TICKET_RETURN_IGNORE_RENEW;
   }
-  st->counters.resumed.fetch_add(1, std::memory_order_relaxed);
-  record(TicketOutcome::kResumed);
-  if (status == SSL_TICKET_SUCCESS_RENEW) {
-    if (older_generation) {
-      st->counters.renewed.fetch_add(1, std::memory_order_relaxed);
-      record(TicketOutcome::kRenewed);
-    }
-    return SSL_TICKET_RETURN_USE_RENEW;
+  // Counted as resumed by info_cb once the handshake is done and really resumed.
+  if (Connection* c = connection_of(s, true); c != nullptr && name) {
+    c->accepted = *name;
+    c->accepted_renewed = status == SSL_TICKET_SUCCESS_RENEW && older_generation;
   }
-  return SSL_TICKET_RETURN_USE;
+  return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
+}
+
+// The SSL_CTX's info callback: the server's own first, then keysvc's count of what
+// really resumed (see Connection::accepted).
+void info_cb(const SSL* s, int where, int ret) {
+  AdapterState* st = state_of(SSL_get_SSL_CTX(s));
+  if (st == nullptr) return;
+  if (st->previous_info_cb != nullptr) st->previous_info_cb(s, where, ret);
+  if ((where & SSL_CB_HANDSHAKE_DONE) == 0) return;
+  Connection* c = connection_of(s, false);
+  if (c == nullptr) return;
+  c->tickets_opened = 0;  // a renegotiation (TLS 1.2) is a new handshake
+  if (!c->accepted) return;
+  const KeyName name = *std::exchange(c->accepted, std::nullopt);
+  if (!SSL_session_reused(const_cast<SSL*>(s))) return;
+  st->service->record(name, TicketOutcome::kResumed);
+  if (c->accepted_renewed) st->service->record(name, TicketOutcome::kRenewed);
 }
 
 // Checks that `libctx`/`propq` can give the MAC OpenSSL will use for tickets.
@@ -336,6 +362,8 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
   SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
   SSL_CTX_set_session_ticket_cb(ctx, generate_app_data_cb, decrypt_app_data_cb, state);
+  state->previous_info_cb = SSL_CTX_get_info_callback(ctx);
+  SSL_CTX_set_info_callback(ctx, info_cb);
   SSL_CTX_set_num_tickets(ctx, static_cast<std::size_t>(tickets));
   SSL_CTX_set_timeout(ctx, static_cast<long>(service->config().tickets.lifetime.count()));
   if (SSL_CTX_get_max_early_data(ctx) > 0 && !(SSL_CTX_get_options(ctx) & SSL_OP_NO_ANTI_REPLAY))
@@ -347,10 +375,10 @@ bool push_ticket_if_rotated(SSL* ssl) {
   AdapterState* st = state_of(SSL_get_SSL_CTX(ssl));
   if (st == nullptr) return false;
   auto current = st->service->encrypt_key_name();
-  auto* last = static_cast<const KeyName*>(SSL_get_ex_data(ssl, last_name_index()));
-  if (!current || (last != nullptr && *last == *current)) return false;
+  const Connection* c = connection_of(ssl, false);
+  if (!current || (c != nullptr && c->last_issued == current)) return false;
   if (SSL_new_session_ticket(ssl) != 1) return false;
-  st->counters.pushed.fetch_add(1, std::memory_order_relaxed);
+  st->service->count(TicketEvent::kPushed);
   return true;
 }
 
@@ -358,19 +386,24 @@ TicketCallbackCounters counters(const SSL_CTX* ctx) {
   TicketCallbackCounters c;
   const AdapterState* st = state_of(ctx);
   if (st == nullptr) return c;
-  auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  c.issued = r(st->counters.issued);
-  c.issue_failed = r(st->counters.issue_failed);
-  c.resumed = r(st->counters.resumed);
-  c.renewed = r(st->counters.renewed);
-  c.unknown_key = r(st->counters.unknown_key);
-  c.retired_key = r(st->counters.retired_key);
-  c.hsm_error = r(st->counters.hsm_error);
-  c.rejected_bad_ticket = r(st->counters.rejected_bad_ticket);
-  c.rejected_too_old = r(st->counters.rejected_too_old);
-  c.rejected_unopened = r(st->counters.rejected_unopened);
-  c.empty_ticket = r(st->counters.empty_ticket);
-  c.pushed = r(st->counters.pushed);
+  return counters_of(st->service->ticket_counters());
+}
+
+TicketCallbackCounters counters_of(const TicketCounters::Snapshot& s) {
+  TicketCallbackCounters c;
+  c.issued = s.total(TicketOutcome::kIssued);
+  c.issue_failed = s[TicketEvent::kIssueFailed];
+  c.resumed = s.total(TicketOutcome::kResumed);
+  c.renewed = s.total(TicketOutcome::kRenewed);
+  c.unknown_key = s.total(TicketOutcome::kUnknownKey);
+  c.retired_key = s.total(TicketOutcome::kExpired) + s.total(TicketOutcome::kRevoked);
+  c.hsm_error = s.total(TicketOutcome::kHsmError);
+  c.rejected_bad_ticket = s.total(TicketOutcome::kMacFailure) + s.total(TicketOutcome::kDecryptFailure);
+  c.rejected_too_old = s.total(TicketOutcome::kMaxSessionAge);
+  c.rejected_unopened = s[TicketEvent::kRejectedUnopened];
+  c.empty_ticket = s[TicketEvent::kEmptyTicket];
+  c.pushed = s[TicketEvent::kPushed];
+  c.over_cap = s[TicketEvent::kOverCap];
   return c;
 }
 

@@ -19,7 +19,7 @@
 #include "keysvc/audit_log.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/session.h"
-#include "keysvc/hsm/session_pool.h"
+#include "keysvc/token_gateway.h"
 
 namespace keysvc::audit {
 
@@ -41,12 +41,13 @@ std::optional<AuditKey> find_audit_key(hsm::Session& session, std::string_view i
 // new one generated in the token with a random CKA_ID.
 AuditKey find_or_create_audit_key(hsm::Session& session);
 
-// A Sealer for AuditLog: finds or creates the audit key now, then MACs through the pool
-// (looking the key up by CKA_ID on each seal, so token resets do not matter).
-Sealer token_sealer(hsm::SessionPool& pool);
+// A Sealer for AuditLog: finds or creates the audit key now, then MACs through the
+// gateway's maintenance lane (looking the key up by CKA_ID on each seal, so token resets
+// do not matter). The gateway must outlive the sealer.
+Sealer token_sealer(TokenGateway& gateway);
 
 // A KeyedHmac (audit_log.h) for verify(): computed in the token under the audit key
-// with that CKA_ID; std::nullopt if the token has no such key. Throws hsm::Pkcs11Error.
-KeyedHmac token_keyed_hmac(hsm::SessionPool& pool);
+// with that CKA_ID; std::nullopt if the token has no such key. Throws hsm::Error.
+KeyedHmac token_keyed_hmac(TokenGateway& gateway);
 
 }  // namespace keysvc::audit

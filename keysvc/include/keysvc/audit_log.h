@@ -13,14 +13,19 @@
 //
 // Each file starts with a "chain_start" record ({"prev_file","prev_seq"} name the end of
 // the previous file; "prev" is the hash of its last line, so files chain too). A "seal"
-// record, written every Options::seal_interval (when records were added since the last
-// seal) and by close()/rotate(), carries
-//   "head": the hash of the line before it (== its "prev"),
+// record, written by seal() (the maintenance thread calls it every audit.seal_interval
+// when records were added since the last seal) and by close()/rotate(), carries
+//   "sealed": the seq of the last record it covers,
+//   "head": that record's hash,
 //   "mac":  HMAC-SHA256 computed in the token with the audit key (audit_key.h) over
-//           seal_message(seq of the seal, head) = "keysvc audit seal v1" 00 seq(8, big
+//           seal_message_v2(sealed, head) = "keysvc audit seal v2" 00 sealed(8, big
 //           endian) head(32 raw bytes),
 //   "key":  the audit key's CKA_ID in hex.
-// What is covered: every line before the last seal, and the last seal's seq and head.
+// The MAC is computed without holding the log's lock, so appends (handshake records on
+// handshake threads) never wait for the HSM; records appended meanwhile come between
+// the covered record and the seal, and the next seal covers them.
+// What is covered: every line up to the last seal's "sealed" record (and the seal
+// itself when nothing came between).
 // Not covered: lines after the last seal (verify reports them as an unsealed tail), and
 // a cut made exactly after a seal (nothing inside the file can tell; keep the last
 // seal's seq elsewhere if that matters).
@@ -28,6 +33,9 @@
 // Never written: key bytes, derived keys, IVs, PINs. The API takes typed events whose
 // only identifiers are key names (public: they lead every ticket), token labels, PKCS#11
 // return value names, operation names and file paths.
+//
+// Seals written by versions before v2 have no "sealed" (they cover their prev, under
+// seal_message()); verify checks both.
 //
 // Durability: append() queues the line on an spdlog async logger (one worker thread,
 // blocking when its queue is full, never dropping). flush() returns only after every line
@@ -73,10 +81,15 @@ namespace keysvc::audit {
 using Mac = std::array<std::uint8_t, 32>;
 using Hash = std::array<std::uint8_t, 32>;
 
-// The fixed label the seal MAC starts with (20 bytes, then a 00 byte).
+// The fixed labels seal MACs start with (20 bytes, then a 00 byte).
 inline constexpr char kSealLabel[] = "keysvc audit seal v1";
-// label 00 seq(8, big endian) head(32): what the token MACs for a seal.
+inline constexpr char kSealLabelV2[] = "keysvc audit seal v2";
+// v1: label 00 seq(8, big endian) head(32), seq being the seal's own: what the token MACs
+// for a seal written by versions before v2 (verify still checks them).
 std::vector<std::uint8_t> seal_message(std::uint64_t seq, const Hash& head);
+// v2: label 00 sealed(8, big endian) head(32), `sealed` being the seq of the last record
+// the seal covers and `head` that record's hash.
+std::vector<std::uint8_t> seal_message_v2(std::uint64_t sealed, const Hash& head);
 
 std::string hex(std::span<const std::uint8_t> bytes);
 Hash sha256(std::string_view bytes);
@@ -161,13 +174,9 @@ class AuditLog {
  public:
   struct Options {
     std::string host;  // empty: gethostname()
-    // A seal is written this often if records were added since the last one (0: only
-    // at rotate() and close()).
-    std::chrono::milliseconds seal_interval{std::chrono::minutes(1)};
-    // If set, called every summary_interval and at close(); non-empty summaries are
-    // written (AuditTrail: the differences of the service's UsageTable, usage.h).
+    // If set, called by summarize() and at close(); non-empty summaries are written
+    // (AuditTrail: the differences of the service's counters, usage.h).
     std::function<UsageSummary()> usage_source;
-    std::chrono::milliseconds summary_interval{std::chrono::minutes(1)};
     // Whether Handshake events are written (else append() drops them).
     bool per_handshake = false;
     // Continue this chain (the file's first record links to it). nullopt: continue the
@@ -195,9 +204,11 @@ class AuditLog {
   // Waits until every record appended so far is in the file (see above). Throws
   // std::runtime_error if writing, flushing or fsync'ing the file has failed.
   void flush();
-  // Writes a seal record now (if any record follows the last seal) and flushes. Throws
-  // what the Sealer throws.
+  // Writes a seal record now (if any record follows the last seal) and flushes. The MAC
+  // is computed without the log's lock held (see above). Throws what the Sealer throws.
   void seal();
+  // Writes a usage record from Options::usage_source if it has counts.
+  void summarize();
   // Seals, closes this file and continues the chain in `new_path` (chain_start first).
   void rotate(const std::string& new_path);
   // Writes the final usage summary (usage_source), seals, flushes and closes. Idempotent;
@@ -210,10 +221,10 @@ class AuditLog {
  private:
   struct File;
   std::uint64_t write_locked(const std::string& event, const std::string& fields);
-  void seal_locked();
+  // The seal of everything up to the head: MAC in the token (no lock held), then written.
+  void seal_unlocked();
   void open_locked(const std::string& path);
   void close_file_locked();
-  void timer_loop();
   std::int64_t now_ms() const;
 
   Sealer sealer_;
@@ -224,11 +235,7 @@ class AuditLog {
   ChainHead head_;
   std::uint64_t last_seal_seq_ = 0;
   bool closed_ = false;
-
-  std::mutex timer_mutex_;
-  std::condition_variable timer_wake_;
-  bool stopping_ = false;
-  std::thread timer_;
+  std::mutex seal_mutex_;  // one seal at a time; taken before mutex_, never after
 };
 
 // "2026-11-23T12:00:00.123Z"

@@ -25,7 +25,8 @@
 //   revoked, destroyed   revocation and destruction, by keysvcctl or observed on a rescan
 //   login_failed         the token refused the PIN (the URI without any pin-value)
 //   hsm_error            failed PKCS#11 calls of this process (the module's CallStats,
-//                        polled every second), at most one record per (function, return
+//                        polled every second by the maintenance thread), at most one record
+//                        per (function, return
 //                        value) per kHsmErrorInterval; "count" is how many failed since the
 //                        previous record of that pair. Return values that are answers
 //                        rather than failures (CKR_ATTRIBUTE_SENSITIVE from a custody
@@ -33,6 +34,10 @@
 //   usage                per key name, the ticket outcomes since the last usage record
 //                        (usage.h), every audit.summary_interval and at close
 //   handshake            one per ticket outcome, only with audit.per_handshake
+// The trail is a listener: of the ring store's installed rings (ring_changed; keysvcctl
+// compares its scans before and after a command the same way) and of ticket outcomes
+// (handshake). Its periodic work (seals, usage records, HSM error records) runs as tasks
+// of a maintenance thread: schedule().
 // Lifecycle events are written with append_durable(): on disk (fsync) before the call
 // returns; a write failure throws, so a command never reports success without its record.
 #pragma once
@@ -40,7 +45,6 @@
 #include <p11-kit/pkcs11.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -50,13 +54,13 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include "keysvc/audit_log.h"
 #include "keysvc/config.h"
 #include "keysvc/hsm/call_stats.h"
-#include "keysvc/hsm/session_pool.h"
 #include "keysvc/key_ring.h"
+#include "keysvc/maintenance.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/usage.h"
 
 namespace keysvc::audit {
@@ -83,12 +87,12 @@ class AuditTrail {
   static constexpr std::chrono::seconds kHsmErrorInterval{60};
 
   // Opens the trail for `writer`, or returns nullptr if config.audit.path is empty.
-  // `pool` (may be null, e.g. after a failed login) gives the seal key: the audit key is
-  // found or created in the token now (audit_key.h); without a pool seals fail and the
+  // `gateway` (may be null, e.g. after a failed login) gives the seal key: the audit key
+  // is found or created in the token now (audit_key.h); without it seals fail and the
   // records stay unsealed until a later writer of the same file seals. `usage` (servers)
-  // is read every summary_interval and at close for the usage records. Writes
-  // config_loaded. Throws std::runtime_error (file, lock) or hsm::Error (token).
-  static std::unique_ptr<AuditTrail> open(const Config& config, Writer writer, hsm::SessionPool* pool,
+  // is read by summarize() and at close for the usage records. Writes config_loaded.
+  // Throws std::runtime_error (file, lock) or hsm::Error (token).
+  static std::unique_ptr<AuditTrail> open(const Config& config, Writer writer, TokenGateway* gateway,
                                           std::function<UsageSnapshot()> usage = {});
 
   ~AuditTrail();  // close()
@@ -97,22 +101,23 @@ class AuditTrail {
 
   // Durable lifecycle record (append_durable). Throws if it could not be written.
   void lifecycle(const Event& event);
-  // generation_created for `g`, its custody read from the token through `pool`.
-  void generation_created(hsm::SessionPool& pool, const Generation& g);
+  // generation_created for `g`, its custody read from the token through the gateway.
+  void generation_created(const Generation& g);
 
   // Durably writes what changed from `before` to `after` (at `now`): generation_created
-  // for new names (custody read through `pool`), decrypt_only for the previous encrypt
-  // generation if it is still there unrevoked, activated for the new one, revoked,
-  // destroyed (gone from the ring). Throws if a record could not be written.
-  void record_changes(const RingState& before, const KeyRing& after, std::int64_t now, hsm::SessionPool& pool);
+  // for new names (custody read through the gateway), decrypt_only for the previous
+  // encrypt generation if it is still there unrevoked, activated for the new one,
+  // revoked, destroyed (gone from the ring). Throws if a record could not be written.
+  void record_changes(const RingState& before, const KeyRing& after, std::int64_t now);
 
-  // For servers, after every ring load: record_changes() since the previous call. The
-  // first call only takes note of the ring (those generations predate this process).
-  // Never throws: failures go to the operational log.
-  void ring_loaded(const KeyRing& ring, std::int64_t now, hsm::SessionPool& pool) noexcept;
+  // The ring store's listener (servers): record_changes() from `before` to `after`. The
+  // first call only takes note (those generations predate this process). Never throws:
+  // failures go to the operational log.
+  void ring_changed(const KeyRing& before, const KeyRing& after, std::int64_t now) noexcept;
 
   // `count` failures of `operation` with `rv` (rate-limited, see above). The trail records
-  // the module's failed calls by itself; this is for failures seen elsewhere. Never throws.
+  // the module's failed calls by itself (poll_hsm_errors); this is for failures seen
+  // elsewhere. Never throws.
   void hsm_errors(std::string_view operation, std::string_view rv, std::uint64_t count = 1) noexcept;
 
   // A handshake record, if audit.per_handshake. Never throws. Called for every ticket
@@ -121,6 +126,11 @@ class AuditTrail {
     if (per_handshake_) append_handshake(name, outcome);
   }
   bool per_handshake() const noexcept { return per_handshake_; }
+
+  // The periodic work (schedule()). Never throw: failures go to the operational log.
+  void seal() noexcept;             // a seal if records were added since the last one
+  void summarize() noexcept;        // a usage record with the counts since the last one
+  void poll_hsm_errors() noexcept;  // hsm_error records for the module's new failures
 
   // Final usage record, seal, close; idempotent, never throws.
   void close() noexcept;
@@ -132,21 +142,20 @@ class AuditTrail {
   AuditTrail() = default;
   UsageSummary take_usage();
   void append_handshake(const KeyName& name, TicketOutcome outcome) noexcept;
-  void poll_loop();
-  void poll_hsm_errors() noexcept;
   // Writes the pending counts whose window has passed (all of them if `all`).
   void flush_hsm_errors(bool all) noexcept;
 
   std::string path_;
   int lock_fd_ = -1;
   bool per_handshake_ = false;
+  TokenGateway* gateway_ = nullptr;
   std::function<UsageSnapshot()> usage_;
   std::mutex usage_mutex_;
   UsageSnapshot last_usage_;
   std::int64_t last_usage_ms_ = 0;
 
   std::mutex ring_mutex_;
-  std::optional<RingState> ring_;  // as of the last ring_loaded()
+  bool ring_seen_ = false;  // ring_changed() took note of the first ring
 
   struct ErrorWindow {
     std::optional<std::chrono::steady_clock::time_point> last;  // of the last record
@@ -154,15 +163,18 @@ class AuditTrail {
   };
   std::mutex errors_mutex_;
   std::map<std::pair<std::string, std::string>, ErrorWindow> errors_;
-  const hsm::CallStats* stats_ = nullptr;  // the module's, when there is a pool
+  const hsm::CallStats* stats_ = nullptr;  // the module's, when there is a gateway
+  std::mutex seen_mutex_;  // poll_hsm_errors() runs on the maintenance thread and at close()
   std::map<std::pair<int, CK_RV>, std::uint64_t> stats_seen_;
-  std::mutex poll_mutex_;
-  std::condition_variable poll_wake_;
-  bool stopping_ = false;
-  std::thread poller_;
 
   std::unique_ptr<AuditLog> log_;  // last: closed first
 };
+
+// Runs the periodic work of whatever trail `trail()` returns (it may return nullptr: a
+// forked child has none) on `maintenance`: seals every audit.seal_interval, usage records
+// every audit.summary_interval, HSM error records every second (0 intervals: only at
+// close).
+void schedule(Maintenance& maintenance, const AuditConfig& config, std::function<AuditTrail*()> trail);
 
 // For a failed login before any pool exists: appends a durable login_failed record for
 // the token of `config` (no seal: the next writer's seal covers it). Never throws (a

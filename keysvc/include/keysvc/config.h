@@ -15,6 +15,9 @@
 //                                # a full handshake; the hung call's session is quarantined
 //                                # and the breaker opens (hsm_guard.h). 0: no deadline, calls
 //                                # run on the handshake thread. At most 60s.
+//   maintenance_timeout = "10s"  # deadline of background and tool work through the token
+//                                # gateway (ring scans, rotation, audit seals, epoch keys,
+//                                # keysvcctl): 100ms..10m (token_gateway.h)
 //   breaker_threshold = 5        # consecutive HSM failures that open the circuit breaker
 //                                # (1..1000; circuit_breaker.h)
 //   breaker_backoff   = "250ms"  # an open breaker lets one probe through this often
@@ -84,6 +87,7 @@
 #include <string_view>
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/pin_source.h"
 #include "keysvc/schedule.h"
 
 namespace keysvc {
@@ -97,6 +101,7 @@ struct HsmConfig {
   std::size_t sessions = 4;
   bool session_copies = false;  // derive with session-object copies (session_key_cache.h)
   std::chrono::milliseconds call_timeout{500};     // 0: no deadline (hsm_guard.h)
+  std::chrono::milliseconds maintenance_timeout{10000};  // token_gateway.h
   unsigned breaker_threshold = 5;                  // circuit_breaker.h
   std::chrono::milliseconds breaker_backoff{250};
 };
@@ -138,6 +143,10 @@ struct Config {
   // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
   static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
 };
+
+// Where the config's PIN comes from: hsm.pin, else the token URI's pin-source, else its
+// pin-value. Throws ConfigError if there is none.
+hsm::PinSource pin_source_of(const Config& config);
 
 // "250ms" -> 250 ms; otherwise as parse_duration ("2s", "1m"; a bare number is seconds).
 // Throws ConfigError.

@@ -45,9 +45,10 @@ namespace keysvc {
 class HsmGuard {
  public:
   struct Options {
-    std::chrono::milliseconds call_timeout{500};  // 0: run on the caller's thread, no deadline
+    std::chrono::milliseconds call_timeout{500};  // default deadline; 0: on the caller's thread
     CircuitBreaker::Options breaker;
     std::size_t workers = 4;  // threads making HSM calls (at least 1)
+    std::chrono::milliseconds maintenance_timeout{10000};  // TokenGateway's maintenance lane
   };
 
   enum class Outcome {
@@ -93,11 +94,16 @@ class HsmGuard {
   HsmGuard(const HsmGuard&) = delete;
   HsmGuard& operator=(const HsmGuard&) = delete;
 
-  // Runs work(session) on a session of the pool, within the deadline and behind the
-  // breaker. A session the work failed on (any Pkcs11Error) is closed, never reused;
-  // if it died (Pkcs11Error::session_is_dead) the work is retried once on a fresh
-  // session, which logs in again if the token lost the login. Never throws.
-  Result run(Work work, Admission admission = Admission::kBreaker) noexcept;
+  // Runs work(session) on a session of the pool, within `timeout` (0: on the caller's
+  // thread, no deadline) and behind the breaker. Waiting for a free session counts
+  // against the deadline. A session the work failed on (any Pkcs11Error) is closed,
+  // never reused; if it died (Pkcs11Error::session_is_dead) the work is retried once on
+  // a fresh session, which logs in again if the token lost the login. Never throws.
+  Result run(Work work, Admission admission, std::chrono::milliseconds timeout) noexcept;
+  // run() with the ticket path's deadline (Options::call_timeout).
+  Result run(Work work, Admission admission = Admission::kBreaker) noexcept {
+    return run(std::move(work), admission, options_.call_timeout);
+  }
 
   Counters counters() const noexcept;
   const Options& options() const noexcept { return options_; }

@@ -53,6 +53,10 @@ class SessionKeyCache {
   // token failure the generations concerned keep their token keys.
   KeyRing attach(const KeyRing& ring, std::int64_t now, std::int64_t clock_skew) noexcept;
 
+  // In a child process right after fork(): forgets the holder session and every copy
+  // without a PKCS#11 call (they are the parent's); the next attach() copies again.
+  void forget_after_fork() noexcept;
+
   struct Stats {
     std::uint64_t made = 0;     // copy pairs made (including re-made)
     std::uint64_t dropped = 0;  // copy pairs dropped (generation gone, expired, revoked)

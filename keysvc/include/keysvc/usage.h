@@ -1,6 +1,10 @@
-// Per-key usage accounting: what happened to the tickets under each key name.
+// keysvc's one counter set: what happened to the tickets under each key name (UsageTable),
+// plus the few process-wide events that belong to no key name (TicketCounters). Every
+// metric family (keysvc_tickets_total, keysvc_service_*, keysvc_tls_tickets_total; the
+// audit log's usage records; keysvc::openssl::counters()) is computed from it, so they
+// cannot disagree (docs/METRICS.md).
 //
-// One UsageTable per TicketKeyService (TicketKeyService::usage() / record()). Counters are
+// One TicketCounters per TicketKeyService (TicketKeyService::usage() / record()). Counters are
 // cumulative since the service opened (monotonic: fit for Prometheus counters); the audit
 // log's periodic "usage" records are the differences between two snapshots
 // (usage_delta()).
@@ -142,6 +146,48 @@ class UsageTable {
   hsm::SharedSnapshot<const Index> index_;  // not std::atomic<shared_ptr>: see shared_snapshot.h
   std::array<UnknownSlot, kMaxUnknownNames> unknown_;
   Counters overflow_;
+};
+
+// Events of the ticket path that belong to no key name.
+enum class TicketEvent {
+  kIssueFailed,       // a full handshake got no ticket (no generation, HSM failure)
+  kIssuedFromPool,    // of the issued tickets: keys taken from the pre-derived pool
+  kOpened,            // per-ticket keys derived for presented tickets
+  kHsmErrors,         // issue, open and scan operations that failed in the token
+  kHsmSignCalls,      // HMAC sign operations started in the token for tickets
+  kRescans,           // token rescans asked for by unknown key names
+  kRejectedUnopened,  // tickets OpenSSL refused before asking keysvc (too short)
+  kEmptyTicket,       // TLS 1.2 clients asking for a ticket without presenting one
+  kPushed,            // tickets pushed to long-lived connections after a rotation
+  kOverCap,           // tickets beyond the per-connection cap, refused without HSM work
+};
+inline constexpr std::size_t kTicketEventCount = 10;
+
+class TicketCounters {
+ public:
+  // Per key name (see UsageTable). Never throws, never allocates.
+  void record(const KeyName& name, TicketOutcome outcome, std::uint64_t n = 1) noexcept {
+    keys_.record(name, outcome, n);
+  }
+  void count(TicketEvent event, std::uint64_t n = 1) noexcept {
+    events_[static_cast<std::size_t>(event)].fetch_add(n, std::memory_order_relaxed);
+  }
+  // Makes sure the generations of a freshly loaded ring have counters (UsageTable::track).
+  void track(std::span<const KeyName> names) { keys_.track(names); }
+
+  struct Snapshot {
+    UsageSnapshot keys;
+    std::array<std::uint64_t, kTicketEventCount> events{};
+    std::uint64_t operator[](TicketEvent e) const { return events[static_cast<std::size_t>(e)]; }
+    // Sum over every key name of `outcome`.
+    std::uint64_t total(TicketOutcome outcome) const { return keys.total()[static_cast<std::size_t>(outcome)]; }
+  };
+  Snapshot snapshot() const;
+  UsageSnapshot usage() const { return keys_.snapshot(); }
+
+ private:
+  UsageTable keys_;
+  std::array<std::atomic<std::uint64_t>, kTicketEventCount> events_{};
 };
 
 }  // namespace keysvc

@@ -56,6 +56,10 @@ enum class Call : std::uint8_t {
   kDestroyObject,
   kSignInit,
   kSign,
+  kGetInfo,
+  kGetMechanismList,
+  kGetMechanismInfo,
+  kSetAttributeValue,
   kCount
 };
 inline constexpr std::size_t kCallCount = static_cast<std::size_t>(Call::kCount);

@@ -29,6 +29,14 @@ class ConfigError : public Error {
   using Error::Error;
 };
 
+// The token lacks something keysvc needs (a mechanism, a function, an attribute), or
+// cannot do it the way asked here (a server making keys on a token whose keys come from
+// the vendor's tool). The message is one line naming the missing capability.
+class UnsupportedError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A PKCS#11 function returned something other than CKR_OK.
 class Pkcs11Error : public Error {
  public:

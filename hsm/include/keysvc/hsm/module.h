@@ -11,8 +11,10 @@
 // every call keysvc makes through the module (call() below, and call(Session&, ...) in
 // session.h) passes a gate: an atomic in-flight count with a "closed" bit. restart()
 // closes it, waits (bounded) until no call is in flight, bumps the module's generation,
-// finalizes, initializes and reopens it. A call that finds the gate closed is not made:
-// it returns CKR_CRYPTOKI_NOT_INITIALIZED (the module is between C_Finalize and
+// finalizes, initializes and reopens it. A call that finds the gate closed waits for it
+// to reopen, at most kGateWait (a planned restart, such as a rescan on a token that
+// needs one, takes a few milliseconds); if it is still closed then, the call is not made
+// and returns CKR_CRYPTOKI_NOT_INITIALIZED (the module is between C_Finalize and
 // C_Initialize). Passing the gate costs two atomic read-modify-writes on one shared
 // cache line (docs/RELIABILITY.md has the measured figure).
 //
@@ -131,11 +133,14 @@ class Module {
   // The gate (see the top of this file). enter() is true if the call may be made, and
   // must then be paired with one leave().
   static constexpr std::uint64_t kClosed = std::uint64_t{1} << 63;
+  static constexpr std::chrono::milliseconds kGateWait{250};
   bool enter() const noexcept {
     if ((in_flight_.fetch_add(1, std::memory_order_acquire) & kClosed) == 0) return true;
     leave();
-    return false;
+    return enter_when_open();
   }
+  // The slow path: waits up to kGateWait for a restart to reopen the gate.
+  bool enter_when_open() const noexcept;
   void leave() const noexcept { in_flight_.fetch_sub(1, std::memory_order_release); }
   struct Leave {
     const Module* module;

@@ -34,7 +34,10 @@ inline constexpr std::size_t kHmacSha512Bytes = 64;
 enum class Copyable : bool { kNo = false, kYes = true };
 
 // Generates a token HMAC key of `key_bytes` bytes with the attributes above
-// (CKM_GENERIC_SECRET_KEY_GEN).
+// (CKM_GENERIC_SECRET_KEY_GEN), as the token's profile says (module_profile.h): the key
+// type it wants, no CKA_COPYABLE / CKA_DESTROYABLE on a PKCS#11 2.20 token, and on a token
+// whose keys come from its own tool, a key this process reserved (key_reservation.h;
+// UnsupportedError if there is none, or for a copyable or 64-byte key).
 CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_t> id,
                                    const std::string& label, Copyable copyable = Copyable::kNo,
                                    std::size_t key_bytes = kHmacKeyBytes);
@@ -61,6 +64,12 @@ struct KeyCustody {
   bool sign = false, verify = false, encrypt = false, decrypt = false;
   bool wrap = false, unwrap = false, derive = false;
   bool copyable = false, modifiable = false;
+  // False when the token does not know CKA_COPYABLE (PKCS#11 2.20): `copyable` is then
+  // meaningless, and whether a copy is allowed is the token's business.
+  bool copyable_known = true;
+  // False when the token keeps these attributes as metadata without enforcing them
+  // (tpm2-pkcs11): they then prove what the key was made with, not what it can do.
+  bool enforced = true;
   // True when the key can never leave the token: sensitive, not extractable, and
   // it was never otherwise (always sensitive, never extractable).
   bool held_in_token() const noexcept {

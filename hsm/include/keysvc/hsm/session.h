@@ -9,10 +9,12 @@
 #include <p11-kit/pkcs11.h>
 
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 #include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/module_profile.h"
 #include "keysvc/hsm/secret.h"
 
 namespace keysvc::hsm {
@@ -31,6 +33,8 @@ class Session {
   // Where calls on this session are recorded: its module's stats (see call_stats.h).
   CallStats& stats() const noexcept { return module_->stats(); }
   const Module& module() const noexcept { return *module_; }
+  // The profile of the session's token (module_profile.h).
+  const ModuleProfile& profile() const noexcept { return *profile_; }
   // The module generation the session was opened in, and whether that is over.
   std::uint64_t generation() const noexcept { return generation_; }
   bool stale() const noexcept { return generation_ != module_->generation(); }
@@ -46,6 +50,7 @@ class Session {
 
  private:
   const Module* module_;
+  std::shared_ptr<const ModuleProfile> profile_;
   std::uint64_t generation_;
   CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
 };

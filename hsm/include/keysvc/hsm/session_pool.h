@@ -10,6 +10,7 @@
 // logged out (first use, or after a token reset) it reads the PIN, logs in and wipes it.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -50,21 +51,27 @@ class SessionPool {
   };
 
   // Leases an idle session, opens (and logs in) a new one if fewer than max_sessions
-  // exist, or waits for one to come back. Throws Pkcs11Error / ConfigError.
-  Lease lease();
+  // exist, or waits for one to come back until `deadline`. Throws Pkcs11Error /
+  // ConfigError, and Error when no session came back in time (every session is leased
+  // to calls that have not returned: a stalled HSM).
+  using Deadline = std::chrono::steady_clock::time_point;
+  static constexpr std::chrono::seconds kDefaultLeaseWait{10};
+  Lease lease(Deadline deadline);
+  Lease lease() { return lease(std::chrono::steady_clock::now() + kDefaultLeaseWait); }
 
   // Runs f(Session&) on a leased session. If f throws a Pkcs11Error that kills the
   // session, the session is discarded and f is retried once on a fresh session
   // (which logs in again if needed); any other error is rethrown as is.
   template <class F>
   auto run(F&& f) -> decltype(f(std::declval<Session&>())) {
-    return run_leased([&](Lease& l) { return f(l.session()); });
+    return run_leased([&](Lease& l) { return f(l.session()); },
+                      std::chrono::steady_clock::now() + kDefaultLeaseWait);
   }
   // run() for callers that need the lease itself (to discard a session f used).
   template <class F>
-  auto run_leased(F&& f) -> decltype(f(std::declval<Lease&>())) {
+  auto run_leased(F&& f, Deadline deadline) -> decltype(f(std::declval<Lease&>())) {
     for (int attempt = 0;; ++attempt) {
-      Lease l = lease();
+      Lease l = lease(deadline);
       try {
         return f(l);
       } catch (const Pkcs11Error& e) {

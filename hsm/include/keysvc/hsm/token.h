@@ -9,6 +9,7 @@
 #include <string>
 
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/module_profile.h"
 #include "keysvc/hsm/secret.h"
 #include "keysvc/hsm/token_uri.h"
 
@@ -43,6 +44,10 @@ class Token {
   // down sees no slot at all), or whatever the slot list calls fail with.
   CK_SLOT_ID slot() const;
   TokenInfo info() const;
+  // What keysvc knows of this token's implementation (module_profile.h), found when the
+  // token was found; shared by every copy of the Token and every Session on it.
+  const ModuleProfile& profile() const noexcept { return *profile_; }
+  const std::shared_ptr<const ModuleProfile>& profile_ptr() const noexcept { return profile_; }
 
  private:
   // Where the token is, per module generation; shared by every copy of the Token.
@@ -55,6 +60,7 @@ class Token {
   std::shared_ptr<Module> module_;
   TokenUri uri_;
   std::shared_ptr<Place> place_;
+  std::shared_ptr<const ModuleProfile> profile_;
 };
 
 }  // namespace keysvc::hsm

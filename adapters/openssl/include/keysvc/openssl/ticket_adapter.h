@@ -22,8 +22,12 @@
 // an issue failure sends no ticket, an unknown key name or HSM failure on decrypt
 // gives a full handshake with fresh tickets.
 //
+// At most two presented tickets per handshake get keys derived; further PSK identities in
+// one ClientHello are refused unopened (counted as over_cap), so a hostile ClientHello
+// cannot multiply HSM work.
+//
 // Per-key usage (keysvc/usage.h): the callbacks report what only OpenSSL sees to
-// TicketKeyService::record(): resumed, renewed, mac_failure (OpenSSL said NO_DECRYPT after
+// TicketKeyService::record(): resumed (once the handshake is done), renewed, mac_failure (OpenSSL said NO_DECRYPT after
 // keysvc opened the ticket's keys: OpenSSL 3.0 does not tell a bad MAC from bad padding
 // or an unparseable session, and checks the MAC first), decrypt_failure (decrypted, but
 // keysvc's app-data record is missing or malformed) and max_session_age. The exact rules
@@ -64,7 +68,11 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
 // finished, keysvc not installed, no encrypt generation).
 bool push_ticket_if_rotated(SSL* ssl);
 
-// What the ticket callbacks have seen on one SSL_CTX since install().
+// What the ticket callbacks have seen, computed from the service's one counter set
+// (usage.h): so the figures are those of the service installed on the SSL_CTX, across
+// every SSL_CTX it is installed on. "resumed" is counted when a handshake is done and
+// SSL_session_reused() says so (through the SSL_CTX's info callback, which install()
+// chains after the server's own: a server that replaces it afterwards loses that count).
 struct TicketCallbackCounters {
   std::uint64_t issued = 0;            // tickets encrypted
   std::uint64_t issue_failed = 0;      // no ticket sent (HSM failure, no generation)
@@ -79,8 +87,11 @@ struct TicketCallbackCounters {
   std::uint64_t empty_ticket = 0;         // TLS 1.2 client asked for a ticket without presenting one
   std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age
   std::uint64_t pushed = 0;               // tickets pushed after a rotation (push_ticket_if_rotated)
+  std::uint64_t over_cap = 0;             // tickets beyond the per-handshake cap, refused unopened
 };
-// Counters for `ctx`, all zero if keysvc is not installed on it.
+// Counters of the service installed on `ctx`, all zero if keysvc is not installed on it.
 TicketCallbackCounters counters(const SSL_CTX* ctx);
+// The same figures from a snapshot of a service's counters.
+TicketCallbackCounters counters_of(const TicketCounters::Snapshot& snapshot);
 
 }  // namespace keysvc::openssl

@@ -1,0 +1,56 @@
+#include "keysvc/hsm/rescan.h"
+
+#include <iterator>
+#include <thread>
+
+#include "keysvc/hsm/error.h"
+
+namespace keysvc::hsm {
+
+bool RescanPreparer::Marker::operator==(const Marker& o) const noexcept {
+  return valid == o.valid && mtime.tv_sec == o.mtime.tv_sec && mtime.tv_nsec == o.mtime.tv_nsec && size == o.size &&
+         inode == o.inode;
+}
+
+RescanPreparer::RescanPreparer(Token token)
+    : token_(std::move(token)) {}
+
+RescanPreparer::Marker RescanPreparer::read_marker() const {
+  Marker m;
+  const std::string& file = token_.profile().store_file;
+  struct stat st {};
+  if (file.empty() || ::stat(file.c_str(), &st) != 0) return m;  // invalid: always restart
+  m.valid = true;
+  m.mtime = st.st_mtim;
+  m.size = st.st_size;
+  m.inode = st.st_ino;
+  return m;
+}
+
+bool RescanPreparer::before_scan(std::chrono::milliseconds max_wait) {
+  if (sees_changes_without_restart()) return false;
+  std::lock_guard lock(mutex_);
+  Module& module = *token_.module();
+  // Read before the restart: a change landing between this stat and the module's
+  // C_Initialize differs from `now` at the next scan and costs one more restart, never
+  // a missed change.
+  const Marker now = read_marker();
+  if (now.valid && now == seen_) return false;
+  // tpm2-pkcs11's C_Initialize fails (CKR_GENERAL_ERROR) while another process holds its
+  // SQLite store busy: a failed restart leaves the module uninitialised, so try again
+  // at once rather than leave every call failing until the next scan.
+  static constexpr std::chrono::milliseconds kPauses[] = {std::chrono::milliseconds(20), std::chrono::milliseconds(50),
+                                                          std::chrono::milliseconds(100)};
+  for (std::size_t retry = 0;; ++retry) {
+    try {
+      if (!module.restart(max_wait)) return false;
+      seen_ = now;
+      return true;
+    } catch (const Pkcs11Error&) {
+      if (retry >= std::size(kPauses)) throw;
+      std::this_thread::sleep_for(kPauses[retry]);
+    }
+  }
+}
+
+}  // namespace keysvc::hsm

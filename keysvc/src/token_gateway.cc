@@ -1,0 +1,154 @@
+#include "keysvc/token_gateway.h"
+
+#include "keysvc/hsm/module.h"
+#include "keysvc/hsm/token.h"
+#include "keysvc/hsm/token_uri.h"
+#include "keysvc/log.h"
+
+namespace keysvc {
+
+namespace {
+
+
+// Calls still in the module get this long to return before a restart gives up (a call
+// hung longer keeps the module from being finalized under it: tried again later).
+constexpr std::chrono::milliseconds kRestartInFlightWait{100};
+
+}  // namespace
+
+std::unique_ptr<hsm::SessionPool> TokenGateway::open_bare_pool(const Config& config,
+                                                              std::optional<hsm::PinSource> pin) {
+  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
+  std::string module_path = config.hsm.module.empty() ? uri.module_path().value_or("") : config.hsm.module;
+  if (module_path.empty()) throw ConfigError("no PKCS#11 module: set hsm.module");
+  hsm::PinSource source = pin ? std::move(*pin) : pin_source_of(config);
+  auto module = hsm::Module::load(module_path);
+  hsm::Token token = hsm::Token::find(module, uri);
+  auto pool = std::make_unique<hsm::SessionPool>(std::move(token), std::move(source), config.hsm.sessions);
+  pool->warm_up();  // a wrong PIN or a locked token fails here, at start-up
+  return pool;
+}
+
+std::unique_ptr<TokenGateway> TokenGateway::open(const Config& config, std::optional<hsm::PinSource> pin) {
+  auto pool = open_bare_pool(config, std::move(pin));
+  HsmGuard::Options options{config.hsm.call_timeout,
+                            {config.hsm.breaker_threshold, config.hsm.breaker_backoff},
+                            config.hsm.sessions,
+                            config.hsm.maintenance_timeout};
+  return std::unique_ptr<TokenGateway>(new TokenGateway(std::move(pool), options));
+}
+
+TokenGateway::TokenGateway(std::unique_ptr<hsm::SessionPool> pool, HsmGuard::Options options)
+    : pool_(std::move(pool)),
+      options_(options),
+      guard_(std::make_unique<HsmGuard>(*pool_, options_)),
+      rescan_(pool_->token()) {}
+
+TokenGateway::~TokenGateway() { guard_.reset(); }
+
+TokenGateway::Result TokenGateway::run(Work work, Lane lane) noexcept {
+  Result r = lane == Lane::kTicket
+                 ? guard_->run(std::move(work), HsmGuard::Admission::kBreaker, options_.call_timeout)
+                 : guard_->run(std::move(work), HsmGuard::Admission::kBypassBreaker, options_.maintenance_timeout);
+  if (r.outcome == Outcome::kFailed && (lane == Lane::kMaintenance || r.probe)) note(r);
+  return r;
+}
+
+bool TokenGateway::device_gone(CK_RV rv) noexcept {
+  // The session codes count because the call was already retried on a fresh session.
+  return rv == CKR_DEVICE_REMOVED || rv == CKR_DEVICE_ERROR || rv == CKR_TOKEN_NOT_PRESENT ||
+         rv == CKR_CRYPTOKI_NOT_INITIALIZED || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+}
+
+void TokenGateway::note(const Result& r) noexcept {
+  // A login or session open that keeps failing with CKR_GENERAL_ERROR (after the login's
+  // own retries) is a module whose view of the token broke: SoftHSM after its token
+  // folder was unreachable answers so until it is initialised again.
+  bool broken_login = false;
+  if (r.rv == CKR_GENERAL_ERROR && r.exception) {
+    try {
+      std::rethrow_exception(r.exception);
+    } catch (const hsm::Pkcs11Error& e) {
+      broken_login = e.operation() == "C_Login" || e.operation() == "C_OpenSession";
+    } catch (...) {
+    }
+  }
+  if (device_gone(r.rv) || broken_login) request_module_restart();
+}
+
+void TokenGateway::request_module_restart() noexcept {
+  // Woken every time (a request the backoff held back is retried at the next one; the
+  // breaker lets at most one probe fail per backoff, so this stays rare).
+  restart_requested_.store(true, std::memory_order_relaxed);
+  if (wake_) wake_();
+}
+
+bool TokenGateway::restart_module_if_requested() noexcept {
+  if (!restart_requested_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lock(restart_mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  if (last_restart_ != std::chrono::steady_clock::time_point{} && now - last_restart_ < options_.breaker.backoff)
+    return false;  // asked again soon: the request stays for the next turn
+  restart_requested_.store(false, std::memory_order_relaxed);
+  last_restart_ = now;
+  hsm::Module& module = *pool_->token().module();
+  try {
+    if (!module.restart(kRestartInFlightWait)) {
+      if (!module.only_user()) {
+        static std::once_flag said;
+        std::call_once(said, [&] {
+          logger()->info("HSM module {} is shared with another user in this process: not restarting it",
+                         module.path());
+        });
+      }
+      return false;
+    }
+    module_restarts_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  } catch (const std::exception& e) {
+    logger()->debug("PKCS#11 module restart: {} (the next failed call asks again)", e.what());
+    return false;
+  }
+}
+
+bool TokenGateway::prepare_for_scan() noexcept {
+  if (rescan_.sees_changes_without_restart()) return false;
+  try {
+    if (!rescan_.before_scan(kRestartInFlightWait)) return false;
+    module_restarts_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  } catch (const std::exception& e) {
+    logger()->warn("re-initialising the PKCS#11 module before a token scan failed: {}", e.what());
+    request_module_restart();
+    return false;
+  }
+}
+
+void TokenGateway::reset_after_fork() noexcept {
+  try {
+    pool_->token().module()->reinitialize_after_fork();
+  } catch (const std::exception& e) {
+    logger()->warn("C_Initialize after fork failed: {} (the next HSM call will tell)", e.what());
+  }
+  pool_->forget_after_fork();
+  // The parent's workers are not in this process: destroying their guard would join
+  // threads that do not exist. Leaked on purpose.
+  (void)guard_.release();
+  guard_ = std::make_unique<HsmGuard>(*pool_, options_);
+}
+
+std::uint64_t TokenGateway::module_generation() const noexcept { return pool_->token().module()->generation(); }
+
+hsm::CallStats& TokenGateway::call_stats() const noexcept { return pool_->token().module()->stats(); }
+
+TokenGateway::Counters TokenGateway::counters() const noexcept {
+  return {guard_->counters(), module_restarts_.load(std::memory_order_relaxed)};
+}
+
+void TokenGateway::rethrow_unless_ok(const Result& r) {
+  if (r.ok()) return;
+  if (r.exception) std::rethrow_exception(r.exception);
+  throw hsm::Error(r.error);
+}
+
+}  // namespace keysvc

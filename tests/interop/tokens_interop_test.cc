@@ -1,0 +1,97 @@
+// keysvc-tls-server with keysvc tickets on opencryptoki's soft token and on a software
+// TPM through tpm2-pkcs11 (tests/support/*_token.h), against openssl s_client and
+// gnutls-cli, TLS 1.3 and 1.2: a full handshake, then a resumption, on each. The
+// generation comes from `keysvcctl keys generate` (a TPM's keys come from its own tool:
+// the server does not rotate for itself there). SoftHSM runs the same checks in
+// tls_server_interop_test.cc.
+//
+// Every test name contains "interop" so `ctest -R interop` selects them.
+#include <gtest/gtest.h>
+
+#include <ostream>
+#include <regex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "opencryptoki_token.h"
+#include "process.h"
+#include "tls_server_process.h"
+#include "tpm_token.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using keysvc::test::describe;
+using keysvc::test::RunResult;
+using keysvc::test::TestBackend;
+using keysvc::test::TlsVersion;
+
+enum class Backend { kOpencryptoki, kTpm };
+using Param = std::tuple<Backend, TlsVersion>;
+
+// For gtest's listing of the parameter.
+void PrintTo(Backend b, std::ostream* os) { *os << (b == Backend::kOpencryptoki ? "opencryptoki" : "tpm"); }
+
+const TestBackend& backend_of(Backend b) {
+  if (b == Backend::kOpencryptoki) return keysvc::test::OpencryptokiToken::get();
+  return keysvc::test::TpmToken::get();
+}
+
+class TokenInterop : public ::testing::TestWithParam<Param> {};
+
+TEST_P(TokenInterop, KeysvcTicketsResumeWithSClientAndGnutlsCli) {
+  const auto& [which, v] = GetParam();
+  const TestBackend& b = backend_of(which);
+  b.clear();
+  const std::string config = b.dir() + "/interop.toml";
+  keysvc::test::write_test_file(config,
+                                "[hsm]\nmodule = \"" + b.module() + "\"\ntoken = \"" + b.token_uri() +
+                                    "\"\npin = \"file:pin\"\n\n[rotation]\nself_rotate = false\n\n[tickets]\n"
+                                    "create_if_empty = false\n",
+                                0600);
+  RunResult gen = keysvc::test::run({KEYSVCCTL_BIN, "--config", config, "keys", "generate"}, "", 120s);
+  ASSERT_EQ(gen.exit_code, std::optional<int>(0)) << describe(gen);
+
+  keysvc::test::TlsServerProcess server(KEYSVC_TLS_SERVER_BIN, {.tickets = "keysvc", .config = config});
+  const std::string sess = b.dir() + "/interop-session.pem";
+  RunResult first = keysvc::test::s_client(server.port(), v, "-sess_out", sess);
+  ASSERT_EQ(first.exit_code, std::optional<int>(0)) << describe(first);
+  RunResult again = keysvc::test::s_client(server.port(), v, "-sess_in", sess);
+  ASSERT_EQ(again.exit_code, std::optional<int>(0)) << describe(again);
+  EXPECT_NE(again.out.find(std::string("Reused, ") + keysvc::test::tls_version_name(v)), std::string::npos)
+      << describe(again);
+
+  std::vector<std::string> gnutls = {"gnutls-cli", "--port", std::to_string(server.port()), "--x509cafile",
+                                     keysvc::test::tls_cert_path(), "--resume"};
+  if (v == TlsVersion::kTls13) {
+    gnutls.push_back("--priority=NORMAL:-VERS-ALL:+VERS-TLS1.3");
+    gnutls.push_back("--waitresumption");
+  } else {
+    gnutls.push_back("--priority=NORMAL:-VERS-ALL:+VERS-TLS1.2");
+  }
+  gnutls.push_back("127.0.0.1");
+  RunResult g = keysvc::test::run(gnutls, "GET / HTTP/1.0\r\n\r\n", 30s);
+  ASSERT_EQ(g.exit_code, std::optional<int>(0)) << describe(g);
+  EXPECT_NE(g.out.find("This is a resumed session"), std::string::npos) << describe(g);
+
+  const std::string err = server.stop();
+  EXPECT_EQ(err.find(b.pin()), std::string::npos) << "the PIN appears in the server's log";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(keysvc tickets: issued=(\d+) .*resumed=(\d+))"))) << err;
+  EXPECT_GE(std::stol(m[1]), 2) << err;
+  EXPECT_GE(std::stol(m[2]), 2) << err;  // s_client's and gnutls-cli's resumptions, both keysvc's
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [which, v] = info.param;
+  return std::string(which == Backend::kOpencryptoki ? "opencryptoki" : "tpm") +
+         (v == TlsVersion::kTls13 ? "_tls13" : "_tls12");
+}
+
+INSTANTIATE_TEST_SUITE_P(interop, TokenInterop,
+                         ::testing::Combine(::testing::Values(Backend::kOpencryptoki, Backend::kTpm),
+                                            ::testing::Values(TlsVersion::kTls13, TlsVersion::kTls12)),
+                         param_name);
+
+}  // namespace
