@@ -1,11 +1,11 @@
 // keysvc_preload() and keysvc_service_open_preloaded() (keysvc_openssl.h): the
 // configuration and the PIN read once, in a server's privileged master, and the token
-// opened in each worker with the PIN from memory.
+// opened in each worker with the PIN from memory (OpenOptions::pin).
 #include <utility>
 
 #include "c_api_support.h"
+#include "keysvc/config.h"
 #include "keysvc/openssl/keysvc_openssl.h"
-#include "open_with_pin.h"
 
 struct keysvc_preloaded {
   keysvc::Config config;
@@ -22,7 +22,7 @@ extern "C" keysvc_preloaded* keysvc_preload(const char* config_path, char* err, 
   }
   return c_entry<keysvc_preloaded*>(err, err_len, nullptr, [&] {
     keysvc::Config config = keysvc::Config::load_file(config_path);
-    keysvc::hsm::SecretString pin = keysvc::openssl::detail::pin_source_of(config).read();
+    keysvc::hsm::SecretString pin = keysvc::pin_source_of(config).read();
     return new keysvc_preloaded{std::move(config), std::move(pin)};
   });
 }
@@ -34,7 +34,9 @@ extern "C" keysvc_service* keysvc_service_open_preloaded(const keysvc_preloaded*
     return nullptr;
   }
   return c_entry<keysvc_service*>(err, err_len, nullptr, [&] {
-    return new keysvc_service{keysvc::openssl::detail::open_with_pin(preloaded->config, preloaded->pin)};
+    keysvc::OpenOptions options;
+    options.pin = keysvc::hsm::PinSource::literal(keysvc::hsm::SecretString::copy_of(preloaded->pin.reveal()));
+    return new keysvc_service{keysvc::TicketKeyService::open(preloaded->config, std::move(options))};
   });
 }
 
