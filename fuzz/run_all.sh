@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make fuzz: every target in FUZZ_DIR/bin for SECONDS each, one after another; the new
 # corpus of each stays in FUZZ_DIR/fuzz-work/NAME/corpus (fuzz/corpus is not changed:
-# copy an input there by hand when it is worth keeping, e.g. a crash once fixed).
+# fuzz/merge_corpus.sh adds what brings new coverage; a crash, once fixed, goes there by
+# hand, named regress-*).
 # Usage: run_all.sh FUZZ_DIR SECONDS
 set -euo pipefail
 dir=$1 seconds=$2

@@ -33,6 +33,8 @@ PACKAGES=(
   python3
   # a real browser for the audit report's HTML page (headless: tests, demo screenshot)
   chromium
+  # core dumps of a running server (gcore) for the secret-memory test (docs/SECURITY.md)
+  gdb
 )
 
 missing=()

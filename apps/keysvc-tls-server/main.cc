@@ -18,6 +18,7 @@
 
 #include "cert.h"
 #include "keysvc/config.h"
+#include "keysvc/hsm/process_hardening.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ossl.h"
 #include "keysvc/openssl/ticket_adapter.h"
@@ -94,6 +95,9 @@ int run(const Options& o) {
   }
   if (!o.log_level.empty()) keysvc::set_log_level(o.log_level);
   auto log = keysvc::logger();
+  // Before any PIN or key is read: no core dump, no ptrace by the same user, unless the
+  // config asks for them ([process] core_dumps; docs/SECURITY.md).
+  if (config) keysvc::hsm::harden_process(config->process.core_dumps);
 
   tls_server::StopSignal stop;
   stop.catch_signals();

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "key_supply.h"
 #include "lifecycle.h"
+#include "keysvc/hsm/login_policy.h"
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/rescan.h"
 #include "keysvc/key_name.h"
@@ -55,18 +56,7 @@ void sleep_unless_stopped(std::chrono::seconds period) {
 }
 
 // Errors after which retrying would only repeat a wrong PIN (and may lock the token).
-bool is_pin_error(const hsm::Pkcs11Error& e) {
-  switch (e.rv()) {
-    case CKR_PIN_INCORRECT:
-    case CKR_PIN_INVALID:
-    case CKR_PIN_LEN_RANGE:
-    case CKR_PIN_EXPIRED:
-    case CKR_PIN_LOCKED:
-      return true;
-    default:
-      return false;
-  }
-}
+bool is_pin_error(const hsm::Pkcs11Error& e) { return hsm::LoginPolicy::is_pin_refusal(e.rv()); }
 
 Json result_json(const keysvc::RotationResult& r, std::int64_t now) {
   Json j;

@@ -54,7 +54,7 @@ int status(const Cli& cli, bool json) {
 
   if (json) {
     Json token;
-    token["uri"] = config.hsm.token_uri;
+    token["uri"] = config.hsm.token_uri.text();
     token["label"] = info.label;
     token["serial"] = info.serial;
     token["model"] = info.model;

@@ -95,6 +95,9 @@ std::string rv_name(CK_RV rv) {
 Pkcs11Error::Pkcs11Error(std::string operation, CK_RV rv)
     : Error(operation + ": " + rv_name(rv)), operation_(std::move(operation)), rv_(rv) {}
 
+Pkcs11Error::Pkcs11Error(std::string operation, CK_RV rv, const std::string& detail)
+    : Error(operation + ": " + rv_name(rv) + " (" + detail + ")"), operation_(std::move(operation)), rv_(rv) {}
+
 bool Pkcs11Error::rv_kills_session(CK_RV rv) noexcept {
   switch (rv) {
     case CKR_SESSION_HANDLE_INVALID:

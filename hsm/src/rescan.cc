@@ -3,6 +3,8 @@
 #include <iterator>
 #include <thread>
 
+#include <time.h>
+
 #include "keysvc/hsm/error.h"
 
 namespace keysvc::hsm {
@@ -27,6 +29,18 @@ RescanPreparer::Marker RescanPreparer::read_marker() const {
   return m;
 }
 
+bool RescanPreparer::recently_written(const Marker& m) {
+  // File times advance in coarse steps (the kernel's clock tick, a few ms), so a second
+  // write within the step of the one seen, leaving the size alike, looks like no write:
+  // the same reason git distrusts "racily clean" files. A marker younger than this is
+  // not trusted; a quiet token is older and costs a stat(2) per scan.
+  static constexpr std::int64_t kRacyNs = 2'000'000'000;
+  struct timespec now {};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const std::int64_t age = (now.tv_sec - m.mtime.tv_sec) * 1'000'000'000LL + (now.tv_nsec - m.mtime.tv_nsec);
+  return age < kRacyNs;
+}
+
 bool RescanPreparer::before_scan(std::chrono::milliseconds max_wait) {
   if (sees_changes_without_restart()) return false;
   std::lock_guard lock(mutex_);
@@ -35,7 +49,7 @@ bool RescanPreparer::before_scan(std::chrono::milliseconds max_wait) {
   // C_Initialize differs from `now` at the next scan and costs one more restart, never
   // a missed change.
   const Marker now = read_marker();
-  if (now.valid && now == seen_) return false;
+  if (now.valid && now == seen_ && !recently_written(now)) return false;
   // tpm2-pkcs11's C_Initialize fails (CKR_GENERAL_ERROR) while another process holds its
   // SQLite store busy: a failed restart leaves the module uninitialised, so try again
   // at once rather than leave every call failing until the next scan.

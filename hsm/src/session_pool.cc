@@ -3,7 +3,7 @@
 namespace keysvc::hsm {
 
 SessionPool::SessionPool(Token token, PinSource pin, std::size_t max_sessions)
-    : token_(std::move(token)), pin_(std::move(pin)), max_sessions_(max_sessions == 0 ? 1 : max_sessions) {}
+    : token_(std::move(token)), login_(std::move(pin)), max_sessions_(max_sessions == 0 ? 1 : max_sessions) {}
 
 SessionPool::~SessionPool() = default;
 
@@ -23,10 +23,7 @@ void SessionPool::give_back(std::unique_ptr<Session> session) noexcept {
 
 std::unique_ptr<Session> SessionPool::open_logged_in() {
   auto session = std::make_unique<Session>(token_, /*read_write=*/true);
-  if (!session->user_logged_in()) {
-    SecretString pin = pin_.read();
-    session->login(CKU_USER, pin);
-  }
+  if (!session->user_logged_in()) login_.log_in(*session);
   return session;
 }
 

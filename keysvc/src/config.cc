@@ -1,13 +1,18 @@
 #include "keysvc/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <optional>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <toml++/toml.h>
 
 #include "keysvc/hsm/token_uri.h"
+#include "keysvc/hsm/secret.h"
 #include "keysvc/listen_address.h"
 
 namespace keysvc {
@@ -23,12 +28,22 @@ std::string resolve(const std::string& base_dir, const std::string& path) {
   return (std::filesystem::path(base_dir) / path).lexically_normal().string();
 }
 
+// Every number keysvc reads from TOML goes through here: the node's value if it is a
+// TOML integer, else nothing. Never toml++'s converting value<std::int64_t>(), which
+// turns a float into an integer and, for a float beyond int64's range
+// (430145145266909266909865.0), does an out-of-range float-to-integer conversion:
+// undefined behaviour (found by fuzz/config_fuzzer). Floats are refused, not rounded.
+std::optional<std::int64_t> integer_of(const toml::node& n) {
+  if (const auto* i = n.as_integer()) return i->get();
+  return std::nullopt;
+}
+
 // Reads tables strictly: every key must be known, every value of the right type.
 class Reader {
  public:
   Reader(const toml::table& root, std::string source) : root_(root), source_(std::move(source)) {
     for (auto&& [k, v] : root_) {
-      static const std::set<std::string> sections{"hsm", "tickets", "rotation", "log", "audit", "metrics"};
+      static const std::set<std::string> sections{"hsm", "tickets", "rotation", "log", "audit", "metrics", "process"};
       if (!v.is_table() || !sections.count(std::string(k.str())))
         throw ConfigError(where(source_, k.source()) + "unknown section '" + std::string(k.str()) + "'");
     }
@@ -51,8 +66,8 @@ class Reader {
                        std::int64_t lo, std::int64_t hi) {
     const toml::node* n = get(section, key);
     if (!n) return fallback;
-    auto v = n->value<std::int64_t>();
-    if (!v || !n->is_integer()) throw bad(n, section, key, "an integer");
+    auto v = integer_of(*n);
+    if (!v) throw bad(n, section, key, "an integer");
     if (*v < lo || *v > hi)
       throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) +
                         " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
@@ -70,7 +85,7 @@ class Reader {
     const toml::node* n = get(section, key);
     if (!n) return fallback;
     try {
-      if (n->is_integer()) return parse_duration(std::to_string(*n->value<std::int64_t>()));
+      if (auto i = integer_of(*n)) return parse_duration(std::to_string(*i));
       if (auto s = n->value<std::string>()) return parse_duration(*s);
     } catch (const ConfigError& e) {
       throw ConfigError(where(source_, n->source()) + std::string(section) + "." + std::string(key) + ": " +
@@ -87,7 +102,7 @@ class Reader {
     const std::string name = std::string(section) + "." + std::string(key);
     std::chrono::milliseconds v{};
     try {
-      if (n->is_integer()) v = parse_duration_ms(std::to_string(*n->value<std::int64_t>()));
+      if (auto i = integer_of(*n)) v = parse_duration_ms(std::to_string(*i));
       else if (auto s = n->value<std::string>()) v = parse_duration_ms(*s);
       else throw bad(n, section, key, "a duration such as \"250ms\"");
     } catch (const ConfigError& e) {
@@ -175,6 +190,9 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   Config c;
   c.hsm.module = resolve(base_dir, r.string("hsm", "module", ""));
   c.hsm.token_uri = r.string("hsm", "token", "");
+  // The parsed tree must not keep a pin-value either (TokenUriText took it out).
+  if (auto* hsm_table = root["hsm"].as_table())
+    if (auto* token = hsm_table->get("token"); token && token->is_string()) hsm::wipe(token->as_string()->get());
   c.hsm.pin_source = r.string("hsm", "pin", "");
   if (c.hsm.pin_source.starts_with("file:"))
     c.hsm.pin_source = "file:" + resolve(base_dir, c.hsm.pin_source.substr(5));
@@ -206,6 +224,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   rot.derivation = static_cast<int>(r.integer("rotation", "derivation", rot.derivation, 1, 2));
   c.log_level = r.string("log", "level", "info");
   c.metrics.listen = r.string("metrics", "listen", "");
+  c.process.core_dumps = r.boolean("process", "core_dumps", c.process.core_dumps);
   c.audit.path = resolve(base_dir, r.string("audit", "path", ""));
   c.audit.seal_interval = r.duration("audit", "seal_interval", c.audit.seal_interval);
   c.audit.summary_interval = r.duration("audit", "summary_interval", c.audit.summary_interval);
@@ -240,13 +259,48 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   return c;
 }
 
+namespace {
+
+// The file's text in one buffer of its own, wiped after parsing: a token URI in it may
+// carry a pin-value (no stream buffers that would be freed with the text in them).
+std::string read_config_text(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) throw ConfigError("cannot read config file " + path);
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) throw ConfigError("cannot read config file " + path);
+  constexpr off_t kMaxBytes = 1 << 20;
+  if (st.st_size > kMaxBytes) throw ConfigError("config file " + path + " is larger than 1 MiB");
+  std::string text(static_cast<std::size_t>(st.st_size) + 1, '\0');  // one more: a file that grew
+  std::size_t got = 0;
+  while (got < text.size()) {
+    ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      hsm::wipe(text);
+      throw ConfigError("cannot read config file " + path);
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  if (got == text.size()) {
+    hsm::wipe(text);
+    throw ConfigError("config file " + path + " changed while it was read");
+  }
+  text.resize(got);
+  return text;
+}
+
+}  // namespace
+
 Config Config::load_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError("cannot read config file " + path);
-  std::stringstream text;
-  text << in.rdbuf();
+  std::string text = read_config_text(path);
+  hsm::WipeOnExit wipe_text(text);
   std::string dir = std::filesystem::absolute(path).parent_path().string();
-  Config c = parse(text.str(), path, dir);
+  Config c = parse(text, path, dir);
   c.source = std::filesystem::absolute(path).lexically_normal().string();
   return c;
 }

@@ -8,11 +8,6 @@
 
 namespace keysvc {
 
-void TicketKeys::wipe() noexcept {
-  hsm::wipe(aes_key.data(), aes_key.size());
-  hsm::wipe(hmac_key.data(), hmac_key.size());
-}
-
 DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv) {
   DerivationMessage m{};
   auto out = std::copy(label.begin(), label.end(), m.begin());
@@ -37,16 +32,10 @@ void derive_ticket_keys(hsm::Session& session, const Generation& generation, con
   if (generation.handles_predate(session.generation()))
     throw hsm::Pkcs11Error("C_SignInit (key handles from before a module restart)", CKR_KEY_HANDLE_INVALID);
   if (generation.derivation == 2) {
-    std::array<std::uint8_t, hsm::kHmacSha512Bytes> both{};
-    try {
-      hsm::hmac_sha512(session, generation.enc_signing_key(), derivation_message_v2(generation.name, iv), both);
-    } catch (...) {
-      hsm::wipe(both.data(), both.size());
-      throw;
-    }
-    std::copy(both.begin(), both.begin() + kTicketKeyBytes, out.aes_key.begin());
-    std::copy(both.begin() + kTicketKeyBytes, both.end(), out.hmac_key.begin());
-    hsm::wipe(both.data(), both.size());
+    hsm::SecureBuffer<hsm::kHmacSha512Bytes> both;  // wiped when it goes, on every path
+    hsm::hmac_sha512(session, generation.enc_signing_key(), derivation_message_v2(generation.name, iv), both.span());
+    std::copy(both.data(), both.data() + kTicketKeyBytes, out.aes_key.begin());
+    std::copy(both.data() + kTicketKeyBytes, both.data() + 2 * kTicketKeyBytes, out.hmac_key.begin());
     return;
   }
   hsm::hmac_sha256(session, generation.enc_signing_key(), derivation_message(kAesKeyLabel, generation.name, iv),

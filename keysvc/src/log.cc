@@ -2,7 +2,18 @@
 
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include "keysvc/hsm/report.h"
+
 namespace keysvc {
+
+namespace {
+void log_hsm_report(hsm::ReportLevel level, std::string_view line) {
+  logger()->log(level == hsm::ReportLevel::kError ? spdlog::level::err : spdlog::level::warn, "{}", line);
+}
+// The hsm layer's reports (a refused PIN, unlockable secure memory) go to keysvc's log
+// from the start, in every program that links keysvc.
+[[maybe_unused]] const bool g_hsm_reports_logged = (hsm::set_report_sink(&log_hsm_report), true);
+}  // namespace
 
 std::shared_ptr<spdlog::logger> logger() {
   static std::shared_ptr<spdlog::logger> log = [] {

@@ -16,6 +16,11 @@ void RingStore::listen(Listener listener) { listeners_.push_back(std::move(liste
 
 RingStore::ScanResult RingStore::scan() noexcept {
   std::lock_guard serial(scan_mutex_);
+  scanning_.store(true, std::memory_order_relaxed);
+  struct Done {
+    std::atomic<bool>& flag;
+    ~Done() { flag.store(false, std::memory_order_relaxed); }
+  } done{scanning_};
   std::shared_ptr<const KeyRing> installed;
   gateway_.prepare_for_scan();  // a token that needs a re-initialise to show others' changes
   try {

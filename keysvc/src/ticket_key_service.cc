@@ -157,7 +157,12 @@ void TicketKeyService::fill_issue_pool() noexcept {
     auto ring = rings_->current();
     const Generation* g = ring->encrypt_generation(unix_now());
     if (g == nullptr || issue_pool_->missing(g->name) == 0) return;
-    auto entry = std::make_unique<IssueKeys>();
+    std::unique_ptr<IssueKeys> entry;
+    try {
+      entry = std::make_unique<IssueKeys>();
+    } catch (const std::bad_alloc&) {
+      return;  // no secure memory left: the next run tries again
+    }
     entry->name = g->name;
     if (RAND_bytes(entry->iv.data(), static_cast<int>(entry->iv.size())) != 1) return;
     if (!derive(ring, g, entry->iv, entry->keys)) return;  // counted; the next run retries
@@ -167,15 +172,20 @@ void TicketKeyService::fill_issue_pool() noexcept {
 
 bool TicketKeyService::rescan(Throttle& throttle, std::chrono::milliseconds interval, bool* asked) noexcept {
   using std::chrono::steady_clock;
+  const std::uint64_t seen = rings_->scans_finished();
+  const auto wait = config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
   const auto span = std::chrono::duration_cast<steady_clock::duration>(interval).count();
   const auto now = steady_clock::now().time_since_epoch().count();
   auto last = throttle.last.load(std::memory_order_relaxed);
-  if ((last != 0 && now - last < span) || !throttle.last.compare_exchange_strong(last, now)) return false;
+  if ((last != 0 && now - last < span) || !throttle.last.compare_exchange_strong(last, now)) {
+    // Throttled: no new scan, but one in progress (another handshake's, or the one that
+    // restarted the module and is reading the new handles) is still worth its wait.
+    return !maintenance_->on_thread() && rings_->scanning() &&
+           rings_->wait_for_scan(seen, steady_clock::now() + wait);
+  }
   if (asked != nullptr) *asked = true;
-  const std::uint64_t seen = rings_->scans_finished();
   maintenance_->request(scan_task_);
   if (maintenance_->on_thread()) return rings_->scan() == RingStore::ScanResult::kInstalled;
-  const auto wait = config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
   return rings_->wait_for_scan(seen, steady_clock::now() + wait);
 }
 
@@ -198,12 +208,25 @@ bool TicketKeyService::derive(std::shared_ptr<const KeyRing>& ring, const Genera
   // Handles become void with a module restart or a token reset: a rescan reads them
   // again (at most once a second, or once per breaker backoff if shorter).
   const auto stale_interval = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), config_.hsm.breaker_backoff);
+  // Moves `ring` and `g` to a newer ring whose handles are current: the installed one if
+  // it is newer already (the scan that restarted the module may have read the new
+  // handles meanwhile), else after a rescan. False if there is none.
   auto reread = [&] {
-    if (!rescan(stale_handle_rescans_, stale_interval)) return false;
-    ring = rings_->current();
+    auto usable_now = [&](const KeyRing& r) {
+      const Generation* x = r.find(name);
+      return x != nullptr && !x->handles_predate(gateway_->module_generation());
+    };
+    auto current = rings_->current();
+    if (current == ring || !usable_now(*current)) {
+      rescan(stale_handle_rescans_, stale_interval);
+      current = rings_->current();
+    }
+    if (current == ring) return false;
+    ring = std::move(current);
     g = ring->find(name);
-    return g != nullptr;
+    return g != nullptr && usable_now(*ring);
   };
+
   // The ring was read before a module restart: read it again first rather than fail this
   // derivation, which may be the breaker's probe (a failed probe keeps it open).
   if (g->handles_predate(gateway_->module_generation()) && !reread() && g == nullptr) {

@@ -1,6 +1,7 @@
 #include "keysvc/token_gateway.h"
 
 #include "keysvc/hsm/module.h"
+#include "keysvc/hsm/process_hardening.h"
 #include "keysvc/hsm/token.h"
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/log.h"
@@ -11,8 +12,11 @@ namespace {
 
 
 // Calls still in the module get this long to return before a restart gives up (a call
-// hung longer keeps the module from being finalized under it: tried again later).
+// hung longer keeps the module from being finalized under it: tried again later). A
+// planned re-initialise before a scan waits longer: on a busy TPM one call can queue
+// behind others' in the resource manager for a good part of a second.
 constexpr std::chrono::milliseconds kRestartInFlightWait{100};
+constexpr std::chrono::milliseconds kRescanInFlightWait{750};
 
 }  // namespace
 
@@ -30,6 +34,8 @@ std::unique_ptr<hsm::SessionPool> TokenGateway::open_bare_pool(const Config& con
 }
 
 std::unique_ptr<TokenGateway> TokenGateway::open(const Config& config, std::optional<hsm::PinSource> pin) {
+  // The process is about to hold the PIN and keys: no core dumps ([process] core_dumps).
+  hsm::harden_process(config.process.core_dumps);
   auto pool = open_bare_pool(config, std::move(pin));
   HsmGuard::Options options{config.hsm.call_timeout,
                             {config.hsm.breaker_threshold, config.hsm.breaker_backoff},
@@ -114,7 +120,7 @@ bool TokenGateway::restart_module_if_requested() noexcept {
 bool TokenGateway::prepare_for_scan() noexcept {
   if (rescan_.sees_changes_without_restart()) return false;
   try {
-    if (!rescan_.before_scan(kRestartInFlightWait)) return false;
+    if (!rescan_.before_scan(kRescanInFlightWait)) return false;
     module_restarts_.fetch_add(1, std::memory_order_relaxed);
     return true;
   } catch (const std::exception& e) {

@@ -631,10 +631,12 @@ INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation,
                                            FleetParam{TlsVersion::kTls13, Hsm::kP11Kit},
                                            FleetParam{TlsVersion::kTls13, Hsm::kOpencryptoki}),
                          fleet_param_name);
-// On a TPM: disabled until servers re-initialise the module before a rescan when the
-// token changed (hsm::RescanPreparer::before_scan in the ring store's scan) and hold
-// ticket-path calls across that re-initialise instead of failing them; without both a
-// server never sees the rotator's new generations (docs/DEPLOYMENT.md, "Compatibility").
+// On a TPM: servers re-initialise the module before a scan when the token changed
+// (TokenGateway::prepare_for_scan) and ticket calls wait at the module's gate meanwhile.
+// With per-ticket derivation in the TPM (about 300 HMAC/s for the whole TPM, shared by
+// three servers, the rotator's key tool and the load) a run still has 0 or 1 resumption
+// failures in 400 (a server sees a new generation late): disabled until the epoch tier
+// takes the TPM off the handshake path.
 INSTANTIATE_TEST_SUITE_P(DISABLED_fleet_tpm, FleetRotation, ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kTpm}),
                          fleet_param_name);
 
@@ -705,7 +707,7 @@ INSTANTIATE_TEST_SUITE_P(fleet, FleetRevocation,
                                            FleetParam{TlsVersion::kTls12, Hsm::kOpencryptoki}),
                          fleet_param_name);
 // On a TPM: disabled for the reason given above FleetRotation's TPM instance.
-INSTANTIATE_TEST_SUITE_P(DISABLED_fleet_tpm, FleetRevocation,
+INSTANTIATE_TEST_SUITE_P(fleet_tpm, FleetRevocation,
                          ::testing::Values(FleetParam{TlsVersion::kTls12, Hsm::kTpm}), fleet_param_name);
 
 // ---- 3. the operator's rotator outlives the loss of the network HSM ----

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <array>
+#include <string_view>
 #include <string>
 #include <utility>
 
@@ -61,9 +63,36 @@ TEST(SecretString, MoveAssignWipesTheOldValue) {
   target = std::move(source);
   EXPECT_EQ(target.reveal(), "new-value");
   EXPECT_TRUE(source.empty());  // NOLINT(bugprone-use-after-move)
-  // The old value's buffer now belongs to `source` (swapped) and has been wiped.
-  EXPECT_EQ(source.reveal().data(), old);
+  // The old value's block went back to secure memory, wiped: the next secret of its
+  // size gets it, all zero.
+  SecretString next = SecretString::with_capacity(64);
+  ASSERT_EQ(next.buffer().data(), old);
   EXPECT_TRUE(std::all_of(old, old + 64, [](char c) { return c == '\0'; }));
+}
+
+TEST(SecretString, LivesInSecureMemory) {
+  SecretString s("pin-in-secure-memory");
+  EXPECT_TRUE(is_secure_memory(s.reveal().data(), s.size()));
+  const std::string plain = "not a secret";
+  EXPECT_FALSE(is_secure_memory(plain.data(), plain.size()));
+}
+
+TEST(SecretString, FilledInPlace) {
+  SecretString s = SecretString::with_capacity(40);
+  EXPECT_TRUE(s.empty());
+  EXPECT_EQ(s.capacity(), 40u);
+  std::string_view text = "filled-in-place\n";
+  text.copy(s.buffer().data(), text.size());
+  s.resize(text.size() - 1);
+  EXPECT_EQ(s.reveal(), "filled-in-place");
+  EXPECT_EQ(s.buffer()[text.size() - 1], '\0') << "the byte after the new end is wiped";
+  EXPECT_THROW(s.resize(41), std::length_error);
+}
+
+TEST(SecretString, AtMost256Bytes) {
+  EXPECT_EQ(SecretString(std::string(kMaxSecretBytes, 'x')).size(), kMaxSecretBytes);
+  EXPECT_THROW(SecretString(std::string(kMaxSecretBytes + 1, 'x')), std::length_error);
+  EXPECT_THROW(SecretString::with_capacity(kMaxSecretBytes + 1), std::length_error);
 }
 
 }  // namespace

@@ -178,6 +178,23 @@ TEST(Config, PinSourcesOtherThanRelativeFilesAreKept) {
   EXPECT_EQ(Config::parse(kMinimal + "pin = \"file:p\"\n", "t", "/base").hsm.pin_source, "file:/base/p");
 }
 
+// A pin-value in hsm.token is kept in secure memory, never in the config's text.
+TEST(Config, PinValueIsNotInTheTokenText) {
+  Config c = Config::parse("[hsm]\nmodule = \"/m.so\"\ntoken = \"pkcs11:token=t?pin-value=Cfg%2DPin\"\n", "t", "/base");
+  EXPECT_EQ(c.hsm.token_uri.text(), "pkcs11:token=t");
+  ASSERT_NE(c.hsm.token_uri.pin_value(), nullptr);
+  EXPECT_EQ(c.hsm.token_uri.pin_value()->reveal(), "Cfg-Pin");
+  Config copy = c;
+  EXPECT_EQ(copy.hsm.token_uri.pin_value()->reveal(), "Cfg-Pin");
+}
+
+TEST(Config, ProcessSection) {
+  EXPECT_FALSE(Config::parse(kMinimal, "t", "/base").process.core_dumps);
+  EXPECT_TRUE(Config::parse(kMinimal + "[process]\ncore_dumps = true\n", "t", "/base").process.core_dumps);
+  expect_error(kMinimal + "[process]\ncore_dumps = 1\n", 5, "process.core_dumps must be true or false");
+  expect_error(kMinimal + "[process]\ncoredumps = true\n", 5, "unknown key 'process.coredumps'");
+}
+
 TEST(Config, IntegerDurationsAreSeconds) {
   Config c = Config::parse(kMinimal + "[tickets]\nlifetime = 600\nmax_session_age = 7200\n", "t", "");
   EXPECT_EQ(c.tickets.lifetime, 600s);
@@ -224,6 +241,12 @@ TEST(ConfigErrors, UnknownSection) {
 TEST(ConfigErrors, WrongType) {
   expect_error(kMinimal + "sessions = \"4\"\n", 4, "hsm.sessions must be an integer");
   expect_error(kMinimal + "sessions = 4.0\n", 4, "hsm.sessions must be an integer");
+  // Beyond int64's range: refused as a float, never converted (that conversion is
+  // undefined behaviour, which the UBSan builds and the fuzz seed of the same name catch).
+  expect_error(kMinimal + "sessions = 430145145266909266909865.0\n", 4, "hsm.sessions must be an integer");
+  expect_error(kMinimal + "breaker_threshold = -1e300\n", 4, "hsm.breaker_threshold must be an integer");
+  expect_error(kMinimal + "call_timeout = 1e30\n", 4, "hsm.call_timeout must be a duration");
+  expect_error(kMinimal + "[tickets]\nlifetime = 9.3e18\n", 5, "tickets.lifetime must be a duration");
   expect_error("[hsm]\nmodule = 3\ntoken = \"pkcs11:token=t\"\n", 2, "hsm.module must be a string");
   expect_error(kMinimal + "[tickets]\ncreate_if_empty = 1\n", 5, "tickets.create_if_empty must be true or false");
   expect_error(kMinimal + "[tickets]\nlifetime = true\n", 5, "tickets.lifetime must be a duration");

@@ -11,6 +11,10 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <chrono>
 #include <optional>
@@ -74,6 +78,19 @@ struct RunResult {
 // Runs a command to completion, killing it if it takes longer than `timeout`.
 RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std::chrono::milliseconds timeout,
               const std::vector<std::string>& extra_env = {});
+
+// Runs child() in a forked child of this process and returns its exit code: what child()
+// returned (0..255), or 128 + N if a signal N ended it. For tests of what a process does
+// to itself (prctl, setuid, rlimits) or what a child sees after fork().
+template <class F>
+int in_forked_child(F child) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(child());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
 
 // Number of lines in `text` (a final line without '\n' counts).
 std::size_t count_lines(const std::string& text);

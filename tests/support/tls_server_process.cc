@@ -43,6 +43,10 @@ TlsServerProcess::TlsServerProcess(const std::string& bin, Options o) {
   }
   args.insert(args.end(), o.extra.begin(), o.extra.end());
   process_ = std::make_unique<Process>(server_argv(bin, args));
+  if (o.wait) wait_until_listening();
+}
+
+void TlsServerProcess::wait_until_listening() {
   auto m = process_->wait_for_stderr(std::regex(R"(listening on 127\.0\.0\.1:(\d+)\n)"), kStartTimeout);
   if (!m) {
     throw std::runtime_error("server did not start: " + process_->command_line() + "\n--- stderr\n" +

@@ -35,6 +35,7 @@ class TlsServerProcess {
     std::string tickets = "keysvc";  // or "openssl"
     std::string config;              // keysvc TOML; empty: the test token's keysvc.toml
     std::vector<std::string> extra;  // more arguments
+    bool wait = true;                // false: return once started; then wait_until_listening()
   };
   static constexpr std::chrono::seconds kStartTimeout{15};
   static constexpr std::chrono::seconds kStopTimeout{10};
@@ -42,6 +43,10 @@ class TlsServerProcess {
   // Starts the server and waits for its "listening on 127.0.0.1:PORT" line. Throws
   // std::runtime_error with its stderr if it does not start.
   TlsServerProcess(const std::string& bin, Options options);
+
+  // Waits for the "listening on" line (the constructor does, unless Options::wait is
+  // false). Throws std::runtime_error with its stderr if it does not come.
+  void wait_until_listening();
 
   int port() const { return port_; }
   // The port of "metrics on http://127.0.0.1:PORT/metrics", if the server printed it.

@@ -15,9 +15,11 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "app_data.h"
+#include "keysvc/hsm/secure_memory.h"
 #include "keysvc/log.h"
 #include "keysvc/ticket_rules.h"
 #include "keysvc/openssl/ticket_kdf.h"
@@ -93,11 +95,21 @@ Connection* connection_of(const SSL* s, bool make) {
 // derivations (and look like a thousand MAC failures). Beyond it: a full handshake.
 constexpr int kMaxTicketsPerHandshake = 2;
 
-// Wipes a stack buffer of key bytes when the scope ends, whatever the path.
+// Key bytes on their way from the KDF into OpenSSL's contexts: secure memory (locked,
+// left out of core dumps), wiped when the scope ends, whatever the path. Empty when no
+// secure block is left (then no ticket this time).
 template <std::size_t N>
-struct WipedBuffer {
-  unsigned char bytes[N];
-  ~WipedBuffer() { OPENSSL_cleanse(bytes, N); }
+struct KeyBuffer {
+  std::optional<hsm::SecureBuffer<N>> buffer;
+  KeyBuffer() noexcept {
+    try {
+      buffer.emplace();
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  explicit operator bool() const noexcept { return buffer.has_value(); }
+  unsigned char* bytes() const noexcept { return buffer->data(); }
+  static constexpr std::size_t size = N;
 };
 
 using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)>;
@@ -129,22 +141,26 @@ bool set_mac_key(const AdapterState& st, EVP_MAC_CTX* hctx, const unsigned char*
 // enc=1: returns 1 with a ticket key set up, or 0 (no ticket this time).
 int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                  EVP_MAC_CTX* hctx) {
-  WipedBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES> out;
+  KeyBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES> out;
+  if (!out) {
+    st.service->count(TicketEvent::kIssueFailed);
+    return 0;
+  }
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
       OSSL_PARAM_construct_end(),
   };
-  const unsigned char* aes_key = out.bytes + kKeyNameBytes + kIvBytes;
+  const unsigned char* aes_key = out.bytes() + kKeyNameBytes + kIvBytes;
   const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
-  if (kctx && EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params) != 1) return 0;  // counted there
-  if (!kctx || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes + kKeyNameBytes, nullptr) != 1 ||
+  if (kctx && EVP_KDF_derive(kctx.get(), out.bytes(), out.size, params) != 1) return 0;  // counted there
+  if (!kctx || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
       !set_mac_key(st, hctx, hmac_key)) {
     st.service->count(TicketEvent::kIssueFailed);
     return 0;
   }
-  std::memcpy(key_name, out.bytes, kKeyNameBytes);
-  std::memcpy(iv, out.bytes + kKeyNameBytes, kIvBytes);
+  std::memcpy(key_name, out.bytes(), kKeyNameBytes);
+  std::memcpy(iv, out.bytes() + kKeyNameBytes, kIvBytes);
   if (Connection* c = connection_of(s, true)) {
     c->last_issued.emplace();
     std::memcpy(c->last_issued->data(), key_name, kKeyNameBytes);
@@ -164,7 +180,11 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
     return 0;
   }
   ++c->tickets_opened;
-  WipedBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
+  KeyBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
+  if (!out) {
+    st.service->record(t_last_open.name, TicketOutcome::kHsmError);
+    return 0;
+  }
   KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
   if (!kctx) {
     st.service->record(t_last_open.name, TicketOutcome::kHsmError);
@@ -176,13 +196,13 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
       OSSL_PARAM_construct_octet_string(KEYSVC_KDF_PARAM_IV, iv, kIvBytes),
       OSSL_PARAM_construct_end(),
   };
-  int derived = EVP_KDF_derive(kctx.get(), out.bytes, sizeof out.bytes, params);
+  int derived = EVP_KDF_derive(kctx.get(), out.bytes(), out.size, params);
   int status = 0;
   OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
   EVP_KDF_CTX_get_params(kctx.get(), get);
   if (derived != 1) return 0;  // the service counted why (unknown, retired, HSM error)
-  if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes, iv, nullptr) != 1 ||
-      !set_mac_key(st, hctx, out.bytes + kTicketKeyBytes)) {
+  if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes(), iv, nullptr) != 1 ||
+      !set_mac_key(st, hctx, out.bytes() + kTicketKeyBytes)) {
     st.service->record(t_last_open.name, TicketOutcome::kDecryptFailure);
     return 0;
   }

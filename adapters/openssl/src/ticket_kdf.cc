@@ -77,7 +77,7 @@ const OSSL_PARAM* kdf_settable_ctx_params(void*, void*) {
   return params;
 }
 
-int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PARAM params[]) {
+int kdf_derive_keys(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PARAM params[]) {
   auto* ctx = static_cast<KdfContext*>(vctx);
   if (!kdf_set_ctx_params(vctx, params)) return 0;
   switch (ctx->operation) {
@@ -122,6 +122,16 @@ int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PA
       return 0;
   }
   return 0;
+}
+
+// OpenSSL calls in from C: nothing may escape (the key buffers take secure memory,
+// which can run out: then no ticket this time).
+int kdf_derive(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PARAM params[]) {
+  try {
+    return kdf_derive_keys(vctx, out, outlen, params);
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 int kdf_get_ctx_params(void* vctx, OSSL_PARAM params[]) {

@@ -37,6 +37,7 @@ std::string format_uri(P11KitUri* uri, P11KitUriType type) {
 struct KeyUri {
   UriPtr uri;
   std::string shown;
+  std::shared_ptr<const hsm::SecretString> pin_value;  // the URI's, in secure memory
   std::optional<std::string> label;
   std::optional<std::vector<unsigned char>> id;
 };
@@ -45,21 +46,19 @@ KeyUri parse_key_uri(std::string_view text) {
   KeyUri k;
   k.uri.reset(p11_kit_uri_new());
   if (!k.uri) throw std::bad_alloc();
-  std::string copy(text);
-  hsm::WipeOnExit wipe_copy(copy);  // it may carry a pin-value
-  const bool has_pin_value = copy.find("pin-value") != std::string::npos;
-  int rc = p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_OBJECT_ON_TOKEN, k.uri.get());
-  if (rc != P11_KIT_URI_OK)
-    throw ConfigError("invalid PKCS#11 key URI '" + (has_pin_value ? std::string("(URI with pin-value)") : copy) +
+  // A pin-value goes to secure memory first: p11-kit never sees it, the text never has it.
+  const hsm::TokenUriText split{std::string(text)};
+  k.pin_value = split.pin_value();
+  k.shown = split.text();
+  int rc = p11_kit_uri_parse(k.shown.c_str(), P11_KIT_URI_FOR_OBJECT_ON_TOKEN, k.uri.get());
+  if (rc != P11_KIT_URI_OK) {
+    const std::size_t query = k.shown.find('?');
+    throw ConfigError("invalid PKCS#11 key URI '" +
+                      (query == std::string::npos ? k.shown : k.shown.substr(0, query) + "?...") +
                       "': " + p11_kit_uri_message(rc));
-  if (has_pin_value) {
-    UriPtr shown(p11_kit_uri_new());
-    p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_ANY, shown.get());
-    p11_kit_uri_set_pin_value(shown.get(), nullptr);
-    k.shown = format_uri(shown.get(), P11_KIT_URI_FOR_ANY);
-  } else {
-    k.shown = copy;
   }
+  if (p11_kit_uri_get_pin_value(k.uri.get()) != nullptr)
+    throw ConfigError("invalid PKCS#11 key URI (URI with pin-value): write its pin-value as a plain pin-value=... query attribute");
 
   if (CK_ATTRIBUTE_PTR cls = p11_kit_uri_get_attribute(k.uri.get(), CKA_CLASS)) {
     CK_OBJECT_CLASS value = 0;
@@ -122,8 +121,7 @@ bool key_matches(const PKCS11_KEY& key, const KeyUri& uri) {
 
 hsm::PinSource pin_for(const KeyUri& k, const TokenKeyDefaults& defaults) {
   if (const char* source = p11_kit_uri_get_pin_source(k.uri.get())) return hsm::PinSource::parse(source);
-  if (const char* value = p11_kit_uri_get_pin_value(k.uri.get()))
-    return hsm::PinSource::literal(hsm::SecretString::copy_of(value));
+  if (k.pin_value) return hsm::PinSource::literal(hsm::SecretString::copy_of(k.pin_value->reveal()));
   if (defaults.pin) return *defaults.pin;
   throw ConfigError("no PIN source for key '" + k.shown + "': add pin-source to the URI or give one");
 }

@@ -61,6 +61,13 @@
 //                             # /metrics, e.g. "127.0.0.1:9464" (listen_address.h);
 //                             # empty or absent: no metrics endpoint
 //
+//   [process]                 # docs/SECURITY.md
+//   core_dumps = false        # false: a process that opens keysvc becomes non-dumpable
+//                             # (prctl PR_SET_DUMPABLE 0, soft RLIMIT_CORE 0): no core
+//                             # file, no ptrace or /proc/PID/mem by the same user.
+//                             # true: for debugging; secrets in secure memory stay out
+//                             # of core dumps either way (MADV_DONTDUMP)
+//
 //   [audit]                   # the tamper-evident audit trail (audit_trail.h, docs/AUDIT.md)
 //   path             = ""     # the server's JSON Lines file; empty or absent: no audit log.
 //                             # keysvcctl writes to its own file next to it, with
@@ -88,6 +95,7 @@
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/pin_source.h"
+#include "keysvc/hsm/token_uri.h"
 #include "keysvc/schedule.h"
 
 namespace keysvc {
@@ -96,7 +104,8 @@ using ConfigError = hsm::ConfigError;
 
 struct HsmConfig {
   std::string module;
-  std::string token_uri;
+  // A pin-value in the URI is kept in secure memory, never in this text (token_uri.h).
+  hsm::TokenUriText token_uri;
   std::string pin_source;  // empty: taken from the URI's pin-source / pin-value
   std::size_t sessions = 4;
   bool session_copies = false;  // derive with session-object copies (session_key_cache.h)
@@ -128,8 +137,14 @@ struct MetricsConfig {
   bool enabled() const noexcept { return !listen.empty(); }
 };
 
+// How a process that holds key material protects itself (docs/SECURITY.md).
+struct ProcessConfig {
+  bool core_dumps = false;  // true: stays dumpable and traceable (debugging)
+};
+
 struct Config {
   MetricsConfig metrics;
+  ProcessConfig process;
   HsmConfig hsm;
   TicketConfig tickets;
   RotationPolicy rotation;

@@ -19,6 +19,7 @@
 // open(); scan() is also safe from any other thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -62,6 +63,9 @@ class RingStore {
   // Waits until more than `seen` scans have finished, or until `deadline`; true if one did.
   bool wait_for_scan(std::uint64_t seen, std::chrono::steady_clock::time_point deadline) const;
 
+  // Whether a scan is under way now.
+  bool scanning() const noexcept { return scanning_.load(std::memory_order_relaxed); }
+
   // Whether the last scan was not installed (failed or suspect).
   bool stale() const;
 
@@ -85,6 +89,7 @@ class RingStore {
   std::vector<Listener> listeners_;
 
   std::mutex scan_mutex_;  // one scan at a time, installed in the order they ran
+  std::atomic<bool> scanning_{false};
   mutable std::mutex state_mutex_;
   mutable std::condition_variable scanned_;
   Counters counters_;  // under state_mutex_

@@ -49,8 +49,9 @@ class TokenGateway {
   using Outcome = HsmGuard::Outcome;
   using Work = HsmGuard::Work;
 
-  // Loads the module, finds the token by its URI and logs in (the PIN is read from
-  // `pin` if given, else from the config's source, and wiped). Throws ConfigError /
+  // Makes the process non-dumpable unless [process] core_dumps (hsm/process_hardening.h),
+  // loads the module, finds the token by its URI and logs in (the PIN is read from `pin`
+  // if given, else from the config's source, into secure memory). Throws ConfigError /
   // hsm::Pkcs11Error with one line.
   static std::unique_ptr<TokenGateway> open(const Config& config, std::optional<hsm::PinSource> pin = {});
 

@@ -52,6 +52,10 @@ class Pkcs11Error : public Error {
 
   static bool rv_kills_session(CK_RV rv) noexcept;
 
+ protected:
+  // "operation: CKR_... (detail)", for errors that need to say more than the code.
+  Pkcs11Error(std::string operation, CK_RV rv, const std::string& detail);
+
  private:
   std::string operation_;
   CK_RV rv_;

@@ -133,7 +133,7 @@ class Module {
   // The gate (see the top of this file). enter() is true if the call may be made, and
   // must then be paired with one leave().
   static constexpr std::uint64_t kClosed = std::uint64_t{1} << 63;
-  static constexpr std::chrono::milliseconds kGateWait{250};
+  static constexpr std::chrono::milliseconds kGateWait{1000};
   bool enter() const noexcept {
     if ((in_flight_.fetch_add(1, std::memory_order_acquire) & kClosed) == 0) return true;
     leave();

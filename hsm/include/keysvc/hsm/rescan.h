@@ -3,8 +3,9 @@
 // --every): on tokens that show other processes' changes only after a re-initialise
 // (ModuleProfile::rescan_needs_reinitialize: tpm2-pkcs11), restart the module -- but
 // only if the token may have changed since this process last initialised it (the
-// profile's store_file differs in modification time, size or inode), so a quiet token
-// costs a stat(2) per rescan rather than a re-initialise. The first scan after
+// profile's store_file differs in modification time, size or inode, or was written in
+// the last 2 s, when an unchanged time proves nothing), so a quiet token costs a stat(2)
+// per rescan rather than a re-initialise. The first scan after
 // construction always re-initialises (what changed before it is unknown).
 //
 //   hsm::RescanPreparer prepare(pool.token());   // once, after the token is found
@@ -48,6 +49,8 @@ class RescanPreparer {
     bool operator==(const Marker& o) const noexcept;
   };
   Marker read_marker() const;
+  // Whether `m` was written so lately that an unchanged marker proves nothing.
+  static bool recently_written(const Marker& m);
 
   Token token_;
   std::mutex mutex_;

@@ -6,6 +6,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include "keysvc/hsm/secure_memory.h"
 
 namespace keysvc::hsm {
 
@@ -32,38 +35,58 @@ class WipeOnExit {
   std::string& s_;
 };
 
-// A string holding a secret (a PIN). Move-only; the characters are wiped when the
-// object is destroyed, moved from or cleared. Never formatted or logged.
+// The longest secret a SecretString holds (PKCS#11 tokens take PINs far shorter).
+inline constexpr std::size_t kMaxSecretBytes = kMaxSecureBlock;
+
+// A string holding a secret (a PIN), in secure memory (secure_memory.h: never swapped,
+// never in a core dump; OnFork::kKeep, since a forked worker logs in again with it).
+// Move-only; the characters are wiped when the object is destroyed, moved from or
+// cleared. Never formatted or logged. Throws std::length_error beyond kMaxSecretBytes.
 class SecretString {
  public:
   SecretString() = default;
-  explicit SecretString(std::string value) : value_(std::move(value)) {}
-  // Copies `value` straight into the secret's own buffer (no plain intermediate).
-  static SecretString copy_of(std::string_view value) {
-    SecretString s;
-    s.value_.assign(value);
-    return s;
-  }
+  // Copies `value` into secure memory, then wipes `value` (the caller's copy, if it
+  // passed one, is the caller's to wipe).
+  explicit SecretString(std::string value);
+  // Copies `value` straight into secure memory (no plain intermediate).
+  static SecretString copy_of(std::string_view value);
+  // An empty secret with room for `capacity` bytes, to be filled in place through
+  // buffer() and then resize()d: how secrets are read without a plain copy.
+  static SecretString with_capacity(std::size_t capacity);
+
   SecretString(const SecretString&) = delete;
   SecretString& operator=(const SecretString&) = delete;
-  SecretString(SecretString&& other) noexcept { swap(other); }
+  SecretString(SecretString&& other) noexcept
+      : block_(std::move(other.block_)), size_(std::exchange(other.size_, 0)) {}
   SecretString& operator=(SecretString&& other) noexcept {
-    clear();
-    swap(other);
+    if (this != &other) {
+      block_ = std::move(other.block_);  // wipes and frees the old value
+      size_ = std::exchange(other.size_, 0);
+    }
     return *this;
   }
-  ~SecretString() { clear(); }
+  ~SecretString() = default;  // the block wipes itself
 
-  // Wipes and empties the secret.
-  void clear() noexcept;
-  bool empty() const noexcept { return value_.empty(); }
-  std::size_t size() const noexcept { return value_.size(); }
+  // Wipes and empties the secret (its room stays, for filling again).
+  void clear() noexcept {
+    wipe(block_.data(), block_.size());
+    size_ = 0;
+  }
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t size() const noexcept { return size_; }
   // Read access for the one call that needs the bytes (C_Login, C_InitToken).
-  std::string_view reveal() const noexcept { return value_; }
+  std::string_view reveal() const noexcept {
+    return {reinterpret_cast<const char*>(block_.data()), size_};
+  }
+  // The whole room (capacity bytes) for filling in place; see with_capacity().
+  std::span<char> buffer() noexcept { return {reinterpret_cast<char*>(block_.data()), block_.size()}; }
+  std::size_t capacity() const noexcept { return block_.size(); }
+  // Sets the length to n <= capacity(); the bytes after it are wiped.
+  void resize(std::size_t n);
 
  private:
-  void swap(SecretString& other) noexcept { value_.swap(other.value_); }
-  std::string value_;
+  SecureBlock block_;
+  std::size_t size_ = 0;
 };
 
 }  // namespace keysvc::hsm

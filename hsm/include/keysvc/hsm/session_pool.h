@@ -7,7 +7,9 @@
 // Idle sessions left from before a Module::restart() are dropped at the next lease().
 //
 // The pool keeps the PIN *source*, not the PIN: whenever a new session finds the user
-// logged out (first use, or after a token reset) it reads the PIN, logs in and wipes it.
+// logged out (first use, or after a token reset) it reads the PIN, logs in and wipes it,
+// through its LoginPolicy (login_policy.h): a PIN the token refused is not tried again
+// until the source changes.
 #pragma once
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/login_policy.h"
 #include "keysvc/hsm/pin_source.h"
 #include "keysvc/hsm/session.h"
 #include "keysvc/hsm/token.h"
@@ -94,13 +97,17 @@ class SessionPool {
 
   const Token& token() const noexcept { return token_; }
   std::size_t open_sessions() const;
+  // Logins the token refused for a wrong, unusable or locked PIN (login_policy.h), and
+  // the policy itself for its other counters.
+  std::uint64_t login_refusals() const noexcept { return login_.refusals(); }
+  const LoginPolicy& login_policy() const noexcept { return login_; }
 
  private:
   void give_back(std::unique_ptr<Session> session) noexcept;
   std::unique_ptr<Session> open_logged_in();
 
   Token token_;
-  PinSource pin_;
+  LoginPolicy login_;
   const std::size_t max_sessions_;
   mutable std::mutex mutex_;
   std::condition_variable returned_;
