@@ -7,6 +7,7 @@
 // Every test name contains "Nginx" (ctest -R Nginx).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -43,21 +44,17 @@ TEST(NginxModule, NginxReloadKeepsTicketsWorking) {
 // nginx takes SIGUSR2 only when its master's parent is PID 1 (the new master must be
 // able to outlive the old one), so this test runs nginx as a daemon (`daemon on`), as
 // init systems do, and follows its masters through nginx.pid / nginx.pid.oldbin. Every
-// nginx process it started is killed when it ends, whatever happened.
+// nginx process it started (the daemon's session: masters old and new, their workers,
+// orphans included) is killed when it ends, whatever happened.
 class DaemonNginx {
  public:
   explicit DaemonNginx(std::string dir) : dir_(std::move(dir)) {}
   ~DaemonNginx() {
-    for (const char* file : {"/nginx.pid.oldbin", "/nginx.pid"}) {
-      const pid_t master = pid_in(dir_ + file);
-      if (master <= 0) continue;
-      for (pid_t w : child_pids(master)) {
-        for (pid_t ww : child_pids(w)) ::kill(ww, SIGKILL);
-        ::kill(w, SIGKILL);
-      }
-      ::kill(master, SIGKILL);
-    }
+    if (session_ <= 1) return;
+    for (pid_t p : session_pids(session_)) ::kill(p, SIGKILL);
   }
+  // Called once the daemon has written its pid file.
+  void remember_session() { session_ = ::getsid(master()); }
   DaemonNginx(const DaemonNginx&) = delete;
   DaemonNginx& operator=(const DaemonNginx&) = delete;
 
@@ -78,6 +75,7 @@ class DaemonNginx {
 
  private:
   std::string dir_;
+  pid_t session_ = -1;
 };
 
 std::size_t matches(const std::string& text, const std::string& pattern) {
@@ -98,6 +96,8 @@ TEST(NginxModule, NginxBinaryUpgradeKeepsTicketsWorking) {
   DaemonNginx nginx(dir);
   RunResult started = run(server_command(kNginxBinary, {"-p", dir, "-c", conf}), "", 30s);
   ASSERT_EQ(started.exit_code, std::optional<int>(0)) << describe(started) << nginx.log();
+  ASSERT_TRUE(nginx.wait_for([&] { return nginx.master() > 0; })) << nginx.log();
+  nginx.remember_session();
   ASSERT_TRUE(nginx.wait_for([&] { return matches(nginx.log(), "keysvc: opened") == 2; })) << nginx.log();
   const pid_t old_master = nginx.master();
   const std::string before = dir + "/before.pem";

@@ -92,22 +92,37 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-std::vector<pid_t> child_pids(pid_t parent) {
-  std::vector<pid_t> children;
+namespace {
+
+// Every live process whose /proc/PID/stat ("pid (comm) state ppid pgrp session ...", comm
+// may contain spaces or ')') satisfies `wanted(ppid, session)`.
+std::vector<pid_t> processes_where(const std::function<bool(long ppid, long session)>& wanted) {
+  std::vector<pid_t> found;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    // /proc/PID/stat: "pid (comm) state ppid ...", comm may contain spaces or ')'.
     const std::string stat = read_text(entry.path().string() + "/stat");
     const auto close = stat.rfind(')');
     if (close == std::string::npos) continue;
     std::istringstream rest(stat.substr(close + 1));
     char state = 0;
-    long ppid = 0;
-    if (rest >> state >> ppid && ppid == parent) children.push_back(static_cast<pid_t>(std::stol(name)));
+    long ppid = 0, pgrp = 0, session = 0;
+    if (rest >> state >> ppid >> pgrp >> session && state != 'Z' && wanted(ppid, session)) {
+      found.push_back(static_cast<pid_t>(std::stol(name)));
+    }
   }
-  return children;
+  return found;
+}
+
+}  // namespace
+
+std::vector<pid_t> child_pids(pid_t parent) {
+  return processes_where([parent](long ppid, long) { return ppid == parent; });
+}
+
+std::vector<pid_t> session_pids(pid_t sid) {
+  return processes_where([sid](long, long session) { return session == sid; });
 }
 
 bool maps_file(pid_t pid, const std::string& needle) {

@@ -93,6 +93,10 @@ int free_port();
 // Children of `parent` (from /proc).
 std::vector<pid_t> child_pids(pid_t parent);
 
+// The processes of session `sid` (from /proc), e.g. a daemon and everything it forked,
+// even after their parent is gone.
+std::vector<pid_t> session_pids(pid_t sid);
+
 // True if /proc/PID/maps of `pid` maps a file whose path contains `needle`.
 bool maps_file(pid_t pid, const std::string& needle);
 
