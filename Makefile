@@ -24,7 +24,7 @@ CTEST_ARGS ?=
 QUICK ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps configure build test demo bench clean fuzz fuzz-build fuzz-smoke soak
+.PHONY: all deps configure build test demo bench clean fuzz fuzz-build fuzz-smoke soak deb
 
 all: build
 
@@ -38,8 +38,10 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Then, except in sanitizer runs, a few seconds of each fuzz target (fuzz-smoke).
+# Except in sanitizer runs: the Debian packages first (built or reused, for the package
+# test, deb_package_test), and after the suite a few seconds of each fuzz target.
 test: build
+	@$(if $(SANITIZE),true,$(MAKE) --no-print-directory deb)
 	@. tools/sanitizers/env.sh && cd $(BUILD_DIR) && ctest -j $(JOBS) --output-on-failure --timeout 300 $(CTEST_ARGS)
 	@$(if $(SANITIZE),true,$(MAKE) --no-print-directory fuzz-smoke)
 
@@ -65,6 +67,11 @@ soak: build
 
 demo: build
 	@tools/demo.sh $(BUILD_DIR)
+
+# Debian packages with dpkg-buildpackage into $(BUILD_DIR)/deb, checked with lintian
+# (docs/PACKAGING.md); reused when the sources have not changed.
+deb: deps
+	@tools/build-deb.sh $(BUILD_DIR) $(JOBS)
 
 # Handshake benchmark (table on stdout, bench/results/latest.json; docs/PERFORMANCE.md),
 # then the micro-benchmarks unless QUICK (QUICK=1 writes $(BUILD_DIR)/bench-quick.json instead).

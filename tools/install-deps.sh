@@ -22,6 +22,11 @@ PACKAGES=(
   # real peers for tests and the demo (nginx: the binary package nginx-dev matches,
   # version for version, so the keysvc module loads into it)
   gnutls-bin curl nginx nginx-dev
+  # Apache httpd for mod_keysvc and its tests (apache2-dev: apxs and the headers)
+  apache2 apache2-dev
+  # Debian packages (make deb, the package test): Debian's build tools, lintian, and
+  # help2man for the manual pages
+  dpkg-dev debhelper lintian help2man
   # fuzzing (make fuzz, make test's fuzz smoke): clang with libFuzzer and the sanitizer runtimes
   clang libclang-rt-14-dev
   # scripts (demo, bench result checks)
@@ -53,8 +58,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# nginx's postinst starts a system nginx on port 80; keysvc's tests run their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+# nginx's and apache2's postinst start system servers on port 80; keysvc's tests run
+# their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx apache2 >/dev/null 2>&1 || true; fi
 # Likewise the system's pkcsslotd and tpm2-abrmd: the tests start private ones.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pkcsslotd tpm2-abrmd >/dev/null 2>&1 || true; fi
 echo "install-deps: done"

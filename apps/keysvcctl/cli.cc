@@ -4,6 +4,7 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/pin_source.h"
 #include "keysvc/ticket_key_service.h"
 
 namespace keysvcctl {
@@ -53,7 +54,16 @@ void check_uri_label(const std::string& label, const std::string& option) {
 
 keysvc::Config Cli::load_config() const {
   if (config_path_.empty()) throw UsageError("this command needs --config FILE");
-  return keysvc::Config::load_file(config_path_);
+  if (!pin_source_.empty()) {
+    try {
+      (void)keysvc::hsm::PinSource::parse(pin_source_);
+    } catch (const keysvc::ConfigError& e) {
+      throw UsageError(std::string("--pin-source: ") + e.what());
+    }
+  }
+  keysvc::Config config = keysvc::Config::load_file(config_path_);
+  if (!pin_source_.empty()) config.hsm.pin_source = pin_source_;
+  return config;
 }
 
 std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded) const {

@@ -65,8 +65,15 @@ class Cli {
   std::string& config_path() noexcept { return config_path_; }
   const std::string& config_path_view() const noexcept { return config_path_; }
 
-  // Loads the config named by --config. Throws UsageError if there is none and
-  // keysvc::ConfigError if it does not load. Commands that need one call this.
+  // --pin-source SRC, as given: replaces the config's PIN source (hsm.pin and the token
+  // URI's pin-source / pin-value). For a process that cannot read the PIN file the
+  // config names, e.g. the rotator unit, which gets the PIN through systemd's
+  // LoadCredential= (docs/DEPLOYMENT.md).
+  std::string& pin_source() noexcept { return pin_source_; }
+
+  // Loads the config named by --config, with --pin-source applied. Throws UsageError
+  // if there is none and keysvc::ConfigError if it does not load. Commands that need
+  // one call this.
   keysvc::Config load_config() const;
 
   // Loads the config and opens the token gateway, logged in (keysvc::TokenGateway::open).
@@ -76,6 +83,7 @@ class Cli {
  private:
   CLI::App& root_;
   std::string config_path_;
+  std::string pin_source_;
   Action selected_;
   std::string selected_name_;
 };

@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
   Cli cli(app);
   app.add_option("-c,--config", cli.config_path(), "keysvc config file (TOML; see keysvc/config.h)")
       ->type_name("FILE");
+  app.add_option("--pin-source", cli.pin_source(),
+                 "PIN source replacing the config's: file:PATH or env:NAME (e.g. file:%d/pin with systemd's "
+                 "LoadCredential=pin:...)")
+      ->type_name("SRC");
   app.footer("Exit codes: 0 ok, 1 failure, 2 usage. PINs are read from file:PATH or env:NAME, never argv.");
   for (auto add : kCommandGroups) add(cli);
 

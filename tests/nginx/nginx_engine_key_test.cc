@@ -3,6 +3,8 @@
 // engine (libengine-pkcs11-openssl, OPENSSL_CONF + `env`), next to keysvc's ticket
 // directives; curl and openssl s_client verify the handshakes against the self-signed
 // certificate `keysvcctl server-key create` wrote, and a keysvc ticket resumes.
+// The workers (www-data when the test runs as root) sign with the token's key, so the
+// key is made as the worker user too (tests/support/worker_user.h).
 // Every test name contains "Nginx" (ctest -R Nginx).
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -11,25 +13,16 @@
 #include <fstream>
 #include <regex>
 
-#include "nginx_instance.h"
-#include "process.h"
+#include "nginx_keysvc.h"
 #include "test_token.h"
 
 namespace {
 
 using namespace std::chrono_literals;
-using keysvc::test::NginxInstance;
-using keysvc::test::NginxOptions;
-using keysvc::test::RunResult;
-using keysvc::test::TestToken;
+using namespace keysvc::test;
 
 constexpr auto kTimeout = 30s;
 constexpr char kEngine[] = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so";
-
-std::string describe(const RunResult& r) {
-  return "exit " + (r.exit_code ? std::to_string(*r.exit_code) : std::string("(timed out)")) + "\n--- stdout\n" +
-         r.out + "\n--- stderr\n" + r.err;
-}
 
 // The README's engine configuration, for the test token's module.
 std::string write_openssl_conf(const std::string& dir) {
@@ -47,10 +40,10 @@ TEST(NginxEngineKey, NginxServesTlsWithTheTokenKeyAndKeysvcTickets) {
   const std::string dir = TestToken::get().dir() + "/nginx-engine";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  give_to_worker(dir);
+  const std::string toml = write_keysvc_toml("nginx-engine.toml", {});
   const std::string cert = dir + "/web.crt";
-  RunResult created = keysvc::test::run({KEYSVCCTL_BIN, "--config", TestToken::get().config_path(), "server-key",
-                                         "create", "--label", "web", "--cert-out", cert},
-                                        "", kTimeout);
+  RunResult created = ctl(toml, {"server-key", "create", "--label", "web", "--cert-out", cert});
   ASSERT_EQ(created.exit_code, std::optional<int>(0)) << describe(created);
 
   // libp11's engine (0.4.12) takes a pin-source file's bytes as they are, trailing
@@ -64,8 +57,8 @@ TEST(NginxEngineKey, NginxServesTlsWithTheTokenKeyAndKeysvcTickets) {
   NginxOptions o;
   o.workers = 2;
   o.env = {"OPENSSL_CONF"};
-  o.load_modules = {KEYSVC_NGINX_MODULE};
-  o.http = "keysvc_config " + TestToken::get().config_path() + ";\nkeysvc_tickets on;\n";
+  o.load_modules = {nginx_module_path()};
+  o.http = "keysvc_config " + toml + ";\nkeysvc_tickets on;\n";
   o.cert = cert;
   o.key = "\"engine:pkcs11:pkcs11:token=keysvc-test;object=web;type=private?pin-source=file:" + engine_pin + "\"";
   NginxInstance nginx(dir + "/prefix", o);
@@ -73,11 +66,11 @@ TEST(NginxEngineKey, NginxServesTlsWithTheTokenKeyAndKeysvcTickets) {
   const std::string port = std::to_string(nginx.port());
 
   // curl verifies the certificate (and so the token's signature) by name.
-  RunResult c = keysvc::test::run({"curl", "-sS", "--cacert", cert, "--resolve", "localhost:" + port + ":127.0.0.1",
+  RunResult c = run({"curl", "-sS", "--cacert", cert, "--resolve", "localhost:" + port + ":127.0.0.1",
                                    "https://localhost:" + port + "/"},
                                   "", kTimeout);
   ASSERT_EQ(c.exit_code, std::optional<int>(0)) << describe(c) << "\n--- nginx\n" << nginx.error_log();
-  EXPECT_TRUE(std::regex_search(c.out, std::regex(keysvc::test::kNginxBodyPattern))) << c.out;
+  EXPECT_TRUE(std::regex_search(c.out, std::regex(kServerBodyPattern))) << c.out;
 
   // s_client, TLS 1.2 and 1.3: verified full handshake, then the keysvc ticket resumes.
   for (const std::string version : {"-tls1_3", "-tls1_2"}) {
@@ -87,17 +80,15 @@ TEST(NginxEngineKey, NginxServesTlsWithTheTokenKeyAndKeysvcTickets) {
                                      "-verify_hostname", "localhost", "-ign_eof"};
     auto full_argv = argv;
     full_argv.insert(full_argv.end(), {"-sess_out", sess});
-    RunResult full = keysvc::test::run(full_argv, "GET / HTTP/1.0\r\n\r\n", kTimeout);
+    RunResult full = run(full_argv, "GET / HTTP/1.0\r\n\r\n", kTimeout);
     ASSERT_EQ(full.exit_code, std::optional<int>(0)) << describe(full);
     EXPECT_NE(full.out.find("Verify return code: 0 (ok)"), std::string::npos) << describe(full);
     argv.insert(argv.end(), {"-sess_in", sess});
-    RunResult again = keysvc::test::run(argv, "GET / HTTP/1.0\r\n\r\n", kTimeout);
+    RunResult again = run(argv, "GET / HTTP/1.0\r\n\r\n", kTimeout);
     ASSERT_EQ(again.exit_code, std::optional<int>(0)) << describe(again);
     EXPECT_NE(again.out.find("Reused, TLSv1."), std::string::npos) << describe(again) << nginx.error_log();
   }
-  EXPECT_EQ(nginx.stop(), std::optional<int>(0)) << nginx.error_log();
-  EXPECT_EQ(nginx.error_log().find(TestToken::get().pin()), std::string::npos);
-  EXPECT_EQ(nginx.sanitizer_report(), "") << nginx.error_log();
+  stop_and_check(nginx, 2);
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The install, as a user gets it: `cmake --install BUILD --prefix P` into a temporary
 # prefix; the expected files are there (libraries, headers, programs, CMake package,
-# pkg-config file, systemd units pointing at P/bin/keysvcctl, the nginx module if
-# built); a C program built with pkg-config and a C++ program built with
+# pkg-config file, systemd units pointing at P/bin/keysvcctl, the SoftHSM configuration
+# they name, the nginx and Apache modules if built); a C program built with pkg-config and a C++ program built with
 # find_package(keysvc) run against a real SoftHSM token made by the installed
 # keysvcctl (a private SOFTHSM2_CONF): the C one does a TLS 1.3 handshake with a keysvc
 # ticket and its resumption, the C++ one derives and re-opens ticket keys in the token.
@@ -30,18 +30,21 @@ expected=(
   "$libdir/cmake/keysvc/keysvcTargets.cmake"
   include/keysvc/openssl/keysvc_openssl.h include/keysvc/openssl/ticket_adapter.h
   include/keysvc/openssl/token_private_key.h include/keysvc/ticket_key_service.h include/keysvc/hsm/session.h
-  "$libdir/systemd/system/keysvc-rotator.service" "$libdir/systemd/system/keysvc-rotate.service"
-  "$libdir/systemd/system/keysvc-rotate.timer"
+  lib/systemd/system/keysvc-rotator.service lib/systemd/system/keysvc-rotate.service
+  lib/systemd/system/keysvc-rotate.timer etc/keysvc/softhsm2.conf share/doc/keysvc/DEPLOYMENT.md
 )
-if [ -e "$build/nginx/ngx_http_keysvc_module.so" ] || [ -e "$build/lib/ngx_http_keysvc_module.so" ]; then
-  expected+=("$libdir/nginx/modules/ngx_http_keysvc_module.so")
+if [ -e "$build/nginx/ngx_http_keysvc_module.so" ]; then
+  expected+=(lib/nginx/modules/ngx_http_keysvc_module.so)
+fi
+if [ -e "$build/apache/mod_keysvc.so" ]; then
+  expected+=(lib/apache2/modules/mod_keysvc.so)
 fi
 for f in "${expected[@]}"; do [ -e "$prefix/$f" ] || fail "missing $f"; done
-grep -q "^ExecStart=$prefix/bin/keysvcctl " "$prefix/$libdir/systemd/system/keysvc-rotator.service" ||
+grep -q "^ExecStart=$prefix/bin/keysvcctl " "$prefix/lib/systemd/system/keysvc-rotator.service" ||
   fail "keysvc-rotator.service does not run $prefix/bin/keysvcctl"
 # libkeysvc.so exports the C API and nothing else.
 exports=$(nm -D --defined-only "$prefix/$libdir/libkeysvc.so" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' | sort -u)
-[ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_service_free keysvc_service_open keysvc_ssl_ctx_install " ] ||
+[ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_preload keysvc_preloaded_free keysvc_service_free keysvc_service_open keysvc_service_open_preloaded keysvc_ssl_ctx_install " ] ||
   fail "libkeysvc.so exports: $(echo "$exports" | head -5 | tr '\n' ' ')..."
 echo "installed $(find "$prefix" -type f | wc -l) files, $(du -sk "$prefix" | cut -f1) KiB"
 

@@ -1,5 +1,7 @@
 #include "process.h"
 
+#include "keysvc/hsm/secret.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -78,9 +80,25 @@ struct SpawnAttr {
   SpawnAttr& operator=(const SpawnAttr&) = delete;
 };
 
+// This process's environment with `extra` ("NAME=VALUE") added, replacing equal names.
+std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& x : extra) replaced = replaced || x.compare(0, name.size(), name) == 0;
+    if (!replaced) env.push_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
 }  // namespace
 
-Process::Process(std::vector<std::string> argv, const std::string& stdin_data) : argv_(std::move(argv)) {
+Process::Process(std::vector<std::string> argv, const std::string& stdin_data,
+                 const std::vector<std::string>& extra_env)
+    : argv_(std::move(argv)) {
   if (argv_.empty()) throw std::invalid_argument("Process: empty argv");
   dir_ = make_temp_dir();
   {
@@ -97,7 +115,13 @@ Process::Process(std::vector<std::string> argv, const std::string& stdin_data) :
   std::vector<char*> args;
   for (auto& a : argv_) args.push_back(a.data());
   args.push_back(nullptr);
-  if (int rc = posix_spawnp(&pid_, args[0], &fa.actions, &sa.attr, args.data(), environ); rc != 0) {
+  std::vector<std::string> env = environment_with(extra_env);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const int rc = posix_spawnp(&pid_, args[0], &fa.actions, &sa.attr, args.data(), extra_env.empty() ? environ : envp.data());
+  for (auto& e : env) hsm::wipe(e);
+  if (rc != 0) {
     std::filesystem::remove_all(dir_);
     throw std::runtime_error("cannot start " + argv_[0] + ": " + std::strerror(rc));
   }
@@ -175,8 +199,9 @@ std::string Process::command_line() const {
   return s;
 }
 
-RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std::chrono::milliseconds timeout) {
-  Process p(std::move(argv), stdin_data);
+RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std::chrono::milliseconds timeout,
+              const std::vector<std::string>& extra_env) {
+  Process p(std::move(argv), stdin_data, extra_env);
   RunResult r;
   r.exit_code = p.wait(timeout);
   if (!r.exit_code) {

@@ -27,8 +27,11 @@ namespace keysvc::test {
 class Process {
  public:
   // Starts argv[0] (looked up in PATH if it has no '/') with `stdin_data` as its
-  // standard input (then EOF). Inherits the environment. Throws std::runtime_error.
-  explicit Process(std::vector<std::string> argv, const std::string& stdin_data = {});
+  // standard input (then EOF). Inherits the environment, plus `extra_env` ("NAME=VALUE",
+  // replacing an inherited NAME): a value only this child sees, never in its argv (a
+  // PIN for env:NAME). Throws std::runtime_error.
+  explicit Process(std::vector<std::string> argv, const std::string& stdin_data = {},
+                   const std::vector<std::string>& extra_env = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -73,7 +76,8 @@ struct RunResult {
 };
 
 // Runs a command to completion, killing it if it takes longer than `timeout`.
-RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std::chrono::milliseconds timeout);
+RunResult run(std::vector<std::string> argv, const std::string& stdin_data, std::chrono::milliseconds timeout,
+              const std::vector<std::string>& extra_env = {});
 
 // Runs child() in a forked child of this process and returns its exit code: what child()
 // returned (0..255), or 128 + N if a signal N ended it. For tests of what a process does

@@ -1,12 +1,12 @@
 /* The configuration side of ngx_http_keysvc_module (see ngx_http_keysvc_module.h): the
  * two directives, their server <- http merge, the checks against nginx's own ticket
- * directives, and the list of SSL_CTXs the workers install keysvc on. Runs in the
- * master (and in `nginx -t`): nothing here touches the token. */
+ * directives, the list of SSL_CTXs the workers install keysvc on, and the preloaded
+ * keysvc configurations (TOML and PIN). Runs in the master (and in `nginx -t`), as root
+ * when nginx starts as root: nothing here loads the PKCS#11 module or touches the token. */
 #include "ngx_http_keysvc_module.h"
 
 #include <ngx_http_ssl_module.h>
 
-#include "keysvc_bridge.h"
 
 typedef struct {
     ngx_flag_t  tickets;
@@ -112,7 +112,9 @@ ngx_http_keysvc_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    if (ngx_array_init(&kmcf->servers, cf->pool, 4, sizeof(ngx_http_keysvc_server_t)) != NGX_OK) {
+    if (ngx_array_init(&kmcf->servers, cf->pool, 4, sizeof(ngx_http_keysvc_server_t)) != NGX_OK
+        || ngx_array_init(&kmcf->preloads, cf->pool, 1, sizeof(ngx_http_keysvc_preload_t)) != NGX_OK)
+    {
         return NULL;
     }
 
@@ -160,8 +162,6 @@ static ngx_int_t
 ngx_http_keysvc_check_server(ngx_conf_t *cf, ngx_http_keysvc_srv_conf_t *kscf, ngx_http_ssl_srv_conf_t *sscf,
     ngx_str_t *name)
 {
-    char  err[512];
-
     if (kscf->config.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"keysvc_tickets on\" in server \"%V\" needs \"keysvc_config\"", name);
@@ -188,10 +188,52 @@ ngx_http_keysvc_check_server(ngx_conf_t *cf, ngx_http_keysvc_srv_conf_t *kscf, n
         return NGX_ERROR;
     }
 
-    if (!keysvc_nginx_check_config((const char *) kscf->config.data, err, sizeof(err))) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "keysvc_config \"%V\": %s", &kscf->config, err);
+    return NGX_OK;
+}
+
+static void
+ngx_http_keysvc_free_preloaded(void *data)
+{
+    keysvc_preloaded_free(data);
+}
+
+/* Reads the keysvc TOML file at `config` and its PIN, once per distinct path: here, in
+ * the master, as the user nginx started as (root), the way nginx reads
+ * ssl_password_file. Workers inherit the result and never read the PIN file. The PIN is
+ * wiped when the cycle's pool is destroyed (after a reload, once the old cycle ends). */
+static ngx_int_t
+ngx_http_keysvc_preload(ngx_conf_t *cf, ngx_http_keysvc_main_conf_t *kmcf, ngx_str_t *config)
+{
+    char                        err[512];
+    ngx_uint_t                  i;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_keysvc_preload_t  *preload;
+
+    preload = kmcf->preloads.elts;
+    for (i = 0; i < kmcf->preloads.nelts; i++) {
+        if (preload[i].config.len == config->len
+            && ngx_strncmp(preload[i].config.data, config->data, config->len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    preload = ngx_array_push(&kmcf->preloads);
+    if (cln == NULL || preload == NULL) {
         return NGX_ERROR;
     }
+
+    preload->config = *config;
+    preload->preloaded = keysvc_preload((const char *) config->data, err, sizeof(err));
+    if (preload->preloaded == NULL) {
+        kmcf->preloads.nelts--;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "keysvc_config \"%V\": %s", config, err);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_keysvc_free_preloaded;
+    cln->data = preload->preloaded;
 
     return NGX_OK;
 }
@@ -232,7 +274,9 @@ ngx_http_keysvc_postconfiguration(ngx_conf_t *cf)
             name = names[0].name;
         }
 
-        if (ngx_http_keysvc_check_server(cf, kscf, sscf, &name) != NGX_OK) {
+        if (ngx_http_keysvc_check_server(cf, kscf, sscf, &name) != NGX_OK
+            || ngx_http_keysvc_preload(cf, kmcf, &kscf->config) != NGX_OK)
+        {
             return NGX_ERROR;
         }
 

@@ -1,14 +1,12 @@
 /* The worker side of ngx_http_keysvc_module (see ngx_http_keysvc_module.h). nginx forks
  * its workers after reading the configuration, so the PKCS#11 module, its sessions and
  * keysvc's background threads are made here, in each worker, never in the master: a
- * PKCS#11 module must not be used across fork(), and the master never handshakes. */
+ * PKCS#11 module must not be used across fork(), and the master never handshakes. The
+ * worker runs as nginx's `user` by now; the PIN comes from the configuration the master
+ * preloaded (ngx_http_keysvc_module.c). */
 #include "ngx_http_keysvc_module.h"
 
-#include <signal.h>
-#include <sys/file.h>
-
-#include "keysvc/openssl/keysvc_openssl.h"
-#include "keysvc_bridge.h"
+#include "keysvc/webserver/module_support.h"
 
 /* The first retry after a failed open comes after this long; each further failure
  * doubles the wait, up to the maximum. */
@@ -17,8 +15,8 @@
 
 /* One keysvc service per distinct keysvc_config, in this worker. */
 typedef struct {
-    ngx_str_t        config;
-    keysvc_service  *service;  /* NULL until opened */
+    ngx_http_keysvc_preload_t  *preload;
+    keysvc_service             *service;  /* NULL until opened */
 } ngx_http_keysvc_service_t;
 
 static ngx_array_t  *ngx_http_keysvc_services;  /* of ngx_http_keysvc_service_t */
@@ -34,44 +32,6 @@ ngx_http_keysvc_tickets_off(SSL_CTX *ctx)
     SSL_CTX_set_num_tickets(ctx, 0);
 }
 
-/* keysvc starts threads (ring refresher, issue pool refiller) when it opens. They must
- * not take nginx's signals (SIGQUIT, SIGHUP, ...): the handler would run on a thread
- * that is not waiting in epoll, and the worker would notice the signal late. Threads
- * inherit the mask of the thread that creates them.
- *
- * Processes open one at a time (flock on the keysvc config file): SoftHSM 2.6 reads
- * its token files while C_Initialize scans them, and a scan that meets another
- * process logging in (which rewrites the token's file) can miss the token ("tokens
- * present: none") or fail C_GetTokenInfo; the module then keeps that view for the life
- * of the process. keysvc then looks again (hsm::Token::find rescans the module while
- * it is its only user), but workers starting together hit this often enough that
- * taking turns is the cheaper cure. */
-static keysvc_service *
-ngx_http_keysvc_open(const char *config, char *err, size_t err_len)
-{
-    int              fd;
-    sigset_t         all, saved;
-    keysvc_service  *service;
-
-    fd = open(config, O_RDONLY | O_CLOEXEC);
-    if (fd != -1) {
-        while (flock(fd, LOCK_EX) == -1 && errno == EINTR) {
-            /* retry */
-        }
-    }
-
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
-    service = keysvc_service_open(config, err, err_len);
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-
-    if (fd != -1) {
-        close(fd);  /* releases the lock */
-    }
-
-    return service;
-}
-
 static void
 ngx_http_keysvc_install(ngx_cycle_t *cycle, ngx_http_keysvc_service_t *svc)
 {
@@ -84,8 +44,8 @@ ngx_http_keysvc_install(ngx_cycle_t *cycle, ngx_http_keysvc_service_t *svc)
     servers = kmcf->servers.elts;
 
     for (i = 0; i < kmcf->servers.nelts; i++) {
-        if (servers[i].config.len != svc->config.len
-            || ngx_strncmp(servers[i].config.data, svc->config.data, svc->config.len) != 0)
+        if (servers[i].config.len != svc->preload->config.len
+            || ngx_strncmp(servers[i].config.data, svc->preload->config.data, svc->preload->config.len) != 0)
         {
             continue;
         }
@@ -101,7 +61,7 @@ ngx_http_keysvc_install(ngx_cycle_t *cycle, ngx_http_keysvc_service_t *svc)
         }
 
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "keysvc: tickets on for server \"%V\" from \"%V\"",
-                      &servers[i].name, &svc->config);
+                      &servers[i].name, &svc->preload->config);
     }
 }
 
@@ -121,18 +81,19 @@ ngx_http_keysvc_open_pending(ngx_cycle_t *cycle)
             continue;
         }
 
-        svc[i].service = ngx_http_keysvc_open((const char *) svc[i].config.data, err, sizeof(err));
+        svc[i].service = keysvc_webserver_open(svc[i].preload->preloaded, (const char *) svc[i].preload->config.data,
+                                               err, sizeof(err));
 
         if (svc[i].service == NULL) {
             pending++;
             ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
                           "keysvc: cannot open \"%V\": %s; full handshakes without tickets, "
-                          "retrying in %M ms", &svc[i].config, err, ngx_http_keysvc_retry_delay);
+                          "retrying in %M ms", &svc[i].preload->config, err, ngx_http_keysvc_retry_delay);
             continue;
         }
 
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "keysvc: opened \"%V\" in worker %P",
-                      &svc[i].config, ngx_pid);
+                      &svc[i].preload->config, ngx_pid);
         ngx_http_keysvc_install(cycle, &svc[i]);
     }
 
@@ -156,8 +117,9 @@ ngx_http_keysvc_retry(ngx_event_t *ev)
 ngx_int_t
 ngx_http_keysvc_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                    i, j;
+    ngx_uint_t                    i;
     ngx_http_keysvc_server_t     *servers;
+    ngx_http_keysvc_preload_t    *preloads;
     ngx_http_keysvc_service_t    *svc;
     ngx_http_keysvc_main_conf_t  *kmcf;
 
@@ -166,34 +128,24 @@ ngx_http_keysvc_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_http_keysvc_services = ngx_array_create(cycle->pool, 1, sizeof(ngx_http_keysvc_service_t));
+    servers = kmcf->servers.elts;
+    for (i = 0; i < kmcf->servers.nelts; i++) {
+        ngx_http_keysvc_tickets_off(servers[i].ssl_ctx);
+    }
+
+    ngx_http_keysvc_services = ngx_array_create(cycle->pool, kmcf->preloads.nelts,
+                                                sizeof(ngx_http_keysvc_service_t));
     if (ngx_http_keysvc_services == NULL) {
         return NGX_ERROR;
     }
 
-    servers = kmcf->servers.elts;
-
-    for (i = 0; i < kmcf->servers.nelts; i++) {
-        ngx_http_keysvc_tickets_off(servers[i].ssl_ctx);
-
-        svc = ngx_http_keysvc_services->elts;
-        for (j = 0; j < ngx_http_keysvc_services->nelts; j++) {
-            if (svc[j].config.len == servers[i].config.len
-                && ngx_strncmp(svc[j].config.data, servers[i].config.data, servers[i].config.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j < ngx_http_keysvc_services->nelts) {
-            continue;
-        }
-
+    preloads = kmcf->preloads.elts;
+    for (i = 0; i < kmcf->preloads.nelts; i++) {
         svc = ngx_array_push(ngx_http_keysvc_services);
         if (svc == NULL) {
             return NGX_ERROR;
         }
-        svc->config = servers[i].config;
+        svc->preload = &preloads[i];
         svc->service = NULL;
     }
 
@@ -229,7 +181,7 @@ ngx_http_keysvc_exit_process(ngx_cycle_t *cycle)
     servers = kmcf->servers.elts;
 
     for (i = 0; i < kmcf->servers.nelts; i++) {
-        keysvc_nginx_counters(servers[i].ssl_ctx, counters, sizeof(counters));
+        keysvc_webserver_counters(servers[i].ssl_ctx, counters, sizeof(counters));
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "keysvc: server \"%V\" worker %P tickets: %s",
                       &servers[i].name, ngx_pid, counters);
     }
