@@ -37,12 +37,15 @@ void write_file(const std::string& path, const std::string& text) {
 
 // `copies`: hsm.session_copies; `copyable`: rotation.copyable_keys.
 // call_timeout: hsm.call_timeout, "" for keysvc's default.
+// copies = false: the default (epoch) tier; true: the strict tier (one HSM derivation per
+// ticket) with session copies.
 std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, bool copies = false,
                  bool copyable = false, int derivation = 1, const std::string& call_timeout = "") {
   auto flag = [](bool b) { return b ? std::string("true") : std::string("false"); };
   return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
          "\"\nsessions = 4\n" + (call_timeout.empty() ? "" : "call_timeout = \"" + call_timeout + "\"\n") +
          "session_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
+         (copies ? "tier = \"strict\"\n" : "") +
          "copyable_keys = " + flag(copyable) + "\nderivation = " + std::to_string(derivation) +
          "\n\n[log]\nlevel = \"warn\"\n";
 }

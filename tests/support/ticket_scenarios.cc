@@ -187,6 +187,9 @@ std::string write_rotating_toml(const std::string& file) {
   t.publish_lead = "2s";
   t.decrypt_window = "8s";
   t.refresh_interval = "1s";
+  // The fault scenarios count what each ticket asks of the HSM: the strict tier, where
+  // every ticket is one HSM call (the epoch tier keeps opening tickets through an outage).
+  t.tier = "strict";
   return write_keysvc_toml(file, t);
 }
 
@@ -281,6 +284,9 @@ std::string write_faultmod_toml(const std::string& file) {
   KeysvcToml t;
   t.module = FaultControl::module_path();
   t.refresh_interval = "1s";
+  // The fault scenarios count what each ticket asks of the HSM: the strict tier, where
+  // every ticket is one HSM call (the epoch tier keeps opening tickets through an outage).
+  t.tier = "strict";
   return write_keysvc_toml(file, t);
 }
 

@@ -43,7 +43,7 @@ std::string write_rotating_toml(const std::string& file);
 // across workers. Counts resumption failures (expected: 0).
 void rotation_under_load(PreforkServer& a, PreforkServer& b, const std::string& toml);
 
-// A TOML whose module is keysvc-faultmod in front of SoftHSM (1 s refresh).
+// A TOML whose module is keysvc-faultmod in front of SoftHSM (1 s refresh, strict tier).
 std::string write_faultmod_toml(const std::string& file);
 
 // The fault scenario's control folder, given to the worker user (the fault module in

@@ -50,7 +50,7 @@ std::string write_keysvc_toml(const std::string& file, const KeysvcToml& t) {
       << "[rotation]\nencrypt_period = \"" << t.encrypt_period << "\"\npublish_lead = \"" << t.publish_lead
       << "\"\ndecrypt_window = \"" << t.decrypt_window << "\"\nclock_skew = \"0s\"\nrefresh_interval = \""
       << t.refresh_interval << "\"\n"
-      << "self_rotate = false\n\n[log]\nlevel = \"info\"\n";
+      << (t.tier.empty() ? "" : "tier = \"" + t.tier + "\"\n") << "self_rotate = false\n\n[log]\nlevel = \"info\"\n";
   if (!t.audit_path.empty()) out << "\n[audit]\npath = \"" << t.audit_path << "\"\n";
   out.close();
   if (!out) throw std::runtime_error("cannot write " + path);

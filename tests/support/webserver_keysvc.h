@@ -31,6 +31,7 @@ struct KeysvcToml {
   std::string lifetime = "60s", encrypt_period = "1h", publish_lead = "10m", decrypt_window = "2h",
               refresh_interval = "30s";
   std::string audit_path;  // [audit] path; empty: no audit
+  std::string tier;        // [rotation] tier; empty: the default (epoch)
 };
 // Writes `file` in the test token's folder (mode 0644: it holds no secret, and workers
 // lock it while they open the token) and returns its path.
