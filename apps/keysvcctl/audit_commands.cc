@@ -2,18 +2,22 @@
 // (keysvc/audit_log.h, keysvc/audit_verify.h, keysvc/audit_report.h; docs/AUDIT.md).
 //
 //   keysvcctl --config FILE audit verify LOG... [--allow-pending] [--json]
-//     Checks the hash chain across the files (given oldest first) and every seal's MAC
-//     in the token (the audit key named by each seal). Exit codes:
-//       0  intact: every record is covered by a verified seal (with --allow-pending, also
-//          a chain intact up to its last verified seal with records after it)
+//     Checks the hash chain across the files (given oldest first), every seal's MAC in
+//     the token (the audit key named by each seal) and the file against the token's
+//     anchor of its chain (audit_anchor.h). Exit codes:
+//       0  intact: every record is covered by a verified seal, and the file ends at or
+//          after the seal the token anchors (with --allow-pending, also a chain intact up
+//          to its last verified seal with records after it)
 //       1  the chain is broken or the files are not an audit log: edited, deleted,
-//          reordered, bad_seal, malformed (a file that cannot be read included)
+//          reordered, bad_seal, truncated, unverified_tail, foreign, malformed (a file
+//          that cannot be read included)
 //       2  usage (no --config, bad arguments)
 //       3  pending: intact up to the last verified seal, records after it not sealed yet
 //          (unsealed_tail: a running writer's file between two seals)
-//       4  nothing was checked: the config, the token or a PKCS#11 call failed
+//       4  seals and anchors not checked (the config, the token or a PKCS#11 call failed);
+//          the hash chain was, and is intact (a broken one is exit 1)
 //     Anything but 0 prints one line on stderr: "keysvcctl: audit verify: LOG:LINE:
-//     REASON: detail".
+//     REASON: detail" (and without the token, one more saying what was not checked).
 //   keysvcctl [--config FILE] audit report LOG... [--json | --html OUT] [--since T] [--until T]
 //     Per key name: lifecycle events and usage totals by outcome; anomalies. Needs no
 //     token (run verify first to trust it); --html with --config also checks each
@@ -25,6 +29,7 @@
 
 #include "audit_html.h"
 #include "cli.h"
+#include "keysvc/audit_anchor.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
@@ -79,28 +84,60 @@ Json verify_json(const audit::VerifyResult& r, const AuditArgs& args, int exit_c
                                            {"seq", r.last_seal_seq},
                                            {"at", ms_text(r.last_seal_ts)}}
                                     : Json();
+  j["chain"] = r.chain.empty() ? Json() : Json(r.chain);
+  j["anchor"] = r.anchored ? Json{{"seal", r.anchor_seal}, {"sealed_at", ms_text(r.anchor_sealed_at)}} : Json();
+  j["legacy"] = r.legacy;
+  j["unanchored_lines"] = r.unanchored_lines;
+  j["unchecked"] = r.unchecked.empty() ? Json() : Json(r.unchecked);
   if (!r.ok) {
     j["reason"] = std::string(audit::to_string(r.reason));
     j["file"] = r.first_bad_file.empty() ? Json() : Json(r.first_bad_file);
     j["line"] = r.first_bad_line;
     j["detail"] = r.detail;
     j["pending"] = r.pending;
+    j["pending_marked"] = r.pending_marked;
   }
   return j;
 }
 
+// What the intact line adds about the token's anchor, or what was not checked.
+std::string anchor_text(const audit::VerifyResult& r) {
+  if (r.anchored)
+    return "; anchored in the token: chain " + r.chain + ", seal at seq " + std::to_string(r.anchor_seal) + " (" +
+           ms_text(r.anchor_sealed_at) + ")" +
+           (r.unanchored_lines ? ", after " + std::to_string(r.unanchored_lines) + " line(s) from before its anchor"
+                               : std::string());
+  return r.unchecked.empty() ? std::string() : "; not checked: " + r.unchecked;
+}
+
 int verify(const Cli& cli, const AuditArgs& args) {
-  audit::VerifyResult r;
+  // Without the token (config, module, login): the chain is still checked, seals and
+  // anchors are not, and exit 4 says so unless the chain is broken anyway.
+  std::unique_ptr<keysvc::TokenGateway> gateway;
+  keysvc::Config config;
+  std::string no_token;
   try {
-    auto gateway = cli.open_gateway();
-    r = audit::verify(args.files, audit::token_keyed_hmac(*gateway));
+    gateway = cli.open_gateway(&config, Cli::AuditFile::kLeave);
   } catch (const UsageError&) {
     throw;
+  } catch (const std::exception& e) {
+    no_token = e.what();
+  }
+  audit::VerifyResult r;
+  try {
+    r = audit::verify(args.files, gateway ? audit::token_view(*gateway, config.audit) : audit::TokenView());
   } catch (const std::exception& e) {
     std::cerr << "keysvcctl: audit verify: nothing checked: " << e.what() << std::endl;
     return kExitCannotCheck;
   }
   const bool pending = !r.ok && r.reason == audit::Failure::kUnsealedTail;
+  const bool broken = !r.ok && !pending;
+  if (!gateway && !broken) {
+    std::cerr << "keysvcctl: audit verify: seals and anchors not checked (" << no_token << "): the hash chain of "
+              << r.records << " record(s) is intact up to seq " << r.last_seq << std::endl;
+    if (args.json) std::cout << dump_pretty(verify_json(r, args, kExitCannotCheck)) << '\n';
+    return kExitCannotCheck;
+  }
   // A tail is only accepted after a verified seal: a file with none vouches for nothing.
   const bool accepted = r.ok || (pending && args.allow_pending && r.last_seal_line > 0);
   const int code = accepted ? kExitOk : pending ? kExitPending : kExitFailure;
@@ -112,15 +149,18 @@ int verify(const Cli& cli, const AuditArgs& args) {
       detail += " (" + sealed_text(r) + (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
     std::cerr << "keysvcctl: audit verify: " << where << ": " << audit::to_string(r.reason)
               << (detail.empty() ? "" : ": " + detail) << std::endl;
+    if (!gateway) std::cerr << "keysvcctl: audit verify: seals and anchors not checked: " << no_token << std::endl;
   }
   if (args.json) {
     std::cout << dump_pretty(verify_json(r, args, code)) << '\n';
   } else if (r.ok) {
     std::cout << "intact: " << r.records << " records, " << r.seals << " seals, last seq " << r.last_seq
-              << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << '\n';
+              << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << anchor_text(r)
+              << '\n';
   } else if (accepted) {
     std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seal(s)); " << r.pending
-              << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line) << '\n';
+              << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line)
+              << anchor_text(r) << '\n';
   }
   return code;
 }
@@ -220,10 +260,11 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
   std::string unchecked = "run with --config to verify them";
   if (!cli.config_path_view().empty()) {
     try {
-      auto gateway = cli.open_gateway();
-      const audit::KeyedHmac hmac = audit::token_keyed_hmac(*gateway);
+      keysvc::Config config;
+      auto gateway = cli.open_gateway(&config, Cli::AuditFile::kLeave);
+      const audit::TokenView view = audit::token_view(*gateway, config.audit);
       for (std::size_t f = 0; f < texts.size(); ++f)
-        if (errors[f].empty()) checks[f] = audit::verify_texts({texts[f]}, hmac);
+        if (errors[f].empty()) checks[f] = audit::verify_texts({texts[f]}, view);
     } catch (const std::exception& e) {
       unchecked = e.what();
       std::cerr << "keysvcctl: audit report: seals not checked: " << e.what() << '\n';
@@ -262,9 +303,10 @@ void add_audit_commands(Cli& cli) {
   auto v = std::make_shared<AuditArgs>();
   CLI::App* verify_cmd = cli.add_command(
       "verify",
-      "Check the hash chain of LOG... (oldest first) and every seal's MAC in the token. Exit 0 intact, 1 broken "
-      "(tampered or not a log), 3 pending (intact up to the last seal, records after it), 4 nothing checked "
-      "(config or token failure)",
+      "Check the hash chain of LOG... (oldest first), every seal's MAC in the token and the token's anchor of each "
+      "writer's chain. Exit 0 intact, 1 broken (tampered, truncated, rolled back, from another writer or token, or "
+      "not a log), 3 pending (intact up to the last seal, records after it), 4 seals and anchors not checked "
+      "(config or token failure; the hash chain is intact)",
       [&cli, v] { return verify(cli, *v); }, group);
   verify_cmd->add_option("files", v->files, "audit log files, oldest first")->required()->type_name("LOG");
   verify_cmd->add_flag("--allow-pending", v->allow_pending,

@@ -69,9 +69,16 @@ class Cli {
   // keysvc::ConfigError if it does not load. Commands that need one call this.
   keysvc::Config load_config() const;
 
+  // What open_gateway() does about keysvcctl's audit file.
+  enum class AuditFile {
+    kSealPending,  // seal the records a writer without the token left (audit_trail.h)
+    kLeave,        // touch nothing (audit verify and report only read the files)
+  };
   // Loads the config and opens the token gateway, logged in (keysvc::TokenGateway::open).
-  // Never creates generations.
-  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr) const;
+  // A failed login is recorded in keysvcctl's audit file; a command that reaches the
+  // token seals what earlier commands could not (kSealPending). Never creates generations.
+  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr,
+                                                     AuditFile audit = AuditFile::kSealPending) const;
 
  private:
   CLI::App& root_;

@@ -47,7 +47,7 @@ class AuditTrailTest : public ::testing::Test {
     gateway_ = TokenGateway::open(config_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  bool verifies(const std::string& path) { return verify({path}, token_keyed_hmac(*gateway_)).ok; }
+  bool verifies(const std::string& path) { return verify({path}, token_view(*gateway_, config_.audit)).ok; }
 
   std::string dir_;
   Config config_;
