@@ -72,11 +72,12 @@ AuditLog::AuditLog(const std::string& path, Sealer sealer, Options options)
     if (plan.unanchored) fields += detail::unanchored_field(*plan.unanchored);
     if (plan.found) fields += detail::found_field(*plan.found);
     an.first_seq = write_locked("chain_start", fields);
-  } else {
+  } else if (with_token) {  // without it, there is nothing it checked to say
     an.first_seq = write_locked("reopened", ",\"anchored\":" + std::to_string(plan.anchored) + ",\"verified\":" +
                                                 std::to_string(plan.verified) +
                                                 ",\"vouched\":" + std::to_string(plan.vouched));
   }
+  if (an.first_seq == 0) an.first_seq = head_.seq + 1;  // the first record appended
   const std::uint64_t first_seq = an.first_seq;
   lock.unlock();
   flush();

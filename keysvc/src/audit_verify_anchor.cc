@@ -37,6 +37,10 @@ FileAnchor check_file_start(const std::vector<LogText>& files, const std::vector
         fa.segment = k;
         fa.chain = c;
       }
+  bool v3_seal = false;
+  for (std::size_t k = from; k < to && !v3_seal; ++k)
+    v3_seal = lines[k].rec && lines[k].rec->event == "seal" && lines[k].rec->obj.contains("chain");
+  fa.legacy = !fa.segment && !v3_seal;
   if (!token.anchors || from == to) return fa;
   auto early = [&](std::size_t index, Failure why, std::string detail) {
     fa.early = Problem{index, false, file, why, std::move(detail)};
@@ -45,8 +49,8 @@ FileAnchor check_file_start(const std::vector<LogText>& files, const std::vector
   const std::string given = std::filesystem::absolute(files[file].first).lexically_normal().string();
   const std::optional<WriterSlot> here =
       token.host.empty() ? std::nullopt : std::optional<WriterSlot>(WriterSlot{token.host, given});
+  if (!fa.segment && v3_seal) return fa;  // this version's seals without their chain_start: the walk says what is missing
   if (!fa.segment) {
-    fa.legacy = true;
     // Verified where a writer now anchors a chain: a copy from before anchors put back.
     if (here)
       if (auto a = token.anchors->load(*here).anchor)
