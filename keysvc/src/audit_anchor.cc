@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <filesystem>
 #include <map>
@@ -212,6 +213,9 @@ std::optional<PendingMark> PendingMark::parse(std::string_view text) {
 // ---------------------------------------------------------------- AnchorStore
 
 struct AnchorStore::Handles {
+  // The token refused to change a data object's value (SoftHSM never lets one change):
+  // from then on values are replaced by new objects without asking first.
+  std::atomic<bool> replace_only{false};
   std::mutex mutex;
   std::uint64_t generation = 0;
   std::map<std::string, CK_OBJECT_HANDLE> by_label;
@@ -256,31 +260,35 @@ bool refuses_update(CK_RV rv) {
          rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_TEMPLATE_INCONSISTENT;
 }
 
-// Writes `value` into the one object labelled `label` (creating it, or replacing an object
-// whose value cannot change); extra objects of that label (a crash between create and
-// destroy) go.
-void put_value(hsm::Session& s, const std::string& label, const std::string& value,
-               bool is_private, std::optional<CK_OBJECT_HANDLE> cached, std::optional<CK_OBJECT_HANDLE>& stored) {
+// Writes `value` into the one object labelled `label`: its value changed in place, or a
+// new object made first and the old one destroyed after (a crash between leaves both;
+// load() takes the later seal and the next write removes the other). Extra objects of
+// that label go.
+void put_value(hsm::Session& s, const std::string& label, const std::string& value, bool is_private,
+               std::optional<CK_OBJECT_HANDLE> cached, std::atomic<bool>& replace_only,
+               std::optional<CK_OBJECT_HANDLE>& stored) {
   const hsm::DataObjectOptions options{.is_private = is_private, .modifiable = true};
   std::vector<CK_OBJECT_HANDLE> found = cached ? std::vector<CK_OBJECT_HANDLE>{*cached} : find_by_label(s, label);
-  for (std::size_t k = 0; k < found.size(); ++k) {
-    if (k == 0) {
-      try {
-        hsm::set_attribute(s, found[0], CKA_VALUE, as_bytes(value));
-        stored = found[0];
-        continue;
-      } catch (const hsm::Pkcs11Error& e) {
-        if (e.rv() == CKR_OBJECT_HANDLE_INVALID && cached) {  // gone since it was cached: search again
-          put_value(s, label, value, is_private, std::nullopt, stored);
-          return;
-        }
-        if (!refuses_update(e.rv())) throw;
-      }
-      stored = hsm::create_data_object(s, options, token_store::kApplication, label, as_bytes(value));
+  if (!found.empty() && !replace_only.load(std::memory_order_relaxed)) {
+    try {
+      hsm::set_attribute(s, found[0], CKA_VALUE, as_bytes(value));
+      stored = found[0];
+      for (std::size_t k = 1; k < found.size(); ++k) hsm::destroy_object(s, found[k]);
+      return;
+    } catch (const hsm::Pkcs11Error& e) {
+      if (!refuses_update(e.rv()) && e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;
+      if (refuses_update(e.rv())) replace_only.store(true, std::memory_order_relaxed);
+      if (e.rv() == CKR_OBJECT_HANDLE_INVALID && cached) found = find_by_label(s, label);  // gone since cached
     }
-    hsm::destroy_object(s, found[k]);
   }
-  if (found.empty()) stored = hsm::create_data_object(s, options, token_store::kApplication, label, as_bytes(value));
+  stored = hsm::create_data_object(s, options, token_store::kApplication, label, as_bytes(value));
+  for (CK_OBJECT_HANDLE old : found) {
+    try {
+      hsm::destroy_object(s, old);
+    } catch (const hsm::Pkcs11Error& e) {
+      if (e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;  // gone meanwhile
+    }
+  }
 }
 
 }  // namespace
@@ -322,15 +330,15 @@ void AnchorStore::store(const WriterSlot& slot, const Anchor& anchor) {
   if (!logged_in_) throw std::logic_error("audit anchors need a logged-in session");
   run_([handles = handles_, label = slot.anchor_label(), value = anchor.format()](hsm::Session& s) {
     std::optional<CK_OBJECT_HANDLE> stored;
-    put_value(s, label, value, true, handles->get(s, label), stored);
+    put_value(s, label, value, true, handles->get(s, label), handles->replace_only, stored);
     handles->put(s, label, stored);
   });
 }
 
 void AnchorStore::set_pending(const WriterSlot& slot, const PendingMark& mark) {
-  run_([label = slot.pending_label(), value = mark.format()](hsm::Session& s) {
+  run_([handles = handles_, label = slot.pending_label(), value = mark.format()](hsm::Session& s) {
     std::optional<CK_OBJECT_HANDLE> stored;
-    put_value(s, label, value, false, std::nullopt, stored);
+    put_value(s, label, value, false, std::nullopt, handles->replace_only, stored);
   });
 }
 

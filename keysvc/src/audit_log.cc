@@ -194,7 +194,9 @@ void AuditLog::seal_unlocked() {
                                                        std::to_string(head.seq) + ",\"head\":\"" + hex(head.hash) +
                                                        "\",\"mac\":\"" + hex(mac) + "\",\"key\":" +
                                                        quote(sealer_.key_id_hex));
-    last_seal_seq_ = head.seq;
+    // The seal covers itself when nothing came between; records appended while the token
+    // computed the MAC are not covered: the next seal covers them (and this one).
+    last_seal_seq_ = seq == head.seq + 1 ? seq : head.seq;
     Anchor& a = *anchoring_->anchor;
     a.sealed = head.seq;
     a.head = head.hash;

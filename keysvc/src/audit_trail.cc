@@ -198,9 +198,10 @@ void schedule(Maintenance& maintenance, const AuditConfig& config, std::function
     });
   };
   every("audit seal", config.seal_interval, &AuditTrail::seal);
-  every("audit seal retry", std::chrono::seconds(1), &AuditTrail::retry_seal);
   every("audit usage record", config.summary_interval, &AuditTrail::summarize);
+  // Before the retry, so that the records of an outage's failures are in its first seal.
   every("audit HSM error records", std::chrono::seconds(1), &AuditTrail::poll_hsm_errors);
+  every("audit seal retry", std::chrono::seconds(1), &AuditTrail::retry_seal);
 }
 
 UsageSummary AuditTrail::take_usage() {

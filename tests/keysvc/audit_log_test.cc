@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -193,6 +194,44 @@ TEST_F(AuditLogTest, ReopeningTheSameFileContinuesItsChain) {
   EXPECT_TRUE(r.ok) << r.first_bad_line << " " << r.detail;
   EXPECT_EQ(r.last_seq, 9u);
   EXPECT_EQ(r.seals, 3u);
+}
+
+// What a seal costs in the token, counted from the module's call statistics (no other
+// thread uses the token meanwhile): the MAC (C_SignInit + C_Sign on the audit key's kept
+// handle) and the anchor's update. SoftHSM never lets a data object's value change
+// (C_SetAttributeValue answers CKR_ATTRIBUTE_READ_ONLY, once), so the anchor is replaced:
+// C_CreateObject of the new value, C_DestroyObject of the old.
+TEST_F(AuditLogTest, ASealIsFourTokenCallsOnSoftHsm) {
+  AuditLog log(dir_ + "/cost.log", token_sealer(*gateway_), quiet());
+  log.append(ConfigLoaded{"first"});
+  log.seal();  // the first seal finds the key and the anchor
+  auto counts = [&] {
+    std::map<std::string, std::uint64_t> m;
+    for (const auto& c : gateway_->call_stats().snapshot()) m[std::string(hsm::call_name(c.call))] = c.count;
+    return m;
+  };
+  const auto before = counts();
+  constexpr int kSeals = 20;
+  for (int k = 0; k < kSeals; ++k) {
+    log.append(ConfigLoaded{"seal " + std::to_string(k)});
+    log.seal();
+  }
+  std::map<std::string, std::uint64_t> per_call;
+  std::uint64_t total = 0;
+  for (const auto& [name, n] : counts()) {
+    const std::uint64_t d = n - (before.count(name) ? before.at(name) : 0);
+    if (d) per_call[name] = d;
+    total += d;
+  }
+  std::string text;
+  for (const auto& [name, n] : per_call) text += " " + name + " " + std::to_string(n);
+  std::cout << "[audit-seal-cost] " << kSeals << " seals:" << text << " (" << static_cast<double>(total) / kSeals
+            << " PKCS#11 calls per seal)\n";
+  EXPECT_EQ(total, 4u * kSeals) << text;
+  for (const char* call : {"C_SignInit", "C_Sign", "C_CreateObject", "C_DestroyObject"})
+    EXPECT_EQ(per_call[call], static_cast<std::uint64_t>(kSeals)) << call << ":" << text;
+  log.close();
+  EXPECT_TRUE(verify({dir_ + "/cost.log"}, token_view(*gateway_, AuditConfig{})).ok);
 }
 
 TEST_F(AuditLogTest, EscapesStrings) {
