@@ -37,14 +37,17 @@ VerifyResult found_failure(VerifyResult r, const std::vector<LogText>& files, co
                            std::size_t at, std::size_t region) {
   const Record& cs = *lines[at].rec;
   const nlohmann::json& found = cs.obj["found"];
+  const std::string writer = "the writer that reopened the file at line " + std::to_string(lines[at].number);
+  if (!found.is_object()) return fail(r, files, lines[at], Failure::kMalformed, writer + " states an unknown finding");
   const std::string* reason = found.contains("reason") && found["reason"].is_string()
                                   ? found["reason"].get_ptr<const std::string*>()
                                   : nullptr;
-  const std::string sha = found.value("sha256", std::string());
-  const std::string writer = "the writer that reopened the file at line " + std::to_string(lines[at].number);
+  const std::string* sha = found.contains("sha256") && found["sha256"].is_string()
+                               ? found["sha256"].get_ptr<const std::string*>()
+                               : nullptr;
   const std::size_t n = at - region;
   const Line& where = lines[region];
-  if (detail::hash_from_hex(sha) != detail::region_hash(lines, region, at))
+  if (!sha || detail::hash_from_hex(*sha) != detail::region_hash(lines, region, at))
     return fail(r, files, where, Failure::kEdited,
                 std::to_string(n) + " line(s) that " + writer + " found here changed since");
   auto seqs = [&] {
