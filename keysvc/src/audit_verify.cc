@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "audit_record.h"
 #include "audit_verify_anchor.h"
@@ -38,16 +39,16 @@ VerifyResult found_failure(VerifyResult r, const std::vector<LogText>& files, co
   const Record& cs = *lines[at].rec;
   const nlohmann::json& found = cs.obj["found"];
   const std::string writer = "the writer that reopened the file at line " + std::to_string(lines[at].number);
-  if (!found.is_object()) return fail(r, files, lines[at], Failure::kMalformed, writer + " states an unknown finding");
-  const std::string* reason = found.contains("reason") && found["reason"].is_string()
-                                  ? found["reason"].get_ptr<const std::string*>()
-                                  : nullptr;
-  const std::string* sha = found.contains("sha256") && found["sha256"].is_string()
-                               ? found["sha256"].get_ptr<const std::string*>()
-                               : nullptr;
+  static const std::set<std::string, std::less<>> kReasons = {"unsealed", "truncated", "deleted", "foreign"};
+  if (!found.is_object() || !found.contains("reason") || !found["reason"].is_string() ||
+      !kReasons.count(found["reason"].get<std::string>()) || !found.contains("sha256") ||
+      !found["sha256"].is_string())
+    return fail(r, files, lines[at], Failure::kMalformed, writer + " states an unknown finding");
+  const std::string& kind = found["reason"].get_ref<const std::string&>();
+  const std::string& sha = found["sha256"].get_ref<const std::string&>();
   const std::size_t n = at - region;
   const Line& where = lines[region];
-  if (!sha || detail::hash_from_hex(*sha) != detail::region_hash(lines, region, at))
+  if (detail::hash_from_hex(sha) != detail::region_hash(lines, region, at))
     return fail(r, files, where, Failure::kEdited,
                 std::to_string(n) + " line(s) that " + writer + " found here changed since");
   auto seqs = [&] {
@@ -56,7 +57,6 @@ VerifyResult found_failure(VerifyResult r, const std::vector<LogText>& files, co
                                    : std::string();
   };
   auto expected = [&] { return std::to_string(detail::uint_member(found, "expected_seq").value_or(0)); };
-  const std::string kind = reason ? *reason : std::string();
   if (kind == "unsealed")
     return fail(r, files, where, Failure::kUnverifiedTail,
                 std::to_string(n) + " line(s)" + seqs() + " that no seal covers; " + writer +
@@ -71,11 +71,9 @@ VerifyResult found_failure(VerifyResult r, const std::vector<LogText>& files, co
                 writer + " did not find the records up to seq " + expected() +
                     " that the token's pending mark named (written by a writer without the token)" +
                     (n ? "; " + std::to_string(n) + " other line(s)" + seqs() + " in their place" : std::string()));
-  if (kind == "foreign")
-    return fail(r, files, where, Failure::kForeign,
-                std::to_string(n) + " line(s)" + seqs() + " of another chain than the one the token anchors; " +
-                    writer + " did not continue them");
-  return fail(r, files, where, Failure::kMalformed, writer + " states an unknown finding");
+  return fail(r, files, where, Failure::kForeign,
+              std::to_string(n) + " line(s)" + seqs() + " of another chain than the one the token anchors; " + writer +
+                  " did not continue them");
 }
 
 // Where each chain_start's "found" lines begin (index -> the chain_start's index); a

@@ -214,6 +214,17 @@ TEST_F(AuditVerify, HostileInputGivesAResult) {
   EXPECT_EQ(reason(ok_start + "{\"seq\":2,\"ts\":\"2026-11-23T12:00:00.000Z\",\"event\":\"seal\",\"prev\":\"" +
                    hex(sha256(ok_start.substr(0, ok_start.size() - 1))) + "\"}\n"),
             "bad_seal");
+  // This version's fields, hostile: a finding that is not an object, names more lines than
+  // there are, a chain id that is not one.
+  auto start_with = [&](const std::string& fields) {
+    return "{\"seq\":1,\"ts\":\"2026-11-23T12:00:00.000Z\",\"event\":\"chain_start\"" + fields + ",\"prev\":\"" +
+           std::string(64, '0') + "\"}\n";
+  };
+  EXPECT_EQ(reason(start_with(",\"chain\":\"zz\",\"found\":5")), "malformed");
+  EXPECT_EQ(reason(start_with(",\"found\":{\"lines\":99999999999}")), "deleted");
+  EXPECT_EQ(reason(start_with(",\"found\":{\"lines\":0,\"reason\":[1]}")), "malformed");
+  EXPECT_EQ(reason(ok_start + start_with(",\"found\":{\"lines\":1,\"reason\":\"unsealed\",\"sha256\":\"00\"}")),
+            "edited");
   for (int k = 0; k < 200; ++k) {  // random bytes, random cuts of a real-looking line
     std::string junk(static_cast<std::size_t>(k * 7 % 300), '\0');
     RAND_bytes(reinterpret_cast<unsigned char*>(junk.data()), static_cast<int>(junk.size()));
