@@ -1,23 +1,6 @@
-// audit verify, audit report: check and summarise keysvc's audit logs
-// (keysvc/audit_log.h, keysvc/audit_verify.h, keysvc/audit_report.h; docs/AUDIT.md).
+// audit report (and the audit group; audit verify is audit_verify_command.cc): summarise
+// keysvc's audit logs (keysvc/audit_log.h, keysvc/audit_report.h; docs/AUDIT.md).
 //
-//   keysvcctl --config FILE audit verify LOG... [--allow-pending] [--json]
-//     Checks the hash chain across the files (given oldest first), every seal's MAC in
-//     the token (the audit key named by each seal) and the file against the token's
-//     anchor of its chain (audit_anchor.h). Exit codes:
-//       0  intact: every record is covered by a verified seal, and the file ends at or
-//          after the seal the token anchors (with --allow-pending, also a chain intact up
-//          to its last verified seal with records after it)
-//       1  the chain is broken or the files are not an audit log: edited, deleted,
-//          reordered, bad_seal, truncated, unverified_tail, foreign, malformed (a file
-//          that cannot be read included)
-//       2  usage (no --config, bad arguments)
-//       3  pending: intact up to the last verified seal, records after it not sealed yet
-//          (unsealed_tail: a running writer's file between two seals)
-//       4  seals and anchors not checked (the config, the token or a PKCS#11 call failed);
-//          the hash chain was, and is intact (a broken one is exit 1)
-//     Anything but 0 prints one line on stderr: "keysvcctl: audit verify: LOG:LINE:
-//     REASON: detail" (and without the token, one more saying what was not checked).
 //   keysvcctl [--config FILE] audit report LOG... [--json | --html OUT] [--since T] [--until T]
 //     Per key name: lifecycle events and usage totals by outcome; anomalies. Needs no
 //     token (run verify first to trust it); --html with --config also checks each
@@ -41,13 +24,9 @@ namespace {
 
 namespace audit = keysvc::audit;
 
-constexpr int kExitPending = 3;
-constexpr int kExitCannotCheck = 4;
-
-struct AuditArgs {
+struct ReportArgs {
   std::vector<std::string> files;
   bool json = false;
-  bool allow_pending = false;
   std::string since, until, html;
 };
 
@@ -55,115 +34,6 @@ std::string ms_text(std::int64_t ms) { return audit::iso8601_ms(ms); }
 Json ms_json(const std::optional<std::int64_t>& ms) { return ms ? Json(audit::iso8601_ms(*ms)) : Json(); }
 
 std::string place(const std::string& file, std::size_t line) { return file + ":" + std::to_string(line); }
-
-// "intact", "pending" or the failure's name.
-std::string verdict_name(const audit::VerifyResult& r) {
-  return r.ok                                        ? "intact"
-         : r.reason == audit::Failure::kUnsealedTail ? "pending"
-                                                     : std::string(audit::to_string(r.reason));
-}
-
-std::string sealed_text(const audit::VerifyResult& r) {
-  return r.last_seal_line ? "intact and sealed up to seq " + std::to_string(r.last_seal_seq) + " at " +
-                                place(r.last_seal_file, r.last_seal_line)
-                          : "no seal yet";
-}
-
-Json verify_json(const audit::VerifyResult& r, const AuditArgs& args, int exit_code) {
-  Json j;
-  j["verdict"] = verdict_name(r);
-  j["ok"] = r.ok;
-  j["exit_code"] = exit_code;
-  j["files"] = args.files.size();
-  j["records"] = r.records;
-  j["seals"] = r.seals;
-  j["last_seq"] = r.last_seq;
-  j["from_genesis"] = r.from_genesis;
-  j["last_seal"] = r.last_seal_line ? Json{{"file", r.last_seal_file},
-                                           {"line", r.last_seal_line},
-                                           {"seq", r.last_seal_seq},
-                                           {"at", ms_text(r.last_seal_ts)}}
-                                    : Json();
-  j["chain"] = r.chain.empty() ? Json() : Json(r.chain);
-  j["anchor"] = r.anchored ? Json{{"seal", r.anchor_seal}, {"sealed_at", ms_text(r.anchor_sealed_at)}} : Json();
-  j["legacy"] = r.legacy;
-  j["unanchored_lines"] = r.unanchored_lines;
-  j["unchecked"] = r.unchecked.empty() ? Json() : Json(r.unchecked);
-  if (!r.ok) {
-    j["reason"] = std::string(audit::to_string(r.reason));
-    j["file"] = r.first_bad_file.empty() ? Json() : Json(r.first_bad_file);
-    j["line"] = r.first_bad_line;
-    j["detail"] = r.detail;
-    j["pending"] = r.pending;
-    j["pending_marked"] = r.pending_marked;
-  }
-  return j;
-}
-
-// What the intact line adds about the token's anchor, or what was not checked.
-std::string anchor_text(const audit::VerifyResult& r) {
-  if (r.anchored)
-    return "; anchored in the token: chain " + r.chain + ", seal at seq " + std::to_string(r.anchor_seal) + " (" +
-           ms_text(r.anchor_sealed_at) + ")" +
-           (r.unanchored_lines ? ", after " + std::to_string(r.unanchored_lines) + " line(s) from before its anchor"
-                               : std::string());
-  return r.unchecked.empty() ? std::string() : "; not checked: " + r.unchecked;
-}
-
-int verify(const Cli& cli, const AuditArgs& args) {
-  // Without the token (config, module, login): the chain is still checked, seals and
-  // anchors are not, and exit 4 says so unless the chain is broken anyway.
-  std::unique_ptr<keysvc::TokenGateway> gateway;
-  keysvc::Config config;
-  std::string no_token;
-  try {
-    gateway = cli.open_gateway(&config, Cli::AuditFile::kLeave);
-  } catch (const UsageError&) {
-    throw;
-  } catch (const std::exception& e) {
-    no_token = e.what();
-  }
-  audit::VerifyResult r;
-  try {
-    r = audit::verify(args.files, gateway ? audit::token_view(*gateway, config.audit) : audit::TokenView());
-  } catch (const std::exception& e) {
-    std::cerr << "keysvcctl: audit verify: nothing checked: " << e.what() << std::endl;
-    return kExitCannotCheck;
-  }
-  const bool pending = !r.ok && r.reason == audit::Failure::kUnsealedTail;
-  const bool broken = !r.ok && !pending;
-  if (!gateway && !broken) {
-    std::cerr << "keysvcctl: audit verify: seals and anchors not checked (" << no_token << "): the hash chain of "
-              << r.records << " record(s) is intact up to seq " << r.last_seq << std::endl;
-    if (args.json) std::cout << dump_pretty(verify_json(r, args, kExitCannotCheck)) << '\n';
-    return kExitCannotCheck;
-  }
-  // A tail is only accepted after a verified seal: a file with none vouches for nothing.
-  const bool accepted = r.ok || (pending && args.allow_pending && r.last_seal_line > 0);
-  const int code = accepted ? kExitOk : pending ? kExitPending : kExitFailure;
-  if (!accepted) {
-    std::string where =
-        r.first_bad_file.empty() ? std::string("(no files)") : place(r.first_bad_file, r.first_bad_line);
-    std::string detail = r.detail;
-    if (pending)
-      detail += " (" + sealed_text(r) + (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
-    std::cerr << "keysvcctl: audit verify: " << where << ": " << audit::to_string(r.reason)
-              << (detail.empty() ? "" : ": " + detail) << std::endl;
-    if (!gateway) std::cerr << "keysvcctl: audit verify: seals and anchors not checked: " << no_token << std::endl;
-  }
-  if (args.json) {
-    std::cout << dump_pretty(verify_json(r, args, code)) << '\n';
-  } else if (r.ok) {
-    std::cout << "intact: " << r.records << " records, " << r.seals << " seals, last seq " << r.last_seq
-              << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << anchor_text(r)
-              << '\n';
-  } else if (accepted) {
-    std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seal(s)); " << r.pending
-              << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line)
-              << anchor_text(r) << '\n';
-  }
-  return code;
-}
 
 std::optional<std::int64_t> time_option(const std::string& text, const char* option) {
   if (text.empty()) return std::nullopt;
@@ -244,7 +114,7 @@ void report_text(const audit::Report& rep) {
 
 // The HTML page: the files as read, each one's seals checked in the token if keysvcctl
 // has a config (a token that cannot be used leaves them unchecked, with the reason).
-int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOptions& options) {
+int report_html(const Cli& cli, const ReportArgs& args, const audit::ReportOptions& options) {
   std::vector<audit::LogText> texts;
   std::vector<std::string> errors;
   for (const auto& path : args.files) {
@@ -279,7 +149,7 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
   return kExitOk;
 }
 
-int report(const Cli& cli, const AuditArgs& args) {
+int report(const Cli& cli, const ReportArgs& args) {
   audit::ReportOptions options;
   options.since = time_option(args.since, "--since");
   options.until = time_option(args.until, "--until");
@@ -300,21 +170,9 @@ int report(const Cli& cli, const AuditArgs& args) {
 void add_audit_commands(Cli& cli) {
   CLI::App* group = cli.add_group("audit", "Check and summarise keysvc's audit logs");
 
-  auto v = std::make_shared<AuditArgs>();
-  CLI::App* verify_cmd = cli.add_command(
-      "verify",
-      "Check the hash chain of LOG... (oldest first), every seal's MAC in the token and the token's anchor of each "
-      "writer's chain. Exit 0 intact, 1 broken (tampered, truncated, rolled back, from another writer or token, or "
-      "not a log), 3 pending (intact up to the last seal, records after it), 4 seals and anchors not checked "
-      "(config or token failure; the hash chain is intact)",
-      [&cli, v] { return verify(cli, *v); }, group);
-  verify_cmd->add_option("files", v->files, "audit log files, oldest first")->required()->type_name("LOG");
-  verify_cmd->add_flag("--allow-pending", v->allow_pending,
-                       "exit 0 for a chain intact up to its last verified seal with records after it (a running "
-                       "writer's file); those records are not vouched for yet");
-  Cli::add_json_flag(verify_cmd, v->json);
+  add_audit_verify_command(cli, group);
 
-  auto r = std::make_shared<AuditArgs>();
+  auto r = std::make_shared<ReportArgs>();
   CLI::App* report_cmd = cli.add_command(
       "report", "Per key name: lifetime and usage totals by outcome, and anomalies (reads the files only)",
       [&cli, r] { return report(cli, *r); }, group);

@@ -101,6 +101,7 @@ void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, r
 void add_status_command(Cli& cli);   // status_command.cc: status
 void add_doctor_command(Cli& cli);   // doctor_command.cc: doctor (doctor.h)
 void add_audit_commands(Cli& cli);   // audit_commands.cc: audit verify, audit report
+void add_audit_verify_command(Cli& cli, CLI::App* group);  // audit_verify_command.cc: audit verify
 void add_server_key_commands(Cli& cli);  // server_key_commands.cc: server-key create (TLS key + certificate)
 // rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).
 void add_rotate_command(Cli& cli, CLI::App* parent = nullptr);

@@ -333,6 +333,13 @@ TEST(AuditAttack, UntouchedMultiWriterRunVerifies) {
   server->stop();
   expect_intact(verify(s, s.server_log()), "the server's file");
   expect_intact(verify(s, s.ctl_log()), "keysvcctl's file");
+  // Both writers' files at once: each chain on its own, one line each.
+  RunResult both = s.ctl({"audit", "verify", s.server_log(), s.ctl_log()});
+  EXPECT_EQ(both.exit_code, std::optional<int>(0)) << describe(both);
+  EXPECT_EQ(keysvc::test::count_lines(both.out), 2u) << both.out;
+  EXPECT_EQ(both.out.rfind(s.server_log() + ": intact: ", 0), 0u) << both.out;
+  EXPECT_NE(both.out.find("\n" + s.ctl_log() + ": intact: "), std::string::npos) << both.out;
+  std::cout << "[audit-attack] " << test_name() << ", both files (exit 0):\n" << both.out;
   RunResult report = s.ctl({"audit", "report", "--json", s.server_log(), s.ctl_log()}, false);
   EXPECT_EQ(report.exit_code, std::optional<int>(0)) << describe(report);
 }
