@@ -15,6 +15,9 @@ namespace keysvc::audit::detail {
 
 namespace {
 
+// Seqs beyond this are not continued (the file is not trusted here).
+constexpr std::uint64_t kMaxSeq = std::uint64_t{1} << 60;
+
 // Where a walk stands: the last accepted line.
 struct Cursor {
   std::uint64_t seq = 0;
@@ -139,7 +142,9 @@ void finish(OpenPlan& plan, const std::vector<Line>& lines, const Accepted& a, s
     plan.found = region(lines, a.end, std::move(reason));
     plan.found->expected_seq = expected_seq;
     plan.found->expected_hash = expected_hash;
-    plan.chain_start_seq = std::max({plan.seq, plan.found->last_seq, expected_seq.value_or(0)}) + 1;
+    // Past what the token named; not past the found lines' seqs, which anyone could have
+    // written (a seq near 2^64 would leave no room for this writer's).
+    plan.chain_start_seq = std::max(plan.seq, expected_seq.value_or(0)) + 1;
   } else {
     plan.chain_start_seq = plan.seq + 1;
   }
@@ -252,6 +257,7 @@ OpenPlan plan_tokenless(const std::string& path) {
   Cursor c = cursor_of(lines.back());
   for (std::size_t k = lines.size(); k-- > 0 && c.seq == 0;)
     if (lines[k].rec) c.seq = lines[k].rec->seq + (lines.size() - 1 - k);
+  if (c.seq > kMaxSeq) c.seq = 0;  // not a seq this writer can go on from: the next writer judges
   plan.seq = c.seq;
   plan.prev = c.hash;
   for (std::size_t k = lines.size(); k-- > 0;)
