@@ -127,7 +127,9 @@ using LogText = std::pair<std::string, std::string>;
 std::optional<std::string> read_log_file(const std::string& path, std::string& error);
 
 // Reads the files (a file that cannot be read is a malformed failure at line 1, detail
-// "cannot read the file (REASON)") and verifies them. Throws only what the token throws.
+// "cannot read the file (REASON)") and verifies them; a file found to end before its
+// anchor is read again (up to three times), since a running writer may have sealed and
+// moved its anchor after the file was read. Throws only what the token throws.
 VerifyResult verify(const std::vector<std::string>& files, const TokenView& token);
 VerifyResult verify_texts(const std::vector<LogText>& files, const TokenView& token);
 
