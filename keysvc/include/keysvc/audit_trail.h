@@ -95,8 +95,9 @@ class AuditTrail {
 
   // Opens the trail for `writer`, or returns nullptr if config.audit.path is empty.
   // `gateway` (may be null, e.g. after a failed login) gives the seal key: the audit key
-  // is found or created in the token now (audit_key.h); without it seals fail and the
-  // records stay unsealed until a later writer of the same file seals. `usage` (servers)
+  // is found or created in the token now (audit_key.h), and the file is checked against
+  // its anchor (audit_log.h); without it nothing is sealed and the records are named in
+  // the token's pending mark for the next writer with the token to seal. `usage` (servers)
   // is read by summarize() and at close for the usage records. Writes config_loaded.
   // Throws std::runtime_error (file, lock) or hsm::Error (token).
   static std::unique_ptr<AuditTrail> open(const Config& config, Writer writer, TokenGateway* gateway,
