@@ -215,6 +215,23 @@ TEST(AuditAttack, PrefixCutAtAChainStart) {
   expect_verdict(verify(t, t.ctl_log()), 1, t.ctl_log(), 1, "deleted", "cut before a reopened record");
 }
 
+// A log from before anchors, put back in place after this version's keysvcctl upgraded it:
+// its own seals verify, but the token anchors a chain for this file that it does not hold.
+TEST(AuditAttack, RollbackToACopyFromBeforeAnchors) {
+  AuditScenario s = scenario();
+  {
+    auto gateway = keysvc::TokenGateway::open(keysvc::test::TestToken::get().config());
+    const auto hour_ago = std::chrono::system_clock::now() - std::chrono::hours(1);
+    keysvc::test::write_legacy_log(*gateway, s.ctl_log(), 2,
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(hour_ago.time_since_epoch()).count());
+  }
+  const std::string legacy = s.dir() + "/legacy-copy.jsonl";
+  fs::copy_file(s.ctl_log(), legacy);
+  ASSERT_FALSE(s.generate().empty());
+  fs::copy_file(legacy, s.ctl_log(), fs::copy_options::overwrite_existing);
+  expect_verdict(verify(s, s.ctl_log()), 1, s.ctl_log(), 1, "truncated", "the legacy copy put back");
+}
+
 TEST(AuditAttack, TruncationAfterTheFirstOfSeveralSeals) {
   AuditScenario s = scenario();
   for (int k = 0; k < 3; ++k) ASSERT_FALSE(s.generate().empty());
