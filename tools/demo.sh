@@ -70,11 +70,13 @@ step "Development token (SoftHSM2) in $TOKEN_DIR"
 KEYSVC_BIN_DIR=$BIN "$SOURCE_DIR/softhsm-config/dev-token" "$TOKEN_DIR" | grep -v '^export ' | sed 's/^dev-token: /    /'
 export SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
 info "token: pkcs11:token=keysvc, user PIN in $TOKEN_DIR/pin (read from the file, never shown)"
-# The audit trail (docs/AUDIT.md): a fresh log per demo run, next to the token.
+# The audit trail (docs/AUDIT.md), next to the token: each demo run continues it (the
+# token anchors each file's chain, so deleting a file the token still anchors would show
+# as a truncation; delete the token folder to start afresh).
 AUDIT_LOG=$TOKEN_DIR/audit.jsonl
 CTL_LOG=$TOKEN_DIR/audit-keysvcctl.jsonl
 REPORT_HTML=$TOKEN_DIR/audit-report.html
-rm -f "$AUDIT_LOG" "$CTL_LOG" "$REPORT_HTML" "$TOKEN_DIR/audit-report.png"
+rm -f "$REPORT_HTML" "$TOKEN_DIR/audit-report.png"
 grep -q '^\[audit\]' "$CONFIG" || printf '\n[audit]\npath = "audit.jsonl"\n' >>"$CONFIG"
 # A usage record every second and a seal every two: a short run still shows its tickets
 # over time in the report.

@@ -1,19 +1,6 @@
-// audit verify, audit report: check and summarise keysvc's audit logs
-// (keysvc/audit_log.h, keysvc/audit_verify.h, keysvc/audit_report.h; docs/AUDIT.md).
+// audit report (and the audit group; audit verify is audit_verify_command.cc): summarise
+// keysvc's audit logs (keysvc/audit_log.h, keysvc/audit_report.h; docs/AUDIT.md).
 //
-//   keysvcctl --config FILE audit verify LOG... [--allow-pending] [--json]
-//     Checks the hash chain across the files (given oldest first) and every seal's MAC
-//     in the token (the audit key named by each seal). Exit codes:
-//       0  intact: every record is covered by a verified seal (with --allow-pending, also
-//          a chain intact up to its last verified seal with records after it)
-//       1  the chain is broken or the files are not an audit log: edited, deleted,
-//          reordered, bad_seal, malformed (a file that cannot be read included)
-//       2  usage (no --config, bad arguments)
-//       3  pending: intact up to the last verified seal, records after it not sealed yet
-//          (unsealed_tail: a running writer's file between two seals)
-//       4  nothing was checked: the config, the token or a PKCS#11 call failed
-//     Anything but 0 prints one line on stderr: "keysvcctl: audit verify: LOG:LINE:
-//     REASON: detail".
 //   keysvcctl [--config FILE] audit report LOG... [--json | --html OUT] [--since T] [--until T]
 //     Per key name: lifecycle events and usage totals by outcome; anomalies. Needs no
 //     token (run verify first to trust it); --html with --config also checks each
@@ -25,6 +12,7 @@
 
 #include "audit_html.h"
 #include "cli.h"
+#include "keysvc/audit_anchor.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_report.h"
 #include "keysvc/audit_verify.h"
@@ -36,13 +24,9 @@ namespace {
 
 namespace audit = keysvc::audit;
 
-constexpr int kExitPending = 3;
-constexpr int kExitCannotCheck = 4;
-
-struct AuditArgs {
+struct ReportArgs {
   std::vector<std::string> files;
   bool json = false;
-  bool allow_pending = false;
   std::string since, until, html;
 };
 
@@ -50,80 +34,6 @@ std::string ms_text(std::int64_t ms) { return audit::iso8601_ms(ms); }
 Json ms_json(const std::optional<std::int64_t>& ms) { return ms ? Json(audit::iso8601_ms(*ms)) : Json(); }
 
 std::string place(const std::string& file, std::size_t line) { return file + ":" + std::to_string(line); }
-
-// "intact", "pending" or the failure's name.
-std::string verdict_name(const audit::VerifyResult& r) {
-  return r.ok                                        ? "intact"
-         : r.reason == audit::Failure::kUnsealedTail ? "pending"
-                                                     : std::string(audit::to_string(r.reason));
-}
-
-std::string sealed_text(const audit::VerifyResult& r) {
-  return r.last_seal_line ? "intact and sealed up to seq " + std::to_string(r.last_seal_seq) + " at " +
-                                place(r.last_seal_file, r.last_seal_line)
-                          : "no seal yet";
-}
-
-Json verify_json(const audit::VerifyResult& r, const AuditArgs& args, int exit_code) {
-  Json j;
-  j["verdict"] = verdict_name(r);
-  j["ok"] = r.ok;
-  j["exit_code"] = exit_code;
-  j["files"] = args.files.size();
-  j["records"] = r.records;
-  j["seals"] = r.seals;
-  j["last_seq"] = r.last_seq;
-  j["from_genesis"] = r.from_genesis;
-  j["last_seal"] = r.last_seal_line ? Json{{"file", r.last_seal_file},
-                                           {"line", r.last_seal_line},
-                                           {"seq", r.last_seal_seq},
-                                           {"at", ms_text(r.last_seal_ts)}}
-                                    : Json();
-  if (!r.ok) {
-    j["reason"] = std::string(audit::to_string(r.reason));
-    j["file"] = r.first_bad_file.empty() ? Json() : Json(r.first_bad_file);
-    j["line"] = r.first_bad_line;
-    j["detail"] = r.detail;
-    j["pending"] = r.pending;
-  }
-  return j;
-}
-
-int verify(const Cli& cli, const AuditArgs& args) {
-  audit::VerifyResult r;
-  try {
-    auto gateway = cli.open_gateway();
-    r = audit::verify(args.files, audit::token_keyed_hmac(*gateway));
-  } catch (const UsageError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::cerr << "keysvcctl: audit verify: nothing checked: " << e.what() << std::endl;
-    return kExitCannotCheck;
-  }
-  const bool pending = !r.ok && r.reason == audit::Failure::kUnsealedTail;
-  // A tail is only accepted after a verified seal: a file with none vouches for nothing.
-  const bool accepted = r.ok || (pending && args.allow_pending && r.last_seal_line > 0);
-  const int code = accepted ? kExitOk : pending ? kExitPending : kExitFailure;
-  if (!accepted) {
-    std::string where =
-        r.first_bad_file.empty() ? std::string("(no files)") : place(r.first_bad_file, r.first_bad_line);
-    std::string detail = r.detail;
-    if (pending)
-      detail += " (" + sealed_text(r) + (r.last_seal_line ? "; --allow-pending accepts a running writer's tail)" : ")");
-    std::cerr << "keysvcctl: audit verify: " << where << ": " << audit::to_string(r.reason)
-              << (detail.empty() ? "" : ": " + detail) << std::endl;
-  }
-  if (args.json) {
-    std::cout << dump_pretty(verify_json(r, args, code)) << '\n';
-  } else if (r.ok) {
-    std::cout << "intact: " << r.records << " records, " << r.seals << " seals, last seq " << r.last_seq
-              << (r.from_genesis ? ", from the start of the chain" : ", continuing an earlier chain") << '\n';
-  } else if (accepted) {
-    std::cout << "pending: " << sealed_text(r) << " (" << r.seals << " seal(s)); " << r.pending
-              << " line(s) after it not sealed yet, from " << place(r.first_bad_file, r.first_bad_line) << '\n';
-  }
-  return code;
-}
 
 std::optional<std::int64_t> time_option(const std::string& text, const char* option) {
   if (text.empty()) return std::nullopt;
@@ -204,7 +114,7 @@ void report_text(const audit::Report& rep) {
 
 // The HTML page: the files as read, each one's seals checked in the token if keysvcctl
 // has a config (a token that cannot be used leaves them unchecked, with the reason).
-int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOptions& options) {
+int report_html(const Cli& cli, const ReportArgs& args, const audit::ReportOptions& options) {
   std::vector<audit::LogText> texts;
   std::vector<std::string> errors;
   for (const auto& path : args.files) {
@@ -220,10 +130,11 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
   std::string unchecked = "run with --config to verify them";
   if (!cli.config_path_view().empty()) {
     try {
-      auto gateway = cli.open_gateway();
-      const audit::KeyedHmac hmac = audit::token_keyed_hmac(*gateway);
+      keysvc::Config config;
+      auto gateway = cli.open_gateway(&config, Cli::AuditFile::kLeave);
+      const audit::TokenView view = audit::token_view(*gateway, config.audit);
       for (std::size_t f = 0; f < texts.size(); ++f)
-        if (errors[f].empty()) checks[f] = audit::verify_texts({texts[f]}, hmac);
+        if (errors[f].empty()) checks[f] = audit::verify_texts({texts[f]}, view);
     } catch (const std::exception& e) {
       unchecked = e.what();
       std::cerr << "keysvcctl: audit report: seals not checked: " << e.what() << '\n';
@@ -238,7 +149,7 @@ int report_html(const Cli& cli, const AuditArgs& args, const audit::ReportOption
   return kExitOk;
 }
 
-int report(const Cli& cli, const AuditArgs& args) {
+int report(const Cli& cli, const ReportArgs& args) {
   audit::ReportOptions options;
   options.since = time_option(args.since, "--since");
   options.until = time_option(args.until, "--until");
@@ -259,20 +170,9 @@ int report(const Cli& cli, const AuditArgs& args) {
 void add_audit_commands(Cli& cli) {
   CLI::App* group = cli.add_group("audit", "Check and summarise keysvc's audit logs");
 
-  auto v = std::make_shared<AuditArgs>();
-  CLI::App* verify_cmd = cli.add_command(
-      "verify",
-      "Check the hash chain of LOG... (oldest first) and every seal's MAC in the token. Exit 0 intact, 1 broken "
-      "(tampered or not a log), 3 pending (intact up to the last seal, records after it), 4 nothing checked "
-      "(config or token failure)",
-      [&cli, v] { return verify(cli, *v); }, group);
-  verify_cmd->add_option("files", v->files, "audit log files, oldest first")->required()->type_name("LOG");
-  verify_cmd->add_flag("--allow-pending", v->allow_pending,
-                       "exit 0 for a chain intact up to its last verified seal with records after it (a running "
-                       "writer's file); those records are not vouched for yet");
-  Cli::add_json_flag(verify_cmd, v->json);
+  add_audit_verify_command(cli, group);
 
-  auto r = std::make_shared<AuditArgs>();
+  auto r = std::make_shared<ReportArgs>();
   CLI::App* report_cmd = cli.add_command(
       "report", "Per key name: lifetime and usage totals by outcome, and anomalies (reads the files only)",
       [&cli, r] { return report(cli, *r); }, group);

@@ -66,7 +66,7 @@ keysvc::Config Cli::load_config() const {
   return config;
 }
 
-std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded) const {
+std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded, AuditFile audit) const {
   keysvc::Config config = load_config();
   std::unique_ptr<keysvc::TokenGateway> gateway;
   try {
@@ -76,6 +76,7 @@ std::unique_ptr<keysvc::TokenGateway> Cli::open_gateway(keysvc::Config* loaded) 
       keysvc::audit::record_login_failure(config, keysvc::audit::Writer::kTool, keysvc::hsm::rv_name(e.rv()));
     throw;
   }
+  if (audit == AuditFile::kSealPending) keysvc::audit::seal_pending_records(config, keysvc::audit::Writer::kTool, *gateway);
   if (loaded) *loaded = std::move(config);
   return gateway;
 }

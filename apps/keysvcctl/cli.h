@@ -76,9 +76,16 @@ class Cli {
   // one call this.
   keysvc::Config load_config() const;
 
+  // What open_gateway() does about keysvcctl's audit file.
+  enum class AuditFile {
+    kSealPending,  // seal the records a writer without the token left (audit_trail.h)
+    kLeave,        // touch nothing (audit verify and report only read the files)
+  };
   // Loads the config and opens the token gateway, logged in (keysvc::TokenGateway::open).
-  // Never creates generations.
-  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr) const;
+  // A failed login is recorded in keysvcctl's audit file; a command that reaches the
+  // token seals what earlier commands could not (kSealPending). Never creates generations.
+  std::unique_ptr<keysvc::TokenGateway> open_gateway(keysvc::Config* loaded = nullptr,
+                                                     AuditFile audit = AuditFile::kSealPending) const;
 
  private:
   CLI::App& root_;
@@ -102,6 +109,7 @@ void add_keys_commands(Cli& cli);    // keys_commands.cc: keys list, generate, r
 void add_status_command(Cli& cli);   // status_command.cc: status
 void add_doctor_command(Cli& cli);   // doctor_command.cc: doctor (doctor.h)
 void add_audit_commands(Cli& cli);   // audit_commands.cc: audit verify, audit report
+void add_audit_verify_command(Cli& cli, CLI::App* group);  // audit_verify_command.cc: audit verify
 void add_server_key_commands(Cli& cli);  // server_key_commands.cc: server-key create (TLS key + certificate)
 // rotate_command.cc: "rotate" under `parent` (the root, or "keys" for the alias).
 void add_rotate_command(Cli& cli, CLI::App* parent = nullptr);

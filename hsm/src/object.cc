@@ -64,13 +64,20 @@ void destroy_object(Session& session, CK_OBJECT_HANDLE object) {
 
 CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
                                     std::span<const std::uint8_t> value) {
+  return create_data_object(session, DataObjectOptions{}, application, label, value);
+}
+
+CK_OBJECT_HANDLE create_data_object(Session& session, const DataObjectOptions& options, const std::string& application,
+                                    const std::string& label, std::span<const std::uint8_t> value) {
   CK_OBJECT_CLASS cls = CKO_DATA;
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_BBOOL yes = CK_TRUE;
+  CK_BBOOL is_private = options.is_private ? CK_TRUE : CK_FALSE;
+  CK_BBOOL modifiable = options.modifiable ? CK_TRUE : CK_FALSE;
   CK_ATTRIBUTE tmpl[] = {
       attr(CKA_CLASS, &cls, sizeof cls),
       attr(CKA_TOKEN, &yes, sizeof yes),
-      attr(CKA_PRIVATE, &yes, sizeof yes),
-      attr(CKA_MODIFIABLE, &no, sizeof no),
+      attr(CKA_PRIVATE, &is_private, sizeof is_private),
+      attr(CKA_MODIFIABLE, &modifiable, sizeof modifiable),
       attr(CKA_APPLICATION, application.data(), application.size()),
       attr(CKA_LABEL, label.data(), label.size()),
       attr(CKA_VALUE, value.data(), value.size()),
@@ -79,6 +86,12 @@ CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& applica
   checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), tmpl,
                std::size(tmpl), &handle);
   return handle;
+}
+
+void set_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type,
+                   std::span<const std::uint8_t> value) {
+  CK_ATTRIBUTE a = attr(type, value.data(), value.size());
+  checked_call(session, Call::kSetAttributeValue, session.fn()->C_SetAttributeValue, session.handle(), object, &a, 1);
 }
 
 }  // namespace keysvc::hsm

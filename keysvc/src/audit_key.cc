@@ -3,7 +3,10 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <memory>
+#include <mutex>
 
+#include "keysvc/audit_anchor.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/secret_key.h"
 
@@ -71,14 +74,40 @@ AuditKey find_or_create_audit_key(hsm::Session& session) {
 Sealer token_sealer(TokenGateway& gateway) {
   AuditKey key = gateway.call([](hsm::Session& s) { return find_or_create_audit_key(s); });
   std::string id_hex = key.id_hex();
-  return Sealer{id_hex, [&gateway, id_hex](std::span<const std::uint8_t> message) {
-                  return gateway.call([id_hex, m = std::vector<std::uint8_t>(message.begin(), message.end())](
-                                          hsm::Session& s) {
-                    auto k = find_audit_key(s, id_hex);
-                    if (!k) throw hsm::Error("the audit key " + id_hex + " is no longer in the token");
-                    return mac_in_token(s, k->handle, m);
-                  });
-                }};
+  // The key's handle, per module generation: a seal is C_SignInit + C_Sign, no search
+  // (searched again after a module restart or if the handle went stale).
+  struct Cached {
+    std::mutex mutex;
+    std::uint64_t generation = 0;
+    CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+  };
+  auto cached = std::make_shared<Cached>();
+  auto hmac = [&gateway, id_hex, cached](std::span<const std::uint8_t> message) {
+    return gateway.call([id_hex, cached, m = std::vector<std::uint8_t>(message.begin(), message.end())](
+                            hsm::Session& s) {
+      CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+      {
+        std::lock_guard lock(cached->mutex);
+        if (cached->generation == s.generation()) h = cached->handle;
+      }
+      if (h != CK_INVALID_HANDLE) {
+        try {
+          return mac_in_token(s, h, m);
+        } catch (const hsm::Pkcs11Error& e) {
+          if (e.rv() != CKR_KEY_HANDLE_INVALID && e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;
+        }
+      }
+      auto k = find_audit_key(s, id_hex);
+      if (!k) throw hsm::Error("the audit key " + id_hex + " is no longer in the token");
+      {
+        std::lock_guard lock(cached->mutex);
+        cached->generation = s.generation();
+        cached->handle = k->handle;
+      }
+      return mac_in_token(s, k->handle, m);
+    });
+  };
+  return Sealer{id_hex, std::move(hmac), token_keyed_hmac(gateway), AnchorStore::on_gateway(gateway)};
 }
 
 KeyedHmac token_keyed_hmac(TokenGateway& gateway) {
@@ -90,6 +119,16 @@ KeyedHmac token_keyed_hmac(TokenGateway& gateway) {
       return mac_in_token(s, k->handle, m);
     });
   };
+}
+
+TokenView token_view(TokenGateway& gateway, const AuditConfig& config) {
+  TokenView v(token_keyed_hmac(gateway));
+  v.anchors = AnchorStore::on_gateway(gateway);
+  v.host = this_host();
+  v.retention = config.anchor_retention;
+  v.now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+  return v;
 }
 
 }  // namespace keysvc::audit

@@ -1,12 +1,17 @@
 #include "audit_record.h"
 
+#include "keysvc/audit_anchor.h"
+
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <memory>
+#include <stdexcept>
 #include <system_error>
 
 namespace keysvc::audit {
@@ -149,6 +154,93 @@ std::vector<Line> split(const std::vector<LogText>& files, bool parse_all) {
     }
   }
   return lines;
+}
+
+Hash region_hash(const std::vector<Line>& lines, std::size_t from, std::size_t to) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
+  for (std::size_t k = from; ok && k < to && k < lines.size(); ++k)
+    ok = EVP_DigestUpdate(ctx.get(), lines[k].raw.data(), lines[k].raw.size()) == 1 &&
+         EVP_DigestUpdate(ctx.get(), "\n", 1) == 1;
+  Hash h{};
+  unsigned int n = 0;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), h.data(), &n) != 1) throw std::runtime_error("SHA-256 failed");
+  return h;
+}
+
+std::optional<ChainId> chain_of(const Record& rec) {
+  const std::string* c = rec.string_field("chain");
+  return c ? chain_id_from_hex(*c) : std::nullopt;
+}
+
+std::string printable(std::string_view s, std::size_t max) {
+  std::string out(s.substr(0, max));
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
+
+SealCheck check_seal(const std::vector<Line>& lines, std::size_t i, std::size_t lowest,
+                     const std::optional<ChainId>& chain, const KeyedHmac& hmac) {
+  const Record& rec = *lines[i].rec;
+  SealCheck c;
+  const std::string* head = rec.string_field("head");
+  const std::string* mac = rec.string_field("mac");
+  const std::string* key = rec.string_field("key");
+  auto head_hash = head ? hash_from_hex(*head) : std::nullopt;
+  auto mac_value = mac ? hash_from_hex(*mac) : std::nullopt;
+  if (!head_hash || !mac_value || !key) {
+    c.detail = "seal without head, mac or key";
+    return c;
+  }
+  // v3 seals name their chain; v2 seals name the record they cover ("sealed"), which
+  // records appended while the token computed the MAC may separate from the seal; v1
+  // seals cover their prev.
+  const bool v3 = rec.obj.contains("chain");
+  const bool v2 = rec.obj.contains("sealed");
+  const std::optional<ChainId> seal_chain = chain_of(rec);
+  if (v3 && !seal_chain) {
+    c.detail = "the seal's chain is not a chain id";
+    return c;
+  }
+  if (chain && (!v3 || *seal_chain != *chain)) {
+    c.detail = v3 ? "the seal names chain " + hex(*seal_chain) + ", not its segment's " + hex(*chain)
+                  : "a seal without a chain in chain " + hex(*chain);
+    return c;
+  }
+  if (!chain && v3) {
+    c.detail = "a seal of chain " + hex(*seal_chain) + " without its chain_start";
+    return c;
+  }
+  const std::optional<std::uint64_t> sealed = rec.uint_field("sealed");
+  if ((v2 || v3) && !sealed) {
+    c.detail = "the seal's sealed is not a seq";
+    return c;
+  }
+  c.covered_seq = (v2 || v3) ? *sealed : rec.seq - 1;
+  std::optional<std::size_t> covered;
+  for (std::size_t j = i; j-- > lowest && lines[j].rec && lines[j].rec->seq >= c.covered_seq;)
+    if (lines[j].rec->seq == c.covered_seq) covered = j;
+  if (!covered || lines[*covered].hash != *head_hash) {
+    c.detail = (v2 || v3) ? "the seal's head is not the hash of the record it names" : "the seal's head is not its prev";
+    return c;
+  }
+  if (hmac) {
+    auto expected = hmac(*key, v3   ? seal_message_v3(*seal_chain, c.covered_seq, *head_hash)
+                               : v2 ? seal_message_v2(c.covered_seq, *head_hash)
+                                    : seal_message(rec.seq, *head_hash));
+    if (!expected) {
+      c.detail = "the token has no audit key " + printable(*key, 64);
+      return c;
+    }
+    if (*expected != *mac_value) {
+      c.detail = "the seal's MAC does not verify";
+      return c;
+    }
+  }
+  c.ok = true;
+  c.covered = *covered;
+  return c;
 }
 
 }  // namespace detail

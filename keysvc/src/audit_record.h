@@ -60,4 +60,27 @@ struct Line {
 // keeping Record::obj only for "seal" and "chain_start" records (what verify reads).
 std::vector<Line> split(const std::vector<LogText>& files, bool parse_all);
 
+// SHA-256 over lines[from, to), each line's bytes followed by '\n' (what a writer that
+// found them states in chain_start's "found").
+Hash region_hash(const std::vector<Line>& lines, std::size_t from, std::size_t to);
+
+// The chain a v3 chain_start or seal names ("chain"), if it names one.
+std::optional<ChainId> chain_of(const Record& rec);
+
+// What checking the seal at lines[i] found. `chain`: the segment's chain (a v3 chain_start
+// before it), else the seal must be v1/v2. `lowest`: the first line it may cover.
+struct SealCheck {
+  bool ok = false;
+  std::size_t covered = 0;  // ok: index of the record it covers
+  std::uint64_t covered_seq = 0;
+  std::string detail;       // !ok: why (for a bad_seal failure)
+};
+// Without `hmac` the MAC is not checked (ok if the rest holds).
+SealCheck check_seal(const std::vector<Line>& lines, std::size_t i, std::size_t lowest,
+                     const std::optional<ChainId>& chain, const KeyedHmac& hmac);
+
+// At most `max` bytes of `s`, control and non-ASCII bytes as '?': a field from a file
+// quoted in a one-line detail.
+std::string printable(std::string_view s, std::size_t max);
+
 }  // namespace keysvc::audit::detail

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "keysvc/audit_anchor.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/token_uri.h"
@@ -50,8 +52,16 @@ int lock_file(const std::string& path, Writer writer) {
   return fd;
 }
 
-// A writer without a token (failed login) does not seal: audit_log.h.
-Sealer no_token_sealer() { return Sealer{"", {}}; }
+// A writer without a token (failed login) does not seal; it names its records in the
+// pending mark, on a public session of the token (audit_log.h).
+Sealer no_token_sealer(const Config& config) { return Sealer{"", {}, {}, AnchorStore::public_only(config)}; }
+
+const char* writer_name(Writer writer) { return writer == Writer::kServer ? "server" : "keysvcctl"; }
+
+// Seals that failed are tried again this soon after the first failure, doubling up to
+// the cap, so an outage's records are sealed soon after the HSM is back.
+constexpr std::chrono::seconds kFirstSealRetry{1};
+constexpr std::chrono::seconds kMaxSealRetry{30};
 
 // The token URI for records: as given, minus any pin-value (describe() refuses to show
 // one), or the bare label when it cannot be parsed.
@@ -103,12 +113,14 @@ std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer
   t->gateway_ = gateway;
   t->usage_ = std::move(usage);
   t->last_usage_ms_ = unix_ms();
-  Sealer sealer = gateway ? token_sealer(*gateway) : no_token_sealer();  // finds or creates the audit key
+  Sealer sealer = gateway ? token_sealer(*gateway) : no_token_sealer(config);  // finds or creates the audit key
   t->lock_fd_ = lock_file(t->path_, writer);
   try {
     AuditLog::Options options;
     options.per_handshake = config.audit.per_handshake;
     options.fsync = config.audit.fsync;
+    options.writer = writer_name(writer);
+    options.anchor_retention = config.audit.anchor_retention;
     if (t->usage_) options.usage_source = [raw = t.get()] { return raw->take_usage(); };
     t->log_ = std::make_unique<AuditLog>(t->path_, std::move(sealer), std::move(options));
     t->log_->append_durable(ConfigLoaded{config.source});
@@ -143,9 +155,30 @@ void AuditTrail::close() noexcept {
 void AuditTrail::seal() noexcept {
   try {
     log_->seal();
+    std::lock_guard lock(retry_mutex_);
+    if (retry_.failures > 0) logger()->info("audit: sealed again after {} failed attempt(s)", retry_.failures);
+    retry_ = {};
   } catch (const std::exception& e) {
-    logger()->error("audit: seal failed (the tail stays unsealed until the next seal): {}", e.what());
+    std::lock_guard lock(retry_mutex_);
+    // The first failure of a run is an error; the retries (every few seconds during an
+    // outage) are not worth a line each.
+    if (retry_.failures == 0)
+      logger()->error("audit: seal failed (the tail stays unsealed until a seal succeeds; retrying): {}", e.what());
+    else
+      logger()->debug("audit: seal failed again: {}", e.what());
+    const auto backoff = std::min<std::chrono::seconds>(kFirstSealRetry * (1 << std::min(retry_.failures, 5)),
+                                                        kMaxSealRetry);
+    ++retry_.failures;
+    retry_.at = std::chrono::steady_clock::now() + backoff;
   }
+}
+
+void AuditTrail::retry_seal() noexcept {
+  {
+    std::lock_guard lock(retry_mutex_);
+    if (retry_.failures == 0 || std::chrono::steady_clock::now() < retry_.at) return;
+  }
+  seal();
 }
 
 void AuditTrail::summarize() noexcept {
@@ -166,7 +199,9 @@ void schedule(Maintenance& maintenance, const AuditConfig& config, std::function
   };
   every("audit seal", config.seal_interval, &AuditTrail::seal);
   every("audit usage record", config.summary_interval, &AuditTrail::summarize);
+  // Before the retry, so that the records of an outage's failures are in its first seal.
   every("audit HSM error records", std::chrono::seconds(1), &AuditTrail::poll_hsm_errors);
+  every("audit seal retry", std::chrono::seconds(1), &AuditTrail::retry_seal);
 }
 
 UsageSummary AuditTrail::take_usage() {
@@ -301,6 +336,17 @@ void AuditTrail::append_handshake(const KeyName& name, TicketOutcome outcome) no
     log_->append(Handshake{name, outcome});
   } catch (...) {
     // Per-handshake records are best effort: the usage records carry the counts.
+  }
+}
+
+void seal_pending_records(const Config& config, Writer writer, TokenGateway& gateway) noexcept {
+  if (!config.audit.enabled()) return;
+  try {
+    const WriterSlot slot = WriterSlot::of(this_host(), log_path(config.audit, writer));
+    if (!AnchorStore::on_gateway(gateway)->load(slot).pending) return;
+    AuditTrail::open(config, writer, &gateway)->close();
+  } catch (const std::exception& e) {
+    logger()->error("audit: sealing the records the token's pending mark names failed: {}", e.what());
   }
 }
 

@@ -247,6 +247,7 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   c.audit.summary_interval = r.duration("audit", "summary_interval", c.audit.summary_interval);
   c.audit.per_handshake = r.boolean("audit", "per_handshake", c.audit.per_handshake);
   c.audit.fsync = r.boolean("audit", "fsync", c.audit.fsync);
+  c.audit.anchor_retention = r.duration("audit", "anchor_retention", c.audit.anchor_retention);
   r.reject_unknown();
 
   // Cross-field checks still name a line (the key's, or its section's if it is missing).

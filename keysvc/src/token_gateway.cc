@@ -18,19 +18,29 @@ namespace {
 constexpr std::chrono::milliseconds kRestartInFlightWait{100};
 constexpr std::chrono::milliseconds kRescanInFlightWait{750};
 
+// Loads the config's module and finds its token.
+hsm::Token find_token(const Config& config) {
+  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
+  std::string module_path = config.hsm.module.empty() ? uri.module_path().value_or("") : config.hsm.module;
+  if (module_path.empty()) throw ConfigError("no PKCS#11 module: set hsm.module");
+  return hsm::Token::find(hsm::Module::load(module_path), uri);
+}
+
 }  // namespace
 
 std::unique_ptr<hsm::SessionPool> TokenGateway::open_bare_pool(const Config& config,
                                                               std::optional<hsm::PinSource> pin) {
-  hsm::TokenUri uri = hsm::TokenUri::parse(config.hsm.token_uri);
-  std::string module_path = config.hsm.module.empty() ? uri.module_path().value_or("") : config.hsm.module;
-  if (module_path.empty()) throw ConfigError("no PKCS#11 module: set hsm.module");
   hsm::PinSource source = pin ? std::move(*pin) : pin_source_of(config);
-  auto module = hsm::Module::load(module_path);
-  hsm::Token token = hsm::Token::find(module, uri);
+  hsm::Token token = find_token(config);
   auto pool = std::make_unique<hsm::SessionPool>(std::move(token), std::move(source), config.hsm.sessions);
   pool->warm_up();  // a wrong PIN or a locked token fails here, at start-up
   return pool;
+}
+
+void TokenGateway::with_public_session(const Config& config, const std::function<void(hsm::Session&)>& work) {
+  hsm::Token token = find_token(config);
+  hsm::Session session(token, /*read_write=*/true);
+  work(session);
 }
 
 std::unique_ptr<TokenGateway> TokenGateway::open(const Config& config, std::optional<hsm::PinSource> pin) {

@@ -12,6 +12,7 @@
 
 #include "audit_report.h"
 #include "audit_test_log.h"
+#include "keysvc/audit_key.h"
 #include "keysvc/ticket_key_service.h"
 #include "process.h"
 #include "test_token.h"
@@ -66,7 +67,8 @@ TEST_F(KeysvcctlAudit, VerifyIntactLogExitsZero) {
   Result j = ctl({"audit", "verify", "--json", w.files[0], w.files[1]});
   EXPECT_EQ(j.exit_code, 0) << j.err;
   EXPECT_NE(j.out.find("\"ok\": true"), std::string::npos) << j.out;
-  EXPECT_NE(j.out.find("\"seals\": 3"), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("\"seals\": 4"), std::string::npos) << j.out;  // middle, rotation, new file, close
+  EXPECT_NE(j.out.find("\"anchor\": {"), std::string::npos) << j.out;
 }
 
 TEST_F(KeysvcctlAudit, VerifyTamperedLogNamesTheLineOnOneLine) {
@@ -82,18 +84,31 @@ TEST_F(KeysvcctlAudit, VerifyTamperedLogNamesTheLineOnOneLine) {
   EXPECT_EQ(r.err.rfind("keysvcctl: audit verify: " + w.files[0] + ":" + std::to_string(line) + ": edited", 0), 0u)
       << r.err;
 
-  ls.pop_back();
   ls[line - 1].replace(ls[line - 1].find("\"issued\":6"), 10, "\"issued\":5");
   keysvc::test::spit(w.files[0], keysvc::test::join_lines(ls));
-  // Without its final seal: intact up to the seal before, the rest pending (exit 3), and
-  // accepted with --allow-pending.
-  r = ctl({"audit", "verify", w.files[0]});
-  EXPECT_EQ(r.exit_code, 3);
-  EXPECT_NE(r.err.find(": unsealed_tail: "), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("intact and sealed up to seq "), std::string::npos) << r.err;
+  {
+    // A writer that is running: its records after the last seal are pending (exit 3),
+    // accepted with --allow-pending.
+    keysvc::audit::AuditLog running(w.files[0], keysvc::audit::token_sealer(*gateway_), {});
+    running.append_durable(keysvc::audit::ConfigLoaded{"/etc/keysvc/running.toml"});
+    r = ctl({"audit", "verify", w.files[0]});
+    EXPECT_EQ(r.exit_code, 3);
+    EXPECT_NE(r.err.find(": unsealed_tail: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("intact and sealed up to seq "), std::string::npos) << r.err;
+    r = ctl({"audit", "verify", "--allow-pending", w.files[0]});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.rfind("pending: intact and sealed up to seq ", 0), 0u) << r.out;
+  }
+  // Without its final seal, the file ends before the seal the token's anchor names.
+  ls = keysvc::test::lines_of(keysvc::test::slurp(w.files[0]));
+  ls.pop_back();
+  keysvc::test::spit(w.files[0], keysvc::test::join_lines(ls));
   r = ctl({"audit", "verify", "--allow-pending", w.files[0]});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out.rfind("pending: intact and sealed up to seq ", 0), 0u) << r.out;
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err.rfind("keysvcctl: audit verify: " + w.files[0] + ":" + std::to_string(ls.size() + 1) + ": truncated: ",
+                        0),
+            0u)
+      << r.err;
 }
 
 TEST_F(KeysvcctlAudit, VerifyUsageAndMissingFiles) {

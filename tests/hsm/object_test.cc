@@ -118,6 +118,32 @@ TEST(Object, DataObjectsArePrivate) {
   EXPECT_EQ(find_objects(*s, {.application = std::string("private-app")}).size(), 1u);
 }
 
+// A public data object (an audit pending mark) is found and written without a login;
+// SoftHSM never lets a data object's CKA_VALUE change, modifiable or not.
+TEST(Object, PublicDataObjectsNeedNoLoginAndSoftHsmKeepsValuesAsMade) {
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  ASSERT_EQ(s->fn()->C_Logout(s->handle()), static_cast<CK_RV>(CKR_OK));
+  CK_OBJECT_HANDLE h = create_data_object(*s, DataObjectOptions{.is_private = false, .modifiable = true},
+                                          "public-app", "pub", as_bytes("v1"));
+  EXPECT_EQ(find_objects(*s, {.application = std::string("public-app")}).size(), 1u);
+  EXPECT_FALSE(get_bool_attribute(*s, h, CKA_PRIVATE));
+  EXPECT_TRUE(get_bool_attribute(*s, h, CKA_MODIFIABLE));
+  EXPECT_THROW(create_data_object(*s, DataObjectOptions{}, "private-app", "p", as_bytes("x")), Pkcs11Error)
+      << "a private object needs a login";
+  try {
+    set_attribute(*s, h, CKA_VALUE, as_bytes("v2"));
+    ADD_FAILURE() << "SoftHSM changed a data object's value";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_ATTRIBUTE_READ_ONLY));
+  }
+  EXPECT_EQ(get_attribute(*s, h, CKA_VALUE), bytes_of("v1"));
+  set_attribute(*s, h, CKA_LABEL, as_bytes("pub-renamed"));  // a modifiable object's label may change
+  EXPECT_EQ(get_attribute(*s, h, CKA_LABEL), bytes_of("pub-renamed"));
+  destroy_object(*s, h);
+  s->login(CKU_USER, SecretString(test::TestToken::get().pin()));
+}
+
 TEST(Object, GetAttributeOfUnknownHandleThrows) {
   auto s = test::user_session();
   EXPECT_THROW(get_attribute(*s, 0x7fff0000, CKA_LABEL), Pkcs11Error);

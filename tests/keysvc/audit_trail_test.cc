@@ -47,7 +47,7 @@ class AuditTrailTest : public ::testing::Test {
     gateway_ = TokenGateway::open(config_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  bool verifies(const std::string& path) { return verify({path}, token_keyed_hmac(*gateway_)).ok; }
+  bool verifies(const std::string& path) { return verify({path}, token_view(*gateway_, config_.audit)).ok; }
 
   std::string dir_;
   Config config_;
@@ -193,8 +193,12 @@ TEST_F(AuditTrailTest, LoginFailureIsRecordedWithoutThePinAndSealedByTheNextWrit
   EXPECT_EQ(text.find("\"event\":\"seal\""), std::string::npos) << "no token, no seal";
   EXPECT_EQ(text.find(pin), std::string::npos);
   EXPECT_FALSE(verifies(config_.audit.path)) << "an unsealed tail";
-  AuditTrail::open(config_, Writer::kServer, gateway_.get())->close();  // the next writer seals over it
+  // The next writer with the token seals exactly what the token's pending mark names.
+  AuditTrail::open(config_, Writer::kServer, gateway_.get())->close();
   EXPECT_TRUE(verifies(config_.audit.path));
+  text = slurp(config_.audit.path);
+  EXPECT_NE(text.find("\"unanchored\":{\"lines\":3,\"last_seq\":3,\"seals\":0,\"vouched\":3}"), std::string::npos)
+      << text;
   EXPECT_TRUE(is_login_failure(CKR_PIN_INCORRECT));
   EXPECT_FALSE(is_login_failure(CKR_DEVICE_ERROR));
 }

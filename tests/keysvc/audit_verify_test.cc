@@ -23,7 +23,9 @@ using test::spit;
 class AuditVerify : public test::AuditTokenTest {
  protected:
   void SetUp() override { make_dir("audit-verify-"); }
-  VerifyResult check(const std::vector<std::string>& files) { return verify(files, token_keyed_hmac(*gateway_)); }
+  VerifyResult check(const std::vector<std::string>& files) {
+    return verify(files, token_view(*gateway_, AuditConfig{}));
+  }
   // Rewrites `path` with `edit` applied to its lines.
   template <class F>
   void edit_lines(const std::string& path, F edit) {
@@ -112,23 +114,30 @@ TEST_F(AuditVerify, RemovedSealIsADeletion) {
   expect_failure(check(w.files), w.files[0], seal, Failure::kDeleted);
 }
 
-TEST_F(AuditVerify, TruncatedTailAfterTheLastSealIsUnsealed) {
+// Lines after the last seal are an unsealed tail; with the token's anchor, a file that
+// ends before the seal the anchor names was cut after a seal.
+TEST_F(AuditVerify, CutAfterASealIsTruncatedAndTheRestAnUnsealedTail) {
   auto w = test::write_realistic_log(*gateway_, dir_);
   std::size_t mid_seal = line_with(w.files[0], "\"event\":\"seal\"");
   edit_lines(w.files[0], [&](auto& ls) { ls.pop_back(); });  // the final seal
-  expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
+  const std::size_t remaining = lines_of(slurp(w.files[0])).size();
+  expect_failure(check(w.files), w.files[0], remaining + 1, Failure::kTruncated);
 
-  VerifyResult r = check(w.files);
+  // Without anchors (seals only, as before them): intact up to the seal, the rest pending.
+  const KeyedHmac seals_only = token_keyed_hmac(*gateway_);
+  VerifyResult r = verify(w.files, seals_only);
+  expect_failure(r, w.files[0], mid_seal + 1, Failure::kUnsealedTail);
   EXPECT_EQ(r.last_seal_line, mid_seal);
   EXPECT_EQ(r.last_seal_seq, mid_seal);
-  EXPECT_EQ(r.pending, lines_of(slurp(w.files[0])).size() - mid_seal);
+  EXPECT_EQ(r.pending, remaining - mid_seal);
   EXPECT_FALSE(r.incomplete_last_line);
 
   // Cut inside a line: the incomplete last line is part of the unsealed tail.
   std::string text = slurp(w.files[0]);
   spit(w.files[0], text.substr(0, text.size() - 10));
-  expect_failure(check(w.files), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
-  EXPECT_TRUE(check(w.files).incomplete_last_line);
+  expect_failure(verify(w.files, seals_only), w.files[0], mid_seal + 1, Failure::kUnsealedTail);
+  EXPECT_TRUE(verify(w.files, seals_only).incomplete_last_line);
+  EXPECT_EQ(check(w.files).reason, Failure::kTruncated);
 }
 
 TEST_F(AuditVerify, WhitespaceTheWriterNeverWritesIsAnEdit) {
@@ -163,7 +172,7 @@ TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
   ASSERT_EQ(w.files.size(), 2u);
   VerifyResult r = check(w.files);
   EXPECT_TRUE(r.ok) << r.first_bad_file << ":" << r.first_bad_line << " " << r.detail;
-  EXPECT_EQ(r.seals, 3u);  // middle, at rotation, at close
+  EXPECT_EQ(r.seals, 4u);  // middle, at rotation, the new file's first, at close
   EXPECT_NE(slurp(w.files[1]).find("\"prev_file\":\"" + w.files[0] + "\""), std::string::npos);
 
   // Only the second file: it continues a chain, and verifies on its own.
@@ -175,10 +184,8 @@ TEST_F(AuditVerify, RotatedFilesChainAndAMissingMiddleFileFails) {
   auto w3 = test::write_realistic_log(*gateway_, dir_ + "/b", true);
   {
     // Continue w3's chain into a third file.
-    AuditLog::Options o;
-    o.previous = read_head(w3.files[1]);
-    ASSERT_TRUE(o.previous);
-    AuditLog log(dir_ + "/b/audit.log.2", token_sealer(*gateway_), o);
+    AuditLog log(w3.files[1], token_sealer(*gateway_), {});
+    log.rotate(dir_ + "/b/audit.log.2");
     log.append(ConfigLoaded{"x"});
   }
   std::vector<std::string> all = {w3.files[0], w3.files[1], dir_ + "/b/audit.log.2"};
@@ -207,6 +214,17 @@ TEST_F(AuditVerify, HostileInputGivesAResult) {
   EXPECT_EQ(reason(ok_start + "{\"seq\":2,\"ts\":\"2026-11-23T12:00:00.000Z\",\"event\":\"seal\",\"prev\":\"" +
                    hex(sha256(ok_start.substr(0, ok_start.size() - 1))) + "\"}\n"),
             "bad_seal");
+  // This version's fields, hostile: a finding that is not an object, names more lines than
+  // there are, a chain id that is not one.
+  auto start_with = [&](const std::string& fields) {
+    return "{\"seq\":1,\"ts\":\"2026-11-23T12:00:00.000Z\",\"event\":\"chain_start\"" + fields + ",\"prev\":\"" +
+           std::string(64, '0') + "\"}\n";
+  };
+  EXPECT_EQ(reason(start_with(",\"chain\":\"zz\",\"found\":5")), "malformed");
+  EXPECT_EQ(reason(start_with(",\"found\":{\"lines\":99999999999}")), "deleted");
+  EXPECT_EQ(reason(start_with(",\"found\":{\"lines\":0,\"reason\":[1]}")), "malformed");
+  EXPECT_EQ(reason(ok_start + start_with(",\"found\":{\"lines\":1,\"reason\":\"unsealed\",\"sha256\":\"00\"}")),
+            "edited");
   for (int k = 0; k < 200; ++k) {  // random bytes, random cuts of a real-looking line
     std::string junk(static_cast<std::size_t>(k * 7 % 300), '\0');
     RAND_bytes(reinterpret_cast<unsigned char*>(junk.data()), static_cast<int>(junk.size()));

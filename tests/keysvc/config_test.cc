@@ -208,10 +208,12 @@ TEST(Config, AuditSection) {
   EXPECT_EQ(off.audit.summary_interval, 60s);
   EXPECT_FALSE(off.audit.per_handshake);
   EXPECT_TRUE(off.audit.fsync);
+  EXPECT_EQ(off.audit.anchor_retention, std::chrono::hours(24 * 30));
   EXPECT_FALSE(Config::parse(kMinimal + "[audit]\npath = \"\"\n", "t", "/base").audit.enabled());
   Config on = Config::parse(kMinimal +
                                 "[audit]\npath = \"log/audit.jsonl\"\nseal_interval = \"5m\"\n"
-                                "summary_interval = 30\nper_handshake = true\nfsync = false\n",
+                                "summary_interval = 30\nper_handshake = true\nfsync = false\n"
+                                "anchor_retention = \"7d\"\n",
                             "t", "/base");
   EXPECT_TRUE(on.audit.enabled());
   EXPECT_EQ(on.audit.path, "/base/log/audit.jsonl");
@@ -219,6 +221,7 @@ TEST(Config, AuditSection) {
   EXPECT_EQ(on.audit.summary_interval, 30s);
   EXPECT_TRUE(on.audit.per_handshake);
   EXPECT_FALSE(on.audit.fsync);
+  EXPECT_EQ(on.audit.anchor_retention, std::chrono::hours(24 * 7));
 }
 
 TEST(ConfigErrors, AuditSectionIsStrict) {
@@ -226,6 +229,7 @@ TEST(ConfigErrors, AuditSectionIsStrict) {
   expect_error(kMinimal + "[audit]\nseal_interval = \"1y\"\n", 5, "audit.seal_interval");
   expect_error(kMinimal + "[audit]\nper_handshake = \"yes\"\n", 5, "audit.per_handshake must be true or false");
   expect_error(kMinimal + "[audit]\npath = 7\n", 5, "audit.path must be a string");
+  expect_error(kMinimal + "[audit]\nanchor_retention = \"soon\"\n", 5, "audit.anchor_retention");
 }
 
 TEST(ConfigErrors, UnknownKey) {

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "keysvc/audit_log.h"
+#include "keysvc/audit_verify.h"
+#include "keysvc/config.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/session.h"
 #include "keysvc/token_gateway.h"
@@ -42,12 +44,17 @@ std::optional<AuditKey> find_audit_key(hsm::Session& session, std::string_view i
 AuditKey find_or_create_audit_key(hsm::Session& session);
 
 // A Sealer for AuditLog: finds or creates the audit key now, then MACs through the
-// gateway's maintenance lane (looking the key up by CKA_ID on each seal, so token resets
-// do not matter). The gateway must outlive the sealer.
+// gateway's maintenance lane (the key's handle is kept per module generation and looked
+// up again by CKA_ID after a restart or when it went stale), with the token's anchors
+// (AnchorStore::on_gateway). The gateway must outlive the sealer.
 Sealer token_sealer(TokenGateway& gateway);
 
 // A KeyedHmac (audit_log.h) for verify(): computed in the token under the audit key
 // with that CKA_ID; std::nullopt if the token has no such key. Throws hsm::Error.
 KeyedHmac token_keyed_hmac(TokenGateway& gateway);
+
+// Everything verify() asks of the token (audit_verify.h): seals, anchors and pending
+// marks through `gateway`, this host, `config`'s anchor retention and the wall clock.
+TokenView token_view(TokenGateway& gateway, const AuditConfig& config);
 
 }  // namespace keysvc::audit

@@ -1,4 +1,5 @@
-// keysvc's audit trail: a tamper-evident JSON Lines file, sealed in the HSM.
+// keysvc's audit trail: a tamper-evident JSON Lines file, sealed in the HSM and anchored
+// in the token.
 //
 // Every record is one line, built here byte for byte (spdlog only carries it: the sink's
 // pattern is "%v"), so the hash chain is over exactly the bytes in the file:
@@ -7,35 +8,50 @@
 //    "name":"<32 hex>","prev":"<64 hex>"}
 //
 //   seq   1, 2, 3, ... over the whole chain, across rotated files
-//   ts    UTC, milliseconds
+//   ts    UTC, milliseconds; never earlier than the record before it (the writer holds it
+//         back if the clock steps back)
 //   prev  hex SHA-256 of the previous line's bytes (without its '\n'); for the very
 //         first record of a chain, 64 zeros
 //
-// Each file starts with a "chain_start" record ({"prev_file","prev_seq"} name the end of
-// the previous file; "prev" is the hash of its last line, so files chain too). A "seal"
-// record, written by seal() (the maintenance thread calls it every audit.seal_interval
-// when records were added since the last seal) and by close()/rotate(), carries
+// Chains and anchors (audit_anchor.h). Each writer's file holds one chain with a random
+// identity, named in its first record:
+//   chain_start  {"chain","writer","file","prev_file","prev_seq"[,"unanchored"][,"found"]}
+// The token keeps the chain's *anchor*: its identity and where its latest seal is.
+// Reopening the file (a restart, every keysvcctl run), the writer finds the anchored
+// seal in the file and checks every line after it: a seal of this chain whose MAC
+// verifies, or a stretch the token's pending mark names (records a writer without the
+// token wrote), is accepted; then it continues the chain with
+//   reopened     {"anchored","verified","vouched"}
+// Anything else (records no seal covers: forged, or left by a process that died before
+// sealing; a file that ends before the anchored seal; records the pending mark names
+// that are gone) is never sealed over: the writer starts a new segment, a chain_start
+// whose "found" states what it found ({"reason","lines","bytes","sha256","first_seq",
+// "last_seq"[,"expected_seq","expected_hash"]}: reason "unsealed", "truncated", "deleted"
+// or "foreign"), chained to the last line it accepted. A file with content but no anchor
+// (written by a version before anchors, or whose anchor was swept) is checked as verify
+// does and described in "unanchored" ({"lines","last_seq","seals","vouched"}).
+//
+// Seals. A "seal" record, written by seal() (the maintenance thread calls it every
+// audit.seal_interval when records were added since the last seal) and by
+// close()/rotate(), carries
+//   "chain":  the chain's identity (32 hex digits),
 //   "sealed": the seq of the last record it covers,
-//   "head": that record's hash,
-//   "mac":  HMAC-SHA256 computed in the token with the audit key (audit_key.h) over
-//           seal_message_v2(sealed, head) = "keysvc audit seal v2" 00 sealed(8, big
-//           endian) head(32 raw bytes),
-//   "key":  the audit key's CKA_ID in hex.
+//   "head":   that record's hash,
+//   "mac":    HMAC-SHA256 computed in the token with the audit key (audit_key.h) over
+//             seal_message_v3(chain, sealed, head) = "keysvc audit seal v3" 00 chain(16)
+//             sealed(8, big endian) head(32 raw bytes),
+//   "key":    the audit key's CKA_ID in hex.
 // The MAC is computed without holding the log's lock, so appends (handshake records on
 // handshake threads) never wait for the HSM; records appended meanwhile come between
-// the covered record and the seal, and the next seal covers them.
-// What is covered: every line up to the last seal's "sealed" record (and the seal
-// itself when nothing came between).
-// Not covered: lines after the last seal (verify reports them as an unsealed tail), and
-// a cut made exactly after a seal (nothing inside the file can tell; keep the last
-// seal's seq elsewhere if that matters).
+// the covered record and the seal, and the next seal covers them. Once the seal line is
+// in the file (flushed), the anchor is updated in the token: a cut after any seal, or a
+// copy rolled back, leaves the file ending before the token's anchor.
+// Seals written by versions before v3 have no "chain" (v2: seal_message_v2(sealed, head);
+// v1: no "sealed", seal_message(seq, head)); verify checks them as far as it can.
 //
 // Never written: key bytes, derived keys, IVs, PINs. The API takes typed events whose
 // only identifiers are key names (public: they lead every ticket), token labels, PKCS#11
 // return value names, operation names and file paths.
-//
-// Seals written by versions before v2 have no "sealed" (they cover their prev, under
-// seal_message()); verify checks both.
 //
 // Durability: append() queues the line on an spdlog async logger (one worker thread,
 // blocking when its queue is full, never dropping). flush() returns only after every line
@@ -45,7 +61,8 @@
 // i.e. append + flush, so a command reports success only after its event is on disk.
 //
 // Thread-safe. Sealing calls the token; an HSM failure while sealing is logged on the
-// operational logger (log.h) and leaves the tail unsealed until the next seal.
+// operational logger (log.h) and leaves the tail unsealed until the next seal, which the
+// maintenance thread retries soon (AuditTrail::seal_due).
 #pragma once
 
 #include <array>
@@ -80,32 +97,43 @@ namespace keysvc::audit {
 
 using Mac = std::array<std::uint8_t, 32>;
 using Hash = std::array<std::uint8_t, 32>;
+using ChainId = std::array<std::uint8_t, 16>;  // a chain's identity (random at its start)
+
+class AnchorStore;  // audit_anchor.h
 
 // The fixed labels seal MACs start with (20 bytes, then a 00 byte).
 inline constexpr char kSealLabel[] = "keysvc audit seal v1";
 inline constexpr char kSealLabelV2[] = "keysvc audit seal v2";
+inline constexpr char kSealLabelV3[] = "keysvc audit seal v3";
 // v1: label 00 seq(8, big endian) head(32), seq being the seal's own: what the token MACs
 // for a seal written by versions before v2 (verify still checks them).
 std::vector<std::uint8_t> seal_message(std::uint64_t seq, const Hash& head);
 // v2: label 00 sealed(8, big endian) head(32), `sealed` being the seq of the last record
 // the seal covers and `head` that record's hash.
 std::vector<std::uint8_t> seal_message_v2(std::uint64_t sealed, const Hash& head);
+// v3 (this version): label 00 chain(16) sealed(8, big endian) head(32): the seal names
+// its chain, so a seal of another writer's file, or of another token's, never verifies.
+std::vector<std::uint8_t> seal_message_v3(const ChainId& chain, std::uint64_t sealed, const Hash& head);
 
 std::string hex(std::span<const std::uint8_t> bytes);
 Hash sha256(std::string_view bytes);
-
-// Computes the seal MAC in the token: HMAC-SHA256 under the audit key over `message`.
-// An empty `hmac` never seals (a writer that could not log in to the token: its records
-// stay unsealed until a later writer of the same file seals, which covers them).
-struct Sealer {
-  std::string key_id_hex;  // the audit key's CKA_ID, written in every seal record
-  std::function<Mac(std::span<const std::uint8_t> message)> hmac;
-};
 
 // For verification: HMAC-SHA256 under the audit key whose CKA_ID is `key_id_hex`,
 // computed in the token; std::nullopt if there is no such key (audit_key.h).
 using KeyedHmac =
     std::function<std::optional<Mac>(std::string_view key_id_hex, std::span<const std::uint8_t> message)>;
+
+// What a writer asks of the token (audit_key.h's token_sealer() fills it from a gateway).
+// A writer whose login failed has no `hmac`: it never seals, and with `anchors` (public
+// only: AnchorStore::public_only) it names what it wrote in the slot's pending mark, so
+// that the next writer with the token seals exactly that. Without `anchors` seals are
+// not anchored and reopening a file does not check it (tests of the record format only).
+struct Sealer {
+  std::string key_id_hex;  // the audit key's CKA_ID, written in every seal record
+  std::function<Mac(std::span<const std::uint8_t> message)> hmac;
+  KeyedHmac check;  // verifies seals found in the file when reopening it
+  std::shared_ptr<AnchorStore> anchors;
+};
 
 // ---------------------------------------------------------------- events
 
@@ -171,11 +199,6 @@ struct ChainHead {
   Hash hash{};
 };
 
-// The head of an existing log file (its last complete line), or std::nullopt if the file
-// is missing, empty or its last line is not a record. For continuing a chain after a
-// restart: Options::previous.
-std::optional<ChainHead> read_head(const std::string& path);
-
 class AuditLog {
  public:
   struct Options {
@@ -185,17 +208,21 @@ class AuditLog {
     std::function<UsageSummary()> usage_source;
     // Whether Handshake events are written (else append() drops them).
     bool per_handshake = false;
-    // Continue this chain (the file's first record links to it). nullopt: continue the
-    // chain of `path` itself if it already ends in a record (a restart appending to the
-    // same file), else start a new chain.
-    std::optional<ChainHead> previous;
+    // Who writes ("server", "keysvcctl"): in the chain_start record and the anchor.
+    std::string writer = "server";
+    // When this writer starts a new anchor, anchors and pending marks of other writers
+    // last changed longer ago than this are removed from the token (0: never).
+    std::chrono::milliseconds anchor_retention{0};
     bool fsync = true;  // flush() also fsyncs the file
     // Wall clock, injectable for tests.
     std::function<std::chrono::system_clock::time_point()> clock;
   };
 
-  // Opens (appends to) `path`, writes a chain_start record and flushes. Throws
-  // std::runtime_error if the file cannot be opened.
+  // Opens (appends to) `path`: with the token, checks what follows the anchored seal
+  // (above) and writes reopened, or a chain_start (a new chain, or a new segment stating
+  // what it found); without it, continues after the last complete line (chain_start if
+  // the file is empty). Flushes. Throws std::runtime_error if the file cannot be opened,
+  // hsm::Error if the token fails.
   AuditLog(const std::string& path, Sealer sealer, Options options);
   ~AuditLog();  // close()
   AuditLog(const AuditLog&) = delete;
@@ -210,15 +237,21 @@ class AuditLog {
   // Waits until every record appended so far is in the file (see above). Throws
   // std::runtime_error if writing, flushing or fsync'ing the file has failed.
   void flush();
-  // Writes a seal record now (if any record follows the last seal) and flushes. The MAC
-  // is computed without the log's lock held (see above). Throws what the Sealer throws.
+  // Writes a seal record now (if any record follows the last seal), flushes and updates
+  // the anchor (also retried alone when only that failed last time). The MAC is computed
+  // without the log's lock held (see above). Throws what the Sealer throws.
   void seal();
+  // Whether a seal() would do something: records after the last seal, or an anchor update
+  // that failed.
+  bool seal_due() const;
   // Writes a usage record from Options::usage_source if it has counts.
   void summarize();
-  // Seals, closes this file and continues the chain in `new_path` (chain_start first).
+  // Seals, closes this file and continues the chain in `new_path` (chain_start first,
+  // sealed at once, so the new file has its own anchor). `new_path` must be empty.
   void rotate(const std::string& new_path);
-  // Writes the final usage summary (usage_source), seals, flushes and closes. Idempotent;
-  // never throws (failures go to the operational log).
+  // Writes the final usage summary (usage_source), stops taking records, seals, flushes
+  // and closes; without the token, names its unsealed records in the pending mark.
+  // Idempotent; never throws (failures go to the operational log).
   void close() noexcept;
 
   ChainHead head() const;
@@ -226,10 +259,17 @@ class AuditLog {
 
  private:
   struct File;
+  struct Anchoring;
   std::uint64_t write_locked(const std::string& event, const std::string& fields);
-  // The seal of everything up to the head: MAC in the token (no lock held), then written.
+  // The seal of everything up to the head: MAC in the token (no lock held), written,
+  // flushed, then the anchor updated.
   void seal_unlocked();
-  void open_locked(const std::string& path);
+  // Gives the token the anchor of the latest seal (no lock held). Throws if it fails (the
+  // next seal tries again).
+  void store_anchor();
+  // Without the token: names this writer's records in the slot's pending mark.
+  void mark_pending();
+  void open_file_locked(const std::string& path, std::uint64_t bytes);
   void close_file_locked();
   std::int64_t now_ms() const;
 
@@ -239,8 +279,11 @@ class AuditLog {
   mutable std::mutex mutex_;
   std::unique_ptr<File> file_;
   ChainHead head_;
+  std::int64_t last_ts_ = 0;  // ts of the last record (records never go back in time)
   std::uint64_t last_seal_seq_ = 0;
+  bool taking_ = true;  // append() takes records (not once close() began the final seal)
   bool closed_ = false;
+  std::unique_ptr<Anchoring> anchoring_;
   std::mutex seal_mutex_;  // one seal at a time; taken before mutex_, never after
 };
 

@@ -39,7 +39,14 @@
 // The trail is a listener: of the ring store's installed rings (ring_changed; keysvcctl
 // compares its scans before and after a command the same way) and of ticket outcomes
 // (handshake). Its periodic work (seals, usage records, HSM error records) runs as tasks
-// of a maintenance thread: schedule().
+// of a maintenance thread: schedule(). A seal that failed (the HSM away) is tried again
+// after 1 s, 2 s, 4 s ... (at most 30 s apart), so what was written during an outage is
+// sealed soon after the HSM is back.
+// Each writer's chain is anchored in the token (audit_anchor.h, audit_log.h): reopening
+// its file, a writer checks what follows the anchored seal before continuing. A writer
+// whose login failed writes without sealing and names its records in the token's pending
+// mark; the next writer with the token seals them (keysvcctl: any command that reaches
+// the token, seal_pending_records()).
 // Lifecycle events are written with append_durable(): on disk (fsync) before the call
 // returns; a write failure throws, so a command never reports success without its record.
 #pragma once
@@ -90,8 +97,9 @@ class AuditTrail {
 
   // Opens the trail for `writer`, or returns nullptr if config.audit.path is empty.
   // `gateway` (may be null, e.g. after a failed login) gives the seal key: the audit key
-  // is found or created in the token now (audit_key.h); without it seals fail and the
-  // records stay unsealed until a later writer of the same file seals. `usage` (servers)
+  // is found or created in the token now (audit_key.h), and the file is checked against
+  // its anchor (audit_log.h); without it nothing is sealed and the records are named in
+  // the token's pending mark for the next writer with the token to seal. `usage` (servers)
   // is read by summarize() and at close for the usage records. Writes config_loaded.
   // Throws std::runtime_error (file, lock) or hsm::Error (token).
   static std::unique_ptr<AuditTrail> open(const Config& config, Writer writer, TokenGateway* gateway,
@@ -135,6 +143,7 @@ class AuditTrail {
 
   // The periodic work (schedule()). Never throw: failures go to the operational log.
   void seal() noexcept;             // a seal if records were added since the last one
+  void retry_seal() noexcept;       // seal() again if the last one failed and its backoff is over
   void summarize() noexcept;        // a usage record with the counts since the last one
   void poll_hsm_errors() noexcept;  // hsm_error records for the module's new failures
 
@@ -158,6 +167,13 @@ class AuditTrail {
   std::function<UsageSnapshot()> usage_;
   std::mutex usage_mutex_;
   UsageSnapshot last_usage_;
+
+  struct SealRetry {
+    int failures = 0;  // consecutive failed seals
+    std::chrono::steady_clock::time_point at{};
+  };
+  std::mutex retry_mutex_;
+  SealRetry retry_;
   std::int64_t last_usage_ms_ = 0;
 
   std::mutex ring_mutex_;
@@ -183,9 +199,17 @@ class AuditTrail {
 void schedule(Maintenance& maintenance, const AuditConfig& config, std::function<AuditTrail*()> trail);
 
 // For a failed login before any pool exists: appends a durable login_failed record for
-// the token of `config` (no seal: the next writer's seal covers it). Never throws (a
-// failure to write goes to the operational log); does nothing when audit is off.
+// the token of `config`, without a seal, and names it in the token's pending mark (a
+// public object: the token answered, it only refused the login) so that the next writer
+// with the token seals it and a deleted record shows. Never throws (a failure to write
+// goes to the operational log); does nothing when audit is off.
 void record_login_failure(const Config& config, Writer writer, std::string_view rv) noexcept;
+
+// For a process that reached the token (keysvcctl, any command): if the token's pending
+// mark names records of `writer`'s file, opens the trail (which seals them) and closes it.
+// One search in the token otherwise. Never throws (failures go to the operational log);
+// does nothing when audit is off.
+void seal_pending_records(const Config& config, Writer writer, TokenGateway& gateway) noexcept;
 
 // Whether `rv` means the token refused the PIN or the login (CKR_PIN_*, CKR_USER_*).
 bool is_login_failure(CK_RV rv) noexcept;

@@ -84,6 +84,10 @@
 //   seal_interval    = "60s"  # seal (HMAC in the token) this often when records were added;
 //                             # 0: only at shutdown. The tail after the last seal is
 //                             # reported "unsealed" by verify until the next seal
+//   anchor_retention = "30d"  # a writer's anchor in the token (audit_anchor.h) is removed
+//                             # this long after its last seal, when another writer starts
+//                             # a chain; 0: never. Verify a file within it to detect a cut
+//                             # after its last seal or a rollback
 //   summary_interval = "60s"  # write a usage record per key name this often (and at
 //                             # shutdown); 0: only at shutdown
 //   per_handshake    = false  # also one record per ticket outcome (costly on busy servers)
@@ -135,6 +139,7 @@ struct AuditConfig {
   std::chrono::seconds summary_interval{60};
   bool per_handshake = false;
   bool fsync = true;
+  std::chrono::seconds anchor_retention{std::chrono::hours(24 * 30)};  // 0: kept for ever
   bool enabled() const noexcept { return !path.empty(); }
 };
 

@@ -61,6 +61,13 @@ class TokenGateway {
   static std::unique_ptr<hsm::SessionPool> open_bare_pool(const Config& config,
                                                           std::optional<hsm::PinSource> pin = {});
 
+  // Runs work(session) on a read-write session of `config`'s token that is NOT logged in
+  // (public objects only), opened for this call and closed after it. For a writer whose
+  // login failed (the audit trail's pending mark, audit_anchor.h): the token answered, so
+  // the call runs on the caller's thread, like open(). Throws what the module or work
+  // throws.
+  static void with_public_session(const Config& config, const std::function<void(hsm::Session&)>& work);
+
   // Stops the workers, waiting for a call still in the module to return.
   ~TokenGateway();
   TokenGateway(const TokenGateway&) = delete;

@@ -41,4 +41,18 @@ void destroy_object(Session& session, CK_OBJECT_HANDLE object);
 CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
                                     std::span<const std::uint8_t> value);
 
+// How a data object made by create_data_object(session, options, ...) may be used.
+struct DataObjectOptions {
+  bool is_private = true;   // CKA_PRIVATE: readable only after login (false: by any session)
+  bool modifiable = false;  // CKA_MODIFIABLE: its CKA_VALUE may be replaced (set_value)
+};
+CK_OBJECT_HANDLE create_data_object(Session& session, const DataObjectOptions& options, const std::string& application,
+                                    const std::string& label, std::span<const std::uint8_t> value);
+
+// C_SetAttributeValue of one attribute (a modifiable data object's CKA_VALUE). Throws
+// Pkcs11Error (CKR_ATTRIBUTE_READ_ONLY, CKR_ACTION_PROHIBITED: a token that does not let
+// it change).
+void set_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type,
+                   std::span<const std::uint8_t> value);
+
 }  // namespace keysvc::hsm
