@@ -31,13 +31,24 @@ HsmGuard::HsmGuard(hsm::SessionPool& pool, Options options)
   for (std::size_t i = 0; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
-HsmGuard::~HsmGuard() {
+HsmGuard::~HsmGuard() { stop(std::chrono::steady_clock::time_point::max()); }
+
+bool HsmGuard::stop(std::chrono::steady_clock::time_point deadline) noexcept {
+  bool all_ended = true;
   {
-    std::lock_guard lock(queue_mutex_);
+    std::unique_lock lock(queue_mutex_);
     stopping_ = true;
+    queue_wake_.notify_all();
+    const auto ended = [&] { return workers_ended_ == workers_.size(); };
+    if (deadline == std::chrono::steady_clock::time_point::max()) worker_ended_.wait(lock, ended);
+    else all_ended = worker_ended_.wait_until(lock, deadline, ended);
   }
-  queue_wake_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_) {
+    if (!t.joinable()) continue;
+    if (all_ended) t.join();
+    else t.detach();
+  }
+  return all_ended;
 }
 
 void HsmGuard::execute(Job& job) noexcept {
@@ -95,7 +106,11 @@ void HsmGuard::worker_loop() {
     {
       std::unique_lock lock(queue_mutex_);
       queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, nothing left
+      if (queue_.empty()) {  // stopping, nothing left
+        ++workers_ended_;
+        worker_ended_.notify_all();  // under the lock: stop() cannot return before it
+        return;
+      }
       job = std::move(queue_.front());
       queue_.pop_front();
     }

@@ -1,5 +1,11 @@
 #include "keysvc/token_gateway.h"
 
+#include <algorithm>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "keysvc/hsm/module.h"
 #include "keysvc/hsm/process_hardening.h"
 #include "keysvc/hsm/token.h"
@@ -17,6 +23,8 @@ namespace {
 // behind others' in the resource manager for a good part of a second.
 constexpr std::chrono::milliseconds kRestartInFlightWait{100};
 constexpr std::chrono::milliseconds kRescanInFlightWait{750};
+// How long past the longer call deadline the gateway waits for its workers when it goes.
+constexpr std::chrono::milliseconds kStopGrace{2000};
 
 // Loads the config's module and finds its token.
 hsm::Token find_token(const Config& config) {
@@ -60,7 +68,30 @@ TokenGateway::TokenGateway(std::unique_ptr<hsm::SessionPool> pool, HsmGuard::Opt
       guard_(std::make_unique<HsmGuard>(*pool_, options_)),
       rescan_(pool_->token()) {}
 
-TokenGateway::~TokenGateway() { guard_.reset(); }
+TokenGateway::~TokenGateway() {
+  // Every call has a deadline, so a worker still inside the module well after the longer
+  // one is stuck there: measured with p11-kit's client, whose thread can wait for ever
+  // for a reply after its server was killed (tests/reliability/network_hsm_test.cc).
+  // Joining it would hang the process's exit or reload; the thread keeps using the
+  // guard, the pool and the module, so they are left allocated and the module is not
+  // finalized under it.
+  const auto bound = std::max(options_.call_timeout, options_.maintenance_timeout) + kStopGrace;
+  if (guard_->stop(std::chrono::steady_clock::now() + bound)) return;
+  try {
+    logger()->warn("an HSM call has not returned {} ms after its deadline; its thread is left behind and the "
+                   "PKCS#11 module is not finalized",
+                   kStopGrace.count());
+  } catch (...) {
+  }
+  HsmGuard* guard = guard_.release();
+  hsm::SessionPool* pool = pool_.release();
+#if defined(__SANITIZE_ADDRESS__)
+  __lsan_ignore_object(guard);  // left on purpose, not a leak
+  __lsan_ignore_object(pool);
+#endif
+  (void)guard;
+  (void)pool;
+}
 
 TokenGateway::Result TokenGateway::run(Work work, Lane lane) noexcept {
   Result r = lane == Lane::kTicket

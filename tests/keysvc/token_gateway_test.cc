@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <thread>
+
 #include "keysvc/hsm/module.h"
 #include "keysvc/token_store.h"
 #include "test_token.h"
@@ -74,6 +77,26 @@ TEST(TokenGateway, ARequestedRestartFinalizesAndInitializesTheModuleOnce) {
   EXPECT_EQ(g->counters().module_restarts, 1u);
   // Sessions of the old generation are dropped and a new one logs in again.
   EXPECT_TRUE(logged_in(*g));
+}
+
+TEST(TokenGateway, GoesWithoutWaitingForACallThatNeverReturns) {
+  // A client library that never returns from a call (p11-kit's client can wait for ever
+  // for a reply after its server died): the work below stands for that call.
+  Config c = test_config();
+  c.hsm.call_timeout = std::chrono::milliseconds(50);
+  c.hsm.maintenance_timeout = std::chrono::milliseconds(100);
+  auto g = TokenGateway::open(c);
+  auto release = std::make_shared<std::promise<void>>();
+  std::shared_future<void> released = release->get_future().share();
+  auto r = g->run([released](hsm::Session&) { released.wait(); }, TokenGateway::Lane::kTicket);
+  EXPECT_EQ(r.outcome, TokenGateway::Outcome::kTimedOut);
+  EXPECT_EQ(g->counters().guard.stuck, 1u);
+  g.reset();  // returns: the stuck worker is left behind with the guard and the pool
+  // The call returns at last into what was left for it, and its worker ends.
+  release->set_value();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // And the token works for a new gateway.
+  EXPECT_TRUE(logged_in(*TokenGateway::open(test_config())));
 }
 
 }  // namespace

@@ -88,9 +88,15 @@ class HsmGuard {
   enum class Admission { kBreaker, kBypassBreaker };
 
   HsmGuard(hsm::SessionPool& pool, Options options);
-  // Stops the workers. Waits for a call still blocked in the module to return: the
-  // module must not be used by a thread that outlives the pool.
+  // Stops the workers (unless stop() did). Waits for a call still blocked in the module
+  // to return: the module must not be used by a thread that outlives the pool.
   ~HsmGuard();
+  // Stops the workers, giving a call still blocked in the module until `deadline` to
+  // return. True: every worker ended (the guard and the pool may go). False: a call
+  // is still inside the module (a client library can wait for ever: p11-kit's client
+  // when its server died in the middle of a reply); that worker is detached and still
+  // uses this guard and the pool, so the caller must keep both (leak them) from then on.
+  bool stop(std::chrono::steady_clock::time_point deadline) noexcept;
   HsmGuard(const HsmGuard&) = delete;
   HsmGuard& operator=(const HsmGuard&) = delete;
 
@@ -126,6 +132,8 @@ class HsmGuard {
   std::condition_variable queue_wake_;
   std::deque<std::shared_ptr<Job>> queue_;
   bool stopping_ = false;
+  std::size_t workers_ended_ = 0;  // under queue_mutex_; signalled on worker_ended_
+  std::condition_variable worker_ended_;
   std::vector<std::thread> workers_;
 
   std::atomic<std::uint64_t> runs_{0}, timeouts_{0}, quarantined_{0}, stuck_{0}, busy_refusals_{0};
