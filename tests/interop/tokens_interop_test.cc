@@ -8,6 +8,8 @@
 // Every test name contains "interop" so `ctest -R interop` selects them.
 #include <gtest/gtest.h>
 
+#include <iostream>
+#include <optional>
 #include <ostream>
 #include <regex>
 #include <string>
@@ -39,6 +41,11 @@ const TestBackend& backend_of(Backend b) {
 }
 
 class TokenInterop : public ::testing::TestWithParam<Param> {};
+
+std::string param_name_of(Backend which, TlsVersion v) {
+  return std::string(which == Backend::kOpencryptoki ? "opencryptoki" : "tpm") +
+         (v == TlsVersion::kTls13 ? "_tls13" : "_tls12");
+}
 
 TEST_P(TokenInterop, KeysvcTicketsResumeWithSClientAndGnutlsCli) {
   const auto& [which, v] = GetParam();
@@ -83,10 +90,66 @@ TEST_P(TokenInterop, KeysvcTicketsResumeWithSClientAndGnutlsCli) {
   EXPECT_GE(std::stol(m[2]), 2) << err;  // s_client's and gnutls-cli's resumptions, both keysvc's
 }
 
+// Resumptions per second that `openssl s_time -reuse` reaches against the server for
+// `seconds`; std::nullopt (and a gtest failure) if it did not run or resumed nothing.
+std::optional<double> s_time_reuse(int port, TlsVersion v, int seconds) {
+  RunResult r = keysvc::test::run({"openssl", "s_time", "-connect", "127.0.0.1:" + std::to_string(port), "-reuse",
+                                   "-www", "/", "-time", std::to_string(seconds),
+                                   v == TlsVersion::kTls13 ? "-tls1_3" : "-tls1_2"},
+                                  "", std::chrono::seconds(seconds * 3 + 20));
+  EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r);
+  std::smatch m;
+  std::string rest = r.out;
+  std::optional<double> rate;
+  // The last "N connections in T real seconds" is the reuse pass.
+  while (std::regex_search(rest, m, std::regex(R"((\d+) connections in ([0-9.]+) real seconds)"))) {
+    if (std::stod(m[2]) > 0) rate = std::stod(m[1]) / std::stod(m[2]);
+    rest = m.suffix();
+  }
+  EXPECT_TRUE(rate && *rate > 0) << describe(r);
+  return rate;
+}
+
+// The default (epoch) tier on each token: a steady stream of resumptions asks nothing of
+// the token, so keysvc's rate is compared with OpenSSL's own ticket keys in the same run.
+// A figure, not a timing check: the test checks that both resumed and that every
+// resumption with keysvc tickets was counted as keysvc's.
+TEST_P(TokenInterop, DefaultTierResumptionRateNextToOpensslsOwnKeys) {
+  const auto& [which, v] = GetParam();
+  const TestBackend& b = backend_of(which);
+  b.clear();
+  const std::string config = b.dir() + "/rate.toml";
+  keysvc::test::write_test_file(config,
+                                "[hsm]\nmodule = \"" + b.module() + "\"\ntoken = \"" + b.token_uri() +
+                                    "\"\npin = \"file:pin\"\n\n[rotation]\nself_rotate = false\n\n[tickets]\n"
+                                    "create_if_empty = false\n",
+                                0600);
+  RunResult gen = keysvc::test::run({KEYSVCCTL_BIN, "--config", config, "keys", "generate"}, "", 120s);
+  ASSERT_EQ(gen.exit_code, std::optional<int>(0)) << describe(gen);
+  constexpr int kSeconds = 2;
+  std::optional<double> keysvc_rate, openssl_rate;
+  {
+    keysvc::test::TlsServerProcess server(KEYSVC_TLS_SERVER_BIN, {.tickets = "keysvc", .config = config});
+    keysvc_rate = s_time_reuse(server.port(), v, kSeconds);
+    const std::string err = server.stop();
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(keysvc tickets: issued=(\d+) .*resumed=(\d+))"))) << err;
+    EXPECT_GT(std::stol(m[2]), 0) << err;
+  }
+  {
+    keysvc::test::TlsServerProcess server(KEYSVC_TLS_SERVER_BIN, {.tickets = "openssl", .config = config});
+    openssl_rate = s_time_reuse(server.port(), v, kSeconds);
+    server.stop();
+  }
+  if (keysvc_rate && openssl_rate)
+    std::cout << "[ figure   ] " << param_name_of(which, v) << ": s_time -reuse " << static_cast<long>(*keysvc_rate)
+              << " resumptions/s with keysvc tickets (default tier), " << static_cast<long>(*openssl_rate)
+              << " with OpenSSL's own keys: ratio " << *keysvc_rate / *openssl_rate << "\n";
+}
+
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   const auto& [which, v] = info.param;
-  return std::string(which == Backend::kOpencryptoki ? "opencryptoki" : "tpm") +
-         (v == TlsVersion::kTls13 ? "_tls13" : "_tls12");
+  return param_name_of(which, v);
 }
 
 INSTANTIATE_TEST_SUITE_P(interop, TokenInterop,
