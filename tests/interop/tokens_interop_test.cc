@@ -42,6 +42,22 @@ const TestBackend& backend_of(Backend b) {
 
 class TokenInterop : public ::testing::TestWithParam<Param> {};
 
+// Empties the backend's token, writes a keysvc TOML `file` in its folder (no rotation by
+// the server) and makes one generation with `keysvcctl keys generate`. Returns the
+// TOML's path, or "" after a gtest failure.
+std::string config_with_one_generation(const TestBackend& b, const std::string& file) {
+  b.clear();
+  const std::string config = b.dir() + "/" + file;
+  keysvc::test::write_test_file(config,
+                                "[hsm]\nmodule = \"" + b.module() + "\"\ntoken = \"" + b.token_uri() +
+                                    "\"\npin = \"file:pin\"\n\n[rotation]\nself_rotate = false\n\n[tickets]\n"
+                                    "create_if_empty = false\n",
+                                0600);
+  RunResult gen = keysvc::test::run({KEYSVCCTL_BIN, "--config", config, "keys", "generate"}, "", 120s);
+  EXPECT_EQ(gen.exit_code, std::optional<int>(0)) << describe(gen);
+  return gen.exit_code == std::optional<int>(0) ? config : "";
+}
+
 std::string param_name_of(Backend which, TlsVersion v) {
   return std::string(which == Backend::kOpencryptoki ? "opencryptoki" : "tpm") +
          (v == TlsVersion::kTls13 ? "_tls13" : "_tls12");
@@ -50,15 +66,8 @@ std::string param_name_of(Backend which, TlsVersion v) {
 TEST_P(TokenInterop, KeysvcTicketsResumeWithSClientAndGnutlsCli) {
   const auto& [which, v] = GetParam();
   const TestBackend& b = backend_of(which);
-  b.clear();
-  const std::string config = b.dir() + "/interop.toml";
-  keysvc::test::write_test_file(config,
-                                "[hsm]\nmodule = \"" + b.module() + "\"\ntoken = \"" + b.token_uri() +
-                                    "\"\npin = \"file:pin\"\n\n[rotation]\nself_rotate = false\n\n[tickets]\n"
-                                    "create_if_empty = false\n",
-                                0600);
-  RunResult gen = keysvc::test::run({KEYSVCCTL_BIN, "--config", config, "keys", "generate"}, "", 120s);
-  ASSERT_EQ(gen.exit_code, std::optional<int>(0)) << describe(gen);
+  const std::string config = config_with_one_generation(b, "interop.toml");
+  ASSERT_FALSE(config.empty());
 
   keysvc::test::TlsServerProcess server(KEYSVC_TLS_SERVER_BIN, {.tickets = "keysvc", .config = config});
   const std::string sess = b.dir() + "/interop-session.pem";
@@ -117,15 +126,8 @@ std::optional<double> s_time_reuse(int port, TlsVersion v, int seconds) {
 TEST_P(TokenInterop, DefaultTierResumptionRateNextToOpensslsOwnKeys) {
   const auto& [which, v] = GetParam();
   const TestBackend& b = backend_of(which);
-  b.clear();
-  const std::string config = b.dir() + "/rate.toml";
-  keysvc::test::write_test_file(config,
-                                "[hsm]\nmodule = \"" + b.module() + "\"\ntoken = \"" + b.token_uri() +
-                                    "\"\npin = \"file:pin\"\n\n[rotation]\nself_rotate = false\n\n[tickets]\n"
-                                    "create_if_empty = false\n",
-                                0600);
-  RunResult gen = keysvc::test::run({KEYSVCCTL_BIN, "--config", config, "keys", "generate"}, "", 120s);
-  ASSERT_EQ(gen.exit_code, std::optional<int>(0)) << describe(gen);
+  const std::string config = config_with_one_generation(b, "rate.toml");
+  ASSERT_FALSE(config.empty());
   constexpr int kSeconds = 2;
   std::optional<double> keysvc_rate, openssl_rate;
   {
