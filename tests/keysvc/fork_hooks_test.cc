@@ -83,7 +83,9 @@ class ForkHooksTest : public ::testing::TestWithParam<int> {
     dir_ = test::TestToken::get().dir() + "/fork-" + std::to_string(GetParam());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    Config config = test::TestToken::get().config();
+    // The strict tier: its issue pool of pre-derived keys (the epoch tier has none; its
+    // epoch keys and fork: ForkHooksEpochKeys below).
+    Config config = test::strict(test::TestToken::get().config());
     config.tickets.issue_pool = 16;  // pre-derived keys exist at fork time: each child must drop them
     service_ = TicketKeyService::open(config);
     server_ = test::make_server_ctx();
