@@ -3,7 +3,8 @@
 //   - the epoch keys a service holds are the token's HMAC of the generation's root key
 //     (checked by deriving them again through a session of this test); they are
 //     registered for the suite-wide secret scan (tools/scan_logs_for_secrets.py), which
-//     must find none in any log;
+//     must find none in any log; the audit trail records each derivation (generation and
+//     epoch number) and never the key;
 //   - a service holds the keys of the current and the next epoch, derived ahead of time,
 //     and at most lifetime / epoch + 2 per generation however many epochs tickets come
 //     from;
@@ -16,7 +17,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <span>
+#include <sstream>
 #include <thread>
 
 #include "keysvc/derivation.h"
@@ -69,9 +75,35 @@ bool ready(TicketKeyService& s) {
   return false;
 }
 
+// $KEYSVC_TEST_TMPDIR/logs/NAME, emptied: kept after the test for the suite's secret scan.
+std::string logs_dir(const std::string& name) {
+  const char* base = std::getenv("KEYSVC_TEST_TMPDIR");
+  const std::string dir = std::string(base ? base : "/tmp") + "/logs/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string hex_of(std::span<const std::uint8_t> bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s;
+  for (auto b : bytes) (s += digits[b >> 4]) += digits[b & 15];
+  return s;
+}
+
 TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogScan) {
   test::TestToken::get().clear();
-  const Config config = epoch_config();
+  Config config = epoch_config();
+  // The audit trail records each derivation (generation and epoch, never the key); its
+  // file stays for the suite's secret scan.
+  config.audit.path = logs_dir("key_deriver") + "/audit.jsonl";
   auto service = TicketKeyService::open(config);
   ASSERT_TRUE(ready(*service));
   const KeyName name = *service->encrypt_key_name();
@@ -87,6 +119,7 @@ TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogS
   ASSERT_TRUE(current && next);
 
   // The same derivation in this test's own session with the same root key.
+  std::vector<std::string> key_hex;
   auto pool = test::open_pool(config);
   pool->run([&](hsm::Session& session) {
     KeyRing ring = token_store::load(session);
@@ -97,6 +130,7 @@ TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogS
     for (auto [epoch, held_key] : {std::pair{e, current}, std::pair{e + 1, next}}) {
       EpochKey mine;
       derive_epoch_key(session, *g, epoch, mine.span());
+      key_hex.push_back(hex_of(mine.span()));
       test::remember_epoch_key(mine.span());
       const auto a = mine.span();
       const auto b = held_key->span();
@@ -109,6 +143,19 @@ TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogS
     test::remember_epoch_key(other.span());
     EXPECT_FALSE(std::equal(other.span().begin(), other.span().end(), same.span().begin()));
   });
+
+  current.reset();
+  next.reset();
+  service.reset();  // the trail's last records and seal
+  const std::string audit = read_text(config.audit.path);
+  std::istringstream lines(audit);
+  std::size_t derivations = 0;
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("\"event\":\"epoch_key_derived\"") != std::string::npos && line.find(to_hex(name)) != std::string::npos)
+      ++derivations;
+  EXPECT_GE(derivations, 2u) << audit;
+  EXPECT_NE(audit.find("\"epoch\":" + std::to_string(e + 1)), std::string::npos) << audit;
+  for (const auto& k : key_hex) EXPECT_EQ(audit.find(k), std::string::npos) << "an epoch key in the audit trail";
 }
 
 TEST(KeyDeriver, AServiceHoldsAtMostLifetimeOverEpochPlusTwoKeysPerGeneration) {
