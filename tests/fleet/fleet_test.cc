@@ -12,6 +12,11 @@
 // outlive the loss of the HSM server. And each runs, in one TLS version, on
 // opencryptoki's soft token behind the test's own pkcsslotd (names ending in
 // "_opencryptoki"; tests/support/opencryptoki_token.h).
+// The rotation test also runs with the tier as a parameter (names ending in "_strict" or
+// "_epoch1s"): with 1 s epochs, every ticket must name the epoch it was issued in, epochs
+// change many times during the run, tickets of an earlier epoch cross servers, and the
+// epoch keys seen are derived again through the token and registered for the suite's
+// secret scan (the servers' logs must not hold them).
 //
 // Every test name contains "fleet" and "Fleet" so `ctest -R fleet` / `-R Fleet` select
 // them. Every wait is bounded; the only timing bounds asserted are the documented ones.
