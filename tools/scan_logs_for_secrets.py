@@ -6,10 +6,12 @@ key or IV in any log).
   scan_logs_for_secrets.py --self-test
 
 DIR holds the registry the tests write (tests/support/known_secrets.h): one file per test
-process, one secret per line, "text HEX" (a PIN: its bytes) or "bytes HEX" (a 32-byte
-value: a derivation vector, a derived key). PATHs are files or folders (searched
-recursively; DIR itself is skipped). Each secret is looked for as its raw bytes, and
-byte values also in lower- and upper-case hex and base64. A hit prints
+process, one secret per line, "text HEX" (a PIN: its bytes), "bytes HEX" (a 32-byte
+value: a derivation vector, a derived key) or "epoch HEX" (an epoch key of the epoch
+tier, derived by a test through the token with a generation's root key). PATHs are files
+or folders (searched recursively; DIR itself is skipped). Each secret is looked for as
+its raw bytes, and byte values (bytes, epoch) also in lower- and upper-case hex and
+base64. The summary line counts the epoch keys looked for. A hit prints
 "FILE:LINE: holds known test secret #N (KIND, ENCODING)" -- never the secret -- and the
 exit code is 1. Exit 0: nothing found; 2: usage.
 """
@@ -17,6 +19,8 @@ import base64
 import os
 import sys
 import tempfile
+
+KINDS = ("text", "bytes", "epoch")  # "bytes" and "epoch" are byte values
 
 
 def load_secrets(secrets_dir):
@@ -27,7 +31,7 @@ def load_secrets(secrets_dir):
         with open(os.path.join(secrets_dir, name), encoding="ascii", errors="replace") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) != 2 or parts[0] not in ("text", "bytes"):
+                if len(parts) != 2 or parts[0] not in KINDS:
                     continue
                 try:
                     value = bytes.fromhex(parts[1])
@@ -42,7 +46,7 @@ def patterns(secrets):
     out = []  # (needle bytes, index, kind, encoding)
     for i, (kind, value) in enumerate(secrets, 1):
         out.append((value, i, kind, "raw"))
-        if kind == "bytes":
+        if kind != "text":
             out.append((value.hex().encode(), i, kind, "hex"))
             out.append((value.hex().upper().encode(), i, kind, "HEX"))
             out.append((base64.b64encode(value).rstrip(b"="), i, kind, "base64"))
@@ -89,9 +93,9 @@ def self_test():
         sdir, ldir = os.path.join(d, "secrets"), os.path.join(d, "logs")
         os.makedirs(sdir)
         os.makedirs(os.path.join(ldir, "sub"))
-        pin, key = b"pin-0123456789ab", bytes(range(0x40, 0x60))
+        pin, key, epoch_key = b"pin-0123456789ab", bytes(range(0x40, 0x60)), bytes(range(0x90, 0xB0))
         with open(os.path.join(sdir, "1.txt"), "w") as f:
-            f.write(f"text {pin.hex()}\nbytes {key.hex()}\n")
+            f.write(f"text {pin.hex()}\nbytes {key.hex()}\nepoch {epoch_key.hex()}\n")
         clean = os.path.join(ldir, "clean.log")
         with open(clean, "w") as f:
             f.write("nothing to see\n" + key.hex()[:40] + "\n")
@@ -105,6 +109,9 @@ def self_test():
             "HEX": key.hex().upper().encode(),
             "base64": b"k:" + base64.b64encode(key),
             "raw": b"\x00" + key,
+            "epoch-hex": b"epoch key " + epoch_key.hex().encode(),
+            "epoch-raw": b"\x01" + epoch_key + b"\x02",
+            "epoch-base64": base64.b64encode(epoch_key),
         }
         for what, content in planted.items():
             path = os.path.join(ldir, "sub", what + ".log")
@@ -112,9 +119,9 @@ def self_test():
                 f.write(content)
             buf = io.StringIO()
             scanned, hits = scan(sdir, [ldir], buf)
-            if hits != 1 or path not in buf.getvalue():
+            if hits != 1 or path not in buf.getvalue() or (what.startswith("epoch") and "(epoch," not in buf.getvalue()):
                 failures.append(f"planted {what}: {hits} hit(s): {buf.getvalue().strip()}")
-            if pin.decode() in buf.getvalue() or key.hex() in buf.getvalue():
+            if pin.decode() in buf.getvalue() or key.hex() in buf.getvalue() or epoch_key.hex() in buf.getvalue():
                 failures.append("the report repeats the secret")
             os.remove(path)
         for f in failures:
@@ -130,8 +137,10 @@ def main(argv):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     scanned, hits = scan(argv[2], argv[3:])
-    n = len(load_secrets(argv[2]))
-    print(f"scanned {scanned} file(s) for {n} known test secret(s): {hits} hit(s)")
+    secrets = load_secrets(argv[2])
+    epochs = sum(1 for kind, _ in secrets if kind == "epoch")
+    print(f"scanned {scanned} file(s) for {len(secrets)} known test secret(s), {epochs} of them epoch keys: "
+          f"{hits} hit(s)")
     return 1 if hits else 0
 
 

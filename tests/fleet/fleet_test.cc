@@ -12,6 +12,11 @@
 // outlive the loss of the HSM server. And each runs, in one TLS version, on
 // opencryptoki's soft token behind the test's own pkcsslotd (names ending in
 // "_opencryptoki"; tests/support/opencryptoki_token.h).
+// The rotation test also runs with the tier as a parameter (names ending in "_strict" or
+// "_epoch1s"): with 1 s epochs, every ticket must name the epoch it was issued in, epochs
+// change many times during the run, tickets of an earlier epoch cross servers, and the
+// epoch keys seen are derived again through the token and registered for the suite's
+// secret scan (the servers' logs must not hold them).
 //
 // Every test name contains "fleet" and "Fleet" so `ctest -R fleet` / `-R Fleet` select
 // them. Every wait is bounded; the only timing bounds asserted are the documented ones.
@@ -49,9 +54,12 @@
 #include <vector>
 
 #include "keysvc/config.h"
+#include "keysvc/derivation.h"
 #include "keysvc/key_name.h"
 #include "keysvc/ticket_key_service.h"
+#include "keysvc/ticket_rules.h"
 #include "keysvc/token_store.h"
+#include "known_secrets.h"
 #include "opencryptoki_token.h"
 #include "p11kit_server.h"
 #include "process.h"
@@ -97,6 +105,10 @@ enum class Hsm {
 struct FleetParam {
   TlsVersion version;
   Hsm hsm;
+  // The generations' tier and epoch ([rotation] tier, [tickets] epoch); empty: the
+  // defaults (the epoch tier, its epoch the largest divisor of encrypt_period up to 5 min).
+  std::string tier = "";
+  std::string epoch = "";
 };
 
 // "tls13", "tls12_p11kit", ...
@@ -105,7 +117,8 @@ std::string fleet_param_name(const ::testing::TestParamInfo<FleetParam>& info) {
          (info.param.hsm == Hsm::kP11Kit         ? "_p11kit"
           : info.param.hsm == Hsm::kOpencryptoki ? "_opencryptoki"
           : info.param.hsm == Hsm::kTpm          ? "_tpm"
-                                                 : "");
+                                                 : "") +
+         (info.param.tier.empty() ? "" : "_" + info.param.tier) + info.param.epoch;
 }
 
 std::string describe_param(const FleetParam& p) {
@@ -113,7 +126,8 @@ std::string describe_param(const FleetParam& p) {
          (p.hsm == Hsm::kP11Kit         ? " through p11-kit"
           : p.hsm == Hsm::kOpencryptoki ? " on opencryptoki"
           : p.hsm == Hsm::kTpm          ? " on a TPM"
-                                        : "");
+                                        : "") +
+         (p.tier.empty() ? "" : ", " + p.tier + " tier") + (p.epoch.empty() ? "" : ", " + p.epoch + " epochs");
 }
 
 // The token the current test's fleet uses (set by TokenAccess; SoftHSM's by default).
@@ -169,6 +183,7 @@ class FleetTest : public ::testing::TestWithParam<FleetParam> {
 
 struct Timing {
   std::string lifetime, max_session_age, encrypt_period, publish_lead, decrypt_window, clock_skew, refresh_interval;
+  std::string tier = "", epoch = "";  // empty: the defaults (FleetParam)
 };
 
 // The rotation of the rotation test: short generations, so several of them issue
@@ -192,10 +207,11 @@ std::string write_fleet_config(const std::string& file, const Timing& t, const T
   out << "[hsm]\nmodule = \"" << access.module() << "\"\ntoken = \"" << token.token_uri()
       << "\"\npin = \"file:pin\"\nsessions = 4\ncall_timeout = \"5s\"\n\n"
       << "[tickets]\nper_handshake = 2\nlifetime = \"" << t.lifetime << "\"\nmax_session_age = \""
-      << t.max_session_age << "\"\n\n"
+      << t.max_session_age << "\"\n" << (t.epoch.empty() ? "" : "epoch = \"" + t.epoch + "\"\n") << "\n"
       << "[rotation]\nencrypt_period = \"" << t.encrypt_period << "\"\npublish_lead = \"" << t.publish_lead
       << "\"\ndecrypt_window = \"" << t.decrypt_window << "\"\nclock_skew = \"" << t.clock_skew
-      << "\"\nrefresh_interval = \"" << t.refresh_interval << "\"\nself_rotate = false\n\n"
+      << "\"\nrefresh_interval = \"" << t.refresh_interval << "\"\nself_rotate = false\n"
+      << (t.tier.empty() ? "" : "tier = \"" + t.tier + "\"\n") << "\n"
       << "[log]\nlevel = \"info\"\n";
   out.close();
   if (!out) throw std::runtime_error("cannot write " + path);
@@ -454,6 +470,104 @@ class Fleet {
   std::vector<std::unique_ptr<Server>> servers_;
 };
 
+// ---- epochs: what the clients see of the epoch tier with a short epoch ----
+
+// The epoch a ticket's IV names: its bytes 16..19, after the key name (derivation.h).
+std::int64_t epoch_field(const SSL_SESSION* s) {
+  auto t = ticket_of(s);
+  if (t.size() < 32) return -1;
+  return (std::int64_t{t[16]} << 24) | (std::int64_t{t[17]} << 16) | (std::int64_t{t[18]} << 8) | t[19];
+}
+
+// Epochs in the tickets of the rotation test, and tickets of an earlier epoch presented
+// to another server. Thread-safe; read the public figures after the clients stopped.
+class EpochTally {
+ public:
+  // The tickets of `c`, asked for at Unix time `sent` and received at `received`: each
+  // must name an epoch in between (the fleet's clock_skew is 0).
+  void issued(const Connection& c, std::int64_t sent, std::int64_t received, std::int64_t epoch_seconds) {
+    const std::int64_t lo = keysvc::epoch_of(sent, epoch_seconds), hi = keysvc::epoch_of(received, epoch_seconds);
+    std::lock_guard lock(mutex_);
+    for (const auto& t : c.tickets) {
+      const std::int64_t e = epoch_field(t.get());
+      if (e < (lo & 0xffffffff) || e > (hi & 0xffffffff)) ++wrong_epoch;
+      seen.emplace(key_name_of(t.get()), e);
+    }
+  }
+
+  // Presents the ticket kept from an earlier epoch (if any, younger than `max_age`) to a
+  // server other than its issuer, then keeps one of `c`'s (from `issuer`).
+  void present_older(SSL_CTX* ctx, Fleet& fleet, std::size_t issuer, const Connection& c, std::int64_t epoch_seconds,
+                     std::chrono::seconds max_age, std::mt19937& rng) {
+    std::optional<Kept> older;
+    {
+      std::lock_guard lock(mutex_);
+      if (kept_ && kept_->epoch < (keysvc::epoch_of(unix_now(), epoch_seconds) & 0xffffffff)) older.swap(kept_);
+    }
+    if (older && Clock::now() - older->at < max_age) {
+      const std::size_t target = (older->issuer + 1 + rng() % (fleet.size() - 1)) % fleet.size();
+      Connection again = connect_once(ctx, fleet[target].port(), older->ticket.get());
+      std::lock_guard lock(mutex_);
+      if (again.ok && again.reused) {
+        ++older_resumed;
+      } else {
+        ++older_failed;
+        if (failures_.size() < 5)
+          failures_.push_back("epoch " + std::to_string(older->epoch) + " ticket of " + fleet[older->issuer].name() +
+                              " on " + fleet[target].name() + ": " + (again.ok ? "full handshake" : again.error));
+      }
+    }
+    std::lock_guard lock(mutex_);
+    if (!kept_ && c.first() != nullptr)
+      kept_ = Kept{SessionPtr(SSL_SESSION_dup(c.tickets.back().get())), issuer, epoch_field(c.tickets.back().get()),
+                   Clock::now()};
+  }
+
+  // Derives, through the token, the epoch key of each (generation, epoch) seen whose
+  // generation is still there, and registers it for the suite's secret scan
+  // (known_secrets.h): the servers' logs must not hold it. Returns how many.
+  std::size_t register_epoch_keys(const std::string& config_path) {
+    auto pool = keysvc::test::open_pool(keysvc::Config::load_file(config_path));
+    return pool->run([&](keysvc::hsm::Session& session) {
+      const keysvc::KeyRing ring = keysvc::token_store::load(session);
+      std::size_t n = 0;
+      for (const auto& [name, epoch] : seen) {
+        for (const auto& g : ring.generations()) {
+          if (keysvc::to_hex(g.name) != name || !g.epoch_tier() || !g.usable()) continue;
+          keysvc::EpochKey key;
+          keysvc::derive_epoch_key(session, g, epoch, key.span());
+          keysvc::test::remember_epoch_key(key.span());
+          ++n;
+        }
+      }
+      return n;
+    });
+  }
+
+  std::string describe() const {
+    std::ostringstream out;
+    out << "  epochs: " << seen.size() << " (generation, epoch) pairs in tickets, " << wrong_epoch
+        << " ticket(s) naming another epoch than the one they were issued in; tickets of an earlier epoch on another "
+        << "server: " << older_resumed << " resumed, " << older_failed << " failed\n";
+    for (const auto& f : failures_) out << "  EARLIER-EPOCH FAILURE: " << f << "\n";
+    return out.str();
+  }
+
+  std::set<std::pair<std::string, std::int64_t>> seen;
+  std::uint64_t wrong_epoch = 0, older_resumed = 0, older_failed = 0;
+
+ private:
+  struct Kept {
+    SessionPtr ticket;
+    std::size_t issuer;
+    std::int64_t epoch;
+    Clock::time_point at;
+  };
+  mutable std::mutex mutex_;
+  std::optional<Kept> kept_;
+  std::vector<std::string> failures_;
+};
+
 // ---- 1. resumption across servers while an external rotator rolls the keys ----
 
 class FleetRotation : public FleetTest {};
@@ -462,8 +576,15 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   const TlsVersion version = GetParam().version;
   TokenAccess access(GetParam().hsm);
   backend().clear();  // each test starts from an empty ring (several tests may share a process)
-  const std::string config = write_fleet_config("fleet.toml", kRotatingFleet, access);
+  Timing timing = kRotatingFleet;
+  timing.tier = GetParam().tier;
+  timing.epoch = GetParam().epoch;
+  const std::string config = write_fleet_config("fleet.toml", timing, access);
   const auto lifetime = std::chrono::seconds(8);
+  // With a short epoch given: each ticket's IV must name the epoch it was issued in, and
+  // tickets of an earlier epoch must cross servers too.
+  const std::int64_t epoch_seconds = GetParam().epoch.empty() ? 0 : std::stoi(GetParam().epoch);
+  EpochTally epochs;
   const auto load_duration = 10s;
 
   // The operator's rotator runs before the servers start, so they find a published
@@ -517,8 +638,10 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
     const auto end = start + load_duration;
     while (Clock::now() < end) {
       const std::size_t issuer = rng() % fleet.size();
+      const std::int64_t sent_at = unix_now();
       Connection first = connect_once(ctx.get(), fleet[issuer].port(), nullptr);
       const auto received = Clock::now();
+      const std::int64_t received_at = unix_now();
       std::unique_lock lock(mutex);  // released around each connection
       if (!first.ok) {
         ++full_errors;
@@ -532,6 +655,12 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
       }
       const std::string key_name = key_name_of(first.first());
       ++tickets_by_generation[key_name];
+      if (epoch_seconds > 0) {
+        epochs.issued(first, sent_at, received_at, epoch_seconds);
+        lock.unlock();
+        epochs.present_older(ctx.get(), fleet, issuer, first, epoch_seconds, lifetime - 2s, rng);
+        lock.lock();
+      }
       // Resume on each of the other two servers; TLS 1.3 uses each ticket once.
       std::size_t use = 0;
       for (std::size_t k = 1; k < fleet.size(); ++k) {
@@ -604,6 +733,13 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   }
   for (const auto& e : full_error_log) summary << "  full handshake error: " << e << "\n";
   for (const auto& e : rotator_error_log) summary << "  rotator error: " << e << "\n";
+  std::size_t epoch_keys_registered = 0;
+  if (epoch_seconds > 0) {
+    summary << epochs.describe();
+    epoch_keys_registered = epochs.register_epoch_keys(config);
+    summary << "  epoch keys derived through the token and registered for the secret scan: " << epoch_keys_registered
+            << "\n";
+  }
   std::cout << summary.str() << std::flush;
 
   RecordProperty("full_handshakes", static_cast<int>(full));
@@ -621,6 +757,15 @@ TEST_P(FleetRotation, FleetResumesAcrossServersWhileRotating) {
   // Rotation happened under load: at least three generations issued tickets.
   EXPECT_GE(tickets_by_generation.size(), 3u) << summary.str();
   EXPECT_GE(runs_that_created, 2u) << summary.str();
+  if (epoch_seconds > 0) {
+    EXPECT_EQ(epochs.wrong_epoch, 0u) << summary.str();
+    // Epochs changed all through the run (10 s of 1 s epochs), and tickets of an earlier
+    // epoch resumed on another server.
+    EXPECT_GE(epochs.seen.size(), 5u) << summary.str();
+    EXPECT_GT(epochs.older_resumed, 0u) << summary.str();
+    EXPECT_EQ(epochs.older_failed, 0u) << summary.str();
+    EXPECT_GT(epoch_keys_registered, 0u) << summary.str();
+  }
 }
 
 // Through p11-kit in one TLS version only: the version changes what OpenSSL does with
@@ -630,6 +775,14 @@ INSTANTIATE_TEST_SUITE_P(fleet, FleetRotation,
                                            FleetParam{TlsVersion::kTls12, Hsm::kSoftHsm},
                                            FleetParam{TlsVersion::kTls13, Hsm::kP11Kit},
                                            FleetParam{TlsVersion::kTls13, Hsm::kOpencryptoki}),
+                         fleet_param_name);
+// The tiers side by side (issue 13): the epoch tier with 1 s epochs, so epochs change
+// many times within each generation during the run (the default gives 3 s generations
+// 3 s epochs), and the strict tier (one HSM operation per ticket).
+INSTANTIATE_TEST_SUITE_P(fleet_tiers, FleetRotation,
+                         ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kSoftHsm, "epoch", "1s"},
+                                           FleetParam{TlsVersion::kTls12, Hsm::kSoftHsm, "epoch", "1s"},
+                                           FleetParam{TlsVersion::kTls13, Hsm::kSoftHsm, "strict"}),
                          fleet_param_name);
 // On a TPM: servers re-initialise the module before a scan when the token changed
 // (TokenGateway::prepare_for_scan) and ticket calls wait at the module's gate meanwhile.

@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,8 @@
 #include "keysvc/audit_key.h"
 #include "keysvc/audit_verify.h"
 #include "keysvc/openssl/ticket_adapter.h"
+#include "keysvc/ticket_rules.h"
+#include "known_secrets.h"
 #include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
@@ -79,7 +83,9 @@ class ForkHooksTest : public ::testing::TestWithParam<int> {
     dir_ = test::TestToken::get().dir() + "/fork-" + std::to_string(GetParam());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    Config config = test::TestToken::get().config();
+    // The strict tier: its issue pool of pre-derived keys (the epoch tier has none; its
+    // epoch keys and fork: ForkHooksEpochKeys below).
+    Config config = test::strict(test::TestToken::get().config());
     config.tickets.issue_pool = 16;  // pre-derived keys exist at fork time: each child must drop them
     service_ = TicketKeyService::open(config);
     server_ = test::make_server_ctx();
@@ -171,6 +177,73 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
   ASSERT_TRUE(full.ok) << full.error;
   ASSERT_NE(full.last(), nullptr);
   test::Handshake again = test::handshake(server_.get(), client.get(), full.last());
+  EXPECT_TRUE(again.ok && again.reused) << again.error;
+}
+
+// Waits (at most 30 s) for the child `pid`: its exit code, 128 + the signal that ended it,
+// or -1 if it hung (then it is killed).
+int wait_for_child(pid_t pid) {
+  int status = 0;
+  pid_t done = 0;
+  for (int k = 0; k < 3000 && done == 0; ++k) {
+    done = waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// The epoch tier and fork (issue 13): a child never holds the parent's epoch keys. The
+// key objects it inherited read as zeros (secure memory is wiped on fork), its cache
+// starts empty, and it derives its own keys in the token (the same bytes: the same
+// generation and epoch) to resume the parent's tickets.
+TEST(ForkHooksEpochKeys, AChildNeverHoldsTheParentsEpochKeysAndDerivesItsOwn) {
+  test::TestToken::get().clear();
+  auto service = TicketKeyService::open(test::TestToken::get().config());  // the default: the epoch tier
+  auto server = test::make_server_ctx();
+  openssl::install(server.get(), service);
+  auto client = test::make_client_ctx(TLS1_3_VERSION);
+  test::Handshake full = test::handshake(server.get(), client.get());
+  ASSERT_TRUE(full.ok) << full.error;
+  ASSERT_NE(full.last(), nullptr);
+  const auto ticket = test::ticket_of(full.last());
+  KeyName name{};
+  std::copy(ticket.begin(), ticket.begin() + 16, name.begin());
+  Iv iv{};
+  std::copy(ticket.begin() + 16, ticket.begin() + 32, iv.begin());
+  const std::int64_t epoch = epoch_of_iv(iv, epoch_of(service->unix_now(), service->ring()->find(name)->epoch_seconds));
+  EpochKeyCache::Key parents = service->deriver().epoch_keys().find(name, epoch);
+  ASSERT_NE(parents, nullptr) << "the parent holds the key of the epoch it issued under";
+  std::array<std::uint8_t, kEpochKeyBytes> value{};
+  std::copy(parents->span().begin(), parents->span().end(), value.begin());
+  test::remember_epoch_key(value);
+  const auto derived_at_fork = service->ticket_counters()[TicketEvent::kEpochKeysDerived];
+
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // no gtest or atexit work in the child
+    auto is_zero = [](const EpochKey& k) {
+      return std::all_of(k.span().begin(), k.span().end(), [](std::uint8_t b) { return b == 0; });
+    };
+    if (!is_zero(*parents)) _exit(20);
+    if (service->deriver().epoch_keys().find(name, epoch) == parents) _exit(21);
+    test::Handshake resumed = test::handshake(server.get(), client.get(), full.last());
+    if (!resumed.ok || !resumed.reused) _exit(23);
+    EpochKeyCache::Key own = service->deriver().epoch_keys().find(name, epoch);
+    if (!own || own == parents) _exit(24);
+    if (!std::equal(value.begin(), value.end(), own->span().begin())) _exit(25);
+    if (service->ticket_counters()[TicketEvent::kEpochKeysDerived] <= derived_at_fork) _exit(26);
+    _exit(0);
+  }
+  EXPECT_EQ(wait_for_child(pid), 0) << "-1 hung, 20 inherited key not wiped, 21 inherited cache, 23 no resumption, "
+                                       "24 no key of its own, 25 another key, 26 nothing derived";
+  // The parent keeps its key and serves.
+  EXPECT_TRUE(std::equal(value.begin(), value.end(), parents->span().begin()));
+  test::Handshake again = test::handshake(server.get(), client.get(), full.last());
   EXPECT_TRUE(again.ok && again.reused) << again.error;
 }
 

@@ -45,4 +45,6 @@ void remember_secret_text(std::string_view text) noexcept {
 
 void remember_secret_bytes(std::span<const std::uint8_t> bytes) noexcept { append("bytes", bytes); }
 
+void remember_epoch_key(std::span<const std::uint8_t> bytes) noexcept { append("epoch", bytes); }
+
 }  // namespace keysvc::test

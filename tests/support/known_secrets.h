@@ -4,8 +4,10 @@
 //
 // Each test process appends to $KEYSVC_TEST_TMPDIR/secrets/<pid>.txt one line per
 // secret, hex-encoded so the registry itself never holds the raw value: "text HEX" for
-// PINs, "bytes HEX" for 32-byte values (derivation vectors, derived keys). Without
-// KEYSVC_TEST_TMPDIR nothing is written. Thread-safe; never throws.
+// PINs, "bytes HEX" for 32-byte values (derivation vectors, derived keys), "epoch HEX" for
+// epoch keys of the epoch tier (derivation.h; the scan reports them apart, so a run shows
+// it looked for them). Without KEYSVC_TEST_TMPDIR nothing is written. Thread-safe; never
+// throws.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +18,8 @@ namespace keysvc::test {
 
 void remember_secret_text(std::string_view text) noexcept;
 void remember_secret_bytes(std::span<const std::uint8_t> bytes) noexcept;
+// An epoch key a test derived through the token with a generation's root key (the same
+// bytes a server of that generation holds for that epoch).
+void remember_epoch_key(std::span<const std::uint8_t> bytes) noexcept;
 
 }  // namespace keysvc::test
