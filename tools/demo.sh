@@ -2,12 +2,16 @@
 # tools/demo.sh BUILD_DIR: keysvc end to end, with real TLS clients (what `make demo` runs).
 #
 #   1. a SoftHSM2 development token in BUILD_DIR/demo-token (softhsm-config/dev-token)
-#   2. keysvc-tls-server on a free local port, session tickets from keysvc
-#   3. for TLS 1.3 and TLS 1.2: a full handshake with `openssl s_client -sess_out`, then
-#      a resumption with `-sess_in`; shows the ticket's key name and that key's custody
-#      attributes in the token (`keysvcctl keys list`)
+#   2. keysvc-tls-server on a free local port, session tickets from keysvc (the epoch
+#      tier: docs/TIERS.md), its metrics on another free port
+#   3. the key hierarchy: the generations' root keys in the token (`keysvcctl keys
+#      list`), then for TLS 1.3 and TLS 1.2 a full handshake with `openssl s_client
+#      -sess_out` and a resumption with `-sess_in`, showing the ticket's key name and
+#      epoch and that key's custody attributes in the token; then the epoch keys the
+#      token derived and the HSM calls the tickets cost (the metrics endpoint)
 #   4. stops the server with SIGTERM and checks that it exits 0
-#   5. the audit trail: `keysvcctl audit verify` on the server's and keysvcctl's files,
+#   5. the audit trail: the epoch_key_derived records, `keysvcctl audit verify` on the
+#      server's and keysvcctl's files,
 #      `audit report` as text and as an HTML page (BUILD_DIR/demo-token/audit-report.html;
 #      with chromium installed, also a screenshot of it, audit-report.png)
 # Exits non-zero if any resumption fails. The server is stopped on any exit.
@@ -41,7 +45,7 @@ die() {
 for tool in keysvcctl keysvc-tls-server; do
   [[ -x $BIN/$tool ]] || die "$BIN/$tool not found: build first (make build)"
 done
-command -v openssl >/dev/null || die "openssl not found"
+for tool in openssl curl python3; do command -v "$tool" >/dev/null || die "$tool not found (make demo installs it: tools/install-deps.sh)"; done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-demo.XXXXXX")
 SERVER_PID=
@@ -86,15 +90,16 @@ info "audit logs: $AUDIT_LOG (the server), $CTL_LOG (keysvcctl)"
 # ---------------------------------------------------------------------------
 step "A new encrypt generation for this run (keysvcctl keys generate)"
 NEW_GENERATION=$("$BIN/keysvcctl" --config "$CONFIG" keys generate)
-info "generation $NEW_GENERATION: two keys generated in the token; the one before it (if any)"
-info "now only decrypts. keysvcctl records both in its audit file."
+info "generation $NEW_GENERATION: its root key generated in the token; the one before it (if"
+info "any) now only decrypts. keysvcctl records both in its audit file."
 
 # ---------------------------------------------------------------------------
 step "Starting keysvc-tls-server (session tickets from keysvc)"
+AUDIT_LINES_BEFORE=$( (cat "$AUDIT_LOG" 2>/dev/null || true) | wc -l)
 : >"$WORK/server.log"  # exists before the loop below reads it (the server opens it in the background)
 "$BIN/keysvc-tls-server" --config "$CONFIG" --listen 127.0.0.1:0 \
   --cert "$TOKEN_DIR/server-cert.pem" --key "$TOKEN_DIR/server-key.pem" \
-  --tickets keysvc --threads 2 2>"$WORK/server.log" &
+  --tickets keysvc --threads 2 --metrics-listen 127.0.0.1:0 2>"$WORK/server.log" &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 150); do
@@ -104,18 +109,37 @@ for _ in $(seq 150); do
   sleep 0.1
 done
 [[ -n $PORT ]] || server_failed "the server did not start listening within 15 s:"
-info "listening on 127.0.0.1:$PORT (pid $SERVER_PID)"
+METRICS_PORT=$(sed -n 's|^metrics on http://127\.0\.0\.1:\([0-9][0-9]*\)/metrics$|\1|p' "$WORK/server.log")
+[[ -n $METRICS_PORT ]] || server_failed "the server did not say where it serves metrics:"
+info "listening on 127.0.0.1:$PORT (pid $SERVER_PID), metrics on 127.0.0.1:$METRICS_PORT"
 info "self-signed certificate: $TOKEN_DIR/server-cert.pem"
 
 # ---------------------------------------------------------------------------
-step "Ticket keys in the token (keysvcctl keys list)"
+# One sample of the metrics endpoint: `metric NAME` prints its value (0 if absent).
+scrape() { curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics.txt" || true; }
+metric() { awk -v n="$1" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }' "$WORK/metrics.txt"; }
+# The maintenance thread derives the current and the next epoch's keys after start-up.
+for _ in $(seq 100); do
+  scrape
+  [[ $(metric keysvc_epoch_keys) -ge 2 ]] && break
+  sleep 0.1
+done
+SIGNS_BEFORE=$(metric keysvc_service_hsm_sign_calls_total)
+DERIVED_BEFORE=$(metric keysvc_service_epoch_keys_derived_total)
+
+step "The key hierarchy, level 1: root keys in the token (keysvcctl keys list)"
 "$BIN/keysvcctl" --config "$CONFIG" keys list >"$WORK/keys.txt"
 sed 's/^/    /' "$WORK/keys.txt"
-info "${DIM}Each generation is two 32-byte HMAC keys generated inside the token; every"
-info "ticket's AES and HMAC keys are derived from them in the HSM, per ticket.${RESET}"
+info "${DIM}Each generation of the epoch tier (TIER \"epoch 300s\") is one 32-byte HMAC key"
+info "generated inside the token (sensitive, never extractable, sign only). From it the"
+info "token derives one key per 5-minute epoch (level 2, held by the server in locked"
+info "memory); each ticket's AES and HMAC keys come from its epoch's key and its IV by"
+info "HKDF in the server (level 3): no HSM call per ticket (docs/DERIVATION.md).${RESET}"
+info "epoch keys the server holds now: $(metric keysvc_epoch_keys) (the current and the next epoch)"
 
-# The key name (first 16 bytes) of the ticket in a session file, as 32 lowercase hex.
-ticket_key_name() {
+# The first 20 bytes of the ticket in a session file, as 40 lowercase hex: the key name
+# (16 bytes) and the IV's first 4 bytes, the epoch in the epoch tier.
+ticket_head() {
   openssl sess_id -in "$1" -text -noout | awk '
     /TLS session ticket:/ { on = 1; next }
     on && /^ *[0-9a-f]+ - / {
@@ -126,7 +150,12 @@ ticket_key_name() {
       next
     }
     on { on = 0 }
-    END { print substr(bytes, 1, 32) }'
+    END { print substr(bytes, 1, 40) }'
+}
+# "epoch E (HH:MM-HH:MM UTC)" for a 4-byte epoch field in hex, 5-minute epochs.
+epoch_text() {
+  local e=$((16#$1))
+  printf 'epoch %d (%s-%s UTC)' "$e" "$(date -u -d "@$((e * 300))" +%H:%M)" "$(date -u -d "@$((e * 300 + 300))" +%H:%M)"
 }
 ticket_bytes() {
   openssl sess_id -in "$1" -text -noout | awk '
@@ -169,14 +198,15 @@ for version in 1.3 1.2; do
   fi
   FULL=$((FULL + 1))
 
-  name=$(ticket_key_name "$sess")
-  if [[ ! $name =~ ^[0-9a-f]{32}$ ]]; then
+  head=$(ticket_head "$sess")
+  name=${head:0:32}
+  if [[ ! $head =~ ^[0-9a-f]{40}$ ]]; then
     bad "no session ticket was received"
     FAILED=$((FAILED + 1))
     RESULTS+=("TLS $version: no ticket")
     continue
   fi
-  info "ticket received:  $(ticket_bytes "$sess") bytes, key name $name"
+  info "ticket received:  $(ticket_bytes "$sess") bytes, key name $name, $(epoch_text "${head:32:8}")"
 
   s_client "$flag" "$WORK/resumed-$version.txt" -sess_in "$sess"
   line=$(outcome "$WORK/resumed-$version.txt")
@@ -214,13 +244,28 @@ PY
   else
     state=${row%% *}
     custody=${row#* }
-    info "key in the HSM:   $state; $custody (both keys: CKA_SENSITIVE, CKA_NEVER_EXTRACTABLE)"
+    info "key in the HSM:   $state; $custody (CKA_SENSITIVE, CKA_NEVER_EXTRACTABLE)"
     if [[ $custody != "sensitive, never-extractable"* ]]; then
       bad "the key is not held in the token"
       FAILED=$((FAILED + 1))
     fi
   fi
 done
+
+# ---------------------------------------------------------------------------
+step "The key hierarchy, level 2: epoch keys derived in the token (metrics endpoint)"
+scrape
+TICKETS=$(($(metric keysvc_service_issued_total) + $(metric keysvc_service_opened_total)))
+SIGNS=$(($(metric keysvc_service_hsm_sign_calls_total) - SIGNS_BEFORE))
+DERIVED=$(($(metric keysvc_service_epoch_keys_derived_total) - DERIVED_BEFORE))
+info "epoch keys derived in the token since start-up: $(metric keysvc_service_epoch_keys_derived_total) (one C_Sign each)"
+info "epoch keys held by the server now:               $(metric keysvc_epoch_keys)"
+info "tickets issued and opened:                       $TICKETS"
+info "HSM sign calls for these tickets:                $SIGNS (epoch keys derived meanwhile: $DERIVED; a ticket costs none)"
+if [[ $SIGNS -ne $DERIVED ]]; then
+  bad "the tickets cost HSM calls of their own"
+  FAILED=$((FAILED + 1))
+fi
 
 # ---------------------------------------------------------------------------
 step "Stopping the server (SIGTERM)"
@@ -242,6 +287,23 @@ fi
 
 # ---------------------------------------------------------------------------
 step "Audit trail (keysvcctl audit verify, audit report)"
+# Each epoch key the server derived is an audit record: generation name and epoch, no key.
+python3 - "$AUDIT_LOG" "$AUDIT_LINES_BEFORE" <<'PY' | sed 's/^/    /' || FAILED=$((FAILED + 1))
+import datetime, json, sys
+rows = []
+with open(sys.argv[1]) as f:
+    for line in list(f)[int(sys.argv[2]):]:  # this run's records
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("event") == "epoch_key_derived":
+            rows.append(r)
+print(f"epoch_key_derived records of this run: {len(rows)}")
+for r in rows:
+    start = datetime.datetime.fromtimestamp(r["epoch"] * 300, datetime.timezone.utc)
+    print(f"  generation {r['name']}, epoch {r['epoch']} ({start:%H:%M}-{start + datetime.timedelta(minutes=5):%H:%M} UTC)")
+PY
 for log in "$AUDIT_LOG" "$CTL_LOG"; do
   if "$BIN/keysvcctl" --config "$CONFIG" audit verify "$log" >"$WORK/verify.txt" 2>&1; then
     ok "$(basename "$log"): $(cat "$WORK/verify.txt")"

@@ -154,9 +154,11 @@ int run(const Options& o) {
     const auto c = keysvc::openssl::counters(ctx.get());
     log->info(
         "keysvc tickets: issued={} issue_failed={} resumed={} renewed={} unknown_key={} retired_key={} "
-        "hsm_error={} rejected_bad_ticket={} rejected_unopened={} rejected_too_old={} empty_ticket={} pushed={}",
+        "hsm_error={} rejected_bad_ticket={} rejected_unopened={} rejected_too_old={} rejected_bad_epoch={} "
+        "empty_ticket={} pushed={}",
         c.issued, c.issue_failed, c.resumed, c.renewed, c.unknown_key, c.retired_key, c.hsm_error,
-        c.rejected_bad_ticket, c.rejected_unopened, c.rejected_too_old, c.empty_ticket, c.pushed);
+        c.rejected_bad_ticket, c.rejected_unopened, c.rejected_too_old, c.rejected_bad_epoch, c.empty_ticket,
+        c.pushed);
   }
   metrics.reset();
   ctx.reset();  // releases the ticket key service (and its token sessions) too

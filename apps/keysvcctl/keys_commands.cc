@@ -49,6 +49,14 @@ std::string custody_text(const ListedGeneration& l) {
   return "enc: " + enc + "; mac: " + mac;
 }
 
+// How the generation's tickets get their keys (docs/TIERS.md): "epoch 300s" (derivation 3,
+// the token derives one key per epoch) or "strict v1" / "strict v2" (one HSM operation
+// per ticket).
+std::string tier_text(const keysvc::Generation& g) {
+  if (g.epoch_tier()) return "epoch " + std::to_string(g.epoch_seconds) + "s";
+  return "strict v" + std::to_string(g.derivation);
+}
+
 // A name given on the command line: exactly 32 hex digits, or a usage error. The
 // message does not repeat the value (it might be a PIN pasted in the wrong place).
 keysvc::KeyName parse_name(const std::string& text) {
@@ -73,6 +81,9 @@ int keys_list(const Cli& cli, bool json) {
       j["revoked"] = g.revoked;
       j["revoked_at"] = g.revoked ? Json(iso8601_utc(g.revoked_at)) : Json();
       j["revoked_at_unix"] = g.revoked ? Json(g.revoked_at) : Json();
+      j["tier"] = g.epoch_tier() ? "epoch" : "strict";
+      j["derivation"] = g.derivation;
+      j["epoch_seconds"] = g.epoch_tier() ? Json(g.epoch_seconds) : Json();
       j["has_keys"] = g.has_keys();
       j["enc_key"] = l.custody ? custody_json(l.custody->enc) : Json();
       j["mac_key"] = l.custody ? custody_json(l.custody->mac) : Json();
@@ -82,10 +93,11 @@ int keys_list(const Cli& cli, bool json) {
     return kExitOk;
   }
   if (generations.empty()) return kExitOk;
-  Table table({"NAME", "STATE", "CREATED", "ENCRYPT_FROM", "ENCRYPT_UNTIL", "DECRYPT_UNTIL", "CUSTODY"});
+  Table table({"NAME", "STATE", "TIER", "CREATED", "ENCRYPT_FROM", "ENCRYPT_UNTIL", "DECRYPT_UNTIL", "CUSTODY"});
   for (const auto& l : generations) {
     const keysvc::Schedule& s = l.generation.schedule;
-    table.add({keysvc::to_hex(l.generation.name), std::string(keysvc::to_string(l.state)), iso8601_utc(s.created),
+    table.add({keysvc::to_hex(l.generation.name), std::string(keysvc::to_string(l.state)), tier_text(l.generation),
+               iso8601_utc(s.created),
                iso8601_utc(s.encrypt_from), iso8601_utc(s.encrypt_until), iso8601_utc(s.decrypt_until),
                custody_text(l)});
   }

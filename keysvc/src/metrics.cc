@@ -1,5 +1,6 @@
 #include "keysvc/metrics.h"
 
+#include "keysvc/key_deriver.h"
 #include "keysvc/token_gateway.h"
 
 namespace keysvc {
@@ -19,6 +20,7 @@ MetricsSnapshot read_metrics(TicketKeyService& service) {
   m.hsm_sessions = gateway.open_sessions();
   m.generations = service.ring()->generations().size();
   m.encrypt_key = service.encrypt_key_name();
+  m.epoch_keys = service.deriver().epoch_keys().size();
   return m;
 }
 

@@ -305,6 +305,7 @@ ServiceCounters TicketKeyService::counters() const noexcept {
     c.issued_from_pool = s[TicketEvent::kIssuedFromPool];
     c.module_restarts = gateway_->counters().module_restarts;
     c.scans_not_used = scans.failed + scans.suspect;
+    c.epoch_keys_derived = s[TicketEvent::kEpochKeysDerived];
     c.ring_stale = scans.stale;
   } catch (...) {
   }

@@ -245,6 +245,10 @@ TEST(Keysvcctl, KeysGenerateThenListShowsScheduleAndCustody) {
   EXPECT_TRUE(g.at("has_keys").get<bool>());
   expect_held_in_token(g.at("enc_key"));
   expect_held_in_token(g.at("mac_key"));
+  // The default tier: one root key from which the token derives a key per 5-minute epoch.
+  EXPECT_EQ(g.at("tier").get<std::string>(), "epoch");
+  EXPECT_EQ(g.at("derivation").get<int>(), 3);
+  EXPECT_EQ(g.at("epoch_seconds").get<int>(), 300);
 
   // A second generation starts at least a second after the first, and then encrypts;
   // the first is decrypt-only.
@@ -266,7 +270,8 @@ TEST(Keysvcctl, KeysGenerateThenListShowsScheduleAndCustody) {
   Result text = ctl_config({"keys", "list"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(count_lines(text.out), 3u) << text.out;
-  for (const std::string& word : {std::string("NAME"), std::string("STATE"), std::string("ENCRYPT_FROM"),
+  for (const std::string& word : {std::string("NAME"), std::string("STATE"), std::string("TIER"),
+                                  std::string("epoch 300s"), std::string("ENCRYPT_FROM"),
                                   std::string("DECRYPT_UNTIL"), name, name2, std::string("decrypt-only"),
                                   std::string("active"), std::string("sensitive, never-extractable")})
     EXPECT_NE(text.out.find(word), std::string::npos) << word << "\n" << text.out;

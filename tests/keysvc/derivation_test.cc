@@ -1,11 +1,15 @@
 #include "keysvc/derivation.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "keysvc/hsm/error.h"
@@ -232,6 +236,97 @@ TEST(DerivationDoc, V2TestVectorMatchesTheToken) {
   ASSERT_EQ(len, 64u);
   EXPECT_EQ(ByteVec(out, out + 32), v["aes_key"]);
   EXPECT_EQ(ByteVec(out + 32, out + 64), v["hmac_key"]);
+}
+
+// Derivation 3 (the epoch tier): the epoch key from the imported root key in the token
+// (one C_Sign), the ticket's keys by HKDF-Expand-SHA256 in process, the epoch in the IV.
+// Checked three ways: the code's messages, the token's HMAC, and HKDF-Expand computed
+// from RFC 5869's definition (HMAC blocks) and by OpenSSL's EVP_PKEY HKDF, a different
+// entry point than the code's EVP_KDF.
+ByteVec hkdf_expand_rfc5869(const ByteVec& prk, const ByteVec& info, std::size_t length) {
+  ByteVec out, block;
+  for (std::uint8_t i = 1; out.size() < length; ++i) {
+    ByteVec input = block;
+    input.insert(input.end(), info.begin(), info.end());
+    input.push_back(i);
+    block = test::openssl_hmac_sha256(prk, input);
+    out.insert(out.end(), block.begin(), block.end());
+  }
+  out.resize(length);
+  return out;
+}
+
+ByteVec openssl_pkey_hkdf_expand(const ByteVec& prk, const ByteVec& info, std::size_t length) {
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr),
+                                                                 EVP_PKEY_CTX_free);
+  ByteVec out(length);
+  std::size_t len = length;
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+      EVP_PKEY_CTX_set_hkdf_mode(ctx.get(), EVP_PKEY_HKDEF_MODE_EXPAND_ONLY) != 1 ||
+      EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) != 1 ||
+      EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), prk.data(), static_cast<int>(prk.size())) != 1 ||
+      EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), info.data(), static_cast<int>(info.size())) != 1 ||
+      EVP_PKEY_derive(ctx.get(), out.data(), &len) != 1 || len != length)
+    throw std::runtime_error("EVP_PKEY HKDF failed");
+  return out;
+}
+
+TEST(DerivationDoc, V3TestVectorMatchesTheTokenAndOpenSslHkdf) {
+  auto v = documented_vector("test-vector-v3");
+  for (const char* field :
+       {"root_key", "key_name", "epoch", "epoch_message", "epoch_key", "iv", "info", "aes_key", "hmac_key"})
+    ASSERT_EQ(v.count(field), 1u) << "docs/DERIVATION.md v3 test vector lacks " << field;
+  auto name = to_array<kKeyNameBytes>(v["key_name"]);
+  auto iv = to_array<kIvBytes>(v["iv"]);
+  ASSERT_EQ(v["epoch"].size(), 8u);
+  std::int64_t epoch = 0;
+  for (std::uint8_t b : v["epoch"]) epoch = (epoch << 8) | b;
+
+  // The documented messages and IV layout are the code's.
+  EpochKeyMessage em = epoch_key_message(name, epoch);
+  EXPECT_EQ(ByteVec(em.begin(), em.end()), v["epoch_message"]);
+  ByteVec spelled(kEpochKeyLabel.begin(), kEpochKeyLabel.end());
+  spelled.push_back(0x00);
+  spelled.insert(spelled.end(), name.begin(), name.end());
+  spelled.insert(spelled.end(), v["epoch"].begin(), v["epoch"].end());
+  EXPECT_EQ(ByteVec(em.begin(), em.end()), spelled);
+  EXPECT_EQ(kEpochKeyLabel, "keysvc epoch v1");
+  EXPECT_EQ(kTicketKeysV3Label, "keysvc ticket v3 aes-256-cbc+hmac-sha256");
+  TicketInfoV3 info = ticket_info_v3(name, iv);
+  EXPECT_EQ(ByteVec(info.begin(), info.end()), v["info"]);
+  EXPECT_EQ(ByteVec(info.begin(), info.end()), documented_message(kTicketKeysV3Label, name, iv));
+  EXPECT_EQ(epoch_of_iv(iv, epoch), epoch);
+  EXPECT_EQ(epoch_of_iv(iv, epoch + 1000), epoch);
+  Iv fresh{};
+  ASSERT_TRUE(make_epoch_iv(epoch, fresh));
+  EXPECT_TRUE(std::equal(fresh.begin(), fresh.begin() + 4, iv.begin())) << "the IV's first 4 bytes are the epoch";
+
+  // The documented epoch key is what the token computes with the documented root key...
+  test::TestToken::get().clear();
+  auto s = test::user_session();
+  Generation g;
+  g.name = name;
+  g.derivation = 3;
+  g.epoch_seconds = 300;
+  g.enc_key = g.mac_key = hsm::import_hmac_key(*s, name, "test-epoch-root", v["root_key"]);
+  EpochKey key;
+  derive_epoch_key(*s, g, epoch, key.span());
+  EXPECT_EQ(test::hex(key.span()), test::hex(v["epoch_key"]));
+  EXPECT_EQ(g.sign_calls(), 1);
+  EXPECT_EQ(test::openssl_hmac_sha256(v["root_key"], v["epoch_message"]), v["epoch_key"]);
+
+  // ...and the documented ticket keys are what the code, RFC 5869 and OpenSSL's other HKDF
+  // entry point derive from it.
+  TicketKeys keys;
+  derive_ticket_keys_from_epoch(key.span(), name, iv, keys);
+  EXPECT_EQ(test::hex(keys.aes_key), test::hex(v["aes_key"]));
+  EXPECT_EQ(test::hex(keys.hmac_key), test::hex(v["hmac_key"]));
+  ByteVec both = v["aes_key"];
+  both.insert(both.end(), v["hmac_key"].begin(), v["hmac_key"].end());
+  EXPECT_EQ(hkdf_expand_rfc5869(v["epoch_key"], v["info"], 64), both);
+  EXPECT_EQ(openssl_pkey_hkdf_expand(v["epoch_key"], v["info"], 64), both);
+  for (const char* field : {"root_key", "epoch_key", "aes_key", "hmac_key"})  // never in any log (the secret scan)
+    test::remember_secret_bytes(v[field]);
 }
 
 TEST(DeriveTicketKeys, V2DiffersFromV1AndEveryInputMatters) {

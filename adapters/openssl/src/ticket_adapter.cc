@@ -420,6 +420,7 @@ TicketCallbackCounters counters_of(const TicketCounters::Snapshot& s) {
   c.hsm_error = s.total(TicketOutcome::kHsmError);
   c.rejected_bad_ticket = s.total(TicketOutcome::kMacFailure) + s.total(TicketOutcome::kDecryptFailure);
   c.rejected_too_old = s.total(TicketOutcome::kMaxSessionAge);
+  c.rejected_bad_epoch = s.total(TicketOutcome::kBadEpoch);
   c.rejected_unopened = s[TicketEvent::kRejectedUnopened];
   c.empty_ticket = s[TicketEvent::kEmptyTicket];
   c.pushed = s[TicketEvent::kPushed];

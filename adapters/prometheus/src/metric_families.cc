@@ -77,7 +77,11 @@ void add_service(std::vector<MetricFamily>& out, const ServiceCounters& s) {
       {"unknown_key", {"Presented tickets whose key name is in no loaded generation.", s.unknown_key}},
       {"retired_key", {"Presented tickets under expired or revoked generations.", s.retired_key}},
       {"hsm_errors", {"Issue, open and refresh operations that failed in the token.", s.hsm_errors}},
-      {"hsm_sign_calls", {"HMAC sign operations started in the token for tickets (2 per derivation).", s.hsm_calls}},
+      {"hsm_sign_calls", {"HMAC sign operations started in the token for tickets: 2 per strict derivation 1, "
+                          "1 per strict derivation 2, 1 per epoch key.",
+                          s.hsm_calls}},
+      {"epoch_keys_derived", {"Epoch keys computed in the token (epoch tier: one HMAC per generation and epoch).",
+                              s.epoch_keys_derived}},
       {"rescans", {"Token rescans triggered by unknown key names.", s.rescans}},
       {"refreshes", {"Token rescans (periodic and on demand).", s.refreshes}},
       {"module_restarts", {"PKCS#11 module restarts (C_Finalize + C_Initialize) after the HSM was gone.",
@@ -103,6 +107,8 @@ void add_tls(std::vector<MetricFamily>& out, const openssl::TicketCallbackCounte
       {"rejected_bad_ticket", c.rejected_bad_ticket},
       {"rejected_unopened", c.rejected_unopened},
       {"rejected_too_old", c.rejected_too_old},
+      {"rejected_bad_epoch", c.rejected_bad_epoch},
+      {"over_cap", c.over_cap},
       {"empty_ticket", c.empty_ticket},
       {"pushed", c.pushed},
   };
@@ -142,6 +148,10 @@ void add_gauges(std::vector<MetricFamily>& out, const MetricsSnapshot& m) {
                       static_cast<double>(m.generations)));
   out.push_back(gauge("keysvc_hsm_sessions_open", "PKCS#11 sessions the service's pool has open.",
                       static_cast<double>(m.hsm_sessions)));
+  out.push_back(gauge("keysvc_epoch_keys",
+                      "Epoch keys this process holds in secure memory now (epoch tier; at most "
+                      "tickets.lifetime / tickets.epoch + 2 per generation). Never their bytes.",
+                      static_cast<double>(m.epoch_keys)));
   MetricFamily encrypt = family("keysvc_encrypt_key_info",
                                 "1 for the generation new tickets are issued under (no series while there is none).",
                                 MetricType::Gauge);

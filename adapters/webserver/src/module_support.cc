@@ -66,5 +66,5 @@ extern "C" void keysvc_webserver_counters(const SSL_CTX* ctx, char* out, size_t 
                 "issued=%" PRIu64 " resumed=%" PRIu64 " renewed=%" PRIu64 " issue_failed=%" PRIu64
                 " unknown_key=%" PRIu64 " retired_key=%" PRIu64 " hsm_error=%" PRIu64 " rejected=%" PRIu64,
                 c.issued, c.resumed, c.renewed, c.issue_failed, c.unknown_key, c.retired_key, c.hsm_error,
-                c.rejected_bad_ticket + c.rejected_unopened + c.rejected_too_old);
+                c.rejected_bad_ticket + c.rejected_unopened + c.rejected_too_old + c.rejected_bad_epoch);
 }

@@ -30,6 +30,7 @@ struct MetricsSnapshot {
   std::size_t generations = 0;               // generations in the ring the service uses now
   std::optional<KeyName> encrypt_key;        // the generation new tickets are issued under
   std::size_t hsm_sessions = 0;              // sessions the service's pool has open on the token
+  std::size_t epoch_keys = 0;                // epoch keys this process holds now (epoch_keys.h)
 
   // The statistics of `call`, or nullptr if it was never made.
   const hsm::CallSnapshot* hsm_call(hsm::Call call) const noexcept;

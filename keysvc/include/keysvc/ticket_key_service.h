@@ -87,6 +87,7 @@ struct ServiceCounters {
   std::uint64_t issued_from_pool = 0;  // of `issued`: taken from the pre-derived pool
   std::uint64_t module_restarts = 0;   // PKCS#11 module restarts after the HSM was gone
   std::uint64_t scans_not_used = 0;    // scans that failed or lost every generation
+  std::uint64_t epoch_keys_derived = 0;  // epoch keys computed in the token (epoch tier)
   bool ring_stale = false;             // the last scan was not used (ring_store.h)
 };
 

@@ -21,10 +21,12 @@ MetricsSnapshot example() {
   m.service.opened = 5;
   m.service.hsm_calls = 24;
   m.service.unknown_key = 2;
+  m.service.epoch_keys_derived = 6;
   KeyUsage generation;
   generation.name.fill(0x01);
   generation.counters[static_cast<std::size_t>(TicketOutcome::kIssued)] = 11;
   generation.counters[static_cast<std::size_t>(TicketOutcome::kResumed)] = 5;
+  generation.counters[static_cast<std::size_t>(TicketOutcome::kBadEpoch)] = 2;
   KeyUsage overflow;
   overflow.kind = KeyUsage::Kind::kOverflow;
   overflow.counters[static_cast<std::size_t>(TicketOutcome::kUnknownKey)] = 2;
@@ -37,6 +39,7 @@ MetricsSnapshot example() {
   m.hsm_calls = {sign};
   m.generations = 2;
   m.hsm_sessions = 3;
+  m.epoch_keys = 4;
   m.encrypt_key = generation.name;
   return m;
 }
@@ -48,6 +51,8 @@ TEST(MetricFamilies, TextHasEveryCounterUnderItsName) {
   tls.issued = 11;
   tls.resumed = 5;
   tls.renewed = 1;
+  tls.rejected_bad_epoch = 2;
+  tls.over_cap = 7;
   const std::string text = to_text(to_families(example(), &tls));
   const auto s = parse_exposition(text);
 
@@ -61,6 +66,11 @@ TEST(MetricFamilies, TextHasEveryCounterUnderItsName) {
   EXPECT_EQ(sample(s, "keysvc_service_hsm_sign_calls_total"), 24);
   EXPECT_EQ(sample(s, "keysvc_service_unknown_key_total"), 2);
   EXPECT_EQ(sample(s, "keysvc_service_refreshes_total"), 0);
+  EXPECT_EQ(sample(s, "keysvc_service_epoch_keys_derived_total"), 6);
+  EXPECT_EQ(sample(s, "keysvc_tickets_total{key=\"" + kKey + "\",outcome=\"bad_epoch\"}"), 2);
+  EXPECT_EQ(sample(s, R"(keysvc_tls_tickets_total{event="rejected_bad_epoch"})"), 2);
+  EXPECT_EQ(sample(s, R"(keysvc_tls_tickets_total{event="over_cap"})"), 7);
+  EXPECT_EQ(sample(s, "keysvc_epoch_keys"), 4);
   EXPECT_EQ(sample(s, R"(keysvc_tls_tickets_total{event="issued"})"), 11);
   EXPECT_EQ(sample(s, R"(keysvc_tls_tickets_total{event="renewed"})"), 1);
   EXPECT_EQ(sample(s, R"(keysvc_tls_tickets_total{event="pushed"})"), 0);
@@ -69,7 +79,8 @@ TEST(MetricFamilies, TextHasEveryCounterUnderItsName) {
   EXPECT_EQ(sample(s, "keysvc_hsm_sessions_open"), 3);
   EXPECT_EQ(sample(s, "keysvc_encrypt_key_info{key=\"" + kKey + "\"}"), 1);
   for (const char* type : {"# TYPE keysvc_tickets_total counter", "# TYPE keysvc_hsm_call_seconds histogram",
-                           "# TYPE keysvc_generations gauge", "# HELP keysvc_service_issued_total "})
+                           "# TYPE keysvc_generations gauge", "# HELP keysvc_service_issued_total ",
+                           "# TYPE keysvc_epoch_keys gauge", "# TYPE keysvc_service_epoch_keys_derived_total counter"})
     EXPECT_NE(text.find(type), std::string::npos) << type << "\n" << text;
 }
 
@@ -98,6 +109,8 @@ TEST(MetricFamilies, WithoutTlsCountersOrEncryptKeyThoseSeriesAreAbsent) {
   const auto empty = parse_exposition(to_text(to_families(MetricsSnapshot{})));
   EXPECT_EQ(sample(empty, "keysvc_service_issued_total"), 0);
   EXPECT_EQ(sample(empty, "keysvc_generations"), 0);
+  EXPECT_EQ(sample(empty, "keysvc_epoch_keys"), 0);
+  EXPECT_EQ(sample(empty, "keysvc_service_epoch_keys_derived_total"), 0);
 }
 
 }  // namespace

@@ -86,6 +86,7 @@ struct TicketCallbackCounters {
   std::uint64_t rejected_unopened = 0;    // OpenSSL refused the ticket before asking keysvc (too short)
   std::uint64_t empty_ticket = 0;         // TLS 1.2 client asked for a ticket without presenting one
   std::uint64_t rejected_too_old = 0;     // original authentication older than max_session_age
+  std::uint64_t rejected_bad_epoch = 0;   // epoch tier: from the future or before its generation encrypted
   std::uint64_t pushed = 0;               // tickets pushed after a rotation (push_ticket_if_rotated)
   std::uint64_t over_cap = 0;             // tickets beyond the per-handshake cap, refused unopened
 };

@@ -8,7 +8,8 @@
 //   keysvc_tls_tickets_total{event}               TicketCallbackCounters of one SSL_CTX
 //   keysvc_hsm_call_seconds{function}             histogram of PKCS#11 call latency
 //   keysvc_hsm_errors_total{function,rv}          failed PKCS#11 calls by CKR_* name
-//   keysvc_generations, keysvc_hsm_sessions_open, keysvc_encrypt_key_info{key}   gauges
+//   keysvc_generations, keysvc_hsm_sessions_open, keysvc_epoch_keys,
+//   keysvc_encrypt_key_info{key}                  gauges
 #pragma once
 
 #include <prometheus/metric_family.h>
