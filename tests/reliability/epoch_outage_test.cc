@@ -103,8 +103,10 @@ class EpochOutage : public ::testing::Test {
           ++stage.foreign_tickets;
       }
       const bool certain = expect ? after <= last_issuing_epoch : before > last_issuing_epoch;
-      if (certain) EXPECT_EQ(!h.tickets.empty(), expect) << "epochs " << before << ".." << after << ", keys up to "
-                                                          << last_issuing_epoch;
+      if (certain) {
+        EXPECT_EQ(!h.tickets.empty(), expect) << "epochs " << before << ".." << after << ", keys up to "
+                                              << last_issuing_epoch;
+      }
     }
     test::SessionPtr copy(SSL_SESSION_dup(old));
     test::Handshake r = test::handshake(tls_.get(), client_.get(), copy.get());
