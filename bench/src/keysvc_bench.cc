@@ -3,6 +3,7 @@
 //
 //   keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]
 //                [--tcp-connections N] [--tcp-clients N] [--no-tcp] [--server PATH]
+//                [--warmup-s N] [--no-slow-hsm] [--modes M,M...]
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <sys/utsname.h>
@@ -34,6 +35,7 @@
 #include "keysvc/session_key_cache.h"
 #include "keysvc/ticket_key_service.h"
 #include "report.h"
+#include "slow_hsm.h"
 #include "static_tickets.h"
 #include "tcp_bench.h"
 
@@ -56,6 +58,8 @@ struct Options {
   int tcp_connections = 300;
   int tcp_clients = 2;
   bool tcp = true;
+  bool slow_hsm = true;
+  int warmup_s = 60;  // slow-HSM section: load before measuring
   std::string server_bin;
   std::set<std::string> modes;  // --modes: only these (and openssl, the baseline); empty: all
 };
@@ -64,7 +68,7 @@ struct Options {
   std::fprintf(code ? stderr : stdout,
                "usage: keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]\n"
                "                    [--tcp-rounds N] [--tcp-connections N] [--tcp-clients N] [--no-tcp]\n"
-               "                    [--server PATH] [--modes M,M...]\n"
+               "                    [--warmup-s N] [--no-slow-hsm] [--server PATH] [--modes M,M...]\n"
                "  --quick             few handshakes per cell (a smoke run, numbers are rough)\n"
                "  --out FILE          JSON results (default %s)\n"
                "  --rounds N          interleaved rounds, in-process (default 5)\n"
@@ -73,6 +77,9 @@ struct Options {
                "  --tcp-connections N connections per cell and round over TCP (default 300)\n"
                "  --tcp-clients N     client threads over TCP (default 2)\n"
                "  --no-tcp            skip the TCP part\n"
+               "  --warmup-s N        slow-HSM section: seconds of load before measuring (default 60,\n"
+               "                      --quick 2)\n"
+               "  --no-slow-hsm       skip the slow-HSM section\n"
                "  --server PATH       keysvc-tls-server (default: next to this binary)\n"
                "  --modes M,M...      only these modes and openssl (e.g. to profile one mode with perf);\n"
                "                      the others are reported as skipped\n",
@@ -82,7 +89,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  bool rounds_set = false, hs_set = false, tcp_rounds_set = false, tcp_conn_set = false;
+  bool rounds_set = false, hs_set = false, tcp_rounds_set = false, tcp_conn_set = false, warmup_set = false;
   auto value = [&](int& i) -> std::string {
     if (i + 1 >= argc) usage(2);
     return argv[++i];
@@ -103,6 +110,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--tcp-connections") o.tcp_connections = positive(i), tcp_conn_set = true;
     else if (a == "--tcp-clients") o.tcp_clients = positive(i);
     else if (a == "--no-tcp") o.tcp = false;
+    else if (a == "--no-slow-hsm") o.slow_hsm = false;
+    else if (a == "--warmup-s") o.warmup_s = positive(i), warmup_set = true;
     else if (a == "--server") o.server_bin = value(i);
     else if (a == "--modes") {
       std::stringstream list(value(i));
@@ -125,6 +134,7 @@ Options parse(int argc, char** argv) {
     if (!hs_set) o.handshakes = 16;
     if (!tcp_rounds_set) o.tcp_rounds = 1;
     if (!tcp_conn_set) o.tcp_connections = 8;
+    if (!warmup_set) o.warmup_s = 2;
   }
   if (o.server_bin.empty()) {
     std::error_code ec;
@@ -153,16 +163,26 @@ struct Scenario {
 
 // The keysvc config of a keysvc mode (bench_env.h).
 std::string config_of(const BenchEnv& env, const std::string& mode) {
-  if (mode == "keysvc") return env.local_config();
-  if (mode == "keysvc-copies") return env.local_copies_config();
-  if (mode == "keysvc-copies-v2") return env.local_copies_v2_config();
-  if (mode == "keysvc-copies-v2-inline") return env.local_copies_v2_inline_config();
-  if (mode == "keysvc-remote") return env.remote_config();
-  if (mode == "keysvc-remote-copies") return env.remote_copies_config();
+  if (mode == "keysvc-epoch") return env.local_config();
+  if (mode == "keysvc-strict") return env.strict_config();
+  if (mode == "keysvc-strict-copies-v2") return env.strict_copies_v2_config();
+  if (mode == "keysvc-strict-copies-v2-inline") return env.strict_copies_v2_inline_config();
+  if (mode == "keysvc-epoch-p11kit") return env.remote_config();
   throw std::logic_error("no config for mode " + mode);
 }
 
+bool is_remote(const std::string& mode) { return mode == "keysvc-epoch-p11kit"; }
+
 std::uint64_t hsm_calls(const Mode& m) { return m.service ? m.service->counters().hsm_calls : 0; }
+
+// Every PKCS#11 call this mode's service made so far (the ticket path and the background
+// work: ring rescans, epoch key derivations, audit seals).
+std::uint64_t pkcs11_calls(const Mode& m) {
+  if (!m.service) return 0;
+  std::uint64_t n = 0;
+  for (const auto& c : m.service->gateway().call_stats().snapshot()) n += c.count;
+  return n;
+}
 
 // `handshakes` handshakes over `s.threads` threads, added to `acc`.
 void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, CellAccum& acc) {
@@ -180,7 +200,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
     }
   }
   std::mutex mu;
-  const std::uint64_t calls0 = hsm_calls(m);
+  const std::uint64_t calls0 = hsm_calls(m), pkcs11_0 = pkcs11_calls(m);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < s.threads; ++t) {
@@ -221,8 +241,8 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
   }
   for (auto& th : threads) th.join();
   acc.elapsed_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-  if (m.service) acc.hsm_calls = acc.hsm_calls.value_or(0) + (hsm_calls(m) - calls0);
-  else acc.hsm_calls = 0;
+  acc.hsm_calls = acc.hsm_calls.value_or(0) + (hsm_calls(m) - calls0);
+  acc.pkcs11_calls = acc.pkcs11_calls.value_or(0) + (pkcs11_calls(m) - pkcs11_0);
 }
 
 std::string now_utc() {
@@ -260,7 +280,7 @@ int run(const Options& o) {
   for (auto& m : modes) {
     if (!m.skip.empty()) continue;
     try {
-      const bool remote = m.name.starts_with("keysvc-remote");
+      const bool remote = is_remote(m.name);
       if (remote && !env.remote_running()) {
         m.skip = env.start_remote();
         if (!m.skip.empty()) {
@@ -283,7 +303,7 @@ int run(const Options& o) {
         }
       }
     } catch (const std::exception& e) {
-      if (!m.name.starts_with("keysvc-remote")) throw;  // the local modes must work
+      if (!is_remote(m.name)) throw;  // the local modes must work
       m.skip = std::string("cannot open the token through p11-kit: ") + first_line(e.what());
       m.server.reset();
     }
@@ -383,8 +403,28 @@ int run(const Options& o) {
   }
   env.stop_remote();
 
+  Section slow;
+  if (o.tcp && o.slow_hsm) {
+    SlowHsmOptions so;
+    so.tcp.server_bin = o.server_bin;
+    so.tcp.dir = env.dir() + "/slow-hsm";  // its own server logs and certificate
+    std::filesystem::create_directories(so.tcp.dir);
+    so.tcp.rounds = o.tcp_rounds;
+    so.tcp.connections = o.tcp_connections;
+    so.tcp.client_threads = o.tcp_clients;
+    so.warmup_s = o.warmup_s;
+    std::fprintf(stderr, "keysvc-bench: slow-HSM section (%d s warm-up)\n", o.warmup_s);
+    slow = run_slow_hsm(so, env);
+  } else {
+    slow.name = "slow_hsm";
+    slow.description = "keysvc-tls-server with 250 ms added to every C_Sign";
+    slow.skipped = true;
+    slow.reason = o.tcp ? "--no-slow-hsm" : "--no-tcp";
+  }
+
   print_section(inproc);
   print_section(tcp);
+  print_section(slow);
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -408,11 +448,12 @@ int run(const Options& o) {
       {"tcp_rounds", {std::to_string(o.tcp_rounds), true}},
       {"tcp_connections_per_cell_round", {std::to_string(o.tcp_connections), true}},
       {"tcp_client_threads", {std::to_string(o.tcp_clients), true}},
+      {"slow_hsm_warmup_s", {std::to_string(o.warmup_s), true}},
       {"server_key", {"EC P-256, self-signed", false}},
       {"tls13_tickets_per_full_handshake", {"2", true}},
       {"duration_s", {secs, true}},
   };
-  std::string json = to_json(machine, params, mode_status, {inproc, tcp});
+  std::string json = to_json(machine, params, mode_status, {inproc, tcp, slow});
   std::filesystem::path out(o.out);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
   std::ofstream f(o.out, std::ios::trunc);
