@@ -4,11 +4,37 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/log.h"
 
 namespace keysvc {
+
+namespace {
+
+// Polls `ready` for at most `budget`. Between polls: a pause instruction, and every few
+// polls the core is yielded, so that on a busy machine the thread being waited for (or
+// another handshake thread) runs instead of this one. Returns ready().
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
+  const auto end = std::chrono::steady_clock::now() + budget;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    if (i % 16 == 0) {
+      if (std::chrono::steady_clock::now() >= end) return ready();
+      std::this_thread::yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#elif defined(__aarch64__)
+      asm volatile("yield" ::: "memory");
+#endif
+    }
+  }
+}
+
+}  // namespace
 
 struct HsmGuard::Job {
   Job(Work w, hsm::SessionPool::Deadline d) : work(std::move(w)), deadline(d) {}
@@ -19,6 +45,7 @@ struct HsmGuard::Job {
   bool started = false;    // a worker took it
   bool done = false;       // result is final
   bool abandoned = false;  // the caller stopped waiting
+  std::atomic<bool> finished_flag{false};  // `done`, for a caller polling without the lock
   Result result;
 };
 
@@ -92,12 +119,14 @@ void HsmGuard::worker_loop() {
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   for (;;) {
     std::shared_ptr<Job> job;
+    spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
     {
       std::unique_lock lock(queue_mutex_);
       queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, nothing left
       job = std::move(queue_.front());
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
     }
     {
       std::lock_guard lock(job->mutex);
@@ -111,7 +140,8 @@ void HsmGuard::worker_loop() {
       job->done = true;
       abandoned = job->abandoned;
     }
-    job->finished.notify_one();
+    job->finished_flag.store(true, std::memory_order_release);
+    job->finished.notify_one();  // no system call unless the caller is asleep
     if (abandoned) stuck_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
@@ -159,13 +189,17 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission, std::chrono::mill
     job = std::make_shared<Job>(std::move(work), std::chrono::steady_clock::now() + timeout);
     std::lock_guard lock(queue_mutex_);
     queue_.push_back(job);
+    queued_.fetch_add(1, std::memory_order_release);
   } catch (const std::exception& e) {
     Result r{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
     settle(permit, r);
     return r;
   }
-  queue_wake_.notify_one();
+  queue_wake_.notify_one();  // no system call if a worker is polling rather than asleep
 
+  // A fast call is back within the spin; the wait below then returns at once.
+  spin_until([&] { return job->finished_flag.load(std::memory_order_acquire); },
+             std::min<std::chrono::nanoseconds>(kCallerSpin, job->deadline - std::chrono::steady_clock::now()));
   std::unique_lock lock(job->mutex);
   if (!job->finished.wait_until(lock, job->deadline, [&] { return job->done; })) {
     job->abandoned = true;
