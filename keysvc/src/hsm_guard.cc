@@ -119,7 +119,14 @@ void HsmGuard::worker_loop() {
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   for (;;) {
     std::shared_ptr<Job> job;
-    spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
+    // Poll before sleeping, unless another worker polls already. A caller that saw this
+    // worker polling does not notify; the queue is checked under the lock after the poll
+    // ends, so its job is taken either way.
+    std::size_t none = 0;
+    if (spinning_.compare_exchange_strong(none, 1)) {
+      spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
+      spinning_.store(0);
+    }
     {
       std::unique_lock lock(queue_mutex_);
       queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -195,7 +202,8 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission, std::chrono::mill
     settle(permit, r);
     return r;
   }
-  queue_wake_.notify_one();  // no system call if a worker is polling rather than asleep
+  // A polling worker takes it; otherwise wake a sleeping one.
+  if (spinning_.load() == 0) queue_wake_.notify_one();
 
   // A fast call is back within the spin; the wait below then returns at once.
   spin_until([&] { return job->finished_flag.load(std::memory_order_acquire); },

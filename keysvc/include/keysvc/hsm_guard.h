@@ -87,7 +87,9 @@ class HsmGuard {
   // SoftHSM derivation (a few to some tens of microseconds); slower HSMs sleep.
   static constexpr std::chrono::microseconds kCallerSpin{100};
   // How long an idle worker polls for the next job before sleeping: under load the next
-  // derivation comes sooner than that.
+  // derivation comes sooner than that. One worker polls at a time (the others sleep), and
+  // a caller wakes a sleeping worker only when none polls: on 2 cores, several polling
+  // workers or a needless wake-up cost more than they save.
   static constexpr std::chrono::microseconds kWorkerSpin{100};
 
   // Whether the breaker decides. Recovery work (a ring rescan to reload stale object
@@ -137,7 +139,8 @@ class HsmGuard {
   std::mutex queue_mutex_;
   std::condition_variable queue_wake_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::atomic<std::size_t> queued_{0};  // queue_.size(), for workers polling without the lock
+  std::atomic<std::size_t> queued_{0};    // queue_.size(), for workers polling without the lock
+  std::atomic<std::size_t> spinning_{0};  // workers polling the queue (0 or 1)
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 
