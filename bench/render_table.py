@@ -25,15 +25,15 @@ def ran(cell):
     return cell is not None and not cell.get("skipped")
 
 
-def ratio_table(section, modes):
+def ratio_table(section, modes, key="ratio_to_openssl"):
     present = [m for m in modes if any(ran(s["modes"].get(m)) for s in section["scenarios"])]
     print("| scenario | " + " | ".join(f"`{m}`" for m in present) + " |")
     print("|---|" + "---:|" * len(present))
     for s in section["scenarios"]:
-        cells = [fmt(s["modes"][m].get("ratio_to_openssl"), 2) if ran(s["modes"].get(m)) else "-" for m in present]
+        cells = [fmt(s["modes"][m].get(key), 2) if ran(s["modes"].get(m)) else "-" for m in present]
         print(f"| {s['scenario']} | " + " | ".join(cells) + " |")
     skipped = {m: c["reason"] for s in section["scenarios"] for m, c in s["modes"].items() if c.get("skipped")}
-    for mode, reason in skipped.items():
+    for mode, reason in (skipped.items() if key == "ratio_to_openssl" else []):
         print(f"\n`{mode}`: skipped ({reason})")
     print()
 
@@ -128,7 +128,10 @@ def main():
         if name == "slow_hsm":
             slow_table(section)
         else:
+            print("Handshakes/s, ratio to `openssl`:\n")
             ratio_table(section, MODES)
+            print("Server CPU per handshake, `openssl`'s / the mode's (`cpu_ratio_to_openssl`):\n")
+            ratio_table(section, MODES, "cpu_ratio_to_openssl")
         if name == "inprocess":
             calls_table(section)
         if section.get("server_memory"):

@@ -78,7 +78,7 @@ struct Options {
                "  --tcp-clients N     client threads over TCP (default 2)\n"
                "  --no-tcp            skip the TCP part\n"
                "  --warmup-s N        slow-HSM section: seconds of load before measuring (default 60,\n"
-               "                      --quick 2)\n"
+               "                      --quick 1)\n"
                "  --no-slow-hsm       skip the slow-HSM section\n"
                "  --server PATH       keysvc-tls-server (default: next to this binary)\n"
                "  --modes M,M...      only these modes and openssl (e.g. to profile one mode with perf);\n"
@@ -134,7 +134,7 @@ Options parse(int argc, char** argv) {
     if (!hs_set) o.handshakes = 16;
     if (!tcp_rounds_set) o.tcp_rounds = 1;
     if (!tcp_conn_set) o.tcp_connections = 8;
-    if (!warmup_set) o.warmup_s = 2;
+    if (!warmup_set) o.warmup_s = 1;
   }
   if (o.server_bin.empty()) {
     std::error_code ec;

@@ -91,6 +91,8 @@ void add_ratios(Section& s) {
     for (auto& c : sc.cells) {
       if (c.skipped || c.handshakes_per_s <= 0) continue;
       if (base != nullptr) c.ratio_to_openssl = c.handshakes_per_s / base->handshakes_per_s;
+      if (base != nullptr && c.server_cpu_us_per_handshake > 0)
+        c.cpu_ratio_to_openssl = base->server_cpu_us_per_handshake / c.server_cpu_us_per_handshake;
       if (ref != nullptr) c.ratio_to_baseline = c.handshakes_per_s / ref->handshakes_per_s;
     }
   }
@@ -176,7 +178,8 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
           << ", \"server_cpu_us_per_handshake\": " << num(c.server_cpu_us_per_handshake, 2)
           << ", \"p50_us\": " << num(c.p50_us, 1) << ", \"p99_us\": " << num(c.p99_us, 1)
           << ", \"hsm_calls_per_handshake\": " << opt_num(c.hsm_calls_per_handshake, 3)
-          << ", \"ratio_to_openssl\": " << opt_num(c.ratio_to_openssl, 4);
+          << ", \"ratio_to_openssl\": " << opt_num(c.ratio_to_openssl, 4)
+          << ", \"cpu_ratio_to_openssl\": " << opt_num(c.cpu_ratio_to_openssl, 4);
         if (!s.baseline_mode.empty()) o << ", \"ratio_to_baseline\": " << opt_num(c.ratio_to_baseline, 4);
         if (s.name == "inprocess")
           o << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2)

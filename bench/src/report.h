@@ -50,6 +50,9 @@ struct CellResult {
   std::optional<double> tickets_per_handshake;
   std::optional<double> ratio_to_openssl;
   std::optional<double> ratio_to_baseline;  // to Section::baseline_mode, if the section has one
+  // openssl's server CPU per handshake / this mode's: less sensitive to a loaded machine
+  // than handshakes/s, but blind to work outside the measured threads (summarise()).
+  std::optional<double> cpu_ratio_to_openssl;
   std::string error;
 };
 
