@@ -127,6 +127,7 @@ void HsmGuard::worker_loop() {
       spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
       spinning_.store(0);
     }
+    bool more = false;
     {
       std::unique_lock lock(queue_mutex_);
       queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -134,7 +135,11 @@ void HsmGuard::worker_loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
       queued_.fetch_sub(1, std::memory_order_relaxed);
+      more = !queue_.empty();
     }
+    // Callers that saw a polling worker did not wake anyone: pass the rest on, so a job
+    // never waits behind this one (which may hang) while other workers sleep.
+    if (more) queue_wake_.notify_one();
     {
       std::lock_guard lock(job->mutex);
       if (job->abandoned) continue;  // the caller gave up before we started
