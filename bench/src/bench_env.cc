@@ -35,20 +35,24 @@ void write_file(const std::string& path, const std::string& text) {
   ::chmod(path.c_str(), 0600);
 }
 
-// `copies`: hsm.session_copies; `copyable`: rotation.copyable_keys.
-// call_timeout: hsm.call_timeout, "" for keysvc's default.
-// copies = false: the default (epoch) tier; true: the strict tier (one HSM derivation per
-// ticket) with session copies.
-std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, bool copies = false,
-                 bool copyable = false, int derivation = 1, const std::string& call_timeout = "") {
+// The per-mode knobs the bench varies; everything else is keysvc's default.
+struct Knobs {
+  bool strict = false;        // rotation.tier = "strict" (else keysvc's default, epoch)
+  bool copies = false;        // hsm.session_copies + rotation.copyable_keys
+  int derivation = 1;         // rotation.derivation (strict tier)
+  std::string call_timeout;   // hsm.call_timeout, "" for keysvc's default
+};
+
+std::string toml(const std::string& module, const std::string& token, const std::string& pin_file, const Knobs& k = {}) {
   auto flag = [](bool b) { return b ? std::string("true") : std::string("false"); };
   return "[hsm]\nmodule = \"" + module + "\"\ntoken = \"pkcs11:token=" + token + "\"\npin = \"file:" + pin_file +
-         "\"\nsessions = 4\n" + (call_timeout.empty() ? "" : "call_timeout = \"" + call_timeout + "\"\n") +
-         "session_copies = " + flag(copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
-         (copies ? "tier = \"strict\"\n" : "") +
-         "copyable_keys = " + flag(copyable) + "\nderivation = " + std::to_string(derivation) +
-         "\n\n[log]\nlevel = \"warn\"\n";
+         "\"\nsessions = 4\n" + (k.call_timeout.empty() ? "" : "call_timeout = \"" + k.call_timeout + "\"\n") +
+         "session_copies = " + flag(k.copies) + "\n\n[tickets]\nper_handshake = 2\n\n[rotation]\n" +
+         (k.strict ? "tier = \"strict\"\n" : "") + "copyable_keys = " + flag(k.copies) +
+         "\nderivation = " + std::to_string(k.derivation) + "\n\n[log]\nlevel = \"warn\"\n";
 }
+
+std::string pin_of(const char* token) { return std::string(token) + ".pin"; }
 
 }  // namespace
 
@@ -151,20 +155,24 @@ BenchEnv::BenchEnv(std::string base) {
   ::setenv("SOFTHSM2_CONF", (dir_ + "/softhsm2.conf").c_str(), 1);
 
   auto module = hsm::Module::load(kSoftHsmModule);
-  for (const char* label : {kLocalToken, kRemoteToken, kCopiesToken, kCopiesV2Token}) {
+  for (const char* label : {kLocalToken, kRemoteToken, kStrictToken, kCopiesV2Token, kFaultToken, kSlowToken}) {
     std::string pin = random_text(16);
     hsm::Token::init_free_slot(module, label, hsm::SecretString(random_text(16)), hsm::SecretString(pin));
     write_file(dir_ + "/" + label + ".pin", pin + "\n");
   }
-  write_file(local_config(), toml(kSoftHsmModule, kLocalToken, std::string(kLocalToken) + ".pin"));
-  write_file(remote_config(), toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", false, true));
-  write_file(local_copies_config(), toml(kSoftHsmModule, kCopiesToken, std::string(kCopiesToken) + ".pin", true, true));
-  write_file(local_copies_v2_config(),
-             toml(kSoftHsmModule, kCopiesV2Token, std::string(kCopiesV2Token) + ".pin", true, true, 2));
-  write_file(local_copies_v2_inline_config(),
-             toml(kSoftHsmModule, kCopiesV2Token, std::string(kCopiesV2Token) + ".pin", true, true, 2, "0ms"));
-  write_file(remote_copies_config(),
-             toml(kP11KitClient, kRemoteToken, std::string(kRemoteToken) + ".pin", true, true));
+  write_file(local_config(), toml(kSoftHsmModule, kLocalToken, pin_of(kLocalToken)));
+  write_file(remote_config(), toml(kP11KitClient, kRemoteToken, pin_of(kRemoteToken)));
+  write_file(strict_config(), toml(kSoftHsmModule, kStrictToken, pin_of(kStrictToken), {.strict = true}));
+  const Knobs copies_v2{.strict = true, .copies = true, .derivation = 2};
+  write_file(strict_copies_v2_config(), toml(kSoftHsmModule, kCopiesV2Token, pin_of(kCopiesV2Token), copies_v2));
+  Knobs inline_v2 = copies_v2;
+  inline_v2.call_timeout = "0ms";
+  write_file(strict_copies_v2_inline_config(), toml(kSoftHsmModule, kCopiesV2Token, pin_of(kCopiesV2Token), inline_v2));
+}
+
+void BenchEnv::write_faultmod_configs(const std::string& faultmod) const {
+  write_file(faultmod_config(false), toml(faultmod, kFaultToken, pin_of(kFaultToken)));
+  write_file(faultmod_config(true), toml(faultmod, kSlowToken, pin_of(kSlowToken)));
 }
 
 BenchEnv::~BenchEnv() {

@@ -3,6 +3,7 @@
 //
 //   keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]
 //                [--tcp-connections N] [--tcp-clients N] [--no-tcp] [--server PATH]
+//                [--warmup-s N] [--no-slow-hsm] [--modes M,M...]
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <sys/utsname.h>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "bench_env.h"
+#include "bench_options.h"
 #include "bio_handshake.h"
 #include "keysvc/config.h"
 #include "keysvc/log.h"
@@ -34,6 +36,7 @@
 #include "keysvc/session_key_cache.h"
 #include "keysvc/ticket_key_service.h"
 #include "report.h"
+#include "slow_hsm.h"
 #include "static_tickets.h"
 #include "tcp_bench.h"
 
@@ -46,93 +49,6 @@
 
 namespace keysvc::bench {
 namespace {
-
-struct Options {
-  bool quick = false;
-  std::string out = KEYSVC_BENCH_RESULTS;
-  int rounds = 5;
-  int handshakes = 400;  // per cell and round, over all threads
-  int tcp_rounds = 2;
-  int tcp_connections = 300;
-  int tcp_clients = 2;
-  bool tcp = true;
-  std::string server_bin;
-  std::set<std::string> modes;  // --modes: only these (and openssl, the baseline); empty: all
-};
-
-[[noreturn]] void usage(int code) {
-  std::fprintf(code ? stderr : stdout,
-               "usage: keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]\n"
-               "                    [--tcp-rounds N] [--tcp-connections N] [--tcp-clients N] [--no-tcp]\n"
-               "                    [--server PATH] [--modes M,M...]\n"
-               "  --quick             few handshakes per cell (a smoke run, numbers are rough)\n"
-               "  --out FILE          JSON results (default %s)\n"
-               "  --rounds N          interleaved rounds, in-process (default 5)\n"
-               "  --handshakes N      handshakes per cell and round, in-process (default 400)\n"
-               "  --tcp-rounds N      interleaved rounds over TCP (default 2)\n"
-               "  --tcp-connections N connections per cell and round over TCP (default 300)\n"
-               "  --tcp-clients N     client threads over TCP (default 2)\n"
-               "  --no-tcp            skip the TCP part\n"
-               "  --server PATH       keysvc-tls-server (default: next to this binary)\n"
-               "  --modes M,M...      only these modes and openssl (e.g. to profile one mode with perf);\n"
-               "                      the others are reported as skipped\n",
-               KEYSVC_BENCH_RESULTS);
-  std::exit(code);
-}
-
-Options parse(int argc, char** argv) {
-  Options o;
-  bool rounds_set = false, hs_set = false, tcp_rounds_set = false, tcp_conn_set = false;
-  auto value = [&](int& i) -> std::string {
-    if (i + 1 >= argc) usage(2);
-    return argv[++i];
-  };
-  auto positive = [&](int& i) {
-    std::string v = value(i);
-    int n = std::atoi(v.c_str());
-    if (n <= 0) usage(2);
-    return n;
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--quick") o.quick = true;
-    else if (a == "--out") o.out = value(i);
-    else if (a == "--rounds") o.rounds = positive(i), rounds_set = true;
-    else if (a == "--handshakes") o.handshakes = positive(i), hs_set = true;
-    else if (a == "--tcp-rounds") o.tcp_rounds = positive(i), tcp_rounds_set = true;
-    else if (a == "--tcp-connections") o.tcp_connections = positive(i), tcp_conn_set = true;
-    else if (a == "--tcp-clients") o.tcp_clients = positive(i);
-    else if (a == "--no-tcp") o.tcp = false;
-    else if (a == "--server") o.server_bin = value(i);
-    else if (a == "--modes") {
-      std::stringstream list(value(i));
-      for (std::string m; std::getline(list, m, ',');) {
-        if (std::find(kModes.begin(), kModes.end(), m) == kModes.end()) {
-          std::fprintf(stderr, "keysvc-bench: unknown mode '%s'\n", m.c_str());
-          usage(2);
-        }
-        o.modes.insert(m);
-      }
-    }
-    else if (a == "--help" || a == "-h") usage(0);
-    else {
-      std::fprintf(stderr, "keysvc-bench: unknown argument '%s'\n", a.c_str());
-      usage(2);
-    }
-  }
-  if (o.quick) {
-    if (!rounds_set) o.rounds = 2;
-    if (!hs_set) o.handshakes = 16;
-    if (!tcp_rounds_set) o.tcp_rounds = 1;
-    if (!tcp_conn_set) o.tcp_connections = 8;
-  }
-  if (o.server_bin.empty()) {
-    std::error_code ec;
-    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    o.server_bin = (ec ? std::filesystem::path(".") : self.parent_path()) / "keysvc-tls-server";
-  }
-  return o;
-}
 
 struct Mode {
   std::string name;
@@ -153,16 +69,26 @@ struct Scenario {
 
 // The keysvc config of a keysvc mode (bench_env.h).
 std::string config_of(const BenchEnv& env, const std::string& mode) {
-  if (mode == "keysvc") return env.local_config();
-  if (mode == "keysvc-copies") return env.local_copies_config();
-  if (mode == "keysvc-copies-v2") return env.local_copies_v2_config();
-  if (mode == "keysvc-copies-v2-inline") return env.local_copies_v2_inline_config();
-  if (mode == "keysvc-remote") return env.remote_config();
-  if (mode == "keysvc-remote-copies") return env.remote_copies_config();
+  if (mode == "keysvc-epoch") return env.local_config();
+  if (mode == "keysvc-strict") return env.strict_config();
+  if (mode == "keysvc-strict-copies-v2") return env.strict_copies_v2_config();
+  if (mode == "keysvc-strict-copies-v2-inline") return env.strict_copies_v2_inline_config();
+  if (mode == "keysvc-epoch-p11kit") return env.remote_config();
   throw std::logic_error("no config for mode " + mode);
 }
 
+bool is_remote(const std::string& mode) { return mode == "keysvc-epoch-p11kit"; }
+
 std::uint64_t hsm_calls(const Mode& m) { return m.service ? m.service->counters().hsm_calls : 0; }
+
+// Every PKCS#11 call this mode's service made so far (the ticket path and the background
+// work: ring rescans, epoch key derivations, audit seals).
+std::uint64_t pkcs11_calls(const Mode& m) {
+  if (!m.service) return 0;
+  std::uint64_t n = 0;
+  for (const auto& c : m.service->gateway().call_stats().snapshot()) n += c.count;
+  return n;
+}
 
 // `handshakes` handshakes over `s.threads` threads, added to `acc`.
 void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, CellAccum& acc) {
@@ -180,7 +106,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
     }
   }
   std::mutex mu;
-  const std::uint64_t calls0 = hsm_calls(m);
+  const std::uint64_t calls0 = hsm_calls(m), pkcs11_0 = pkcs11_calls(m);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < s.threads; ++t) {
@@ -221,8 +147,8 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
   }
   for (auto& th : threads) th.join();
   acc.elapsed_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-  if (m.service) acc.hsm_calls = acc.hsm_calls.value_or(0) + (hsm_calls(m) - calls0);
-  else acc.hsm_calls = 0;
+  acc.hsm_calls = acc.hsm_calls.value_or(0) + (hsm_calls(m) - calls0);
+  acc.pkcs11_calls = acc.pkcs11_calls.value_or(0) + (pkcs11_calls(m) - pkcs11_0);
 }
 
 std::string now_utc() {
@@ -260,7 +186,7 @@ int run(const Options& o) {
   for (auto& m : modes) {
     if (!m.skip.empty()) continue;
     try {
-      const bool remote = m.name.starts_with("keysvc-remote");
+      const bool remote = is_remote(m.name);
       if (remote && !env.remote_running()) {
         m.skip = env.start_remote();
         if (!m.skip.empty()) {
@@ -283,7 +209,7 @@ int run(const Options& o) {
         }
       }
     } catch (const std::exception& e) {
-      if (!m.name.starts_with("keysvc-remote")) throw;  // the local modes must work
+      if (!is_remote(m.name)) throw;  // the local modes must work
       m.skip = std::string("cannot open the token through p11-kit: ") + first_line(e.what());
       m.server.reset();
     }
@@ -383,8 +309,28 @@ int run(const Options& o) {
   }
   env.stop_remote();
 
+  Section slow;
+  if (o.tcp && o.slow_hsm) {
+    SlowHsmOptions so;
+    so.tcp.server_bin = o.server_bin;
+    so.tcp.dir = env.dir() + "/slow-hsm";  // its own server logs and certificate
+    std::filesystem::create_directories(so.tcp.dir);
+    so.tcp.rounds = o.tcp_rounds;
+    so.tcp.connections = o.tcp_connections;
+    so.tcp.client_threads = o.tcp_clients;
+    so.warmup_s = o.warmup_s;
+    std::fprintf(stderr, "keysvc-bench: slow-HSM section (%d s warm-up)\n", o.warmup_s);
+    slow = run_slow_hsm(so, env);
+  } else {
+    slow.name = "slow_hsm";
+    slow.description = "keysvc-tls-server with 250 ms added to every C_Sign";
+    slow.skipped = true;
+    slow.reason = o.tcp ? "--no-slow-hsm" : "--no-tcp";
+  }
+
   print_section(inproc);
   print_section(tcp);
+  print_section(slow);
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -408,11 +354,12 @@ int run(const Options& o) {
       {"tcp_rounds", {std::to_string(o.tcp_rounds), true}},
       {"tcp_connections_per_cell_round", {std::to_string(o.tcp_connections), true}},
       {"tcp_client_threads", {std::to_string(o.tcp_clients), true}},
+      {"slow_hsm_warmup_s", {std::to_string(o.warmup_s), true}},
       {"server_key", {"EC P-256, self-signed", false}},
       {"tls13_tickets_per_full_handshake", {"2", true}},
       {"duration_s", {secs, true}},
   };
-  std::string json = to_json(machine, params, mode_status, {inproc, tcp});
+  std::string json = to_json(machine, params, mode_status, {inproc, tcp, slow});
   std::filesystem::path out(o.out);
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
   std::ofstream f(o.out, std::ios::trunc);
@@ -427,7 +374,7 @@ int run(const Options& o) {
 }  // namespace keysvc::bench
 
 int main(int argc, char** argv) {
-  auto options = keysvc::bench::parse(argc, argv);
+  auto options = keysvc::bench::parse_options(argc, argv, KEYSVC_BENCH_RESULTS);
   try {
     return keysvc::bench::run(options);
   } catch (const std::exception& e) {

@@ -3,16 +3,17 @@
 //   BM_HsmHmacSign/{local,remote}  one C_SignInit+C_Sign HMAC-SHA256 in the token on a
 //                                  generation key (hsm::hmac_sha256), the derivation message
 //   BM_HsmHmacSign_session_key     the same with a key generated as a session object
-//   BM_HsmHmacSign_session_copy    the same with keysvc's session copy of a generation key
-//                                  (hsm.session_copies, session_key_cache.h)
 //   BM_HsmHmacSha512/{token,session}  one HMAC-SHA512 (64 bytes out: both per-ticket keys in
 //                                  one call, rotation.derivation = 2) with a 64-byte key
-//   BM_DeriveTicketKeys            derive_ticket_keys: both per-ticket keys (2 HMACs)
+//   BM_DeriveTicketKeys_strict     derive_ticket_keys: both per-ticket keys (2 HMACs), strict tier
 //   BM_ServiceIssue / BM_ServiceOpen  TicketKeyService::derive_for_issue / derive_for_open
-//   BM_ServiceOpen_copies          derive_for_open with hsm.session_copies
-//   BM_ServiceOpen_copies_v2       the same with rotation.derivation = 2 (one HMAC-SHA512)
-//   BM_ServiceOpen_copies_inline   BM_ServiceOpen_copies with hsm.call_timeout = 0: the HSM
-//                                  guard runs the work on the caller's thread (no hand-off)
+//                                  with keysvc's defaults (epoch tier: HKDF in process)
+//   BM_ServiceOpen_strict[_inline]  derive_for_open in the strict tier (two C_Signs on token
+//                                  objects), through the HSM guard / with hsm.call_timeout = 0
+//                                  (on the caller's thread): the difference is the guard's
+//                                  hand-off (hsm_guard.h)
+//   BM_ServiceOpen_copies_v2[_inline]  the same with hsm.session_copies and
+//                                  rotation.derivation = 2 (one HMAC-SHA512 on a session copy)
 //   BM_KdfFetchDerive              EVP_KDF_fetch + EVP_KDF_CTX_new + derive ("issue")
 //   BM_KdfDerive                   EVP_KDF_CTX_new + derive with the KDF fetched once (what
 //                                  the adapter does per ticket)
@@ -62,7 +63,7 @@ hsm::SessionPool& bare_pool(const TicketKeyService& service) {
 }
 
 BenchEnv* g_env = nullptr;
-std::shared_ptr<TicketKeyService> g_local, g_remote, g_copies, g_copies_v2, g_copies_inline;
+std::shared_ptr<TicketKeyService> g_local, g_remote, g_strict, g_strict_inline, g_copies_v2, g_copies_v2_inline;
 std::string g_remote_skip;
 
 const Generation& encrypt_generation(TicketKeyService& svc) {
@@ -73,17 +74,13 @@ const Generation& encrypt_generation(TicketKeyService& svc) {
   return *g;
 }
 
-void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string& skip, bool copy = false) {
+void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string& skip) {
   if (svc == nullptr) {
     state.SkipWithError(skip.c_str());
     return;
   }
   const Generation g = encrypt_generation(*svc);
-  if (copy && !g.has_copies()) {
-    state.SkipWithError("no session copy");
-    return;
-  }
-  const CK_OBJECT_HANDLE key = copy ? g.enc_copy : g.enc_key;
+  const CK_OBJECT_HANDLE key = g.enc_key;
   Iv iv{};
   RAND_bytes(iv.data(), iv.size());
   auto msg = derivation_message(kAesKeyLabel, g.name, iv);
@@ -95,7 +92,6 @@ void hmac_sign(benchmark::State& state, TicketKeyService* svc, const std::string
   }
 }
 void BM_HsmHmacSign_local(benchmark::State& state) { hmac_sign(state, g_local.get(), ""); }
-void BM_HsmHmacSign_session_copy(benchmark::State& state) { hmac_sign(state, g_copies.get(), "", true); }
 void BM_HsmHmacSign_remote(benchmark::State& state) { hmac_sign(state, g_remote.get(), g_remote_skip); }
 
 // A throwaway HMAC key generated in `session` for one benchmark (sensitive, never
@@ -182,9 +178,7 @@ void derive(benchmark::State& state, TicketKeyService* svc, const std::string& s
     benchmark::DoNotOptimize(keys.aes_key);
   }
 }
-void BM_DeriveTicketKeys_local(benchmark::State& state) { derive(state, g_local.get(), ""); }
-void BM_DeriveTicketKeys_remote(benchmark::State& state) { derive(state, g_remote.get(), g_remote_skip); }
-void BM_DeriveTicketKeys_copies(benchmark::State& state) { derive(state, g_copies.get(), ""); }
+void BM_DeriveTicketKeys_strict(benchmark::State& state) { derive(state, g_strict.get(), ""); }
 
 void BM_ServiceIssue(benchmark::State& state) {
   IssueKeys out;
@@ -208,9 +202,10 @@ void service_open(benchmark::State& state, TicketKeyService& svc) {
   }
 }
 void BM_ServiceOpen(benchmark::State& state) { service_open(state, *g_local); }
-void BM_ServiceOpen_copies(benchmark::State& state) { service_open(state, *g_copies); }
+void BM_ServiceOpen_strict(benchmark::State& state) { service_open(state, *g_strict); }
+void BM_ServiceOpen_strict_inline(benchmark::State& state) { service_open(state, *g_strict_inline); }
 void BM_ServiceOpen_copies_v2(benchmark::State& state) { service_open(state, *g_copies_v2); }
-void BM_ServiceOpen_copies_inline(benchmark::State& state) { service_open(state, *g_copies_inline); }
+void BM_ServiceOpen_copies_v2_inline(benchmark::State& state) { service_open(state, *g_copies_v2_inline); }
 
 // An SSL_CTX in its own library context with keysvc installed: the provider lives there.
 struct KdfSetup {
@@ -373,16 +368,14 @@ using namespace keysvc::bench;
 BENCHMARK(BM_HsmHmacSign_local);
 BENCHMARK(BM_HsmHmacSign_remote);
 BENCHMARK(BM_HsmHmacSign_session_key);
-BENCHMARK(BM_HsmHmacSign_session_copy);
 BENCHMARK(BM_HsmHmacSha512)->Arg(0)->Arg(1)->ArgName("session");
-BENCHMARK(BM_DeriveTicketKeys_local);
-BENCHMARK(BM_DeriveTicketKeys_copies);
-BENCHMARK(BM_DeriveTicketKeys_remote);
+BENCHMARK(BM_DeriveTicketKeys_strict);
 BENCHMARK(BM_ServiceIssue);
 BENCHMARK(BM_ServiceOpen);
-BENCHMARK(BM_ServiceOpen_copies);
+BENCHMARK(BM_ServiceOpen_strict);
+BENCHMARK(BM_ServiceOpen_strict_inline);
 BENCHMARK(BM_ServiceOpen_copies_v2);
-BENCHMARK(BM_ServiceOpen_copies_inline);
+BENCHMARK(BM_ServiceOpen_copies_v2_inline);
 BENCHMARK(BM_KdfFetchDerive);
 BENCHMARK(BM_KdfDerive);
 BENCHMARK(BM_StaticCallback)->Arg(1)->Arg(0)->ArgName("enc");
@@ -400,11 +393,13 @@ int main(int argc, char** argv) {
     BenchEnv env;
     g_env = &env;
     g_local = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_config()));
-    g_copies = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_copies_config()));
-    g_copies_v2 = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.local_copies_v2_config()));
-    keysvc::Config inline_config = keysvc::Config::load_file(env.local_copies_config());
-    inline_config.hsm.call_timeout = std::chrono::milliseconds(0);
-    g_copies_inline = keysvc::TicketKeyService::open(inline_config);
+    g_strict = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.strict_config()));
+    keysvc::Config strict_inline = keysvc::Config::load_file(env.strict_config());
+    strict_inline.hsm.call_timeout = std::chrono::milliseconds(0);
+    g_strict_inline = keysvc::TicketKeyService::open(strict_inline);
+    g_copies_v2 = keysvc::TicketKeyService::open(keysvc::Config::load_file(env.strict_copies_v2_config()));
+    g_copies_v2_inline =
+        keysvc::TicketKeyService::open(keysvc::Config::load_file(env.strict_copies_v2_inline_config()));
     g_remote_skip = env.start_remote();
     if (g_remote_skip.empty()) {
       try {
@@ -417,9 +412,10 @@ int main(int argc, char** argv) {
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     g_remote.reset();
-    g_copies_inline.reset();
+    g_copies_v2_inline.reset();
     g_copies_v2.reset();
-    g_copies.reset();
+    g_strict_inline.reset();
+    g_strict.reset();
     g_local.reset();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "keysvc-microbench: %s\n", e.what());

@@ -74,18 +74,27 @@ CellResult summarise(const std::string& mode, const CellAccum& a, bool in_proces
   r.p50_us = percentile(a.latency_us, 50);
   r.p99_us = percentile(a.latency_us, 99);
   if (a.hsm_calls) r.hsm_calls_per_handshake = static_cast<double>(*a.hsm_calls) / n;
+  if (a.pkcs11_calls) r.pkcs11_calls_per_handshake = static_cast<double>(*a.pkcs11_calls) / n;
   if (a.tickets) r.tickets_per_handshake = static_cast<double>(*a.tickets) / n;
   return r;
 }
 
 void add_ratios(Section& s) {
-  for (auto& sc : s.scenarios) {
-    const CellResult* base = nullptr;
+  auto find = [](const ScenarioResult& sc, const std::string& mode) -> const CellResult* {
     for (const auto& c : sc.cells)
-      if (c.mode == "openssl" && !c.skipped && c.handshakes_per_s > 0) base = &c;
-    for (auto& c : sc.cells)
-      if (base != nullptr && !c.skipped && c.handshakes_per_s > 0)
-        c.ratio_to_openssl = c.handshakes_per_s / base->handshakes_per_s;
+      if (c.mode == mode && !c.skipped && c.handshakes_per_s > 0) return &c;
+    return nullptr;
+  };
+  for (auto& sc : s.scenarios) {
+    const CellResult* base = find(sc, "openssl");
+    const CellResult* ref = s.baseline_mode.empty() ? nullptr : find(sc, s.baseline_mode);
+    for (auto& c : sc.cells) {
+      if (c.skipped || c.handshakes_per_s <= 0) continue;
+      if (base != nullptr) c.ratio_to_openssl = c.handshakes_per_s / base->handshakes_per_s;
+      if (base != nullptr && c.server_cpu_us_per_handshake > 0)
+        c.cpu_ratio_to_openssl = base->server_cpu_us_per_handshake / c.server_cpu_us_per_handshake;
+      if (ref != nullptr) c.ratio_to_baseline = c.handshakes_per_s / ref->handshakes_per_s;
+    }
   }
 }
 
@@ -95,18 +104,19 @@ void print_section(const Section& s) {
     std::printf("   skipped: %s\n", s.reason.c_str());
     return;
   }
-  std::printf("%-18s %-23s %10s %7s %9s %9s %9s %7s %7s %5s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs",
+  std::printf("%-18s %-30s %10s %7s %9s %9s %9s %7s %7s %5s\n", "scenario", "mode", "hs/s", "ratio", "cpu_us/hs",
               "p50_us", "p99_us", "hsm/hs", "tix/hs", "fail");
   for (const auto& sc : s.scenarios) {
     for (const auto& c : sc.cells) {
       if (c.skipped) {
-        std::printf("%-18s %-23s skipped: %s\n", sc.name.c_str(), c.mode.c_str(), c.reason.c_str());
+        std::printf("%-18s %-30s skipped: %s\n", sc.name.c_str(), c.mode.c_str(), c.reason.c_str());
         continue;
       }
       std::string hsm = c.hsm_calls_per_handshake ? num(*c.hsm_calls_per_handshake, 2) : "-";
       std::string ratio = c.ratio_to_openssl ? num(*c.ratio_to_openssl, 3) : "-";
+      if (c.ratio_to_baseline) ratio += " (" + num(*c.ratio_to_baseline, 3) + " of " + s.baseline_mode + ")";
       std::string tix = c.tickets_per_handshake ? num(*c.tickets_per_handshake, 2) : "-";
-      std::printf("%-18s %-23s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
+      std::printf("%-18s %-30s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
                   c.handshakes_per_s, ratio.c_str(), c.server_cpu_us_per_handshake, c.p50_us, c.p99_us, hsm.c_str(),
                   tix.c_str(),
                   static_cast<unsigned long long>(c.failures + c.not_resumed), c.error.empty() ? "" : "  ",
@@ -114,7 +124,7 @@ void print_section(const Section& s) {
     }
   }
   for (const auto& m : s.memory)
-    std::printf("server memory %-23s threads=%d  peak RSS %ld kB, RSS %ld kB\n", m.mode.c_str(), m.threads,
+    std::printf("server memory %-30s threads=%d  peak RSS %ld kB, RSS %ld kB\n", m.mode.c_str(), m.threads,
                 m.peak_rss_kb, m.rss_kb);
   std::fflush(stdout);
 }
@@ -132,7 +142,7 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
     }
     o << "\n" << indent << "}";
   };
-  o << "{\n  \"schema\": \"keysvc-bench/1\",\n  \"machine\": ";
+  o << "{\n  \"schema\": \"keysvc-bench/2\",\n  \"machine\": ";
   object(machine, "  ");
   o << ",\n  \"parameters\": ";
   object(parameters, "  ");
@@ -148,6 +158,8 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
     const auto& s = sections[si];
     o << (si ? ",\n" : "\n") << "    " << quote(s.name) << ": {\n      \"description\": " << quote(s.description);
     if (s.skipped) o << ",\n      \"skipped\": true,\n      \"reason\": " << quote(s.reason);
+    if (!s.baseline_mode.empty()) o << ",\n      \"baseline_mode\": " << quote(s.baseline_mode);
+    for (const auto& [key, text] : s.notes) o << ",\n      " << quote(key) << ": " << quote(text);
     o << ",\n      \"scenarios\": [";
     for (std::size_t i = 0; i < s.scenarios.size(); ++i) {
       const auto& sc = s.scenarios[i];
@@ -166,10 +178,13 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
           << ", \"server_cpu_us_per_handshake\": " << num(c.server_cpu_us_per_handshake, 2)
           << ", \"p50_us\": " << num(c.p50_us, 1) << ", \"p99_us\": " << num(c.p99_us, 1)
           << ", \"hsm_calls_per_handshake\": " << opt_num(c.hsm_calls_per_handshake, 3)
-          << ", \"ratio_to_openssl\": " << opt_num(c.ratio_to_openssl, 4);
+          << ", \"ratio_to_openssl\": " << opt_num(c.ratio_to_openssl, 4)
+          << ", \"cpu_ratio_to_openssl\": " << opt_num(c.cpu_ratio_to_openssl, 4);
+        if (!s.baseline_mode.empty()) o << ", \"ratio_to_baseline\": " << opt_num(c.ratio_to_baseline, 4);
         if (s.name == "inprocess")
           o << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2)
-            << ", \"tickets_per_handshake\": " << opt_num(c.tickets_per_handshake, 3);
+            << ", \"tickets_per_handshake\": " << opt_num(c.tickets_per_handshake, 3)
+            << ", \"pkcs11_calls_per_handshake\": " << opt_num(c.pkcs11_calls_per_handshake, 4);
         if (!c.error.empty()) o << ", \"error\": " << quote(c.error);
         o << "}";
       }

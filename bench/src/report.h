@@ -10,10 +10,14 @@
 
 namespace keysvc::bench {
 
-// The ticket modes, in table order.
-inline const std::vector<std::string> kModes = {"openssl",          "static",        "keysvc", "keysvc-copies",
-                                                "keysvc-copies-v2", "keysvc-copies-v2-inline", "keysvc-remote",
-                                                "keysvc-remote-copies"};
+// The ticket modes, in table order (docs/PERFORMANCE.md, "Modes").
+inline const std::vector<std::string> kModes = {"openssl",
+                                                "static",
+                                                "keysvc-epoch",
+                                                "keysvc-strict",
+                                                "keysvc-strict-copies-v2",
+                                                "keysvc-strict-copies-v2-inline",
+                                                "keysvc-epoch-p11kit"};
 
 // Per handshake samples and totals gathered for one (scenario, mode) cell.
 struct CellAccum {
@@ -26,7 +30,8 @@ struct CellAccum {
   std::optional<std::uint64_t> tickets;  // received by the clients (in-process)
   double elapsed_ns = 0;            // wall time of the timed chunks
   std::map<int, std::pair<double, double>> per_thread;  // thread -> (handshakes, server wall ns)
-  std::optional<std::uint64_t> hsm_calls;
+  std::optional<std::uint64_t> hsm_calls;     // ticket-path C_Sign calls (service counters)
+  std::optional<std::uint64_t> pkcs11_calls;  // every PKCS#11 call of the process meanwhile
   std::string first_error;
 };
 
@@ -41,8 +46,13 @@ struct CellResult {
   double client_us_per_handshake = 0;  // in-process only
   double p50_us = 0, p99_us = 0;
   std::optional<double> hsm_calls_per_handshake;
+  std::optional<double> pkcs11_calls_per_handshake;
   std::optional<double> tickets_per_handshake;
   std::optional<double> ratio_to_openssl;
+  std::optional<double> ratio_to_baseline;  // to Section::baseline_mode, if the section has one
+  // openssl's server CPU per handshake / this mode's: less sensitive to a loaded machine
+  // than handshakes/s, but blind to work outside the measured threads (summarise()).
+  std::optional<double> cpu_ratio_to_openssl;
   std::string error;
 };
 
@@ -59,6 +69,8 @@ struct Section {
   std::string description;  // one line for the table heading and the JSON
   bool skipped = false;
   std::string reason;
+  std::string baseline_mode;  // besides openssl, the mode ratio_to_baseline compares with
+  std::vector<std::pair<std::string, std::string>> notes;  // extra JSON strings (key, text)
   std::vector<ScenarioResult> scenarios;
   // TCP only: memory of each keysvc-tls-server at the end of its run.
   struct Memory {
@@ -73,7 +85,7 @@ struct Section {
 // Turns the samples of a cell into its numbers. `in_process` picks how handshakes/s is
 // computed (see docs/PERFORMANCE.md).
 CellResult summarise(const std::string& mode, const CellAccum& a, bool in_process);
-// Fills ratio_to_openssl in every scenario.
+// Fills ratio_to_openssl (and ratio_to_baseline) in every scenario.
 void add_ratios(Section& s);
 
 void print_section(const Section& s);

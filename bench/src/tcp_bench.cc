@@ -49,15 +49,10 @@ double process_cpu_ns(pid_t pid) {
   return total;
 }
 
-struct Server {
-  std::string mode;
-  int threads = 1;
-  Child child;
-  int port = 0;
-};
-
 // Starts keysvc-tls-server and waits for "listening on 127.0.0.1:PORT".
-std::string start_server(const TcpOptions& o, const TcpMode& m, int threads, Server& out) {
+}  // namespace
+
+std::string start_tcp_server(const TcpOptions& o, const TcpMode& m, int threads, TcpServer& out) {
   const std::string log = o.dir + "/server-" + m.name + "-" + std::to_string(threads) + ".log";
   std::vector<std::string> argv = {o.server_bin,   "--listen",  "127.0.0.1:0", "--cert", o.dir + "/server.crt",
                                    "--key",        o.dir + "/server.key",      "--tickets", m.tickets,
@@ -87,6 +82,8 @@ std::string start_server(const TcpOptions& o, const TcpMode& m, int threads, Ser
   out.child.stop();
   return "keysvc-tls-server did not listen within 20 s";
 }
+
+namespace {
 
 struct ConnResult {
   bool ok = false;
@@ -162,7 +159,9 @@ ConnResult connect_once(int port, SSL_CTX* ctx, SSL_SESSION* resume, bool keep_s
   return r;
 }
 
-void run_chunk(const TcpOptions& o, Server& server, int version, bool resume, CellAccum& acc) {
+}  // namespace
+
+void run_tcp_chunk(const TcpOptions& o, TcpServer& server, int version, bool resume, CellAccum& acc) {
   SslCtxPtr ctx = make_client_ctx(version);
   const int clients = o.client_threads;
   std::vector<SessionPtr> sessions(static_cast<std::size_t>(clients));
@@ -211,7 +210,19 @@ void run_chunk(const TcpOptions& o, Server& server, int version, bool resume, Ce
   acc.server_cpu_ns += process_cpu_ns(server.child.pid()) - cpu0;
 }
 
-}  // namespace
+Section::Memory tcp_server_memory(TcpServer& server) {
+  std::string status = read_file("/proc/" + std::to_string(server.child.pid()) + "/status");
+  auto field = [&](const char* name) {
+    auto at = status.find(name);
+    return at == std::string::npos ? 0L : std::atol(status.c_str() + at + std::strlen(name));
+  };
+  return {server.mode, server.threads, field("VmHWM:"), field("VmRSS:")};
+}
+
+std::string scenario_name(int version, bool resume, int threads) {
+  return std::string(version == TLS1_3_VERSION ? "tls13" : "tls12") + (resume ? "-resume" : "-full") + "-t" +
+         std::to_string(threads);
+}
 
 Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
   Section section;
@@ -226,15 +237,15 @@ Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
   // Start one server per runnable mode and thread count; the first one writes the
   // certificate the others load.
   std::map<std::string, std::string> mode_skip;
-  std::vector<std::unique_ptr<Server>> servers;
+  std::vector<std::unique_ptr<TcpServer>> servers;
   for (const auto& m : modes) {
     if (!m.skip.empty()) {
       mode_skip[m.name] = m.skip;
       continue;
     }
     for (int threads : o.server_threads) {
-      auto s = std::make_unique<Server>();
-      std::string why = start_server(o, m, threads, *s);
+      auto s = std::make_unique<TcpServer>();
+      std::string why = start_tcp_server(o, m, threads, *s);
       if (!why.empty()) {
         mode_skip[m.name] = why;
         break;
@@ -242,7 +253,7 @@ Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
       servers.push_back(std::move(s));
     }
   }
-  auto find_server = [&](const std::string& mode, int threads) -> Server* {
+  auto find_server = [&](const std::string& mode, int threads) -> TcpServer* {
     if (mode_skip.count(mode)) return nullptr;
     for (auto& s : servers)
       if (s->mode == mode && s->threads == threads) return s.get();
@@ -264,19 +275,14 @@ Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
     for (std::size_t si = 0; si < scns.size(); ++si) {
       for (std::size_t k = 0; k < modes.size(); ++k) {
         std::size_t mi = (k + static_cast<std::size_t>(round) + si) % modes.size();  // rotate the order
-        Server* server = find_server(modes[mi].name, scns[si].threads);
+        TcpServer* server = find_server(modes[mi].name, scns[si].threads);
         if (server == nullptr) continue;
-        run_chunk(o, *server, scns[si].version, scns[si].resume, acc[si][mi]);
+        run_tcp_chunk(o, *server, scns[si].version, scns[si].resume, acc[si][mi]);
       }
     }
   }
   for (auto& s : servers) {
-    std::string status = read_file("/proc/" + std::to_string(s->child.pid()) + "/status");
-    auto field = [&](const char* name) {
-      auto at = status.find(name);
-      return at == std::string::npos ? 0L : std::atol(status.c_str() + at + std::strlen(name));
-    };
-    section.memory.push_back({s->mode, s->threads, field("VmHWM:"), field("VmRSS:")});
+    section.memory.push_back(tcp_server_memory(*s));
     s->child.stop();
   }
 
@@ -285,8 +291,7 @@ Section run_tcp(const TcpOptions& o, const std::vector<TcpMode>& modes) {
     sc.tls = scns[si].version == TLS1_3_VERSION ? "1.3" : "1.2";
     sc.kind = scns[si].resume ? "resume" : "full";
     sc.threads = scns[si].threads;
-    sc.name = std::string(scns[si].version == TLS1_3_VERSION ? "tls13" : "tls12") + "-" + sc.kind + "-t" +
-              std::to_string(sc.threads);
+    sc.name = scenario_name(scns[si].version, scns[si].resume, sc.threads);
     for (std::size_t mi = 0; mi < modes.size(); ++mi) {
       if (mode_skip.count(modes[mi].name)) {
         CellResult c;

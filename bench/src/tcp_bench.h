@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_env.h"
 #include "report.h"
 
 namespace keysvc::bench {
@@ -26,6 +27,25 @@ struct TcpOptions {
   std::vector<int> server_threads = {1, 2};
 };
 
+// The TCP section: every mode x {TLS 1.3, 1.2} x {full, resume} x server thread counts.
 Section run_tcp(const TcpOptions& options, const std::vector<TcpMode>& modes);
+
+// The pieces run_tcp is made of, for other sections over TCP (slow_hsm.h).
+struct TcpServer {
+  std::string mode;
+  int threads = 1;
+  Child child;
+  int port = 0;
+};
+// Starts keysvc-tls-server for `m` with `threads` threads (in this process's environment)
+// and waits for it to listen. Returns "" or why it did not start.
+std::string start_tcp_server(const TcpOptions& o, const TcpMode& m, int threads, TcpServer& out);
+// options.connections connections over options.client_threads threads, added to `acc`
+// (with the server's CPU time).
+void run_tcp_chunk(const TcpOptions& o, TcpServer& server, int version, bool resume, CellAccum& acc);
+// The server's peak and current RSS now (VmHWM, VmRSS).
+Section::Memory tcp_server_memory(TcpServer& server);
+// "tls13-resume-t2" etc.
+std::string scenario_name(int version, bool resume, int threads);
 
 }  // namespace keysvc::bench

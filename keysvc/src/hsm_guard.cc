@@ -4,11 +4,37 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/log.h"
 
 namespace keysvc {
+
+namespace {
+
+// Polls `ready` for at most `budget`. Between polls: a pause instruction, and every few
+// polls the core is yielded, so that on a busy machine the thread being waited for (or
+// another handshake thread) runs instead of this one. Returns ready().
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
+  const auto end = std::chrono::steady_clock::now() + budget;
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    if (i % 16 == 0) {
+      if (std::chrono::steady_clock::now() >= end) return ready();
+      std::this_thread::yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#elif defined(__aarch64__)
+      asm volatile("yield" ::: "memory");
+#endif
+    }
+  }
+}
+
+}  // namespace
 
 struct HsmGuard::Job {
   Job(Work w, hsm::SessionPool::Deadline d) : work(std::move(w)), deadline(d) {}
@@ -19,6 +45,7 @@ struct HsmGuard::Job {
   bool started = false;    // a worker took it
   bool done = false;       // result is final
   bool abandoned = false;  // the caller stopped waiting
+  std::atomic<bool> finished_flag{false};  // `done`, for a caller polling without the lock
   Result result;
 };
 
@@ -103,6 +130,15 @@ void HsmGuard::worker_loop() {
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   for (;;) {
     std::shared_ptr<Job> job;
+    // Poll before sleeping, unless another worker polls already. A caller that saw this
+    // worker polling does not notify; the queue is checked under the lock after the poll
+    // ends, so its job is taken either way.
+    std::size_t none = 0;
+    if (spinning_.compare_exchange_strong(none, 1)) {
+      spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
+      spinning_.store(0);
+    }
+    bool more = false;
     {
       std::unique_lock lock(queue_mutex_);
       queue_wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -113,7 +149,12 @@ void HsmGuard::worker_loop() {
       }
       job = std::move(queue_.front());
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      more = !queue_.empty();
     }
+    // Callers that saw a polling worker did not wake anyone: pass the rest on, so a job
+    // never waits behind this one (which may hang) while other workers sleep.
+    if (more) queue_wake_.notify_one();
     {
       std::lock_guard lock(job->mutex);
       if (job->abandoned) continue;  // the caller gave up before we started
@@ -126,7 +167,8 @@ void HsmGuard::worker_loop() {
       job->done = true;
       abandoned = job->abandoned;
     }
-    job->finished.notify_one();
+    job->finished_flag.store(true, std::memory_order_release);
+    job->finished.notify_one();  // no system call unless the caller is asleep
     if (abandoned) stuck_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
@@ -174,13 +216,18 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission, std::chrono::mill
     job = std::make_shared<Job>(std::move(work), std::chrono::steady_clock::now() + timeout);
     std::lock_guard lock(queue_mutex_);
     queue_.push_back(job);
+    queued_.fetch_add(1, std::memory_order_release);
   } catch (const std::exception& e) {
     Result r{Outcome::kFailed, CKR_OK, e.what(), std::current_exception()};
     settle(permit, r);
     return r;
   }
-  queue_wake_.notify_one();
+  // A polling worker takes it; otherwise wake a sleeping one.
+  if (spinning_.load() == 0) queue_wake_.notify_one();
 
+  // A fast call is back within the spin; the wait below then returns at once.
+  spin_until([&] { return job->finished_flag.load(std::memory_order_acquire); },
+             std::min<std::chrono::nanoseconds>(kCallerSpin, job->deadline - std::chrono::steady_clock::now()));
   std::unique_lock lock(job->mutex);
   if (!job->finished.wait_until(lock, job->deadline, [&] { return job->done; })) {
     job->abandoned = true;

@@ -17,8 +17,13 @@
 // With call_timeout = 0 the work runs on the caller's thread (no deadline, no thread
 // hop), still behind the breaker.
 //
-// Cost: one hand-off to a worker and one back (two condition-variable wake-ups) per
-// guarded operation; docs/RELIABILITY.md has the measured figures.
+// Cost: one hand-off to a worker and one back per guarded operation. Both sides spin
+// briefly before sleeping (a worker after each job, kWorkerSpin; the caller while its job
+// runs, kCallerSpin), yielding the core between polls: a fast token's call is then handed
+// over and back without a sleep and a wake-up (a futex wake, a scheduler pass and, on a
+// virtual machine, an inter-processor interrupt each way), while a slow or stalled one
+// still ends in a condition-variable wait with the deadline. docs/RELIABILITY.md and
+// docs/PERFORMANCE.md have the measured figures.
 #pragma once
 
 #include <p11-kit/pkcs11.h>
@@ -78,6 +83,15 @@ class HsmGuard {
 
   using Work = std::function<void(hsm::Session&)>;
 
+  // How long the caller polls for its job's result before sleeping on it: covers one
+  // SoftHSM derivation (a few to some tens of microseconds); slower HSMs sleep.
+  static constexpr std::chrono::microseconds kCallerSpin{100};
+  // How long an idle worker polls for the next job before sleeping: under load the next
+  // derivation comes sooner than that. One worker polls at a time (the others sleep), and
+  // a caller wakes a sleeping worker only when none polls: on 2 cores, several polling
+  // workers or a needless wake-up cost more than they save.
+  static constexpr std::chrono::microseconds kWorkerSpin{100};
+
   // Whether the breaker decides. Recovery work (a ring rescan to reload stale object
   // handles, the periodic refresh) is rate-limited by its own throttle and must be able
   // to run while the breaker is open, or a probe failing on stale handles could never
@@ -131,6 +145,8 @@ class HsmGuard {
   std::mutex queue_mutex_;
   std::condition_variable queue_wake_;
   std::deque<std::shared_ptr<Job>> queue_;
+  std::atomic<std::size_t> queued_{0};    // queue_.size(), for workers polling without the lock
+  std::atomic<std::size_t> spinning_{0};  // workers polling the queue (0 or 1)
   bool stopping_ = false;
   std::size_t workers_ended_ = 0;  // under queue_mutex_; signalled on worker_ended_
   std::condition_variable worker_ended_;
