@@ -50,10 +50,11 @@ exports=$(nm -D --defined-only "$prefix/$libdir/libkeysvc.so" | awk '$2 ~ /[TDB]
 # The headers: the API and what it includes, nothing else (internals such as the token
 # gateway, HSM guard, circuit breaker, issue pool or epoch keys stay private).
 api_headers="keysvc/config.h keysvc/hsm/call_stats.h keysvc/hsm/error.h keysvc/hsm/pin_source.h
-  keysvc/hsm/secret.h keysvc/hsm/secure_memory.h keysvc/hsm/shared_snapshot.h keysvc/hsm/token_uri.h
-  keysvc/key_name.h keysvc/key_ring.h keysvc/metrics.h keysvc/openssl/keysvc_openssl.h
-  keysvc/openssl/ticket_adapter.h keysvc/schedule.h keysvc/ticket_key_service.h keysvc/ticket_keys.h
-  keysvc/usage.h"
+  keysvc/hsm/secret.h keysvc/hsm/secure_memory.h keysvc/hsm/shared_snapshot.h
+  keysvc/hsm/token_uri.h keysvc/key_name.h keysvc/key_ring.h keysvc/metrics.h
+  keysvc/openssl/keysvc_openssl.h keysvc/openssl/ticket_adapter.h
+  keysvc/openssl/token_private_key.h keysvc/schedule.h keysvc/ticket_key_service.h
+  keysvc/ticket_keys.h keysvc/usage.h"
 installed_headers=$(cd "$prefix/include" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ')
 [ "$installed_headers" = "$(printf '%s\n' $api_headers | LC_ALL=C sort | tr '\n' ' ')" ] ||
   fail "installed headers are not the API: $installed_headers"
