@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "audit_record.h"
+#include "key_value_text.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/token_gateway.h"
@@ -75,18 +76,10 @@ std::optional<Hash> hash_hex(std::string_view s) { return detail::hash_from_hex(
 // given twice keeps every value (pending marks list their ranges so).
 std::optional<std::multimap<std::string, std::string, std::less<>>> fields_of(std::string_view text,
                                                                              std::string_view magic) {
-  auto end = text.find('\n');
-  if (end == std::string_view::npos || text.substr(0, end) != magic) return std::nullopt;
-  text.remove_prefix(end + 1);
+  auto lines = key_value_lines(text, magic);
+  if (!lines) return std::nullopt;
   std::multimap<std::string, std::string, std::less<>> out;
-  while (!text.empty()) {
-    end = text.find('\n');
-    std::string_view line = text.substr(0, end);
-    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
-    auto eq = line.find('=');
-    if (eq == std::string_view::npos) return std::nullopt;
-    out.emplace(std::string(line.substr(0, eq)), std::string(line.substr(eq + 1)));
-  }
+  for (const auto& [key, value] : *lines) out.emplace(std::string(key), std::string(value));
   return out;
 }
 

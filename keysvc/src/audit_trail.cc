@@ -15,6 +15,7 @@
 #include "keysvc/audit_anchor.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/login_policy.h"
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/log.h"
 #include "keysvc/token_store.h"
@@ -90,18 +91,8 @@ std::string log_path(const AuditConfig& config, Writer writer) {
 }
 
 bool is_login_failure(CK_RV rv) noexcept {
-  switch (rv) {
-    case CKR_PIN_INCORRECT:
-    case CKR_PIN_INVALID:
-    case CKR_PIN_LEN_RANGE:
-    case CKR_PIN_EXPIRED:
-    case CKR_PIN_LOCKED:
-    case CKR_USER_PIN_NOT_INITIALIZED:
-    case CKR_USER_TYPE_INVALID:
-      return true;
-    default:
-      return false;
-  }
+  // The PIN refusals the login policy knows, and a user that cannot log in at all.
+  return hsm::LoginPolicy::is_pin_refusal(rv) || rv == CKR_USER_PIN_NOT_INITIALIZED || rv == CKR_USER_TYPE_INVALID;
 }
 
 std::unique_ptr<AuditTrail> AuditTrail::open(const Config& config, Writer writer, TokenGateway* gateway,

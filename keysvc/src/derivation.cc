@@ -15,22 +15,26 @@
 
 namespace keysvc {
 
-DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv) {
-  DerivationMessage m{};
+namespace {
+// label || 0x00 || key_name || tail: every message keysvc MACs or expands starts so
+// (derivation.h). `M` is exactly that long.
+template <typename M>
+M labelled_message(std::string_view label, const KeyName& name, std::span<const std::uint8_t> tail) {
+  M m{};
   auto out = std::copy(label.begin(), label.end(), m.begin());
   *out++ = 0x00;
   out = std::copy(name.begin(), name.end(), out);
-  std::copy(iv.begin(), iv.end(), out);
+  std::copy(tail.begin(), tail.end(), out);
   return m;
+}
+}  // namespace
+
+DerivationMessage derivation_message(std::string_view label, const KeyName& name, const Iv& iv) {
+  return labelled_message<DerivationMessage>(label, name, iv);
 }
 
 DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv) {
-  DerivationMessageV2 m{};
-  auto out = std::copy(kTicketKeysV2Label.begin(), kTicketKeysV2Label.end(), m.begin());
-  *out++ = 0x00;
-  out = std::copy(name.begin(), name.end(), out);
-  std::copy(iv.begin(), iv.end(), out);
-  return m;
+  return labelled_message<DerivationMessageV2>(kTicketKeysV2Label, name, iv);
 }
 
 void derive_ticket_keys(hsm::Session& session, const Generation& generation, const Iv& iv, TicketKeys& out) {
@@ -54,21 +58,13 @@ void derive_ticket_keys(hsm::Session& session, const Generation& generation, con
 // ---------------------------------------------------------------- the epoch tier
 
 EpochKeyMessage epoch_key_message(const KeyName& name, std::int64_t epoch) {
-  EpochKeyMessage m{};
-  auto out = std::copy(kEpochKeyLabel.begin(), kEpochKeyLabel.end(), m.begin());
-  *out++ = 0x00;
-  out = std::copy(name.begin(), name.end(), out);
-  for (int k = 7; k >= 0; --k) *out++ = static_cast<std::uint8_t>(static_cast<std::uint64_t>(epoch) >> (8 * k));
-  return m;
+  std::array<std::uint8_t, 8> be{};  // the epoch, 8 bytes big endian
+  for (int k = 0; k < 8; ++k) be[k] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(epoch) >> (8 * (7 - k)));
+  return labelled_message<EpochKeyMessage>(kEpochKeyLabel, name, be);
 }
 
 TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv) {
-  TicketInfoV3 m{};
-  auto out = std::copy(kTicketKeysV3Label.begin(), kTicketKeysV3Label.end(), m.begin());
-  *out++ = 0x00;
-  out = std::copy(name.begin(), name.end(), out);
-  std::copy(iv.begin(), iv.end(), out);
-  return m;
+  return labelled_message<TicketInfoV3>(kTicketKeysV3Label, name, iv);
 }
 
 void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch,

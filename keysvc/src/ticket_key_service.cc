@@ -19,8 +19,27 @@
 
 namespace keysvc {
 
+namespace {
+
+// A ticket's keys from an epoch key (derivation.h); false (logged) if OpenSSL failed.
+bool keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
+  try {
+    derive_ticket_keys_from_epoch(key.span(), name, iv, out);
+    return true;
+  } catch (const std::exception& e) {
+    out.wipe();
+    logger()->warn("per-ticket keys from the epoch key: {}", e.what());
+    return false;
+  }
+}
+
+}  // namespace
+
 TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<TokenGateway> gateway)
-    : config_(std::move(config)), clock_(std::move(clock)), gateway_(std::move(gateway)) {
+    : config_(std::move(config)),
+      clock_(std::move(clock)),
+      gateway_(std::move(gateway)),
+      unknown_name_rescans_(std::make_unique<RescanThrottle>()) {
   if (config_.hsm.session_copies) session_copies_ = std::make_unique<SessionKeyCache>(gateway_->token());
   rings_ = std::make_unique<RingStore>(*gateway_, [this] { return unix_now(); }, config_.rotation.clock_skew.count(),
                                        session_copies_.get());
@@ -221,23 +240,12 @@ bool TicketKeyService::derive_for_issue(IssueKeys& out) noexcept {
   return true;
 }
 
-bool TicketKeyService::keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
-  try {
-    derive_ticket_keys_from_epoch(key.span(), name, iv, out);
-    return true;
-  } catch (const std::exception& e) {
-    out.wipe();
-    logger()->warn("per-ticket keys from the epoch key: {}", e.what());
-    return false;
-  }
-}
-
 OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   auto ring = rings_->current();
   const Generation* g = ring->find(name);
   if (g == nullptr) {
     bool asked = false;
-    const bool scanned = deriver_->rescan(unknown_name_rescans_, config_.rotation.refresh_interval, &asked);
+    const bool scanned = deriver_->rescan(*unknown_name_rescans_, config_.rotation.refresh_interval, &asked);
     if (asked) counters_.count(TicketEvent::kRescans);
     if (scanned) {
       ring = rings_->current();

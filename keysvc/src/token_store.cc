@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "key_value_text.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 
@@ -31,21 +32,14 @@ std::string_view as_text(const hsm::Bytes& b) { return {reinterpret_cast<const c
 // (a format this version does not know: ignored) or a line is malformed.
 std::optional<std::map<std::string, std::int64_t, std::less<>>> parse_fields(std::string_view text,
                                                                             std::string_view magic) {
-  auto line_end = text.find('\n');
-  if (text.substr(0, line_end) != magic || line_end == std::string_view::npos) return std::nullopt;
-  text.remove_prefix(line_end + 1);
+  auto lines = key_value_lines(text, magic);
+  if (!lines) return std::nullopt;
   std::map<std::string, std::int64_t, std::less<>> fields;
-  while (!text.empty()) {
-    line_end = text.find('\n');
-    std::string_view line = text.substr(0, line_end);
-    text.remove_prefix(line_end == std::string_view::npos ? text.size() : line_end + 1);
-    auto eq = line.find('=');
-    if (eq == std::string_view::npos) return std::nullopt;
+  for (const auto& [key, digits] : *lines) {
     std::int64_t value = 0;
-    auto digits = line.substr(eq + 1);
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
     if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-    fields.emplace(std::string(line.substr(0, eq)), value);
+    fields.emplace(std::string(key), value);
   }
   return fields;
 }

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "keysvc/derivation.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/token_store.h"

@@ -2,7 +2,9 @@
 # The install, as a user gets it: `cmake --install BUILD --prefix P` into a temporary
 # prefix; the expected files are there (libraries, headers, programs, CMake package,
 # pkg-config file, systemd units pointing at P/bin/keysvcctl, the SoftHSM configuration
-# they name, the nginx and Apache modules if built); a C program built with pkg-config and a C++ program built with
+# they name, the nginx and Apache modules if built); the headers are exactly the API
+# (packaging/CMakeLists.txt, KEYSVC_API_HEADERS), each compiles alone against the
+# installed tree, and none names an internal part; a C program built with pkg-config and a C++ program built with
 # find_package(keysvc) run against a real SoftHSM token made by the installed
 # keysvcctl (a private SOFTHSM2_CONF): the C one does a TLS 1.3 handshake with a keysvc
 # ticket and its resumption, the C++ one derives and re-opens ticket keys in the token.
@@ -28,8 +30,6 @@ expected=(
   "$libdir/libkeysvc_openssl.a" "$libdir/pkgconfig/keysvc.pc"
   "$libdir/cmake/keysvc/keysvcConfig.cmake" "$libdir/cmake/keysvc/keysvcConfigVersion.cmake"
   "$libdir/cmake/keysvc/keysvcTargets.cmake"
-  include/keysvc/openssl/keysvc_openssl.h include/keysvc/openssl/ticket_adapter.h
-  include/keysvc/openssl/token_private_key.h include/keysvc/ticket_key_service.h include/keysvc/hsm/session.h
   lib/systemd/system/keysvc-rotator.service lib/systemd/system/keysvc-rotate.service
   lib/systemd/system/keysvc-rotate.timer etc/keysvc/softhsm2.conf share/doc/keysvc/DEPLOYMENT.md
 )
@@ -46,6 +46,33 @@ grep -q "^ExecStart=$prefix/bin/keysvcctl " "$prefix/lib/systemd/system/keysvc-r
 exports=$(nm -D --defined-only "$prefix/$libdir/libkeysvc.so" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' | sort -u)
 [ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_preload keysvc_preloaded_free keysvc_service_free keysvc_service_open keysvc_service_open_preloaded keysvc_ssl_ctx_install " ] ||
   fail "libkeysvc.so exports: $(echo "$exports" | head -5 | tr '\n' ' ')..."
+
+# The headers: the API and what it includes, nothing else (internals such as the token
+# gateway, HSM guard, circuit breaker, issue pool or epoch keys stay private).
+api_headers="keysvc/config.h keysvc/hsm/call_stats.h keysvc/hsm/error.h keysvc/hsm/pin_source.h
+  keysvc/hsm/secret.h keysvc/hsm/secure_memory.h keysvc/hsm/shared_snapshot.h
+  keysvc/hsm/token_uri.h keysvc/key_name.h keysvc/key_ring.h keysvc/metrics.h
+  keysvc/openssl/keysvc_openssl.h keysvc/openssl/ticket_adapter.h
+  keysvc/openssl/token_private_key.h keysvc/schedule.h keysvc/ticket_key_service.h
+  keysvc/ticket_keys.h keysvc/usage.h"
+installed_headers=$(cd "$prefix/include" && find . -type f | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ')
+[ "$installed_headers" = "$(printf '%s\n' $api_headers | LC_ALL=C sort | tr '\n' ' ')" ] ||
+  fail "installed headers are not the API: $installed_headers"
+# Each compiles alone against the installed tree and the system's headers (C++ and, for
+# the C API, C), so none includes a header that is not installed.
+p11_cflags=$(pkg-config --cflags p11-kit-1)
+for h in $api_headers; do
+  case "$h" in
+    *keysvc_openssl.h) printf '#include <%s>\nint main(void) { return 0; }\n' "$h" >"$work/alone.c"
+                       cc -std=c11 -Wall -Werror -fsyntax-only -I"$prefix/include" "$work/alone.c" ;;
+    *) printf '#include <%s>\n#include <%s>\n' "$h" "$h" >"$work/alone.cc"
+       c++ -std=c++20 -Wall -Werror -fsyntax-only -I"$prefix/include" $p11_cflags "$work/alone.cc" ;;
+  esac >"$work/alone.log" 2>&1 || { cat "$work/alone.log" >&2; fail "installed $h does not compile alone"; }
+done
+for internal in token_gateway hsm_guard circuit_breaker issue_pool ring_store maintenance epoch_keys key_deriver derivation; do
+  ! grep -rq "keysvc/$internal.h" "$prefix/include" || fail "an installed header includes keysvc/$internal.h"
+done
+echo "headers: $(echo $api_headers | wc -w), each compiles alone"
 echo "installed $(find "$prefix" -type f | wc -l) files, $(du -sk "$prefix" | cut -f1) KiB"
 
 # A private SoftHSM token, set up with the installed keysvcctl.

@@ -76,6 +76,13 @@ TEST(TokenOutage, AnUnreadableTokenIsAnOutageNotAnEmptyRingAndServersRecoverByTh
   RunResult issued = keysvc::test::s_client(a.port(), TlsVersion::kTls13, "-sess_out", before);
   ASSERT_EQ(issued.exit_code, std::optional<int>(0)) << keysvc::test::describe(issued);
   ASSERT_TRUE(resumes(b.port(), before)) << "tickets cross servers before the outage";
+  // The rotator must have loaded its module and found the token before the outage (a
+  // slow start, as under ThreadSanitizer, would otherwise meet the outage in C_Initialize
+  // and test a rotator that never started).
+  for (auto end = std::chrono::steady_clock::now() + 30s;
+       rotator.out().find("rotating every") == std::string::npos && std::chrono::steady_clock::now() < end;)
+    std::this_thread::sleep_for(50ms);
+  ASSERT_NE(rotator.out().find("rotating every"), std::string::npos) << "the rotator did not start\n" << rotator.err();
 
   // The outage: SoftHSM finds no token folder (what an unreadable one looks like to it).
   const std::string tokens = token.dir() + "/tokens";

@@ -247,8 +247,8 @@ int generate_app_data_cb(SSL* s, void* arg) {
   return SSL_SESSION_set1_ticket_appdata(session, bytes.data(), bytes.size());
 }
 
-// Called after a ticket was (or could not be) decrypted. See FIELD-NOTES: never touch
-// the session unless the status is a success.
+// Called after a ticket was (or could not be) decrypted. Never touch the session unless
+// the status is a success: only then is it one (SSL_CTX_set_session_ticket_cb(3)).
 //
 // Per-key usage (TicketKeyService::record; the service itself counts issued, unknown key,
 // expired, revoked and HSM errors). What OpenSSL 3.0 exposes here is only the final

@@ -17,7 +17,6 @@
 #pragma once
 
 #include <array>
-#include <new>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -26,36 +25,13 @@
 #include "keysvc/hsm/session.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
+#include "keysvc/ticket_keys.h"  // TicketKeys, kTicketKeyBytes
 
 namespace keysvc {
 
 inline constexpr std::string_view kAesKeyLabel = "keysvc ticket v1 aes-256-cbc";
 inline constexpr std::string_view kHmacKeyLabel = "keysvc ticket v1 hmac-sha256";
 inline constexpr std::string_view kTicketKeysV2Label = "keysvc ticket v2 aes-256-cbc+hmac-sha256";
-inline constexpr std::size_t kTicketKeyBytes = 32;
-
-// A ticket's AES-256 key and HMAC-SHA256 key, in secure memory (hsm/secure_memory.h:
-// locked, left out of core dumps, zeros in a forked child). Wiped on destruction; callers
-// wipe it earlier with wipe() as soon as the keys are loaded into their EVP contexts.
-// Construction takes a secure block and throws std::bad_alloc if none is left.
-struct TicketKeys {
-  TicketKeys()
-      : aes_key(*new (block_.data()) std::array<std::uint8_t, kTicketKeyBytes>{}),
-        hmac_key(*new (block_.data() + kTicketKeyBytes) std::array<std::uint8_t, kTicketKeyBytes>{}) {}
-  TicketKeys(const TicketKeys&) = delete;
-  TicketKeys& operator=(const TicketKeys&) = delete;
-  ~TicketKeys() { wipe(); }
-  void wipe() noexcept { block_.wipe(); }
-  // aes_key || hmac_key, as one 64-byte span (derivations that produce both at once).
-  std::span<std::uint8_t, 2 * kTicketKeyBytes> both() const noexcept { return block_.span(); }
-
- private:
-  hsm::SecureBuffer<2 * kTicketKeyBytes> block_;  // first: the arrays below live in it
-
- public:
-  std::array<std::uint8_t, kTicketKeyBytes>& aes_key;
-  std::array<std::uint8_t, kTicketKeyBytes>& hmac_key;
-};
 
 // The message that is HMAC'd for one key: label || 0x00 || key_name || iv.
 using DerivationMessage = std::array<std::uint8_t, kAesKeyLabel.size() + 1 + kKeyNameBytes + kIvBytes>;

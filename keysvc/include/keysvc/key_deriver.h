@@ -27,6 +27,12 @@ namespace keysvc {
 
 class RingStore;
 
+// One caller's rescan throttle (KeyDeriver::rescan): when it last asked for a scan.
+// Outside KeyDeriver so the service's header can declare it without this one.
+struct RescanThrottle {
+  std::atomic<std::chrono::steady_clock::rep> last{0};
+};
+
 class KeyDeriver {
  public:
   // Asks for a token scan (never blocks; the maintenance thread scans).
@@ -68,9 +74,7 @@ class KeyDeriver {
   // to finish, at most the ticket deadline. True when one finished meanwhile; `asked`
   // (optional) says whether this call asked for it. Also waits for a scan already under
   // way when throttled.
-  struct Throttle {
-    std::atomic<std::chrono::steady_clock::rep> last{0};
-  };
+  using Throttle = RescanThrottle;
   bool rescan(Throttle& throttle, std::chrono::milliseconds interval, bool* asked = nullptr) noexcept;
 
  private:

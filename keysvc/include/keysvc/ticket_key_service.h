@@ -26,12 +26,13 @@
 #include <memory>
 #include <optional>
 
+// Installed (packaging/CMakeLists.txt): this header and what it includes are the C++ API,
+// so it includes none of the parts below; they are declared only.
 #include "keysvc/config.h"
-#include "keysvc/derivation.h"
 #include "keysvc/hsm/pin_source.h"
-#include "keysvc/key_deriver.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
+#include "keysvc/ticket_keys.h"
 #include "keysvc/usage.h"
 
 namespace keysvc {
@@ -45,6 +46,7 @@ class Maintenance;
 class IssueKeyPool;
 class SessionKeyCache;
 class KeyDeriver;
+struct RescanThrottle;
 struct ForkHooks;
 
 // Wall-clock source; injectable so tests can move time.
@@ -159,7 +161,8 @@ class TicketKeyService {
   // Counts a ticket event that belongs to no key name (usage.h). Never throws.
   void count(TicketEvent event) noexcept { counters_.count(event); }
 
-  // The parts, for tools, metrics and tests (internal API).
+  // The parts, for tools, metrics and tests (internal API: their headers are not
+  // installed).
   TokenGateway& gateway() noexcept { return *gateway_; }
   RingStore& rings() noexcept { return *rings_; }
   KeyDeriver& deriver() noexcept { return *deriver_; }
@@ -183,9 +186,6 @@ class TicketKeyService {
   void restart_task();
   void fill_issue_pool() noexcept;
 
-  // A ticket's keys from an epoch key (derivation.h); false (logged) if OpenSSL failed.
-  static bool keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept;
-
   Config config_;
   Clock clock_;
   TicketCounters counters_;
@@ -198,7 +198,7 @@ class TicketKeyService {
   std::unique_ptr<Maintenance> maintenance_;  // last: stopped first
   std::size_t scan_task_ = 0, restart_task_ = 0, refill_task_ = 0, epoch_task_ = 0;
   unsigned restarts_without_scan_ = 0;  // the maintenance thread's: for the log
-  KeyDeriver::Throttle unknown_name_rescans_;
+  std::unique_ptr<RescanThrottle> unknown_name_rescans_;  // never null
 };
 
 }  // namespace keysvc
