@@ -69,7 +69,7 @@ struct IssueKeys {
 enum class OpenStatus {
   kOk,          // keys derived; generation still encrypts
   kOkRenew,     // keys derived; the ticket is under an older generation: renew it
-  kUnknownKey,  // no generation has this name, even after a rescan
+  kUnknownKey,  // no generation has this name, even after a rescan, or it is refused (key_custody.h)
   kRetired,     // the generation is expired or revoked
   kHsmError,    // the token failed; serve a full handshake
 };
