@@ -55,14 +55,12 @@ struct Range {
 // PIN and the keys may sign).
 struct KnownGeneration {
   KeyName name{};
-  CK_OBJECT_HANDLE enc = CK_INVALID_HANDLE, mac = CK_INVALID_HANDLE;
 };
 KnownGeneration make_known_generation() {
   TestToken::get().clear();
   auto s = test::user_session();
   const std::int64_t now = std::time(nullptr);
-  Generation made = token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200});
-  return {made.name, made.enc_key, made.mac_key};
+  return {token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200}).name};
 }
 
 // The per-ticket AES and HMAC keys of the ticket in an s_client session file
@@ -80,8 +78,17 @@ std::vector<ByteVec> ticket_keys(const std::string& session_file, const KnownGen
   if (len >= 32 && std::equal(g.name.begin(), g.name.end(), tick)) {
     Iv iv{};
     std::copy(tick + 16, tick + 32, iv.begin());
+    // Found again in this session: SoftHSM forgets object handles once a process has no
+    // session left on the token.
     auto s = test::user_session();
-    for (auto [label, key] : {std::pair{kAesKeyLabel, g.enc}, std::pair{kHmacKeyLabel, g.mac}}) {
+    auto key_of = [&](const char* label) {
+      auto found = hsm::find_objects(
+          *s, {.object_class = CKO_SECRET_KEY, .id = hsm::Bytes(g.name.begin(), g.name.end()), .label = label});
+      if (found.size() != 1) throw std::runtime_error(std::string("no single ") + label + " key in the token");
+      return found.front();
+    };
+    for (auto [label, key] : {std::pair{kAesKeyLabel, key_of(token_store::kEncKeyLabel)},
+                              std::pair{kHmacKeyLabel, key_of(token_store::kMacKeyLabel)}}) {
       DerivationMessage m = derivation_message(label, g.name, iv);
       std::array<std::uint8_t, hsm::kHmacSha256Bytes> out{};
       hsm::hmac_sha256(*s, key, m, out);
