@@ -28,9 +28,10 @@ struct ListedGeneration {
 
 // Every generation, latest encrypt window first, with its state at `now` and its keys'
 // custody attributes.
-std::vector<ListedGeneration> list_generations(keysvc::TokenGateway& gateway, std::int64_t now) {
-  return gateway.call([now](keysvc::hsm::Session& s) {
-    keysvc::KeyRing ring = token_store::load(s);
+std::vector<ListedGeneration> list_generations(keysvc::TokenGateway& gateway, std::int64_t now,
+                                               const keysvc::CustodyRule& rule) {
+  return gateway.call([now, rule](keysvc::hsm::Session& s) {
+    keysvc::KeyRing ring = token_store::load(s, rule);
     std::vector<ListedGeneration> out;
     for (const auto& g : ring.generations()) {
       ListedGeneration l{g, ring.state(g, now), std::nullopt};
@@ -43,6 +44,7 @@ std::vector<ListedGeneration> list_generations(keysvc::TokenGateway& gateway, st
 }
 
 std::string custody_text(const ListedGeneration& l) {
+  if (!l.generation.refused.empty()) return "REFUSED, never used: " + l.generation.refused;
   if (!l.custody) return l.generation.revoked ? "keys destroyed" : "no keys";
   std::string enc = custody_summary(l.custody->enc), mac = custody_summary(l.custody->mac);
   if (enc == mac) return enc;
@@ -66,9 +68,10 @@ keysvc::KeyName parse_name(const std::string& text) {
 }
 
 int keys_list(const Cli& cli, bool json) {
-  auto gateway = cli.open_gateway();
+  keysvc::Config config;
+  auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
-  auto generations = list_generations(*gateway, now);
+  auto generations = list_generations(*gateway, now, keysvc::custody_rule_of(config));
   if (json) {
     Json array = Json::array();
     for (const auto& l : generations) {
@@ -85,6 +88,7 @@ int keys_list(const Cli& cli, bool json) {
       j["derivation"] = g.derivation;
       j["epoch_seconds"] = g.epoch_tier() ? Json(g.epoch_seconds) : Json();
       j["has_keys"] = g.has_keys();
+      j["refused"] = g.refused.empty() ? Json() : Json(g.refused);
       j["enc_key"] = l.custody ? custody_json(l.custody->enc) : Json();
       j["mac_key"] = l.custody ? custody_json(l.custody->mac) : Json();
       array.push_back(std::move(j));
@@ -111,8 +115,9 @@ int keys_generate(const Cli& cli, bool json) {
   const std::int64_t now = unix_now();
   auto reserved = reserve_keys(config, gateway->token(), 1);
   TokenChange change(config, *gateway, now);
-  keysvc::Generation g = gateway->call([now, policy = config.rotation](keysvc::hsm::Session& s) {
-    return token_store::create_generation(s, keysvc::schedule_encrypting_now(token_store::load(s), now, policy),
+  keysvc::Generation g = gateway->call([now, policy = config.rotation, rule = keysvc::custody_rule_of(config)](
+                                          keysvc::hsm::Session& s) {
+    return token_store::create_generation(s, keysvc::schedule_encrypting_now(token_store::load(s, rule), now, policy),
                                           keysvc::key_options(policy));
   });
   change.commit(now);
@@ -133,7 +138,8 @@ int keys_revoke(const Cli& cli, const std::string& name_text, bool json) {
   auto gateway = cli.open_gateway(&config);
   const std::int64_t now = unix_now();
   auto encrypting = [&]() -> std::optional<keysvc::KeyName> {
-    keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return token_store::load(s); });
+    keysvc::KeyRing ring = gateway->call(
+        [rule = keysvc::custody_rule_of(config)](keysvc::hsm::Session& s) { return token_store::load(s, rule); });
     const keysvc::Generation* g = ring.encrypt_generation(now);
     return g ? std::optional(g->name) : std::nullopt;
   };
@@ -168,8 +174,8 @@ int keys_destroy(const Cli& cli, const std::string& name_text, bool json) {
   const std::int64_t now = unix_now();
   TokenChange change(config, *gateway, now);
   // (found, was_active)
-  auto [found, was_active] = gateway->call([name, now](keysvc::hsm::Session& s) {
-    keysvc::KeyRing ring = token_store::load(s);
+  auto [found, was_active] = gateway->call([name, now, rule = keysvc::custody_rule_of(config)](keysvc::hsm::Session& s) {
+    keysvc::KeyRing ring = token_store::load(s, rule);
     const keysvc::Generation* g = ring.find(name);
     if (g == nullptr) return std::pair{false, false};
     const bool active = ring.encrypt_generation(now) == g;

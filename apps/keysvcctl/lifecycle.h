@@ -33,6 +33,7 @@ class TokenChange {
 
  private:
   keysvc::TokenGateway& gateway_;
+  keysvc::CustodyRule custody_;  // what keys found in the token must be (key_custody.h)
   std::unique_ptr<keysvc::audit::AuditTrail> trail_;
   keysvc::audit::RingState before_;
 };

@@ -94,7 +94,7 @@ struct RotateOptions {
 // run's ring) keeps an outage from being taken for an empty token (ticket_rules.h).
 keysvc::RotationResult rotate_recorded(const keysvc::Config& config, keysvc::TokenGateway& gateway, std::int64_t now,
                                        std::shared_ptr<const keysvc::KeyRing> last_good = {}) {
-  keysvc::KeyRing ring = gateway.call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  keysvc::KeyRing ring = gateway.call([rule = keysvc::custody_rule_of(config)](keysvc::hsm::Session& s) { return keysvc::token_store::load(s, rule); });
   const keysvc::RotationPlan plan = keysvc::plan_rotation(ring, now, config.rotation);
   auto reserved = reserve_keys(config, gateway.token(), plan.create.size());
   if (!config.audit.enabled() || plan.empty()) return keysvc::rotate(gateway, now, config.rotation, last_good);
@@ -162,7 +162,9 @@ int rotate_every(const Cli& cli, const std::string& every_text, bool json) {
       const std::int64_t now = unix_now();
       keysvc::RotationResult r = rotate_recorded(config, *gateway, now, last_good);
       last_good = std::make_shared<const keysvc::KeyRing>(
-          gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); }));
+          gateway->call([rule = keysvc::custody_rule_of(config)](keysvc::hsm::Session& s) {
+            return keysvc::token_store::load(s, rule);
+          }));
       if (json) std::cout << dump_line(result_json(r, now)) << '\n';
       else print_text(r);
       std::cout.flush();

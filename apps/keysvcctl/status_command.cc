@@ -15,7 +15,7 @@ namespace {
 
 constexpr std::array kStates = {keysvc::GenerationState::kPending, keysvc::GenerationState::kActive,
                                 keysvc::GenerationState::kDecryptOnly, keysvc::GenerationState::kExpired,
-                                keysvc::GenerationState::kRevoked};
+                                keysvc::GenerationState::kRevoked, keysvc::GenerationState::kRefused};
 
 // The generation that will take over from the current one: the usable generation with
 // the earliest encrypt_from after now (ties: smallest name, as KeyRing orders them),
@@ -39,7 +39,8 @@ int status(const Cli& cli, bool json) {
   keysvc::Config config;
   auto gateway = cli.open_gateway(&config);  // throws unless the token is found and login works
   keysvc::hsm::TokenInfo info = gateway->token().info();
-  keysvc::KeyRing ring = gateway->call([](keysvc::hsm::Session& s) { return keysvc::token_store::load(s); });
+  keysvc::KeyRing ring = gateway->call(
+      [rule = keysvc::custody_rule_of(config)](keysvc::hsm::Session& s) { return keysvc::token_store::load(s, rule); });
   const std::int64_t now = unix_now();
   const keysvc::Generation* active = ring.encrypt_generation(now);
   const keysvc::Generation* next = next_generation(ring, now);

@@ -71,7 +71,18 @@ void Module::reinitialize_after_fork() {
   // Threads of the parent that were inside a call do not exist here: their counts
   // would keep every restart in the child waiting for them.
   in_flight_.store(0, std::memory_order_relaxed);
-  initialize();
+  // A new module instance for the child: no handle read in the parent is used here.
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  CK_C_INITIALIZE_ARGS args{};
+  args.flags = CKF_OS_LOCKING_OK;
+  CK_RV rv = hsm::call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
+  if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    // The module did not notice the fork and kept the parent's state (sessions, logins,
+    // locks held by threads that do not exist here): start it afresh.
+    hsm::call(*stats_, Call::kFinalize, fn_->C_Finalize, nullptr);
+    rv = hsm::call(*stats_, Call::kInitialize, fn_->C_Initialize, &args);
+  }
+  if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) check(rv, "C_Initialize");
 }
 
 bool Module::enter_when_open() const noexcept {

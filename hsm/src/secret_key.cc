@@ -124,13 +124,13 @@ void hmac_sha512(Session& session, CK_OBJECT_HANDLE key, std::span<const std::ui
 
 KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
   KeyCustody c;
-  CK_BBOOL v[13] = {};
+  CK_BBOOL v[14] = {};
   CK_ATTRIBUTE a[] = {
       {CKA_SENSITIVE, &v[0], 1}, {CKA_ALWAYS_SENSITIVE, &v[1], 1}, {CKA_EXTRACTABLE, &v[2], 1},
       {CKA_NEVER_EXTRACTABLE, &v[3], 1}, {CKA_SIGN, &v[4], 1}, {CKA_VERIFY, &v[5], 1},
       {CKA_ENCRYPT, &v[6], 1}, {CKA_DECRYPT, &v[7], 1}, {CKA_WRAP, &v[8], 1},
       {CKA_UNWRAP, &v[9], 1}, {CKA_DERIVE, &v[10], 1}, {CKA_COPYABLE, &v[11], 1},
-      {CKA_MODIFIABLE, &v[12], 1},
+      {CKA_MODIFIABLE, &v[12], 1}, {CKA_LOCAL, &v[13], 1},
   };
   // One call for all; a token that does not know one of them (a 2.20 token and
   // CKA_COPYABLE) answers CKR_ATTRIBUTE_TYPE_INVALID, marks that one unavailable and, as
@@ -166,6 +166,8 @@ KeyCustody read_custody(Session& session, CK_OBJECT_HANDLE key) {
   c.copyable = v[11];
   c.copyable_known = a[11].ulValueLen != CK_UNAVAILABLE_INFORMATION;
   c.modifiable = v[12];
+  c.local = v[13];
+  c.local_known = a[13].ulValueLen != CK_UNAVAILABLE_INFORMATION;
   c.enforced = session.profile().custody_enforced;
   return c;
 }

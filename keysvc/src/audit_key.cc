@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "keysvc/audit_anchor.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/secret_key.h"
+#include "keysvc/key_custody.h"
+#include "keysvc/log.h"
 
 namespace keysvc::audit {
 
@@ -31,6 +34,20 @@ std::optional<hsm::Bytes> from_hex(std::string_view text) {
   return out;
 }
 
+// Whether the audit key `h` has keysvc's custody attributes (key_custody.h). A key planted
+// with a known value would let whoever planted it forge seals: it is never used, and
+// said once per process and key.
+bool trusted(hsm::Session& session, CK_OBJECT_HANDLE h, const hsm::Bytes& id) {
+  const std::string why = custody_refusal(hsm::read_custody(session, h), CustodyRule{});
+  if (why.empty()) return true;
+  static std::mutex mutex;
+  static std::set<hsm::Bytes> said;
+  std::lock_guard lock(mutex);
+  if (said.insert(id).second)
+    logger()->error("audit key {} in the token refused, never used for seals: {}", hex(id), why);
+  return false;
+}
+
 Mac mac_in_token(hsm::Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> message) {
   Mac mac{};
   hsm::hmac_sha256(s, key, message, mac);
@@ -44,7 +61,8 @@ std::vector<AuditKey> find_audit_keys(hsm::Session& session) {
   for (CK_OBJECT_HANDLE h :
        hsm::find_objects(session, {.object_class = CKO_SECRET_KEY, .label = std::string(kAuditKeyLabel)})) {
     try {
-      keys.push_back({h, hsm::get_attribute(session, h, CKA_ID)});
+      hsm::Bytes id = hsm::get_attribute(session, h, CKA_ID);
+      if (trusted(session, h, id)) keys.push_back({h, std::move(id)});
     } catch (const hsm::Pkcs11Error& e) {
       if (e.rv() != CKR_OBJECT_HANDLE_INVALID) throw;  // destroyed meanwhile
     }
@@ -58,8 +76,9 @@ std::optional<AuditKey> find_audit_key(hsm::Session& session, std::string_view i
   if (!id) return std::nullopt;
   auto handles = hsm::find_objects(
       session, {.object_class = CKO_SECRET_KEY, .id = *id, .label = std::string(kAuditKeyLabel)});
-  if (handles.empty()) return std::nullopt;
-  return AuditKey{handles.front(), *id};
+  for (CK_OBJECT_HANDLE h : handles)
+    if (trusted(session, h, *id)) return AuditKey{h, *id};
+  return std::nullopt;
 }
 
 AuditKey find_or_create_audit_key(hsm::Session& session) {

@@ -41,6 +41,7 @@ struct Entry {
   std::string event;
   std::string name;  // a valid key name, or ""
   std::optional<std::int64_t> encrypt_from, encrypt_until, decrypt_until;  // generation_created
+  bool key_not_held = false;  // generation_created: a key whose custody says it was outside the token
   // usage: the period, and the counters of each valid key name in it
   std::optional<std::int64_t> period_start, period_end;
   std::vector<std::pair<std::string, UsageCounters>> counters;
@@ -81,6 +82,10 @@ Entry entry_of(const Line& line, const Record& rec) {
     e.encrypt_from = seconds_field(rec, "encrypt_from");
     e.encrypt_until = seconds_field(rec, "encrypt_until");
     e.decrypt_until = seconds_field(rec, "decrypt_until");
+    for (const char* key : {"enc_key", "mac_key"})
+      if (auto k = rec.obj.find(key); k != rec.obj.end() && k->is_object())
+        if (auto held = k->find("held_in_token"); held != k->end() && held->is_boolean() && !held->get<bool>())
+          e.key_not_held = true;
   } else if (rec.event == "usage") {
     e.period_start = time_field(rec, "period_start");
     e.period_end = time_field(rec, "period_end");
@@ -194,6 +199,7 @@ class Builder {
     earliest(*field, r.ts);
     k.marks.push_back({e, r.ref()});
     if (e == "generation_created") {
+      if (r.key_not_held) anomaly("key_not_held_in_token", r.name, 1, r);
       k.encrypt_from = r.encrypt_from;
       k.encrypt_until = r.encrypt_until;
       k.decrypt_until = r.decrypt_until;

@@ -30,9 +30,11 @@ std::int64_t unix_ms() {
 }
 
 // An exclusive flock on the log file itself, held while the trail is open. kServer
-// fails at once when another process holds it; kTool waits up to 10 s.
+// fails at once when another process holds it; kTool waits up to 10 s. Never through a
+// symlink (O_NOFOLLOW): one planted in a writable log folder would otherwise make a root
+// keysvcctl create or lock any file.
 int lock_file(const std::string& path, Writer writer) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
   if (fd < 0) throw std::runtime_error("cannot open the audit log " + path + ": " + std::strerror(errno));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {

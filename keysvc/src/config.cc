@@ -272,6 +272,13 @@ Config Config::parse(std::string_view text, const std::string& source, const std
   if (rot.publish_lead <= rot.refresh_interval + rot.clock_skew)
     throw ConfigError(r.at({{"rotation", "publish_lead"}, {"rotation", "refresh_interval"}, {"rotation", "clock_skew"}}) +
                       "rotation.publish_lead must exceed rotation.refresh_interval + rotation.clock_skew");
+  // A token schedule reaching further is refused as planted (key_custody.h).
+  const std::pair<const char*, std::chrono::seconds> reaches[] = {
+      {"encrypt_period", rot.encrypt_period}, {"decrypt_window", rot.decrypt_window}, {"publish_lead", rot.publish_lead}};
+  for (const auto& [key, value] : reaches) {
+    if (value.count() > kMaxScheduleStep)
+      throw ConfigError(r.at({{"rotation", key}}) + "rotation." + key + " must be at most 31d");
+  }
   if (c.metrics.enabled())
     if (std::string problem = check_listen_address(c.metrics.listen); !problem.empty())
       throw ConfigError(r.at({{"metrics", "listen"}}) + "metrics.listen: " + problem);

@@ -9,6 +9,7 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/issue_pool.h"
+#include "keysvc/ring_store.h"
 #include "keysvc/key_deriver.h"
 #include "keysvc/maintenance.h"
 #include "keysvc/session_key_cache.h"
@@ -88,10 +89,14 @@ void TicketKeyService::resume_after_fork(bool in_child) noexcept {
       } catch (...) {
       }
     }
+    // The module started afresh in a new generation (hsm::Module::reinitialize_after_fork):
+    // the parent's key handles are void here. Read them again (this process's own handles
+    // and copies) before the child serves, so its first handshakes do not wait for that
+    // scan. After the audit trail is gone: ring listeners would record into it.
+    rings_->scan();
   }
   try {
     maintenance_->start();
-    if (in_child) maintenance_->request(scan_task_);  // this process's own handles and copies
   } catch (const std::exception& e) {  // out of memory or threads: nothing sensible left to do
     logger()->critical("cannot restart keysvc after fork: {}", e.what());
     std::terminate();

@@ -17,6 +17,8 @@ std::string_view to_string(GenerationState state) {
       return "expired";
     case GenerationState::kRevoked:
       return "revoked";
+    case GenerationState::kRefused:
+      return "refused";
   }
   return "?";
 }

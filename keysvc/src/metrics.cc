@@ -18,7 +18,9 @@ MetricsSnapshot read_metrics(TicketKeyService& service) {
   TokenGateway& gateway = service.gateway();
   m.hsm_calls = gateway.call_stats().snapshot();
   m.hsm_sessions = gateway.open_sessions();
-  m.generations = service.ring()->generations().size();
+  auto ring = service.ring();
+  m.generations = ring->generations().size();
+  for (const auto& g : ring->generations()) m.refused_generations += g.refused.empty() ? 0 : 1;
   m.encrypt_key = service.encrypt_key_name();
   m.epoch_keys = service.deriver().epoch_keys().size();
   return m;

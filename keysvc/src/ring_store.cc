@@ -7,8 +7,9 @@
 
 namespace keysvc {
 
-RingStore::RingStore(TokenGateway& gateway, UnixClock now, std::int64_t skew, SessionKeyCache* session_copies)
-    : gateway_(gateway), now_(std::move(now)), skew_(skew), session_copies_(session_copies) {
+RingStore::RingStore(TokenGateway& gateway, UnixClock now, std::int64_t skew, SessionKeyCache* session_copies,
+                     CustodyRule custody)
+    : gateway_(gateway), now_(std::move(now)), skew_(skew), session_copies_(session_copies), custody_(custody) {
   ring_.store(std::make_shared<const KeyRing>());
 }
 
@@ -24,7 +25,7 @@ RingStore::ScanResult RingStore::scan() noexcept {
   std::shared_ptr<const KeyRing> installed;
   gateway_.prepare_for_scan();  // a token that needs a re-initialise to show others' changes
   try {
-    KeyRing loaded = gateway_.call([](hsm::Session& s) { return token_store::load(s); });
+    KeyRing loaded = gateway_.call([rule = custody_](hsm::Session& s) { return token_store::load(s, rule); });
     const std::int64_t now = now_();
     auto previous = ring_.load();
     if (scan_lost_every_generation(*previous, loaded, now)) {

@@ -12,7 +12,7 @@ namespace keysvc {
 RotationResult rotate(TokenGateway& gateway, std::int64_t now, const RotationPolicy& policy,
                       std::shared_ptr<const KeyRing> last_good) {
   return gateway.call([now, policy, last_good](hsm::Session& session) {
-    KeyRing ring = token_store::load(session);
+    KeyRing ring = token_store::load(session, {.copyable_allowed = policy.copyable_keys});
     if (last_good && scan_lost_every_generation(*last_good, ring, now))
       throw hsm::Error("the token shows none of the " + std::to_string(last_good->generations().size()) +
                        " generation(s) it held: taken for an outage, nothing rotated");
@@ -31,7 +31,7 @@ RotationResult rotate(TokenGateway& gateway, std::int64_t now, const RotationPol
 
 bool revoke(TokenGateway& gateway, const KeyName& name, std::int64_t now, const RotationPolicy& policy) {
   return gateway.call([name, now, policy](hsm::Session& session) {
-    KeyRing ring = token_store::load(session);
+    KeyRing ring = token_store::load(session, {.copyable_allowed = policy.copyable_keys});
     const Generation* g = ring.find(name);
     if (g == nullptr) return false;
     const Schedule old = g->schedule;
@@ -42,7 +42,7 @@ bool revoke(TokenGateway& gateway, const KeyName& name, std::int64_t now, const 
                                      key_options(policy));
     }
     // Record before keys: a server that refreshes between the two steps already refuses it.
-    if (!g->revoked) token_store::write_revocation(session, name, now, std::max(old.decrypt_until, now));
+    if (!g->revoked) token_store::write_revocation(session, name, now, std::max(old.decrypt_until, now), old);
     token_store::destroy_generation(session, name);
     return true;
   });

@@ -42,7 +42,7 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<T
       unknown_name_rescans_(std::make_unique<RescanThrottle>()) {
   if (config_.hsm.session_copies) session_copies_ = std::make_unique<SessionKeyCache>(gateway_->token());
   rings_ = std::make_unique<RingStore>(*gateway_, [this] { return unix_now(); }, config_.rotation.clock_skew.count(),
-                                       session_copies_.get());
+                                       session_copies_.get(), custody_rule_of(config_));
   if (config_.tickets.issue_pool > 0) issue_pool_ = std::make_unique<IssueKeyPool>(config_.tickets.issue_pool);
   maintenance_ = std::make_unique<Maintenance>();
   deriver_ = std::make_unique<KeyDeriver>(config_, [this] { return unix_now(); }, *gateway_, *rings_, counters_,
@@ -120,6 +120,14 @@ void TicketKeyService::ring_installed(const KeyRing& before, const KeyRing& afte
     logger()->warn("usage tracking: {}", e.what());
   }
   if (audit_) audit_->ring_changed(before, after, now);
+  for (const auto& g : after.generations()) {
+    const Generation* known = before.find(g.name);
+    if (g.refused.empty() || (known != nullptr && !known->refused.empty())) continue;
+    try {
+      logger()->error("generation {} in the token refused, never used for tickets: {}", to_hex(g.name), g.refused);
+    } catch (...) {
+    }
+  }
   const Generation* was = before.encrypt_generation(now);
   const Generation* is = after.encrypt_generation(now);
   if (is != nullptr && (was == nullptr || was->name != is->name)) {
@@ -252,7 +260,8 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
       g = ring->find(name);
     }
   }
-  if (g == nullptr) {
+  // A refused generation (key_custody.h) is not keysvc's: its name is as unknown as any.
+  if (g == nullptr || !g->refused.empty()) {
     record(name, TicketOutcome::kUnknownKey);
     return OpenStatus::kUnknownKey;
   }

@@ -18,6 +18,7 @@ const Generation* KeyRing::encrypt_generation(std::int64_t now) const noexcept {
 
 GenerationState KeyRing::state(const Generation& g, std::int64_t now) const noexcept {
   if (g.revoked) return GenerationState::kRevoked;
+  if (!g.refused.empty()) return GenerationState::kRefused;
   if (now >= g.schedule.decrypt_until) return GenerationState::kExpired;
   if (&g == encrypt_generation(now)) return GenerationState::kActive;
   if (now < g.schedule.encrypt_from) return GenerationState::kPending;

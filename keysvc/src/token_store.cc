@@ -11,6 +11,7 @@
 #include "key_value_text.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "keysvc/key_custody.h"
 
 namespace keysvc::token_store {
 
@@ -85,13 +86,36 @@ void destroy_records(hsm::Session& session, const std::string& label) {
     hsm::destroy_object(session, h);
 }
 
+// Why `g` (a generation record with its keys) is not to be trusted, or empty: its
+// schedule first (no token call), then each key's custody attributes.
+std::string refusal_of(hsm::Session& session, const Generation& g, const CustodyRule& rule) {
+  if (std::string why = schedule_refusal(g.schedule); !why.empty()) return "record: " + why;
+  const bool one_key = g.enc_key == g.mac_key;  // derivations 2 and 3
+  const std::pair<CK_OBJECT_HANDLE, const char*> keys[] = {{g.enc_key, one_key ? "key" : "enc key"},
+                                                           {g.mac_key, "mac key"}};
+  for (std::size_t k = 0; k < (one_key ? 1u : 2u); ++k) {
+    hsm::KeyCustody custody;
+    try {
+      custody = hsm::read_custody(session, keys[k].first);
+    } catch (const hsm::Pkcs11Error& e) {
+      // A key that will not say what it is is not trusted; any other failure fails the
+      // scan as every failed read does.
+      if (e.rv() != CKR_ATTRIBUTE_TYPE_INVALID && e.rv() != CKR_ATTRIBUTE_SENSITIVE) throw;
+      return std::string(keys[k].second) + ": its custody attributes cannot be read (" + e.what() + ")";
+    }
+    if (std::string why = custody_refusal(custody, rule); !why.empty()) return std::string(keys[k].second) + ": " + why;
+  }
+  return {};
+}
+
 }  // namespace
 
-KeyRing load(hsm::Session& session) {
+KeyRing load(hsm::Session& session, const CustodyRule& rule) {
   if (!session.user_logged_in()) throw hsm::Pkcs11Error("C_GetSessionInfo", CKR_USER_NOT_LOGGED_IN);
   std::map<KeyName, Generation> by_name;
   struct Revocation {
     std::int64_t revoked, keep_until;
+    std::optional<Schedule> was;  // the generation's schedule, in records that keep it
   };
   std::map<KeyName, Revocation> revocations;
   const hsm::ObjectQuery records{.object_class = CKO_DATA, .application = kApplication};
@@ -122,11 +146,17 @@ KeyRing load(hsm::Session& session) {
         } else {
           continue;  // a format this version does not know
         }
-        if (g.has_keys()) by_name[g.name] = g;
+        if (!g.has_keys()) continue;
+        g.refused = refusal_of(session, g, rule);
+        by_name[g.name] = g;
       } else if (auto revoked = name_in_label(as_text(label), kRevocationLabelPrefix)) {
         auto f = parse_fields(as_text(hsm::get_attribute(session, record, CKA_VALUE)), kRevocationMagic);
         if (!f || !f->count("revoked") || !f->count("decrypt_until")) continue;
-        revocations[*revoked] = {f->at("revoked"), f->at("decrypt_until")};
+        Revocation r{f->at("revoked"), f->at("decrypt_until"), std::nullopt};
+        if (f->count("created") && f->count("encrypt_from") && f->count("encrypt_until") &&
+            f->at("encrypt_from") <= f->at("encrypt_until"))
+          r.was = Schedule{f->at("created"), f->at("encrypt_from"), f->at("encrypt_until"), r.keep_until};
+        revocations[*revoked] = r;
       }
     } catch (const hsm::Pkcs11Error& e) {
       // Another process (the rotator) destroyed it between the search and the read.
@@ -147,7 +177,12 @@ KeyRing load(hsm::Session& session) {
     g.name = name;
     g.revoked = true;
     g.revoked_at = r.revoked;
-    if (!g.has_keys()) g.schedule = Schedule{r.revoked, r.revoked, r.revoked, r.keep_until};
+    // Keys gone: the schedule the record kept, its encrypt window ending at the
+    // revocation (older records: every time is the revocation's).
+    if (!g.has_keys())
+      g.schedule = r.was ? Schedule{r.was->created, r.was->encrypt_from,
+                                    std::clamp(r.revoked, r.was->encrypt_from, r.was->encrypt_until), r.keep_until}
+                         : Schedule{r.revoked, r.revoked, r.revoked, r.keep_until};
   }
   std::vector<Generation> generations;
   for (auto& [name, g] : by_name) {
@@ -205,10 +240,14 @@ void destroy_generation(hsm::Session& session, const KeyName& name) {
       hsm::destroy_object(session, h);
 }
 
-void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until) {
-  create_record(session, revocation_label(name),
-                std::string(kRevocationMagic) + "\nrevoked=" + std::to_string(revoked) +
-                    "\ndecrypt_until=" + std::to_string(keep_until) + "\n");
+void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until,
+                      const std::optional<Schedule>& was) {
+  std::string text = std::string(kRevocationMagic) + "\nrevoked=" + std::to_string(revoked) +
+                     "\ndecrypt_until=" + std::to_string(keep_until) + "\n";
+  if (was)
+    text += "created=" + std::to_string(was->created) + "\nencrypt_from=" + std::to_string(was->encrypt_from) +
+            "\nencrypt_until=" + std::to_string(was->encrypt_until) + "\n";
+  create_record(session, revocation_label(name), text);
 }
 
 void drop_revocation(hsm::Session& session, const KeyName& name) { destroy_records(session, revocation_label(name)); }

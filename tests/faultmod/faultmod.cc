@@ -87,6 +87,8 @@ constexpr CodeName kCodes[] = {
     {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
     {CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"},
     {CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED"},
+    // A module that kept its state over a fork (C_Initialize in the child).
+    {CKR_CRYPTOKI_ALREADY_INITIALIZED, "CKR_CRYPTOKI_ALREADY_INITIALIZED"},
 };
 
 enum class Action { kReturn, kLatency, kHang, kLogout };

@@ -25,7 +25,9 @@
 //             CKR_MECHANISM_INVALID | CKR_ATTRIBUTE_TYPE_INVALID | CKR_FUNCTION_NOT_SUPPORTED
 //                         the call returns this code without reaching the real module
 //                         (the last three: a token that lacks a mechanism, an attribute
-//                         or a function, e.g. "C_GenerateKey CKR_MECHANISM_INVALID")
+//                         or a function, e.g. "C_GenerateKey CKR_MECHANISM_INVALID");
+//                         CKR_CRYPTOKI_ALREADY_INITIALIZED (a C_Initialize in a forked
+//                         child of a module that kept the parent's state)
 //             latency MS  the call sleeps MS milliseconds, then is forwarded
 //             hang        the call blocks until no hang rule matches it any more (the
 //                         file is polled every 2 ms), then is forwarded

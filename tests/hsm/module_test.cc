@@ -47,7 +47,7 @@ TEST(Module, AlreadyInitializedByAnotherUserIsAccepted) {
   CK_C_INITIALIZE_ARGS args{};
   args.flags = CKF_OS_LOCKING_OK;
   EXPECT_EQ(m->fn()->C_Initialize(&args), static_cast<CK_RV>(CKR_CRYPTOKI_ALREADY_INITIALIZED));
-  EXPECT_NO_THROW(m->reinitialize_after_fork());
+  EXPECT_EQ(Module::load(kSoftHsmModule).get(), m.get());
   EXPECT_FALSE(m->slots_with_token().empty());
 }
 
@@ -254,6 +254,55 @@ TEST(ModuleRestart, AFailedInitializeIsTriedAgainByTheNextRestart) {
   Session s(t, false);
   s.login(CKU_USER, SecretString(token.pin()));
   EXPECT_TRUE(s.user_logged_in());
+  faults.clear();
+}
+
+// A module that did not notice the fork answers the child's C_Initialize with
+// CKR_CRYPTOKI_ALREADY_INITIALIZED (the fault module, in front of a private SoftHSM): the
+// child finalizes and initializes it again, in a new generation, and then works.
+TEST(ModuleFork, AModuleThatKeptTheParentsStateIsStartedAfresh) {
+  TestToken& token = TestToken::get();
+  test::FaultControl faults(token.dir() + "/fork-faults");
+  faults.export_env();
+  ::setenv("KEYSVC_FAULTMOD_TARGET", test::private_softhsm_copy().c_str(), 1);
+  auto m = Module::load(test::FaultControl::module_path());
+  Token t = Token::find(m, TokenUri::parse(token.token_uri()));
+  std::array<std::uint8_t, kHmacSha256Bytes> expected{};
+  {
+    Session s(t, true);
+    s.login(CKU_USER, SecretString(token.pin()));
+    hmac_sha256(s, generate_hmac_key(s, test::as_bytes("fork-key"), "fork-key"), test::as_bytes("data"), expected);
+  }
+  const std::uint64_t generation = m->generation();
+  const std::uint64_t finalized = m->stats().snapshot(Call::kFinalize).count;
+  faults.set("C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED times 1\n");
+  std::this_thread::sleep_for(20ms);  // the fault module polls its control file every 2 ms
+
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      m->reinitialize_after_fork();
+      if (m->generation() != generation + 1) code = 2;
+      else if (m->stats().snapshot(Call::kFinalize).count != finalized + 1) code = 3;
+      else if (m->stats().snapshot(Call::kInitialize).count < 2) code = 4;
+      Session s(t, true);
+      s.login(CKU_USER, SecretString(token.pin()));
+      auto found = find_objects(s, {.object_class = CKO_SECRET_KEY, .label = std::string("fork-key")});
+      std::array<std::uint8_t, kHmacSha256Bytes> mac{};
+      if (code == 0 && found.size() == 1) hmac_sha256(s, found.front(), test::as_bytes("data"), mac);
+      if (code == 0 && mac != expected) code = 5;
+    } catch (...) {
+      code = 6;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: same generation, 3: not finalized, 4: not initialized again, "
+                                       "5: no working key, 6: an exception";
   faults.clear();
 }
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -28,6 +29,7 @@
 #include "fault_control.h"
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/object.h"
+#include "keysvc/hsm/secret_key.h"
 #include "keysvc/token_store.h"
 #include "known_secrets.h"
 #include "process.h"
@@ -47,27 +49,18 @@ struct Range {
   std::uint64_t begin = 0, end = 0;
 };
 
-// The generation the server will use, with key values the test knows: made by keysvc's
-// own token layout, then its two keys replaced by imported ones with the same ID and
-// labels.
+// The generation the server will use, made by keysvc's own token layout. The test cannot
+// know its keys (keysvc refuses keys imported with a known value: key_custody.h), but it
+// can have the token compute the same per-ticket keys the server derives (it holds the
+// PIN and the keys may sign).
 struct KnownGeneration {
   KeyName name{};
-  ByteVec enc = test::random_bytes(32), mac = test::random_bytes(32);
 };
 KnownGeneration make_known_generation() {
   TestToken::get().clear();
   auto s = test::user_session();
-  KnownGeneration g;
   const std::int64_t now = std::time(nullptr);
-  Generation made = token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200});
-  g.name = made.name;
-  for (const char* label : {token_store::kEncKeyLabel, token_store::kMacKeyLabel})
-    for (auto h : hsm::find_objects(*s, {.object_class = CKO_SECRET_KEY, .label = label})) hsm::destroy_object(*s, h);
-  hsm::import_hmac_key(*s, g.name, token_store::kEncKeyLabel, g.enc);
-  hsm::import_hmac_key(*s, g.name, token_store::kMacKeyLabel, g.mac);
-  test::remember_secret_bytes(g.enc);  // never in any log either
-  test::remember_secret_bytes(g.mac);
-  return g;
+  return {token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200}).name};
 }
 
 // The per-ticket AES and HMAC keys of the ticket in an s_client session file
@@ -85,9 +78,21 @@ std::vector<ByteVec> ticket_keys(const std::string& session_file, const KnownGen
   if (len >= 32 && std::equal(g.name.begin(), g.name.end(), tick)) {
     Iv iv{};
     std::copy(tick + 16, tick + 32, iv.begin());
-    for (auto [label, key] : {std::pair{kAesKeyLabel, &g.enc}, std::pair{kHmacKeyLabel, &g.mac}}) {
+    // Found again in this session: SoftHSM forgets object handles once a process has no
+    // session left on the token.
+    auto s = test::user_session();
+    auto key_of = [&](const char* label) {
+      auto found = hsm::find_objects(
+          *s, {.object_class = CKO_SECRET_KEY, .id = hsm::Bytes(g.name.begin(), g.name.end()), .label = label});
+      if (found.size() != 1) throw std::runtime_error(std::string("no single ") + label + " key in the token");
+      return found.front();
+    };
+    for (auto [label, key] : {std::pair{kAesKeyLabel, key_of(token_store::kEncKeyLabel)},
+                              std::pair{kHmacKeyLabel, key_of(token_store::kMacKeyLabel)}}) {
       DerivationMessage m = derivation_message(label, g.name, iv);
-      keys.push_back(test::openssl_hmac_sha256(*key, m));
+      std::array<std::uint8_t, hsm::kHmacSha256Bytes> out{};
+      hsm::hmac_sha256(*s, key, m, out);
+      keys.emplace_back(out.begin(), out.end());
       test::remember_secret_bytes(keys.back());
     }
   }

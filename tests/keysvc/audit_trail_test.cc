@@ -80,6 +80,19 @@ TEST_F(AuditTrailTest, EachWriterHasItsOwnLockedFile) {
   EXPECT_TRUE(verifies(log_path(config_.audit, Writer::kTool)));
 }
 
+// A symlink at the audit path (planted in a writable log folder) is not followed: the
+// trail does not open, and nothing is created or written where it points.
+TEST_F(AuditTrailTest, ASymlinkedPathIsRefused) {
+  const std::string target = dir_ + "/elsewhere.txt";
+  std::filesystem::create_symlink(target, config_.audit.path);  // dangling
+  EXPECT_THROW(AuditTrail::open(config_, Writer::kServer, gateway_.get()), std::runtime_error);
+  EXPECT_FALSE(std::filesystem::exists(target));
+  std::ofstream(target) << "untouched\n";
+  std::filesystem::create_symlink(target, log_path(config_.audit, Writer::kTool));
+  EXPECT_THROW(AuditTrail::open(config_, Writer::kTool, gateway_.get()), std::runtime_error);
+  EXPECT_EQ(slurp(target), "untouched\n");
+}
+
 // Prefork servers share one config: {pid} gives each process its own file (and lock),
 // while keysvcctl's runs keep sharing one. Other processes are not forked here (a child
 // of this multi-threaded test that starts threads can hang under ASan and is stopped by

@@ -323,6 +323,25 @@ TEST(AuditReport, LifecycleRulesUseThePeriodStart) {
   }
 }
 
+// A generation whose keys were once outside the token (key_custody.h) is an anomaly as
+// soon as a writer records it: once per name, counting every record of it.
+TEST(AuditReport, KeyNotHeldInTokenIsAnAnomaly) {
+  const std::string good(32, 'a'), planted(32, 'b');
+  int seq = 0;
+  auto created = [&](const std::string& name, bool held) {
+    const std::string key = std::string("{\"sensitive\":true,\"held_in_token\":") + (held ? "true" : "false") + "}";
+    return "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"2026-11-23T12:00:0" + std::to_string(seq) +
+           ".000Z\",\"event\":\"generation_created\",\"name\":\"" + name + "\",\"enc_key\":" + key +
+           ",\"mac_key\":" + key + ",\"prev\":\"" + std::string(64, '0') + "\"}\n";
+  };
+  Report rep = report_texts({{"ctl", created(good, true) + created(planted, false)}, {"server", created(planted, false)}},
+                            {});
+  ASSERT_EQ(rep.anomalies.size(), 1u);
+  EXPECT_EQ(rep.anomalies[0].kind, "key_not_held_in_token");
+  EXPECT_EQ(rep.anomalies[0].name, planted);
+  EXPECT_EQ(rep.anomalies[0].count, 2u);
+}
+
 TEST(AuditTime, ParseTime) {
   EXPECT_EQ(parse_time("1795435200"), 1795435200000);
   EXPECT_EQ(parse_time("2026-11-23T12:00:00Z"), 1795435200000);

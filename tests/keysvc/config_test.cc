@@ -295,6 +295,11 @@ TEST(ConfigErrors, RotationConstraints) {
   expect_error(kMinimal + "[rotation]\nrefresh_interval = \"5m\"\npublish_lead = \"5m\"\n", 6,
                "rotation.publish_lead must exceed");
   expect_error(kMinimal + "[rotation]\nencrypt_period = 0\n", 5, "rotation.encrypt_period must be positive");
+  // Nothing reaches further than a token record may (key_custody.h).
+  for (const char* key : {"encrypt_period", "decrypt_window", "publish_lead"})
+    expect_error(kMinimal + "[rotation]\n" + key + " = \"32d\"\n", 5,
+                 std::string("rotation.") + key + " must be at most 31d");
+  EXPECT_NO_THROW(Config::parse(kMinimal + "[rotation]\nencrypt_period = \"31d\"\ndecrypt_window = \"31d\"\n", "t", ""));
 }
 
 TEST(ConfigErrors, BadLogLevel) {

@@ -35,7 +35,10 @@ class SessionKeyCacheTest : public ::testing::Test {
   Generation make(hsm::Copyable copyable, const Schedule& s = kSchedule) {
     return token_store::create_generation(*session_, s, {copyable});
   }
-  KeyRing attach(std::int64_t now = kNow) { return cache_.attach(token_store::load(*session_), now, kSkew); }
+  // A cache exists only with hsm.session_copies, which allows copyable keys (custody_rule_of).
+  KeyRing attach(std::int64_t now = kNow) {
+    return cache_.attach(token_store::load(*session_, {.copyable_allowed = true}), now, kSkew);
+  }
 };
 
 TEST_F(SessionKeyCacheTest, CopyableGenerationGetsCopiesThatDeriveTheSameKeys) {

@@ -184,9 +184,21 @@ TEST(TokenStore, RevocationRecords) {
   EXPECT_FALSE(ring.generations()[0].has_keys());
   EXPECT_EQ(ring.generations()[0].schedule.decrypt_until, 20000);
 
+  EXPECT_EQ(ring.generations()[0].schedule.created, 3000) << "a record without the schedule: the revocation's time";
+
   token_store::drop_revocation(*s, g.name);
   EXPECT_TRUE(token_store::load(*s).empty());
   EXPECT_TRUE(hsm::find_objects(*s, {}).empty());
+
+  // A record that keeps the schedule: once the keys are gone, keys list still shows when
+  // the generation was created and encrypted; its encrypt window ends at the revocation.
+  Generation h = token_store::create_generation(*s, kSchedule);
+  token_store::write_revocation(*s, h.name, 3000, 20000, kSchedule);
+  token_store::destroy_generation(*s, h.name);
+  ring = token_store::load(*s);
+  ASSERT_EQ(ring.generations().size(), 1u);
+  EXPECT_EQ(ring.generations()[0].schedule, (Schedule{kSchedule.created, kSchedule.encrypt_from, 3000, 20000}));
+  EXPECT_EQ(ring.generations()[0].revoked_at, 3000);
 }
 
 // A session logged out behind keysvc's back (login state is per application) would

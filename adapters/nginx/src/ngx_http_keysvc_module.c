@@ -156,8 +156,8 @@ ngx_http_keysvc_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
 /* Refuses keysvc_tickets on together with nginx settings that would take the tickets
  * away from keysvc's callback: nginx's own ticket keys (the callback would silently
- * win over them), no tickets at all, or TLS 1.3 early data (OpenSSL then issues
- * stateful tickets without asking any callback). */
+ * win over them), no tickets at all, TLS 1.3 early data (OpenSSL then issues
+ * stateful tickets without asking any callback), or a session cache (session IDs). */
 static ngx_int_t
 ngx_http_keysvc_check_server(ngx_conf_t *cf, ngx_http_keysvc_srv_conf_t *kscf, ngx_http_ssl_srv_conf_t *sscf,
     ngx_str_t *name)
@@ -185,6 +185,18 @@ ngx_http_keysvc_check_server(ngx_conf_t *cf, ngx_http_keysvc_srv_conf_t *kscf, n
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"keysvc_tickets on\" and \"ssl_early_data on\" in server \"%V\": with early data "
                            "OpenSSL issues TLS 1.3 tickets without keysvc", name);
+        return NGX_ERROR;
+    }
+
+    /* A session cache resumes TLS 1.2 sessions by ID, past keysvc: revocation and
+     * tickets.max_session_age would not apply to them. */
+    if (sscf->shm_zone != NULL || sscf->builtin_session_cache >= 0
+        || sscf->builtin_session_cache == NGX_SSL_DFLT_BUILTIN_SCACHE)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"keysvc_tickets on\" and \"ssl_session_cache\" in server \"%V\": session IDs would "
+                           "resume past keysvc's revocation and max_session_age, use \"ssl_session_cache none\"",
+                           name);
         return NGX_ERROR;
     }
 

@@ -347,12 +347,45 @@ void require_hmac_sha256(OSSL_LIB_CTX* libctx, const char* propq) {
   if (!ok) throw std::runtime_error("HMAC-SHA256 is not available in the SSL_CTX's library context");
 }
 
+// Early data with anti-replay off: OpenSSL then accepts 0-RTT data under keysvc's
+// stateless tickets as often as a recorded ClientHello is replayed (with anti-replay on it
+// issues stateful tickets instead, which never reach keysvc: warned below).
+bool replayable_early_data(const SSL_CTX* ctx) {
+  return SSL_CTX_get_max_early_data(ctx) > 0 && (SSL_CTX_get_options(ctx) & SSL_OP_NO_ANTI_REPLAY) != 0;
+}
+
+// The session timeout (and the TLS 1.3 ticket lifetime hint) a server set for itself
+// (nginx's ssl_session_timeout, Apache's SSLSessionCacheTimeout) is its decision: kept
+// when shorter than tickets.lifetime, capped at it when longer (keysvc refuses older
+// tickets anyway), either said in one line. OpenSSL's default becomes tickets.lifetime.
+void set_session_timeout(SSL_CTX* ctx, long lifetime) {
+  const long current = SSL_CTX_get_timeout(ctx);
+  long openssl_default = current;
+  if (SSL_CTX* fresh = SSL_CTX_new(SSL_CTX_get_ssl_method(ctx))) {
+    openssl_default = SSL_CTX_get_timeout(fresh);
+    SSL_CTX_free(fresh);
+  }
+  if (current == lifetime) return;
+  if (current == openssl_default) {
+    SSL_CTX_set_timeout(ctx, lifetime);
+  } else if (current < lifetime) {
+    logger()->info("keeping the SSL_CTX's session timeout of {} s, shorter than tickets.lifetime ({} s)", current,
+                   lifetime);
+  } else {
+    logger()->warn("the SSL_CTX's session timeout of {} s is capped at tickets.lifetime ({} s)", current, lifetime);
+    SSL_CTX_set_timeout(ctx, lifetime);
+  }
+}
+
 }  // namespace
 
 void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const InstallOptions& options) {
   if (ctx == nullptr || !service) throw std::invalid_argument("keysvc install: null SSL_CTX or service");
   if (state_index() < 0) throw std::runtime_error("keysvc install: no SSL_CTX ex_data index");
   if (state_of(ctx) != nullptr) throw std::runtime_error("keysvc is already installed on this SSL_CTX");
+  if (replayable_early_data(ctx))
+    throw std::runtime_error("keysvc install: early data (max_early_data > 0) with SSL_OP_NO_ANTI_REPLAY would accept "
+                             "replayed 0-RTT data under keysvc's tickets: turn early data off or anti-replay on");
 
   auto st = std::make_unique<AdapterState>();
   st->service = service;
@@ -385,8 +418,8 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
   state->previous_info_cb = SSL_CTX_get_info_callback(ctx);
   SSL_CTX_set_info_callback(ctx, info_cb);
   SSL_CTX_set_num_tickets(ctx, static_cast<std::size_t>(tickets));
-  SSL_CTX_set_timeout(ctx, static_cast<long>(service->config().tickets.lifetime.count()));
-  if (SSL_CTX_get_max_early_data(ctx) > 0 && !(SSL_CTX_get_options(ctx) & SSL_OP_NO_ANTI_REPLAY))
+  set_session_timeout(ctx, static_cast<long>(service->config().tickets.lifetime.count()));
+  if (SSL_CTX_get_max_early_data(ctx) > 0)
     logger()->warn("max_early_data > 0 without SSL_OP_NO_ANTI_REPLAY: TLS 1.3 tickets bypass keysvc");
 }
 

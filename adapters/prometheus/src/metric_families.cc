@@ -146,6 +146,10 @@ void add_hsm(std::vector<MetricFamily>& out, const std::vector<hsm::CallSnapshot
 void add_gauges(std::vector<MetricFamily>& out, const MetricsSnapshot& m) {
   out.push_back(gauge("keysvc_generations", "Ticket key generations in the ring the service uses now.",
                       static_cast<double>(m.generations)));
+  out.push_back(gauge("keysvc_generations_refused",
+                      "Of those, generations refused because their keys or record are not what keysvc makes "
+                      "(never used).",
+                      static_cast<double>(m.refused_generations)));
   out.push_back(gauge("keysvc_hsm_sessions_open", "PKCS#11 sessions the service's pool has open.",
                       static_cast<double>(m.hsm_sessions)));
   out.push_back(gauge("keysvc_epoch_keys",

@@ -14,15 +14,24 @@
 
 namespace {
 
-// An exclusive flock on a file for the life of the object; nothing if the file cannot
-// be opened.
+// An exclusive flock on a file for the life of the object, waited for at most
+// `max_wait_ms`: anyone who can read the file can hold the lock (a stuck process, or a
+// hostile one), and a worker must not hang on it. Nothing if the file cannot be opened
+// or the lock is not had in time (then the worker opens without taking turns).
 class FileLock {
  public:
-  explicit FileLock(const char* path) : fd_(path ? ::open(path, O_RDONLY | O_CLOEXEC) : -1) {
+  FileLock(const char* path, long max_wait_ms) : fd_(path ? ::open(path, O_RDONLY | O_CLOEXEC) : -1) {
     if (fd_ == -1) return;
-    while (::flock(fd_, LOCK_EX) == -1 && errno == EINTR) {
+    constexpr long kPollMs = 10;
+    for (long waited = 0;; waited += kPollMs) {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+      if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= max_wait_ms) break;
+      ::usleep(kPollMs * 1000);
     }
+    ::close(fd_);
+    fd_ = -1;
   }
+  bool held() const noexcept { return fd_ != -1; }
   ~FileLock() {
     if (fd_ != -1) ::close(fd_);  // releases the lock
   }
@@ -52,11 +61,18 @@ class AllSignalsBlocked {
 
 }  // namespace
 
-extern "C" keysvc_service* keysvc_webserver_open(const keysvc_preloaded* preloaded, const char* lock_path, char* err,
-                                                 size_t err_len) {
-  FileLock lock(lock_path);
+extern "C" keysvc_service* keysvc_webserver_open_within(const keysvc_preloaded* preloaded, const char* lock_path,
+                                                        long max_lock_wait_ms, int* lock_held, char* err,
+                                                        size_t err_len) {
+  FileLock lock(lock_path, max_lock_wait_ms);
+  if (lock_held != nullptr) *lock_held = lock.held() ? 1 : 0;
   AllSignalsBlocked blocked;
   return keysvc_service_open_preloaded(preloaded, err, err_len);
+}
+
+extern "C" keysvc_service* keysvc_webserver_open(const keysvc_preloaded* preloaded, const char* lock_path, char* err,
+                                                 size_t err_len) {
+  return keysvc_webserver_open_within(preloaded, lock_path, KEYSVC_WEBSERVER_LOCK_WAIT_MS, nullptr, err, err_len);
 }
 
 extern "C" void keysvc_webserver_counters(const SSL_CTX* ctx, char* out, size_t out_len) {

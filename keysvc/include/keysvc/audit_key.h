@@ -34,9 +34,13 @@ struct AuditKey {
   std::string id_hex() const { return hex(id); }
 };
 
-// Every audit key in the token, ordered by CKA_ID.
+// Only keys with keysvc's custody attributes count (key_custody.h): one that lacks them
+// (imported with a known value, extractable, ...) is never used to seal or to verify,
+// and is logged once per process.
+//
+// Every trusted audit key in the token, ordered by CKA_ID.
 std::vector<AuditKey> find_audit_keys(hsm::Session& session);
-// The audit key whose CKA_ID is `id_hex` (either case), if present.
+// The trusted audit key whose CKA_ID is `id_hex` (either case), if present.
 std::optional<AuditKey> find_audit_key(hsm::Session& session, std::string_view id_hex);
 // The audit key to seal with: the one with the smallest CKA_ID if any exists (two
 // writers racing to create one end up with two keys; each seal names its own), else a

@@ -39,6 +39,8 @@
 //   encrypt_period   = "1h"   # each generation encrypts new tickets this long
 //   publish_lead     = "10m"  # created at least this long before it encrypts
 //   decrypt_window   = (tickets.lifetime)  # decrypts this long after its encrypt window
+//                             # (encrypt_period, publish_lead, decrypt_window: at most 31d;
+//                             # a token record reaching further is refused: key_custody.h)
 //   clock_skew       = "30s"  # tolerated clock difference between servers
 //   refresh_interval = "30s"  # servers rescan the token this often
 //   self_rotate      = true   # this server rotates for itself (single node)
@@ -106,6 +108,7 @@
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/pin_source.h"
 #include "keysvc/hsm/token_uri.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/schedule.h"
 
 namespace keysvc {
@@ -169,6 +172,12 @@ struct Config {
   // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
   static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
 };
+
+// The custody rule for keys this config's process finds in the token (key_custody.h):
+// copyable keys only where rotation.copyable_keys or hsm.session_copies opts into them.
+inline CustodyRule custody_rule_of(const Config& config) {
+  return {.copyable_allowed = config.rotation.copyable_keys || config.hsm.session_copies};
+}
 
 // Where the config's PIN comes from: hsm.pin, else the token URI's pin-source, else its
 // pin-value. Throws ConfigError if there is none.

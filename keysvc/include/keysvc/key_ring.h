@@ -11,6 +11,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "keysvc/key_name.h"
@@ -42,10 +43,14 @@ struct Generation {
   // itself may be dropped).
   bool revoked = false;
   std::int64_t revoked_at = 0;
+  // Why keysvc does not trust this generation (key_custody.h: a key without keysvc's
+  // custody attributes, a schedule keysvc could not have written), or empty. A refused
+  // generation is never used; it stays in the ring so that it is seen and reported.
+  std::string refused;
 
   bool has_keys() const noexcept { return enc_key != CK_INVALID_HANDLE && mac_key != CK_INVALID_HANDLE; }
   // May encrypt or decrypt at all (at the right times).
-  bool usable() const noexcept { return has_keys() && !revoked; }
+  bool usable() const noexcept { return has_keys() && !revoked && refused.empty(); }
   // The handles derivation signs with: the session copies when both exist.
   bool has_copies() const noexcept { return enc_copy != CK_INVALID_HANDLE && mac_copy != CK_INVALID_HANDLE; }
   CK_OBJECT_HANDLE enc_signing_key() const noexcept { return has_copies() ? enc_copy : enc_key; }

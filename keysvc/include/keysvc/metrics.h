@@ -28,6 +28,7 @@ struct MetricsSnapshot {
   UsageSnapshot usage;                       // per key name: tickets by outcome (usage.h)
   std::vector<hsm::CallSnapshot> hsm_calls;  // per PKCS#11 function called so far (call_stats.h)
   std::size_t generations = 0;               // generations in the ring the service uses now
+  std::size_t refused_generations = 0;       // of them, refused (key_custody.h): never used
   std::optional<KeyName> encrypt_key;        // the generation new tickets are issued under
   std::size_t hsm_sessions = 0;              // sessions the service's pool has open on the token
   std::size_t epoch_keys = 0;                // epoch keys this process holds now (epoch_keys.h)

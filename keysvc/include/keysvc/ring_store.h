@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "keysvc/hsm/shared_snapshot.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/key_ring.h"
 #include "keysvc/token_gateway.h"
 
@@ -45,7 +46,9 @@ class RingStore {
 
   // `session_copies` (may be null; hsm.session_copies) gets every scanned ring to attach
   // this process's session-object copies. `skew` is rotation.clock_skew in seconds.
-  RingStore(TokenGateway& gateway, UnixClock now, std::int64_t skew, SessionKeyCache* session_copies);
+  // `custody` is what keys found in the token must be (key_custody.h, custody_rule_of).
+  RingStore(TokenGateway& gateway, UnixClock now, std::int64_t skew, SessionKeyCache* session_copies,
+            CustodyRule custody = {});
 
   // The ring in use. Cheap; safe from any thread.
   std::shared_ptr<const KeyRing> current() const { return ring_.load(); }
@@ -85,6 +88,7 @@ class RingStore {
   UnixClock now_;
   const std::int64_t skew_;
   SessionKeyCache* session_copies_;
+  const CustodyRule custody_;
   hsm::SharedSnapshot<const KeyRing> ring_;
   std::vector<Listener> listeners_;
 

@@ -8,7 +8,8 @@
 //   active        when it is the encrypt generation (see choose_encrypt_generation);
 //   decrypt-only  after its encrypt window, while now < decrypt_until;
 //   expired       from decrypt_until on (destroyed by the rotator after clock_skew);
-//   revoked       once a revocation record names it: never used again, destroyed.
+//   revoked       once a revocation record names it: never used again, destroyed;
+//   refused       its keys or record are not what keysvc makes (key_custody.h): never used.
 #pragma once
 
 #include <chrono>
@@ -26,7 +27,7 @@ struct Schedule {
   bool operator==(const Schedule&) const = default;
 };
 
-enum class GenerationState { kPending, kActive, kDecryptOnly, kExpired, kRevoked };
+enum class GenerationState { kPending, kActive, kDecryptOnly, kExpired, kRevoked, kRefused };
 std::string_view to_string(GenerationState state);
 
 // How generations are laid out in time; the [rotation] section of the config.

@@ -71,7 +71,7 @@ struct IssueKeys {
 enum class OpenStatus {
   kOk,          // keys derived; generation still encrypts
   kOkRenew,     // keys derived; the ticket is under an older generation: renew it
-  kUnknownKey,  // no generation has this name, even after a rescan
+  kUnknownKey,  // no generation has this name, even after a rescan, or it is refused (key_custody.h)
   kRetired,     // the generation is expired or revoked
   kHsmError,    // the token failed; serve a full handshake
 };
@@ -102,9 +102,10 @@ class TicketKeyService {
   //
   // Fork safety (prefork servers, as nginx): the process may fork() while services are
   // open. pthread_atfork handlers stop each service's maintenance thread before the fork
-  // and restart it in the parent; in the child they first re-initialise the module,
-  // forget the parent's sessions without closing them (a new session logs in again),
-  // and wipe the pre-derived issue pool (two processes must never issue with the same
+  // and restart it in the parent; in the child they first re-initialise the module (in a
+  // new module generation: the parent's handles are void), forget the parent's sessions
+  // without closing them (a new session logs in again), read the ring again, and wipe
+  // the pre-derived issue pool (two processes must never issue with the same
   // per-ticket keys). Fork only while no other thread of the process is using the
   // service (a prefork master forks before it serves). [audit] stays with the parent: a
   // child writes no audit records (open keysvc after fork, as the nginx module does, to

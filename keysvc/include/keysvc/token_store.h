@@ -21,12 +21,16 @@
 // A revoked generation additionally has, until its decrypt_until has passed:
 //   CKO_DATA        label "keysvc-revoked NAME_HEX", CKA_APPLICATION "keysvc", private,
 //                   CKA_VALUE = "keysvc-revocation v1\nrevoked=..\ndecrypt_until=..\n"
+//                               then, from this version on, "created=..\nencrypt_from=..\n
+//                               encrypt_until=..\n" (the generation's schedule)
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "keysvc/hsm/secret_key.h"
 #include "keysvc/hsm/session.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/key_ring.h"
 
 namespace keysvc::token_store {
@@ -44,7 +48,10 @@ inline constexpr char kRevocationLabelPrefix[] = "keysvc-revoked ";
 // the module logged out): its searches would miss every private object and return an
 // empty ring as if the token had none. That error kills the session, so
 // SessionPool::run retries once on a fresh session, which logs in again.
-KeyRing load(hsm::Session& session);
+// Every generation record with its keys is checked (key_custody.h: the record's schedule,
+// each key's custody attributes under `rule`, one C_GetAttributeValue per key); one that
+// fails is loaded with Generation::refused saying why, and is never usable.
+KeyRing load(hsm::Session& session, const CustodyRule& rule = {});
 
 // How a new generation's keys are made (rotation.copyable_keys, rotation.derivation).
 struct KeyOptions {
@@ -61,8 +68,12 @@ Generation create_generation(hsm::Session& session, const Schedule& schedule, co
 // Destroys the generation's record and keys. Missing objects are not an error.
 void destroy_generation(hsm::Session& session, const KeyName& name);
 
-// Writes the revocation record for `name` (kept until `keep_until`).
-void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until);
+// Writes the revocation record for `name` (kept until `keep_until`), with the
+// generation's schedule `was` if given, so that once its keys are gone `keys list` still
+// shows when it was created and encrypted (its encrypt window ends at the revocation).
+// Versions before this read the two fields they know and ignore the others.
+void write_revocation(hsm::Session& session, const KeyName& name, std::int64_t revoked, std::int64_t keep_until,
+                      const std::optional<Schedule>& was = std::nullopt);
 // Destroys the revocation record for `name`, if any.
 void drop_revocation(hsm::Session& session, const KeyName& name);
 

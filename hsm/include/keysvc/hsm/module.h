@@ -69,10 +69,13 @@ class Module {
   static bool process_exiting() noexcept;
 
   // Re-runs C_Initialize in a child after fork(): PKCS#11 state does not survive fork.
-  // Forgets the calls other threads of the parent had in flight (they do not exist in
-  // the child). The generation stays: the parent's sessions are the caller's to forget
-  // (SessionPool::forget_after_fork), and object handles stay as valid as the module
-  // keeps them. Only call in a freshly forked child before any other use of the module.
+  // A module that answers CKR_CRYPTOKI_ALREADY_INITIALIZED (it kept the parent's state)
+  // is finalized and initialized again. Forgets the calls other threads of the parent had
+  // in flight (they do not exist in the child) and bumps generation(): every session and
+  // object handle read in the parent is stale here (sessions refuse calls, the key ring
+  // is read again); the parent's sessions are still the caller's to forget without
+  // closing them (SessionPool::forget_after_fork). Only call in a freshly forked child
+  // before any other use of the module. Throws Pkcs11Error if C_Initialize fails.
   void reinitialize_after_fork();
 
   // The module instance's generation: 1 after load(), bumped by every restart().

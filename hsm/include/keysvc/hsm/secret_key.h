@@ -67,6 +67,11 @@ struct KeyCustody {
   // False when the token does not know CKA_COPYABLE (PKCS#11 2.20): `copyable` is then
   // meaningless, and whether a copy is allowed is the token's business.
   bool copyable_known = true;
+  // CKA_LOCAL: the token generated the key itself (C_GenerateKey), rather than taking its
+  // value from outside (C_CreateObject, C_UnwrapKey). `local_known` is false when the
+  // token does not report it.
+  bool local = false;
+  bool local_known = true;
   // False when the token keeps these attributes as metadata without enforcing them
   // (tpm2-pkcs11): they then prove what the key was made with, not what it can do.
   bool enforced = true;

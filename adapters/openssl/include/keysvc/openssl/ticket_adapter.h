@@ -12,7 +12,14 @@
 //     carrying the time of the original full handshake across renewals, so resumption
 //     is refused once it is older than tickets.max_session_age;
 //   - SSL_CTX_set_num_tickets (TLS 1.3 tickets per full handshake) and
-//     SSL_CTX_set_timeout (ticket lifetime).
+//     SSL_CTX_set_timeout: tickets.lifetime where the SSL_CTX has OpenSSL's default;
+//     a timeout the server set itself is kept if shorter and capped at tickets.lifetime
+//     if longer, each said in one log line.
+//
+// install() refuses (one-line std::runtime_error, the SSL_CTX unchanged) an SSL_CTX with
+// early data and SSL_OP_NO_ANTI_REPLAY: 0-RTT data under keysvc's tickets could be
+// replayed at will. Early data with anti-replay on makes OpenSSL issue stateful TLS 1.3
+// tickets that never reach keysvc: allowed, with a warning.
 //
 // A resumed TLS 1.3 session always gets one fresh ticket (as with OpenSSL's own keys:
 // TLS 1.3 clients use each ticket once); a TLS 1.2 ticket is renewed when its
@@ -58,7 +65,7 @@ struct InstallOptions {
 
 // Installs keysvc's ticket handling on `ctx`. The SSL_CTX keeps `service` alive.
 // Throws std::runtime_error (one line) if the provider, KDF, cipher or MAC cannot be
-// set up in `options.libctx`.
+// set up in `options.libctx`, or if the SSL_CTX accepts replayable early data (above).
 void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const InstallOptions& options = {});
 
 // For long-lived TLS 1.3 connections: if the encrypt generation changed since the

@@ -24,10 +24,23 @@ extern "C" {
  *     process logging in can miss the token ("tokens present: none") or fail
  *     C_GetTokenInfo; workers starting together hit this often enough that taking turns
  *     is the cure. Without read access to lock_path the worker opens without the lock.
+ *     The wait for the lock is bounded (KEYSVC_WEBSERVER_LOCK_WAIT_MS): whoever can read
+ *     the file can hold the lock, and a worker must never hang on a stuck or hostile
+ *     holder; past the bound it opens without the lock.
  *
  * Returns NULL with a one-line reason in err if the service does not open. */
 keysvc_service *keysvc_webserver_open(const keysvc_preloaded *preloaded, const char *lock_path, char *err,
                                       size_t err_len);
+
+/* How long keysvc_webserver_open() waits for the lock. Each worker holds it for one open
+ * (loading the ring, logging in); workers queued behind one another wait their turns
+ * within it, and one stuck behind a holder that never lets go starts anyway. */
+#define KEYSVC_WEBSERVER_LOCK_WAIT_MS 10000L
+
+/* keysvc_webserver_open() with its own bound on the lock wait; *lock_held (if not NULL)
+ * is 1 if the lock was had, 0 if the worker opened without it. */
+keysvc_service *keysvc_webserver_open_within(const keysvc_preloaded *preloaded, const char *lock_path,
+                                             long max_lock_wait_ms, int *lock_held, char *err, size_t err_len);
 
 /* Writes "issued=N resumed=N renewed=N issue_failed=N unknown_key=N retired_key=N
  * hsm_error=N rejected=N" for the keysvc callbacks on ctx (all zero if keysvc is not
