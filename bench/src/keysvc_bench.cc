@@ -30,6 +30,7 @@
 #include "bench_env.h"
 #include "bench_options.h"
 #include "bio_handshake.h"
+#include "keysvc/token_gateway.h"
 #include "keysvc/config.h"
 #include "keysvc/log.h"
 #include "keysvc/openssl/ticket_adapter.h"

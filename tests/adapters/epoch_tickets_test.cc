@@ -19,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "keysvc/key_deriver.h"
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/call_stats.h"
 #include "keysvc/openssl/ticket_adapter.h"

@@ -330,7 +330,8 @@ TEST(AuditReport, KeyNotHeldInTokenIsAnAnomaly) {
   int seq = 0;
   auto created = [&](const std::string& name, bool held) {
     const std::string key = std::string("{\"sensitive\":true,\"held_in_token\":") + (held ? "true" : "false") + "}";
-    return "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"2026-11-23T12:00:0" + std::to_string(seq) +
+    const int n = ++seq;
+    return "{\"seq\":" + std::to_string(n) + ",\"ts\":\"2026-11-23T12:00:0" + std::to_string(n) +
            ".000Z\",\"event\":\"generation_created\",\"name\":\"" + name + "\",\"enc_key\":" + key +
            ",\"mac_key\":" + key + ",\"prev\":\"" + std::string(64, '0') + "\"}\n";
   };

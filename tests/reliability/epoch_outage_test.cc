@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "handshake_load.h"
+#include "keysvc/key_deriver.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "keysvc/ticket_rules.h"
 #include "keysvc/token_gateway.h"
