@@ -16,6 +16,7 @@
 
 #include "keysvc/audit_trail.h"
 #include "keysvc/config.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/token_gateway.h"
 
 namespace keysvcctl {

@@ -13,6 +13,7 @@
 
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/hsm/secret.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/listen_address.h"
 
 namespace keysvc {

@@ -7,6 +7,7 @@
 #include "fork_hooks.h"
 #include "keysvc/audit_trail.h"
 #include "keysvc/issue_pool.h"
+#include "keysvc/key_custody.h"
 #include "keysvc/key_deriver.h"
 #include "keysvc/log.h"
 #include "keysvc/maintenance.h"

@@ -108,7 +108,6 @@
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/pin_source.h"
 #include "keysvc/hsm/token_uri.h"
-#include "keysvc/key_custody.h"
 #include "keysvc/schedule.h"
 
 namespace keysvc {
@@ -172,12 +171,6 @@ struct Config {
   // Parses TOML text; `base_dir` resolves relative paths, `source` names it in errors.
   static Config parse(std::string_view toml, const std::string& source, const std::string& base_dir);
 };
-
-// The custody rule for keys this config's process finds in the token (key_custody.h):
-// copyable keys only where rotation.copyable_keys or hsm.session_copies opts into them.
-inline CustodyRule custody_rule_of(const Config& config) {
-  return {.copyable_allowed = config.rotation.copyable_keys || config.hsm.session_copies};
-}
 
 // Where the config's PIN comes from: hsm.pin, else the token URI's pin-source, else its
 // pin-value. Throws ConfigError if there is none.

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "keysvc/config.h"
 #include "keysvc/hsm/secret_key.h"
 #include "keysvc/schedule.h"
 
@@ -23,6 +24,12 @@ struct CustodyRule {
   // (rotation.copyable_keys or hsm.session_copies). Neither lets the value out.
   bool copyable_allowed = false;
 };
+
+// The custody rule for keys this config's process finds in the token: copyable keys
+// only where rotation.copyable_keys or hsm.session_copies opts into them.
+inline CustodyRule custody_rule_of(const Config& config) {
+  return {.copyable_allowed = config.rotation.copyable_keys || config.hsm.session_copies};
+}
 
 // Empty if `key` has every attribute keysvc gives its long-term keys (sensitive, always
 // sensitive, not extractable, never extractable, generated in the token, sign only, not
