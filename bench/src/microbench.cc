@@ -125,9 +125,10 @@ class GeneratedHmacKey {
   CK_OBJECT_HANDLE key_ = CK_INVALID_HANDLE;
 };
 
-// Not what keysvc does today: the same HMAC with a *session* object key (CKA_TOKEN=FALSE,
+// Not what keysvc does: the same HMAC with a *session* object key (CKA_TOKEN=FALSE,
 // still sensitive and non-extractable), generated in the bench's session. Measures the
-// lever FIELD-NOTES describes (SoftHSM re-reads token objects on every use).
+// cost of a token object compared with a session object on SoftHSM, which reads token
+// objects again on their use.
 void BM_HsmHmacSign_session_key(benchmark::State& state) {
   auto lease = bare_pool(*g_local).lease();
   hsm::Session& session = lease.session();

@@ -10,8 +10,8 @@
 //   - a scan that lost every live generation at once (ticket_rules.h, "Trusting a
 //     scan") is taken for an outage and keeps the last good ring too.
 // Either makes the store stale: said once in the log when it starts and once when a
-// scan is good again, and counted (counters(), the keysvc_ring_* metrics). Listeners
-// (the audit trail, the issue pool, usage tracking, the epoch key cache) hear only of
+// scan is good again, and counted (counters(): failed and suspect scans, stale).
+// Listeners (the audit trail, the issue pool, usage tracking, the epoch key cache) hear only of
 // installed rings, so nobody acts on a scan that was not believed.
 //
 // Scans run on the maintenance thread (periodic refreshes, and rescans requested by
