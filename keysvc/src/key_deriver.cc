@@ -171,10 +171,7 @@ void KeyDeriver::retain_epochs(const KeyRing& ring, std::int64_t now) noexcept {
   try {
     epoch_keys_.retain([&](const KeyName& name, std::int64_t epoch) {
       const Generation* g = ring.find(name);
-      if (g == nullptr || !ticket_opens(*g, now, skew)) return false;
-      EpochRange keep = ticket_epochs(*g, now, lifetime, skew);
-      ++keep.last;  // the next epoch's key, prepared ahead (ticket_rules.h, epochs_to_prepare)
-      return keep.contains(epoch);
+      return g != nullptr && epochs_to_keep(*g, now, lifetime, skew).contains(epoch);
     });
   } catch (const std::exception& e) {
     logger()->warn("dropping old epoch keys: {}", e.what());

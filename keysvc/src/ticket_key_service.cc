@@ -275,11 +275,9 @@ OpenStatus TicketKeyService::derive_for_open(const KeyName& name, const Iv& iv, 
   if (g->epoch_tier()) {
     // The epoch in the IV decides, before any HSM call (ticket_rules.h, "Epochs").
     const std::int64_t epoch = epoch_of_iv(iv, epoch_of(now, g->epoch_seconds));
-    const EpochRange range = ticket_epochs(*g, now, config_.tickets.lifetime.count(), skew);
-    if (!range.contains(epoch)) {
-      record(name, epoch < range.first && epoch >= epoch_of(g->schedule.encrypt_from - skew, g->epoch_seconds)
-                       ? TicketOutcome::kExpired
-                       : TicketOutcome::kBadEpoch);
+    if (const TicketEpoch t = check_ticket_epoch(*g, epoch, now, config_.tickets.lifetime.count(), skew);
+        t != TicketEpoch::kOpens) {
+      record(name, t == TicketEpoch::kTooOld ? TicketOutcome::kExpired : TicketOutcome::kBadEpoch);
       return OpenStatus::kRetired;
     }
     auto key = deriver_->epoch_key(ring, g, epoch, TokenGateway::Lane::kTicket);

@@ -60,6 +60,21 @@ EpochRange ticket_epochs(const Generation& g, std::int64_t now, std::int64_t lif
           std::min(epoch_of(now + skew, e), epoch_of(g.schedule.decrypt_until + skew, e))};
 }
 
+TicketEpoch check_ticket_epoch(const Generation& g, std::int64_t epoch, std::int64_t now, std::int64_t lifetime,
+                               std::int64_t skew) noexcept {
+  const EpochRange range = ticket_epochs(g, now, lifetime, skew);
+  if (range.contains(epoch)) return TicketEpoch::kOpens;
+  const bool after_encrypt_from = epoch >= epoch_of(g.schedule.encrypt_from - skew, g.epoch_seconds);
+  return epoch < range.first && after_encrypt_from ? TicketEpoch::kTooOld : TicketEpoch::kImpossible;
+}
+
+EpochRange epochs_to_keep(const Generation& g, std::int64_t now, std::int64_t lifetime, std::int64_t skew) noexcept {
+  if (!ticket_opens(g, now, skew)) return {};
+  EpochRange keep = ticket_epochs(g, now, lifetime, skew);
+  ++keep.last;  // the next epoch's key
+  return keep;
+}
+
 std::vector<EpochToPrepare> epochs_to_prepare(const KeyRing& ring, std::int64_t now, std::int64_t skew) {
   std::vector<EpochToPrepare> out;
   auto add = [&](std::int64_t at) {

@@ -178,5 +178,33 @@ TEST(TicketRules, AScanThatLostEveryLiveGenerationIsNotBelieved) {
   EXPECT_FALSE(scan_lost_every_generation(KeyRing({revoked}), KeyRing(), 250)) << "only a revoked one left";
 }
 
+// Epoch tier: 300 s epochs, a generation encrypting [kNow - 3600, kNow + 3600), a 2 h
+// ticket lifetime, 30 s of skew.
+TEST(TicketRules, ATicketsEpochOpensIsTooOldOrCannotBeKeysvcs) {
+  Generation g = gen(1, kNow - 3600, kNow + 3600, kNow + 3 * 3600);
+  g.derivation = 3;
+  g.epoch_seconds = 300;
+  const std::int64_t now = kNow, lifetime = 7200, skew = 30, e = epoch_of(now, 300);
+  EXPECT_EQ(check_ticket_epoch(g, e, now, lifetime, skew), TicketEpoch::kOpens);
+  EXPECT_EQ(check_ticket_epoch(g, epoch_of(kNow - 3600, 300), now, lifetime, skew), TicketEpoch::kOpens);
+  EXPECT_EQ(check_ticket_epoch(g, e + 1, now, lifetime, skew), TicketEpoch::kImpossible) << "from the future";
+  // (the epoch before encrypt_from still opens: it holds encrypt_from - clock_skew)
+  EXPECT_EQ(check_ticket_epoch(g, epoch_of(kNow - 3600, 300) - 2, now, lifetime, skew), TicketEpoch::kImpossible)
+      << "from before the generation encrypted";
+  // Three hours on, the first epochs of the generation are older than the lifetime.
+  EXPECT_EQ(check_ticket_epoch(g, epoch_of(kNow - 3600, 300), now + 3 * 3600, lifetime, skew), TicketEpoch::kTooOld);
+}
+
+TEST(TicketRules, EpochKeysKeptAreThoseTicketsMayComeFromAndTheNextOne) {
+  Generation g = gen(1, kNow - 3600, kNow + 3600, kNow + 3 * 3600);
+  g.derivation = 3;
+  g.epoch_seconds = 300;
+  const EpochRange from = ticket_epochs(g, kNow, 7200, 30), keep = epochs_to_keep(g, kNow, 7200, 30);
+  EXPECT_EQ(keep.first, from.first);
+  EXPECT_EQ(keep.last, from.last + 1);
+  g.revoked = true;
+  EXPECT_EQ(epochs_to_keep(g, kNow, 7200, 30).size(), 0) << "a revoked generation keeps no key";
+}
+
 }  // namespace
 }  // namespace keysvc

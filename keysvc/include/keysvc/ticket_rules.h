@@ -94,6 +94,19 @@ struct EpochRange {
 // The epochs a ticket under `g` (epoch tier) may come from at `now` (see "Epochs").
 EpochRange ticket_epochs(const Generation& g, std::int64_t now, std::int64_t lifetime, std::int64_t skew) noexcept;
 
+// What the epoch a ticket under `g` names says at `now`: it opens (within
+// ticket_epochs), it is older than the ticket lifetime (an expired ticket of a real
+// epoch), or it cannot be keysvc's (from the future, or from before `g` encrypted: a
+// forged or corrupted IV). The last two are refused without an HSM call.
+enum class TicketEpoch { kOpens, kTooOld, kImpossible };
+TicketEpoch check_ticket_epoch(const Generation& g, std::int64_t epoch, std::int64_t now, std::int64_t lifetime,
+                               std::int64_t skew) noexcept;
+
+// The epochs of `g` whose keys a server keeps at `now`: those tickets may come from
+// (ticket_epochs), and the next one, prepared ahead (epochs_to_prepare). Every other key
+// of `g`, and every key of a generation whose tickets no longer open, is wiped.
+EpochRange epochs_to_keep(const Generation& g, std::int64_t now, std::int64_t lifetime, std::int64_t skew) noexcept;
+
 // The (generation, epoch) pairs whose keys should be ready at `now` (see "Epochs"), each
 // once; empty when no epoch-tier generation encrypts.
 struct EpochToPrepare {
