@@ -37,10 +37,15 @@ KeyDeriver::KeyDeriver(const Config& config, UnixClock now, TokenGateway& gatewa
       counters_(counters),
       request_scan_(std::move(request_scan)) {}
 
+std::chrono::milliseconds KeyDeriver::ticket_wait() const noexcept {
+  // call_timeout = 0 runs calls inline without a deadline; a wait still needs a bound.
+  return config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
+}
+
 bool KeyDeriver::rescan(Throttle& throttle, std::chrono::milliseconds interval, bool* asked) noexcept {
   using std::chrono::steady_clock;
   const std::uint64_t seen = rings_.scans_finished();
-  const auto wait = config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
+  const auto wait = ticket_wait();
   const auto span = std::chrono::duration_cast<steady_clock::duration>(interval).count();
   const auto now = steady_clock::now().time_since_epoch().count();
   auto last = throttle.last.load(std::memory_order_relaxed);
@@ -129,8 +134,7 @@ EpochKeyCache::Key KeyDeriver::epoch_key(std::shared_ptr<const KeyRing>& ring, c
   // the same key wait for it (at most the ticket deadline) and then find it cached.
   std::unique_lock<std::timed_mutex> one(on_demand_, std::defer_lock);
   if (lane == TokenGateway::Lane::kTicket) {
-    const auto wait = config_.hsm.call_timeout.count() > 0 ? config_.hsm.call_timeout : config_.hsm.maintenance_timeout;
-    if (!one.try_lock_for(wait)) {
+    if (!one.try_lock_for(ticket_wait())) {
       counters_.count(TicketEvent::kHsmErrors);
       return nullptr;
     }

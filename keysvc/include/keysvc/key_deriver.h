@@ -82,6 +82,9 @@ class KeyDeriver {
   using Attempt = std::function<TokenGateway::Result(const Generation& g)>;
   bool with_current_handles(std::shared_ptr<const KeyRing>& ring, const Generation*& g, const char* what,
                             const Attempt& attempt) noexcept;
+  // How long a handshake waits for a scan or another handshake's epoch key derivation.
+  std::chrono::milliseconds ticket_wait() const noexcept;
+
   const Config& config_;
   UnixClock now_;
   TokenGateway& gateway_;
