@@ -279,19 +279,10 @@ TEST(ForkHooksAudit, AChildLeavesTheParentsTrailAloneAndExitsCleanly) {
     service.reset();
     _exit(served ? 0 : 10);
   }
-  int status = 0;
-  pid_t done = 0;
-  for (int k = 0; k < 3000 && done == 0; ++k) {
-    done = waitpid(pid, &status, WNOHANG);
-    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    FAIL() << "the child hung shutting keysvc down";
-  }
-  ASSERT_TRUE(WIFEXITED(status)) << "the child died with signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: the child could not serve";
+  const int code = wait_for_child(pid);
+  ASSERT_NE(code, -1) << "the child hung shutting keysvc down";
+  ASSERT_LT(code, 128) << "the child died with signal " << code - 128;
+  EXPECT_EQ(code, 0) << "10: the child could not serve";
 
   auto client = test::make_client_ctx(TLS1_3_VERSION);
   EXPECT_TRUE(test::handshake(server.get(), client.get()).ok);
