@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "keysvc/key_name.h"
 #include "keysvc/openssl/self_signed_cert.h"
 #include "keysvc/openssl/server_key_pair.h"
 #include "keysvc/openssl/token_private_key.h"
@@ -77,16 +78,6 @@ void check_input(const CreateOptions& o) {
     throw hsm::ConfigError("no directory " + parent.string() + " for the certificate");
 }
 
-std::string hex(const std::vector<std::uint8_t>& bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (std::uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
 // Destroys what a failed create made, so the token is as it was.
 class Rollback {
  public:
@@ -139,7 +130,7 @@ int server_key_create(const Cli& cli, const CreateOptions& o) {
     Json j;
     j["label"] = o.label;
     j["type"] = kso::to_string(type);
-    j["id"] = hex(id);
+    j["id"] = keysvc::to_hex(id);
     j["key_uri"] = uri;
     j["certificate"] = o.cert_out;
     j["certificate_in_token"] = o.store_cert;

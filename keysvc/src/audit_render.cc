@@ -124,16 +124,7 @@ namespace keysvc::audit {
 
 // ---------------------------------------------------------------- helpers
 
-std::string hex(std::span<const std::uint8_t> bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(bytes.size() * 2);
-  for (auto b : bytes) {
-    s.push_back(digits[b >> 4]);
-    s.push_back(digits[b & 15]);
-  }
-  return s;
-}
+std::string hex(std::span<const std::uint8_t> bytes) { return to_hex(bytes); }
 
 Hash sha256(std::string_view bytes) {
   Hash h{};

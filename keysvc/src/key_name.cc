@@ -2,11 +2,13 @@
 
 namespace keysvc {
 
-std::string to_hex(const KeyName& name) {
+std::string to_hex(const KeyName& name) { return to_hex(std::span<const std::uint8_t>(name)); }
+
+std::string to_hex(std::span<const std::uint8_t> bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string s;
-  s.reserve(2 * name.size());
-  for (auto b : name) {
+  s.reserve(2 * bytes.size());
+  for (auto b : bytes) {
     s.push_back(digits[b >> 4]);
     s.push_back(digits[b & 15]);
   }
