@@ -20,7 +20,7 @@
 // clock_skew, and its original full handshake is younger than tickets.max_session_age
 // (carried in the ticket, so renewal never extends it). An opened ticket is renewed when
 // its generation is older than the encrypt generation (TLS 1.3 tickets are single-use
-// and always replaced: ticket_adapter.cc).
+// and always replaced: ticket_callbacks.cc).
 //
 // Epochs (the epoch tier, derivation 3: derivation.h). Time is cut into epochs of the
 // generation's epoch_seconds, epoch e covering [e * epoch_seconds, (e + 1) * epoch_seconds)

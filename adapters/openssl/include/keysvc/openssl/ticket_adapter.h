@@ -38,7 +38,7 @@
 // keysvc opened the ticket's keys: OpenSSL 3.0 does not tell a bad MAC from bad padding
 // or an unparseable session, and checks the MAC first), decrypt_failure (decrypted, but
 // keysvc's app-data record is missing or malformed) and max_session_age. The exact rules
-// are at decrypt_app_data_cb in ticket_adapter.cc.
+// are at decrypt_app_data_cb in ticket_callbacks.cc.
 //
 // With SNI, OpenSSL uses only the initial SSL_CTX's ticket callbacks: install keysvc on
 // that one (installing it on the others too is harmless).
