@@ -6,12 +6,15 @@
 //   - `keysvcctl rotate` run every second under load causes no resumption failure;
 //   - an HSM that fails (keysvc-faultmod) gives full handshakes, no child dies, and
 //     tickets resume again when the HSM is back; children that start while the HSM is
-//     down serve full handshakes and turn tickets on when it returns.
+//     down serve full handshakes and turn tickets on when it returns;
+//   - mod_ssl's session cache (SSLSessionCache) resumes no session ID where keysvc
+//     issues the tickets.
 //
 // Every test name contains "Apache" (ctest -R Apache).
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "apache_keysvc.h"
 #include "ticket_scenarios.h"
@@ -59,6 +62,40 @@ TEST(ApacheModule, ApacheRotationUnderLoadCausesNoResumptionFailure) {
   ApacheInstance a(token_subdir("httpd-a"), keysvc_apache(2, toml));
   ApacheInstance b(token_subdir("httpd-b"), keysvc_apache(2, toml));
   rotation_under_load(a, b, toml);
+}
+
+// Debian's ssl.conf sets SSLSessionCache, a global directive. Session-ID resumption would
+// bypass keysvc's revocation and max_session_age, so mod_keysvc turns mod_ssl's cache off
+// in the SSL_CTXs it issues tickets for: curl in TLS 1.2 (SSL_OP_NO_TICKET, session IDs
+// only) gets full handshakes there, and resumes from the cache where KeysvcTickets is off.
+TEST(ApacheModule, ApacheSessionCacheIsOffWhereKeysvcIssuesTickets) {
+  const std::string toml = write_keysvc_toml("apache-keysvc.toml", {});
+  publish(toml);
+  for (const bool keysvc_on : {true, false}) {
+    SCOPED_TRACE(keysvc_on ? "KeysvcTickets on" : "KeysvcTickets off");
+    const std::string dir = token_subdir(keysvc_on ? "httpd-scache-on" : "httpd-scache-off");
+    ApacheOptions o = keysvc_apache(1, toml);
+    o.main += std::string("LoadModule socache_shmcb_module ") + kApacheModules + "/mod_socache_shmcb.so\n" +
+              "SSLSessionCache shmcb:" + dir + "/scache(512000)\n";
+    if (!keysvc_on) o.vhost = "    KeysvcTickets off\n";
+    ApacheInstance httpd(dir, o);
+    std::string detail;
+    const auto answers = curl_requests(httpd.port(), TlsVersion::kTls12, localhost_cert().cert, 4, detail);
+    ASSERT_EQ(answers.size(), 4u) << detail;
+    int resumed = 0;
+    for (const Answer& a : answers) resumed += a.ok && a.reused;
+    const std::string notice = "mod_ssl's session cache (SSLSessionCache) is off in server";
+    if (keysvc_on) {
+      EXPECT_EQ(resumed, 0) << "a session ID resumed past keysvc\n" << detail;
+      EXPECT_NE(httpd.error_log().find(notice), std::string::npos) << httpd.error_log();
+    } else {
+      EXPECT_EQ(resumed, 3) << "the control: mod_ssl's cache resumes session IDs\n" << detail;
+      EXPECT_EQ(httpd.error_log().find(notice), std::string::npos) << httpd.error_log();
+    }
+    print_figure(std::string("SSLSessionCache, ") + (keysvc_on ? "KeysvcTickets on" : "KeysvcTickets off") +
+                 ": TLS 1.2 curl " + std::to_string(resumed) + "/3 resumed by session ID");
+    EXPECT_EQ(httpd.stop(), 0);
+  }
 }
 
 // httpd keeps its environment for the children: the fault module's variables reach them.

@@ -63,6 +63,20 @@ keysvc_ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy, SSL_CTX *ctx)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* SSLSessionCache is global (Debian's ssl.conf sets one) and would resume TLS 1.2
+     * sessions by ID, past keysvc's revocation and max_session_age: off in this server's
+     * SSL_CTX only (mod_ssl set its cache up before this hook). nginx refuses its
+     * per-server ssl_session_cache instead. */
+    if ((SSL_CTX_get_session_cache_mode(ctx) & SSL_SESS_CACHE_SERVER) || SSL_CTX_sess_get_get_cb(ctx) != NULL) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_sess_set_new_cb(ctx, NULL);
+        SSL_CTX_sess_set_get_cb(ctx, NULL);
+        SSL_CTX_sess_set_remove_cb(ctx, NULL);
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "mod_keysvc: mod_ssl's session cache (SSLSessionCache) is off "
+                     "in server %s: session IDs would resume past keysvc's revocation and max_session_age",
+                     keysvc_server_label(label, sizeof(label), s));
+    }
+
     entry = apr_array_push(keysvc_apache.ctxs);
     entry->server = s;
     entry->ctx = ctx;
