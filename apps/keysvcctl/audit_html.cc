@@ -32,7 +32,7 @@ svg .tick,svg .axis-label,svg .total{fill:#868e96;font-size:11px}svg .end{text-a
 .grid{stroke:#e9ecef}.base{stroke:#adb5bd}
 .phase.published{fill:#ced4da}.phase.active{fill:#40c057}.phase.decrypt-only{fill:#74c0fc}.phase.revoked{fill:#ff8787}
 .mark{stroke:#fff;stroke-width:1.5}.ev-generation_created{fill:#495057}.ev-activated{fill:#2b8a3e}
-.ev-decrypt_only{fill:#1971c2}.ev-revoked{fill:#c92a2a}.ev-destroyed{fill:#000}
+.ev-decrypt_only{fill:#1971c2}.ev-revoked{fill:#c92a2a}.ev-destroyed{fill:#000}.ev-generation_refused{fill:#e8590c}
 .bar.issued{fill:#40c057}.bar.resumed{fill:#339af0}.bar.rejected{fill:#fd7e14}
 .span.covered{fill:#40c057}.span.pending{fill:#fcc419}.span.broken{fill:#fa5252}.span.unchecked{fill:#dee2e6}
 .seal{stroke:#212529;stroke-width:2.5}.seal:not(.verified){stroke-dasharray:3 2}

@@ -80,6 +80,8 @@ Render render(const Event& event) {
           return {"revoked", name_field(e.name)};
         } else if constexpr (std::is_same_v<T, Destroyed>) {
           return {"destroyed", name_field(e.name)};
+        } else if constexpr (std::is_same_v<T, GenerationRefused>) {
+          return {"generation_refused", name_field(e.name) + ",\"reason\":" + quote(e.reason)};
         } else if constexpr (std::is_same_v<T, LoginFailed>) {
           return {"login_failed", ",\"token\":" + quote(e.token) + ",\"rv\":" + quote(e.rv)};
         } else if constexpr (std::is_same_v<T, HsmError>) {

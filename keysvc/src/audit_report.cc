@@ -189,6 +189,11 @@ class Builder {
     KeyReport& k = key(r.name);
     seen(k, r.ts);
     const std::string& e = r.event;
+    if (e == "generation_refused") {
+      k.marks.push_back({e, r.ref()});
+      anomaly("generation_refused", r.name, 1, r);
+      return;
+    }
     std::optional<std::int64_t>* field = e == "generation_created" ? &k.created
                                          : e == "activated"        ? &k.activated
                                          : e == "decrypt_only"     ? &k.decrypt_only

@@ -220,7 +220,10 @@ void AuditTrail::generation_created(const Generation& g) {
 
 RingState RingState::of(const KeyRing& ring, std::int64_t now) {
   RingState st;
-  for (const auto& g : ring.generations()) st.revoked[g.name] = g.revoked;
+  for (const auto& g : ring.generations()) {
+    st.revoked[g.name] = g.revoked;
+    if (!g.refused.empty()) st.refused.insert(g.name);
+  }
   if (const Generation* g = ring.encrypt_generation(now)) st.encrypting = g->name;
   return st;
 }
@@ -231,6 +234,7 @@ void AuditTrail::record_changes(const RingState& before, const KeyRing& after, s
     auto it = before.revoked.find(g.name);
     if (it == before.revoked.end() && g.has_keys()) generation_created(g);
     if (g.revoked && (it == before.revoked.end() || !it->second)) lifecycle(Revoked{g.name});
+    if (!g.refused.empty() && !before.refused.count(g.name)) lifecycle(GenerationRefused{g.name, g.refused});
   }
   if (now_state.encrypting != before.encrypting) {
     if (before.encrypting) {
@@ -246,8 +250,14 @@ void AuditTrail::record_changes(const RingState& before, const KeyRing& after, s
 void AuditTrail::ring_changed(const KeyRing& before, const KeyRing& after, std::int64_t now) noexcept {
   try {
     std::lock_guard lock(ring_mutex_);
-    // The first ring holds generations from before this process: only take note.
-    if (!std::exchange(ring_seen_, true)) return;
+    // The first ring holds generations from before this process: only take note, except
+    // of refused ones (a key planted before the server started is reported all the same).
+    if (!std::exchange(ring_seen_, true)) {
+      RingState first = RingState::of(after, now);
+      first.refused.clear();
+      record_changes(first, after, now);
+      return;
+    }
     record_changes(RingState::of(before, now), after, now);
   } catch (const std::exception& e) {
     logger()->error("audit: recording key ring changes failed: {}", e.what());

@@ -1,20 +1,23 @@
 // Keys and records planted in the token (key_custody.h): a generation whose keys were
 // imported with a value the planter knows, a record whose schedule reaches years ahead,
 // copyable keys without the opt-in, a planted audit key. Each is refused (never used,
-// said why) while keysvc's own keys next to them keep working. Real SoftHSM token.
+// said why, a planted generation in the audit trail) while keysvc's own keys next to them keep working. Real SoftHSM token.
 #include "keysvc/key_custody.h"
 
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <filesystem>
 #include <limits>
 
 #include "keysvc/audit_key.h"
+#include "keysvc/audit_report.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/metrics.h"
 #include "keysvc/rotation.h"
 #include "keysvc/ticket_key_service.h"
 #include "keysvc/token_store.h"
+#include "process.h"
 #include "test_helpers.h"
 
 namespace keysvc {
@@ -192,6 +195,37 @@ TEST(KeyCustodyInToken, ServiceNeverUsesAPlantedGenerationAndCountsIt) {
     ASSERT_TRUE(svc->derive_for_issue(issued));
     EXPECT_NE(issued.name, planted);
   }
+}
+
+// A generation planted before the server starts is in the server's audit trail from its
+// first ring on (generation_refused, once however often it rescans), and the audit report
+// raises it as an anomaly.
+TEST(KeyCustodyInToken, AGenerationPlantedBeforeTheServerStartsIsInItsAuditTrail) {
+  test::TestToken::get().clear();
+  const std::int64_t now = unix_now();
+  KeyName planted = [&] {
+    auto s = test::user_session();
+    return plant_known_value_generation(*s, {now - 30, now - 30, now + 3600, now + 7200});
+  }();
+  const std::string dir = test::TestToken::get().dir() + "/custody-audit";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  Config config = test::strict(test::TestToken::get().config());
+  config.audit.path = dir + "/audit.jsonl";
+  {
+    auto svc = TicketKeyService::open(config);
+    svc->reload();
+    svc->reload();
+  }
+  const std::string text = test::read_file(config.audit.path);
+  const std::string record = "\"event\":\"generation_refused\",\"name\":\"" + to_hex(planted) + "\",\"reason\":";
+  std::size_t records = 0;
+  for (auto at = text.find(record); at != std::string::npos; at = text.find(record, at + 1)) ++records;
+  EXPECT_EQ(records, 1u) << text;
+  const audit::Report rep = audit::report({config.audit.path}, {});
+  ASSERT_EQ(rep.anomalies.size(), 1u) << text;
+  EXPECT_EQ(rep.anomalies[0].kind, "generation_refused");
+  EXPECT_EQ(rep.anomalies[0].name, to_hex(planted));
 }
 
 TEST(KeyCustodyInToken, PlantedAuditKeyIsNeverUsed) {

@@ -154,6 +154,11 @@ struct EpochKeyDerived {
 struct DecryptOnly { KeyName name{}; };  // its encrypt window ended
 struct Revoked { KeyName name{}; };
 struct Destroyed { KeyName name{}; };
+// Found in the token and refused by the custody check (key_custody.h): never used.
+struct GenerationRefused {
+  KeyName name{};
+  std::string reason;  // what the check found, one line (no key bytes: attributes, schedule)
+};
 struct LoginFailed {
   std::string token;  // token label or URI (no PIN: URIs with pin-value must not be passed)
   std::string rv;     // "CKR_PIN_INCORRECT"
@@ -188,8 +193,8 @@ struct Handshake {
   Outcome outcome = Outcome::kIssued;
 };
 
-using Event = std::variant<GenerationCreated, Activated, EpochKeyDerived, DecryptOnly, Revoked, Destroyed, LoginFailed, HsmError,
-                           ConfigLoaded, UsageSummary, Handshake>;
+using Event = std::variant<GenerationCreated, Activated, EpochKeyDerived, DecryptOnly, Revoked, Destroyed,
+                           GenerationRefused, LoginFailed, HsmError, ConfigLoaded, UsageSummary, Handshake>;
 
 // ---------------------------------------------------------------- the log
 

@@ -25,6 +25,8 @@
 //                        generation name and epoch number
 //   decrypt_only         the previous encrypt generation stopped encrypting
 //   revoked, destroyed   revocation and destruction, by keysvcctl or observed on a rescan
+//   generation_refused   a generation in the token that the custody check refused
+//                        (key_custody.h), first seen by this process (its first ring too)
 //   login_failed         the token refused the PIN (the URI without any pin-value)
 //   hsm_error            failed PKCS#11 calls of this process (the module's CallStats,
 //                        polled every second by the maintenance thread), at most one record
@@ -79,6 +81,7 @@ enum class Writer { kServer, kTool };
 // What the audit trail compares between two loads of the ring.
 struct RingState {
   std::map<KeyName, bool> revoked;  // every generation's name -> whether it is revoked
+  std::set<KeyName> refused;        // generations the custody check refused
   std::optional<KeyName> encrypting;
   static RingState of(const KeyRing& ring, std::int64_t now);
 };
