@@ -16,9 +16,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <span>
 #include <thread>
@@ -138,17 +140,34 @@ bool contains(const std::string& haystack, std::span<const std::uint8_t> needle)
          std::string::npos;
 }
 
+// A core of the normal build's server is some tens of MiB; anything far larger is not
+// read into memory.
+constexpr std::uintmax_t kMaxCoreBytes = std::uintmax_t{2} << 30;
+
 // gcore of the running server; returns the core file's bytes (and removes the file).
 std::string core_of(pid_t pid, const std::string& dir) {
   const std::string prefix = dir + "/core";
   auto r = test::run({"gcore", "-o", prefix, std::to_string(pid)}, "", 120s);
   EXPECT_EQ(r.exit_code, std::optional<int>(0)) << test::describe(r);
   const std::string path = prefix + "." + std::to_string(pid);
-  std::string core = test::read_file(path);
+  std::error_code ec;
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  std::string core;
+  if (!ec && size <= kMaxCoreBytes) core = test::read_file(path);
+  EXPECT_LE(size, kMaxCoreBytes) << "a core of " << size << " bytes: not read";
   std::remove(path.c_str());
   EXPECT_GT(core.size(), 1u << 20) << "no core dump from gcore";
   return core;
 }
+
+// What a core dump of keysvc-tls-server holds is a property of the normal build. Under
+// AddressSanitizer freed heap blocks wait unwiped in its quarantine, and gcore of the
+// ASan-built server wrote a 45 GB core (it filled the disk), so the ASan suite skips these.
+#if defined(__SANITIZE_ADDRESS__)
+#define KEYSVC_SKIP_UNDER_ASAN() GTEST_SKIP() << "core dumps are checked in the normal build (AddressSanitizer build)"
+#else
+#define KEYSVC_SKIP_UNDER_ASAN() (void)0
+#endif
 
 // Full handshakes over TLS 1.3 and 1.2 and one resumption; returns the session files.
 std::vector<std::string> handshakes(int port, const std::string& tag) {
@@ -226,6 +245,7 @@ void check_server_cores(const std::string& pin_source, const KnownGeneration& g)
 }
 
 TEST(CoreDumpInterop, HoldsNoPinNoTicketKeyAndNoSecureMemory) {
+  KEYSVC_SKIP_UNDER_ASAN();
   KnownGeneration g = make_known_generation();
   check_server_cores("file:pin", g);
 }
@@ -233,6 +253,7 @@ TEST(CoreDumpInterop, HoldsNoPinNoTicketKeyAndNoSecureMemory) {
 // An env: PIN leaves the server's environment once read: not in /proc/PID/environ, not
 // in the core (the initial environment block is in the dumped stack mapping).
 TEST(CoreDumpInterop, EnvPinLeavesTheEnvironment) {
+  KEYSVC_SKIP_UNDER_ASAN();
   KnownGeneration g = make_known_generation();
   ::setenv("KEYSVC_CORE_TEST_PIN", TestToken::get().pin().c_str(), 1);
   test::FaultControl faults(TestToken::get().dir() + "/env-faults");
