@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -78,6 +80,24 @@ TEST_F(AuditTrailTest, EachWriterHasItsOwnLockedFile) {
             std::string::npos);
   EXPECT_TRUE(verifies(config_.audit.path));
   EXPECT_TRUE(verifies(log_path(config_.audit, Writer::kTool)));
+}
+
+// Whoever may read the log cannot keep its writer out: the lock is on LOG.lock, which
+// only the writer's user may open (0600), not on the log (a reader's flock on the log
+// stopped a server from starting).
+TEST_F(AuditTrailTest, AReaderOfTheLogCannotHoldTheWriterOut) {
+  { AuditTrail::open(config_, Writer::kServer, gateway_.get())->close(); }
+  const int reader = ::open(config_.audit.path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  ASSERT_EQ(::flock(reader, LOCK_EX | LOCK_NB), 0);
+  auto server = AuditTrail::open(config_, Writer::kServer, gateway_.get());
+  EXPECT_NE(server, nullptr);
+  const std::string lock = config_.audit.path + std::string(kLockSuffix);
+  EXPECT_EQ(std::filesystem::status(lock).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  server->close();
+  ::close(reader);
+  EXPECT_TRUE(verifies(config_.audit.path));
 }
 
 // A symlink at the audit path (planted in a writable log folder) is not followed: the

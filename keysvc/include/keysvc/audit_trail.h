@@ -4,8 +4,9 @@
 // Two kinds of writers, each with its own file and its own hash chain (two processes
 // appending to one chain would break it):
 //   kServer  a TicketKeyService (keysvc-tls-server, nginx, any integration): audit.path.
-//            Holds an exclusive lock on the file while open; a second server configured
-//            with the same file fails to start with one line naming it. Processes that
+//            Holds an exclusive lock (on the file's lock file, kLockSuffix) while open;
+//            a second server configured with the same file fails to start with one line
+//            naming it. Processes that
 //            share one config (nginx workers, any prefork server opening keysvc in each
 //            child) put {pid} in audit.path: it becomes the writer's process ID, so each
 //            process writes its own file.
@@ -85,6 +86,9 @@ struct RingState {
   std::optional<KeyName> encrypting;
   static RingState of(const KeyRing& ring, std::int64_t now);
 };
+
+// The writer's lock file is its log's path with this added (mode 0600, left in place).
+inline constexpr std::string_view kLockSuffix = ".lock";
 
 // In audit.path, replaced by the calling process's ID (decimal) wherever it appears.
 inline constexpr std::string_view kPidPlaceholder = "{pid}";
