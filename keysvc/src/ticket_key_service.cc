@@ -50,8 +50,10 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<T
                                           [this] { maintenance_->request(scan_task_); });
 }
 
-TicketKeyService::~TicketKeyService() {
-  ForkHooks::remove(this);
+TicketKeyService::~TicketKeyService() { stop_background(); }
+
+void TicketKeyService::stop_background() noexcept {
+  ForkHooks::remove(this);  // a fork must not start the thread again
   maintenance_->stop();
   if (audit_) audit_->close();  // the final usage record and seal, while the token is there
 }

@@ -218,8 +218,8 @@ keysvc_start_retry(void)
     }
 }
 
-/* At child exit: stop retrying, log each server's counters, close the services (the
- * SSL_CTXs hold theirs until they are freed). */
+/* At child exit: stop retrying, log each server's counters, stop and close the services
+ * (the SSL_CTXs hold theirs until they are freed). */
 static apr_status_t
 keysvc_child_exit(void *data)
 {
@@ -242,7 +242,10 @@ keysvc_child_exit(void *data)
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ctxs[i].server, "keysvc: server %s child %ld tickets: %s",
                      keysvc_server_label(label, sizeof(label), ctxs[i].server), (long) getpid(), counters);
     }
+    /* The SSL_CTXs (the parent's, never freed here) keep the services: their threads are
+     * stopped now, before exit() runs OpenSSL's and the PKCS#11 module's exit handlers. */
     for (i = 0; i < keysvc_apache.services->nelts; i++) {
+        keysvc_service_stop(svc[i].service);
         keysvc_service_free(svc[i].service);
         svc[i].service = NULL;
     }

@@ -187,7 +187,10 @@ ngx_http_keysvc_exit_process(ngx_cycle_t *cycle)
     }
 
     svc = ngx_http_keysvc_services->elts;
+    /* The SSL_CTXs keep the services: their threads are stopped now, before exit() runs
+     * OpenSSL's and the PKCS#11 module's exit handlers. */
     for (i = 0; i < ngx_http_keysvc_services->nelts; i++) {
+        keysvc_service_stop(svc[i].service);
         keysvc_service_free(svc[i].service);
         svc[i].service = NULL;
     }

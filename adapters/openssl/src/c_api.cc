@@ -25,6 +25,10 @@ extern "C" void keysvc_service_free(keysvc_service* service) {
   });
 }
 
+extern "C" void keysvc_service_stop(keysvc_service* service) {
+  if (service != nullptr) service->service->stop_background();
+}
+
 extern "C" int keysvc_ssl_ctx_install(SSL_CTX* ctx, keysvc_service* service, OSSL_LIB_CTX* libctx,
                                       const char* propq, char* err, size_t err_len) {
   if (service == nullptr) {

@@ -115,7 +115,7 @@ class TicketKeyService {
     return open(config, OpenOptions{std::move(clock), std::nullopt});
   }
 
-  ~TicketKeyService();
+  ~TicketKeyService();  // stop_background()
   TicketKeyService(const TicketKeyService&) = delete;
   TicketKeyService& operator=(const TicketKeyService&) = delete;
 
@@ -141,6 +141,15 @@ class TicketKeyService {
   void refresh();
   // Scans the token and installs the ring; throws as refresh().
   void reload();
+
+  // Stops the maintenance thread (rescans, rotation, epoch keys ahead, pool refills, audit
+  // seals) and closes the audit trail (final usage record and seal). For a process about
+  // to exit while something that is never freed still holds the service (a web server
+  // worker's SSL_CTXs): keysvc's thread must not run on into the exit handlers that tear
+  // down what it uses (OpenSSL's atexit cleanup, the PKCS#11 module's static objects).
+  // Tickets are still issued and opened afterwards, on the callers' threads, from the
+  // last ring. Idempotent; the destructor calls it.
+  void stop_background() noexcept;
 
   // Creates a generation that encrypts from now (or a second after the current one
   // began, if that is later) for one encrypt_period, and reloads. For tests and manual

@@ -6,6 +6,8 @@
  *   if (!keysvc_ssl_ctx_install(ctx, svc, NULL, NULL, err, sizeof err)) { ... }
  *   ...
  *   keysvc_service_free(svc);  // SSL_CTXs using it keep it alive until they are freed
+ *   ...
+ *   keysvc_service_stop(svc);  // at process exit, if SSL_CTXs using it are never freed
  *
  * Prefork servers (nginx, Apache httpd) whose master runs as root and whose workers run
  * as an unprivileged user read the configuration and the PIN in the master, the way
@@ -40,6 +42,13 @@ keysvc_service *keysvc_service_open(const char *config_path, char *err, size_t e
 
 /* Drops the caller's reference. NULL is accepted. */
 void keysvc_service_free(keysvc_service *service);
+
+/* At process exit, before keysvc_service_free(): stops the service's background thread
+ * (token rescans, rotation, audit seals) and writes the final audit records, so that
+ * nothing of keysvc runs on while the process's exit handlers (OpenSSL's, the PKCS#11
+ * module's static destructors) free what it uses. SSL_CTXs still holding the service
+ * keep issuing and opening tickets from its last key ring. NULL is accepted. */
+void keysvc_service_stop(keysvc_service *service);
 
 /* Reads and checks the keysvc TOML file at config_path and reads the PIN from the
  * source it names (hsm.pin, or the token URI's pin-source / pin-value), as the calling
