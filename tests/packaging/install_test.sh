@@ -44,7 +44,7 @@ grep -q "^ExecStart=$prefix/bin/keysvcctl " "$prefix/lib/systemd/system/keysvc-r
   fail "keysvc-rotator.service does not run $prefix/bin/keysvcctl"
 # libkeysvc.so exports the C API and nothing else.
 exports=$(nm -D --defined-only "$prefix/$libdir/libkeysvc.so" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' | sort -u)
-[ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_preload keysvc_preloaded_free keysvc_service_free keysvc_service_open keysvc_service_open_preloaded keysvc_ssl_ctx_install " ] ||
+[ "$(echo "$exports" | tr '\n' ' ')" = "keysvc_preload keysvc_preloaded_free keysvc_service_free keysvc_service_open keysvc_service_open_preloaded keysvc_service_stop keysvc_ssl_ctx_install " ] ||
   fail "libkeysvc.so exports: $(echo "$exports" | head -5 | tr '\n' ' ')..."
 
 # The headers: the API and what it includes, nothing else (internals such as the token
