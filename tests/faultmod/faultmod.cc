@@ -6,6 +6,7 @@
 #include "faultmod.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <p11-kit/pkcs11.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,13 +129,41 @@ struct State {
   std::atomic<std::uint64_t> errors{0};
   std::mutex stats_mutex;
   std::map<std::string, std::uint64_t> per_rule;  // guarded by stats_mutex
+  std::mutex write_mutex;                         // one writer of the stats file at a time
   std::atomic<bool> stats_dirty{false};
   std::atomic<std::int64_t> next_stats_write{0};
 };
 
+// The module's locks are held across fork(), so a child never inherits one locked by a
+// thread that does not exist there (a call hanging in the parent re-reads the control
+// file every 2 ms under reload_mutex: a child forked meanwhile hung in its first call).
+// Taken in the one order any thread nests them.
+void lock_for_fork();
+void unlock_after_fork();
+
 State& state() {
-  static State* s = new State();  // never destroyed: calls may arrive during exit
+  static State* s = [] {
+    auto* created = new State();  // never destroyed: calls may arrive during exit
+    ::pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+    return created;
+  }();
   return *s;
+}
+
+void lock_for_fork() {
+  State& s = state();
+  s.init_mutex.lock();
+  s.reload_mutex.lock();
+  s.write_mutex.lock();
+  s.stats_mutex.lock();
+}
+
+void unlock_after_fork() {
+  State& s = state();
+  s.stats_mutex.unlock();
+  s.write_mutex.unlock();
+  s.reload_mutex.unlock();
+  s.init_mutex.unlock();
 }
 
 std::int64_t now_ns() { return SteadyClock::now().time_since_epoch().count(); }
@@ -264,8 +293,7 @@ void write_stats(bool force) {
   if (!force && (!s.stats_dirty.load(std::memory_order_relaxed) ||
                  now < s.next_stats_write.load(std::memory_order_relaxed)))
     return;
-  static std::mutex write_mutex;
-  std::unique_lock lock(write_mutex, std::defer_lock);
+  std::unique_lock lock(s.write_mutex, std::defer_lock);
   if (force) {
     lock.lock();
   } else if (!lock.try_lock()) {

@@ -32,27 +32,13 @@ using test::TestToken;
 using test::TlsServerProcess;
 using test::TlsVersion;
 
-// Sets environment variables for the life of the object (the children started meanwhile
-// inherit them): how PINs reach pkcs11-tool without appearing in any argv.
-class ScopedEnv {
- public:
-  explicit ScopedEnv(std::map<std::string, std::string> vars) : vars_(std::move(vars)) {
-    for (const auto& [k, v] : vars_) ::setenv(k.c_str(), v.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    for (const auto& [k, v] : vars_) ::unsetenv(k.c_str());
-  }
-
- private:
-  std::map<std::string, std::string> vars_;
-};
-
 // pkcs11-tool --change-pin on the test token, straight through SoftHSM.
+// The PINs reach it in its own environment only (never in an argv, and never in this
+// process's environment, which the load's threads read as they start clients).
 void change_pin(const std::string& from, const std::string& to) {
-  ScopedEnv pins({{"KEYSVC_OLD_PIN", from}, {"KEYSVC_NEW_PIN", to}});
   auto r = test::run({"pkcs11-tool", "--module", test::kSoftHsmModule, "--token-label", "keysvc-test", "--login",
                       "--pin", "env:KEYSVC_OLD_PIN", "--change-pin", "--new-pin", "env:KEYSVC_NEW_PIN"},
-                     "", 30s);
+                     "", 30s, {"KEYSVC_OLD_PIN=" + from, "KEYSVC_NEW_PIN=" + to});
   ASSERT_EQ(r.exit_code, std::optional<int>(0)) << test::describe(r);
 }
 
