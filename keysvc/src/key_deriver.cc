@@ -132,12 +132,26 @@ EpochKeyCache::Key KeyDeriver::epoch_key(std::shared_ptr<const KeyRing>& ring, c
   if (auto key = epoch_keys_.find(g->name, epoch)) return key;
   // One derivation of a missing key at a time on the ticket path: handshakes that need
   // the same key wait for it (at most the ticket deadline) and then find it cached.
-  std::unique_lock<std::timed_mutex> one(on_demand_, std::defer_lock);
+  struct Turn {  // this handshake's turn, given back on every return
+    KeyDeriver* owner = nullptr;
+    ~Turn() {
+      if (owner == nullptr) return;
+      {
+        std::lock_guard lock(owner->on_demand_mutex_);
+        owner->on_demand_busy_ = false;
+      }
+      owner->on_demand_free_.notify_one();
+    }
+  } turn;
   if (lane == TokenGateway::Lane::kTicket) {
-    if (!one.try_lock_for(ticket_wait())) {
+    std::unique_lock lock(on_demand_mutex_);
+    if (!on_demand_free_.wait_for(lock, ticket_wait(), [this] { return !on_demand_busy_; })) {
       counters_.count(TicketEvent::kHsmErrors);
       return nullptr;
     }
+    on_demand_busy_ = true;
+    turn.owner = this;
+    lock.unlock();
     if (auto key = epoch_keys_.find(g->name, epoch)) return key;
   }
   EpochKeyCache::Key derived;

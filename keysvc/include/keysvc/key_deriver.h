@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -93,7 +94,12 @@ class KeyDeriver {
   ScanRequest request_scan_;
   EpochListener epoch_listener_;
   EpochKeyCache epoch_keys_;
-  std::timed_mutex on_demand_;  // one epoch key derivation on the ticket path at a time
+  // One epoch key derivation on the ticket path at a time. A flag under a mutex with a
+  // condition variable rather than std::timed_mutex: libstdc++ waits on that one with
+  // pthread_mutex_clocklock, which GCC 12's ThreadSanitizer does not intercept.
+  std::mutex on_demand_mutex_;
+  std::condition_variable on_demand_free_;
+  bool on_demand_busy_ = false;
   Throttle stale_handle_rescans_;
 };
 
