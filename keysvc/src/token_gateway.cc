@@ -109,10 +109,13 @@ bool TokenGateway::device_gone(CK_RV rv) noexcept {
 
 void TokenGateway::note(const Result& r) noexcept {
   // A login or session open that keeps failing with CKR_GENERAL_ERROR (after the login's
-  // own retries) is a module whose view of the token broke: SoftHSM after its token
-  // folder was unreachable answers so until it is initialised again.
+  // own retries), or a login told that the token has no user PIN (it had one when this
+  // process opened it), is a module whose view of the token broke: SoftHSM answers so
+  // until it is initialised again after its token folder was unreachable, or in a forked
+  // child whose C_Initialize read the token's files while another process was updating
+  // them (ForkHooksTest, three children at once).
   bool broken_login = false;
-  if (r.rv == CKR_GENERAL_ERROR && r.exception) {
+  if ((r.rv == CKR_GENERAL_ERROR || r.rv == CKR_USER_PIN_NOT_INITIALIZED) && r.exception) {
     try {
       std::rethrow_exception(r.exception);
     } catch (const hsm::Pkcs11Error& e) {

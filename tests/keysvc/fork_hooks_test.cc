@@ -103,7 +103,17 @@ class ForkHooksTest : public ::testing::TestWithParam<int> {
   // 0 ok, 10+ which step failed.
   int worker(int i) {
     auto client = test::make_client_ctx(GetParam());
-    test::Handshake full = test::handshake(server_.get(), client.get());
+    // Each child re-initialises SoftHSM and logs in at the same moment as its siblings,
+    // reading the token's files while another process may be updating them: now and then
+    // (under ASan) a child's module then answers CKR_GENERAL_ERROR or
+    // CKR_USER_PIN_NOT_INITIALIZED until it is initialised again, which keysvc does
+    // (TokenGateway: a broken login restarts the module). Handshakes meanwhile go on
+    // without tickets; the worker tries for up to 2 s.
+    test::Handshake full;
+    for (int attempt = 0; attempt < 20 && (!full.ok || full.last() == nullptr); ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      full = test::handshake(server_.get(), client.get());
+    }
     if (!full.ok || full.last() == nullptr) return 10;
     std::string ivs;
     for (const auto& t : full.tickets) ivs += hex_of(test::ticket_of(t.get()), 16, 16) + "\n";
