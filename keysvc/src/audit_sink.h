@@ -16,7 +16,10 @@ namespace keysvc::audit::detail {
 // Flushes the file sink and tells waiters how many flushes it has done.
 class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
-  NotifyingFileSink(const std::string& path, bool do_fsync) : file_(path, false), path_(path), fsync_(do_fsync) {
+  // Opens (creates) the log at `path`, never through a symlink: one planted in a writable
+  // log folder would make a root keysvcctl create or append to any file. Throws.
+  NotifyingFileSink(const std::string& path, bool do_fsync)
+      : file_(path, false, no_symlink_handlers()), path_(path), fsync_(do_fsync) {
     file_.set_pattern("%v");
   }
   std::uint64_t flushed() {
@@ -39,6 +42,8 @@ class NotifyingFileSink final : public spdlog::sinks::base_sink<std::mutex> {
   void flush_() override;
 
  private:
+  static spdlog::file_event_handlers no_symlink_handlers();
+
   spdlog::sinks::basic_file_sink_st file_;
   std::string path_;
   bool fsync_;

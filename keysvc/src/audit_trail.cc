@@ -18,6 +18,7 @@
 #include "keysvc/hsm/login_policy.h"
 #include "keysvc/hsm/token_uri.h"
 #include "keysvc/log.h"
+#include "keysvc/safe_file.h"
 #include "keysvc/token_store.h"
 
 namespace keysvc::audit {
@@ -29,38 +30,26 @@ std::int64_t unix_ms() {
       .count();
 }
 
-// Creates the log if needed and takes an exclusive flock on LOG.lock, held while the
-// trail is open. The lock file is the writer's alone (0600): whoever may read the log (an
-// auditor, a web application in the log's group) cannot open it, so cannot take the lock
-// and keep the writer from starting, as a flock on the log itself would allow. kServer
-// fails at once when another process holds it; kTool waits up to 10 s. Neither file
-// through a symlink (O_NOFOLLOW): one planted in a writable log folder would otherwise
-// make a root keysvcctl create, lock or append to any file.
+// An exclusive flock on LOG.lock, held while the trail is open. The lock file is the
+// writer's alone (0600): whoever may read the log (an auditor, a web application in the
+// log's group) cannot open it, so cannot take the lock and keep the writer from starting,
+// as a flock on the log itself would allow. kServer fails at once when another process
+// holds it; kTool waits up to 10 s. Neither it nor the log is opened through a symlink
+// (safe_file.h).
 int lock_file(const std::string& log, Writer writer) {
-  if (int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640); log_fd >= 0)
-    ::close(log_fd);
-  else
-    throw std::runtime_error("cannot open the audit log " + log + ": " + std::strerror(errno));
-  const std::string path = log + std::string(kLockSuffix);
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) throw std::runtime_error("cannot open the audit log's lock file " + path + ": " + std::strerror(errno));
+  UniqueFd fd = open_for_append(log + std::string(kLockSuffix), 0600);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) {
-      int e = errno;
-      ::close(fd);
-      throw std::runtime_error("cannot lock the audit log " + log + ": " + std::strerror(e));
-    }
-    if (writer == Writer::kServer || std::chrono::steady_clock::now() > deadline) {
-      ::close(fd);
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR)
+      throw std::runtime_error("cannot lock the audit log " + log + ": " + std::strerror(errno));
+    if (writer == Writer::kServer || std::chrono::steady_clock::now() > deadline)
       throw std::runtime_error("the audit log " + log + " is in use by another process" +
                                (writer == Writer::kServer
                                     ? " (processes sharing one config, such as nginx workers, need {pid} in audit.path)"
                                     : ""));
-    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return fd;
+  return fd.release();
 }
 
 // A writer without a token (failed login) does not seal; it names its records in the
