@@ -137,7 +137,6 @@ struct State {
 // The module's locks are held across fork(), so a child never inherits one locked by a
 // thread that does not exist there (a call hanging in the parent re-reads the control
 // file every 2 ms under reload_mutex: a child forked meanwhile hung in its first call).
-// Taken in the one order any thread nests them.
 void lock_for_fork();
 void unlock_after_fork();
 
@@ -150,20 +149,19 @@ State& state() {
   return *s;
 }
 
-void lock_for_fork() {
+// In the order any thread nests them.
+std::array<std::mutex*, 4> fork_locks() {
   State& s = state();
-  s.init_mutex.lock();
-  s.reload_mutex.lock();
-  s.write_mutex.lock();
-  s.stats_mutex.lock();
+  return {&s.init_mutex, &s.reload_mutex, &s.write_mutex, &s.stats_mutex};
+}
+
+void lock_for_fork() {
+  for (std::mutex* m : fork_locks()) m->lock();
 }
 
 void unlock_after_fork() {
-  State& s = state();
-  s.stats_mutex.unlock();
-  s.write_mutex.unlock();
-  s.reload_mutex.unlock();
-  s.init_mutex.unlock();
+  const auto locks = fork_locks();
+  for (auto m = locks.rbegin(); m != locks.rend(); ++m) (*m)->unlock();
 }
 
 std::int64_t now_ns() { return SteadyClock::now().time_since_epoch().count(); }

@@ -1,7 +1,8 @@
 // Keys and records planted in the token (key_custody.h): a generation whose keys were
 // imported with a value the planter knows, a record whose schedule reaches years ahead,
 // copyable keys without the opt-in, a planted audit key. Each is refused (never used,
-// said why, a planted generation in the audit trail) while keysvc's own keys next to them keep working. Real SoftHSM token.
+// said why, a planted generation in the audit trail) while keysvc's own keys next to them
+// keep working. Real SoftHSM token.
 #include "keysvc/key_custody.h"
 
 #include <gtest/gtest.h>
@@ -117,6 +118,15 @@ KeyName plant_known_value_generation(hsm::Session& s, const Schedule& sc) {
 
 std::int64_t unix_now() { return std::time(nullptr); }
 
+// The token emptied, then a known-value generation planted that encrypts now (what a
+// server starting on that token finds).
+KeyName plant_on_an_empty_token() {
+  test::TestToken::get().clear();
+  const std::int64_t now = unix_now();
+  auto s = test::user_session();
+  return plant_known_value_generation(*s, {now - 30, now - 30, now + 3600, now + 7200});
+}
+
 TEST(KeyCustodyInToken, KnownValueGenerationIsRefusedAndNeverEncrypts) {
   test::TestToken::get().clear();
   auto s = test::user_session();
@@ -174,12 +184,7 @@ TEST(KeyCustodyInToken, CopyableKeysNeedTheOptIn) {
 }
 
 TEST(KeyCustodyInToken, ServiceNeverUsesAPlantedGenerationAndCountsIt) {
-  test::TestToken::get().clear();
-  const std::int64_t now = unix_now();
-  KeyName planted = [&] {
-    auto s = test::user_session();
-    return plant_known_value_generation(*s, {now - 30, now - 30, now + 3600, now + 7200});
-  }();
+  KeyName planted = plant_on_an_empty_token();
   auto svc = TicketKeyService::open(test::strict(test::TestToken::get().config()));
   ASSERT_TRUE(svc->encrypt_key_name().has_value()) << "the service made its own generation";
   EXPECT_NE(*svc->encrypt_key_name(), planted);
@@ -201,12 +206,7 @@ TEST(KeyCustodyInToken, ServiceNeverUsesAPlantedGenerationAndCountsIt) {
 // first ring on (generation_refused, once however often it rescans), and the audit report
 // raises it as an anomaly.
 TEST(KeyCustodyInToken, AGenerationPlantedBeforeTheServerStartsIsInItsAuditTrail) {
-  test::TestToken::get().clear();
-  const std::int64_t now = unix_now();
-  KeyName planted = [&] {
-    auto s = test::user_session();
-    return plant_known_value_generation(*s, {now - 30, now - 30, now + 3600, now + 7200});
-  }();
+  KeyName planted = plant_on_an_empty_token();
   const std::string dir = test::TestToken::get().dir() + "/custody-audit";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

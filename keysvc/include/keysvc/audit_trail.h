@@ -6,10 +6,9 @@
 //   kServer  a TicketKeyService (keysvc-tls-server, nginx, any integration): audit.path.
 //            Holds an exclusive lock (on the file's lock file, kLockSuffix) while open;
 //            a second server configured with the same file fails to start with one line
-//            naming it. Processes that
-//            share one config (nginx workers, any prefork server opening keysvc in each
-//            child) put {pid} in audit.path: it becomes the writer's process ID, so each
-//            process writes its own file.
+//            naming it. Processes that share one config (nginx workers, any prefork
+//            server opening keysvc in each child) put {pid} in audit.path: it becomes the
+//            writer's process ID, so each process writes its own file.
 //   kTool    keysvcctl commands that change the token: audit.path with "-keysvcctl"
 //            before the extension ("audit.jsonl" -> "audit-keysvcctl.jsonl"), or with
 //            {pid} replaced by "keysvcctl" ("audit-{pid}.jsonl" -> the same name). Each
