@@ -106,13 +106,13 @@ std::optional<ChainId> chain_id_from_hex(std::string_view text) {
     if (ec != std::errc() || end != text.data() + 2 * k + 2) return std::nullopt;
     id[k] = static_cast<std::uint8_t>(v);
   }
-  if (hex(id) != text) return std::nullopt;  // lowercase only, as written
+  if (to_hex(id) != text) return std::nullopt;  // lowercase only, as written
   return id;
 }
 
 std::string WriterSlot::id() const {
   Hash h = sha256(host + "\n" + file);
-  return hex(std::span<const std::uint8_t>(h).subspan(0, 16));
+  return to_hex(std::span<const std::uint8_t>(h).subspan(0, 16));
 }
 
 WriterSlot WriterSlot::of(std::string host, const std::string& path) {
@@ -120,10 +120,10 @@ WriterSlot WriterSlot::of(std::string host, const std::string& path) {
 }
 
 std::string Anchor::format() const {
-  return std::string(kAnchorMagic) + "\nchain=" + hex(chain) + "\nwriter=" + escape(writer) +
+  return std::string(kAnchorMagic) + "\nchain=" + to_hex(chain) + "\nwriter=" + escape(writer) +
          "\nhost=" + escape(host) + "\nfile=" + escape(file) + "\ncreated=" + std::to_string(created_ms) +
-         "\nfirst=" + std::to_string(first) + "\nsealed=" + std::to_string(sealed) + "\nhead=" + hex(head) +
-         "\nseal=" + std::to_string(seal) + "\nseal_hash=" + hex(seal_hash) + "\noffset=" + std::to_string(offset) +
+         "\nfirst=" + std::to_string(first) + "\nsealed=" + std::to_string(sealed) + "\nhead=" + to_hex(head) +
+         "\nseal=" + std::to_string(seal) + "\nseal_hash=" + to_hex(seal_hash) + "\noffset=" + std::to_string(offset) +
          "\nsealed_at=" + std::to_string(sealed_at_ms) + "\n";
 }
 
@@ -173,8 +173,8 @@ std::optional<Anchor> Anchor::parse(std::string_view text) {
 std::string PendingMark::format() const {
   std::string s = std::string(kPendingMagic) + "\nwritten=" + std::to_string(written_ms) + "\n";
   for (const auto& r : ranges)
-    s += "range=" + std::to_string(r.first_seq) + " " + std::to_string(r.last_seq) + " " + hex(r.prev) + " " +
-         hex(r.last) + "\n";
+    s += "range=" + std::to_string(r.first_seq) + " " + std::to_string(r.last_seq) + " " + to_hex(r.prev) + " " +
+         to_hex(r.last) + "\n";
   return s;
 }
 

@@ -44,7 +44,7 @@ bool trusted(hsm::Session& session, CK_OBJECT_HANDLE h, const hsm::Bytes& id) {
   static std::set<hsm::Bytes> said;
   std::lock_guard lock(mutex);
   if (said.insert(id).second)
-    logger()->error("audit key {} in the token refused, never used for seals: {}", hex(id), why);
+    logger()->error("audit key {} in the token refused, never used for seals: {}", to_hex(id), why);
   return false;
 }
 

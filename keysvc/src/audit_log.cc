@@ -65,7 +65,7 @@ AuditLog::AuditLog(const std::string& path, Sealer sealer, Options options)
   }
   if (plan.chain_start) {
     head_.seq = plan.chain_start_seq - 1;
-    std::string fields = (an.with_chain ? ",\"chain\":\"" + hex(an.chain) + "\"" : std::string()) +
+    std::string fields = (an.with_chain ? ",\"chain\":\"" + to_hex(an.chain) + "\"" : std::string()) +
                          ",\"writer\":" + quote(options_.writer) + ",\"file\":" + quote(an.slot.file) +
                          ",\"prev_file\":" + quote(plan.seq ? an.slot.file : std::string()) +
                          ",\"prev_seq\":" + std::to_string(plan.seq);
@@ -135,7 +135,7 @@ std::uint64_t AuditLog::write_locked(const std::string& event, const std::string
   last_ts_ = std::max(last_ts_, now_ms());  // a clock stepping back never makes ts go back
   std::string line = "{\"seq\":" + std::to_string(seq) + ",\"ts\":\"" + iso8601_ms(last_ts_) +
                      "\",\"host\":" + quote(options_.host) + ",\"pid\":" + std::to_string(pid_) + ",\"event\":\"" +
-                     event + "\"" + fields + ",\"prev\":\"" + hex(head_.hash) + "\"}";
+                     event + "\"" + fields + ",\"prev\":\"" + to_hex(head_.hash) + "\"}";
   file_->logger->log(spdlog::level::info, spdlog::string_view_t(line.data(), line.size()));
   file_->bytes += line.size() + 1;
   head_ = {file_->path, seq, sha256(line)};
@@ -190,9 +190,9 @@ void AuditLog::seal_unlocked() {
     const Mac mac = sealer_.hmac(seal_message_v3(chain, head.seq, head.hash));  // in the token; appends go on
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
-    const std::uint64_t seq = write_locked("seal", ",\"chain\":\"" + hex(chain) + "\",\"sealed\":" +
-                                                       std::to_string(head.seq) + ",\"head\":\"" + hex(head.hash) +
-                                                       "\",\"mac\":\"" + hex(mac) + "\",\"key\":" +
+    const std::uint64_t seq = write_locked("seal", ",\"chain\":\"" + to_hex(chain) + "\",\"sealed\":" +
+                                                       std::to_string(head.seq) + ",\"head\":\"" + to_hex(head.hash) +
+                                                       "\",\"mac\":\"" + to_hex(mac) + "\",\"key\":" +
                                                        quote(sealer_.key_id_hex));
     // The seal covers itself when nothing came between; records appended while the token
     // computed the MAC are not covered: the next seal covers them (and this one).
@@ -272,7 +272,7 @@ void AuditLog::rotate(const std::string& new_path) {
     Anchoring& an = *anchoring_;
     an.slot = WriterSlot::of(options_.host, new_path);
     const std::uint64_t seq =
-        write_locked("chain_start", (an.with_chain ? ",\"chain\":\"" + hex(an.chain) + "\"" : std::string()) +
+        write_locked("chain_start", (an.with_chain ? ",\"chain\":\"" + to_hex(an.chain) + "\"" : std::string()) +
                                         ",\"writer\":" + quote(options_.writer) + ",\"file\":" + quote(an.slot.file) +
                                         ",\"prev_file\":" + quote(prev.file) +
                                         ",\"prev_seq\":" + std::to_string(prev.seq));

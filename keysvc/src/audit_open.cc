@@ -220,7 +220,7 @@ OpenPlan plan_open(const std::string& path, const SlotState& state, const KeyedH
     // The file does not hold the anchored seal: keep what verifies of this chain.
     VerifyResult vr;
     Accepted a = accept_checked(texts, lines, check, ranges, vr);
-    const bool ours = vr.chain == hex(anchor->chain) || a.end == 0;
+    const bool ours = vr.chain == to_hex(anchor->chain) || a.end == 0;
     if (!ours) a = Accepted{0, Cursor{}, std::nullopt, 0, {}};
     finish(plan, lines, a, ours ? "truncated" : "foreign", anchor->seal, anchor->seal_hash);
     return plan;

@@ -204,12 +204,12 @@ SealCheck check_seal(const std::vector<Line>& lines, std::size_t i, std::size_t 
     return c;
   }
   if (chain && (!v3 || *seal_chain != *chain)) {
-    c.detail = v3 ? "the seal names chain " + hex(*seal_chain) + ", not its segment's " + hex(*chain)
-                  : "a seal without a chain in chain " + hex(*chain);
+    c.detail = v3 ? "the seal names chain " + to_hex(*seal_chain) + ", not its segment's " + to_hex(*chain)
+                  : "a seal without a chain in chain " + to_hex(*chain);
     return c;
   }
   if (!chain && v3) {
-    c.detail = "a seal of chain " + hex(*seal_chain) + " without its chain_start";
+    c.detail = "a seal of chain " + to_hex(*seal_chain) + " without its chain_start";
     return c;
   }
   const std::optional<std::uint64_t> sealed = rec.uint_field("sealed");

@@ -108,10 +108,10 @@ Render render(const Event& event) {
 
 std::string found_field(const Found& f) {
   std::string s = ",\"found\":{\"reason\":" + quote(f.reason) + ",\"lines\":" + std::to_string(f.lines) +
-                  ",\"bytes\":" + std::to_string(f.bytes) + ",\"sha256\":\"" + hex(f.sha256) +
+                  ",\"bytes\":" + std::to_string(f.bytes) + ",\"sha256\":\"" + to_hex(f.sha256) +
                   "\",\"first_seq\":" + std::to_string(f.first_seq) + ",\"last_seq\":" + std::to_string(f.last_seq);
   if (f.expected_seq) s += ",\"expected_seq\":" + std::to_string(*f.expected_seq);
-  if (f.expected_hash) s += ",\"expected_hash\":\"" + hex(*f.expected_hash) + "\"";
+  if (f.expected_hash) s += ",\"expected_hash\":\"" + to_hex(*f.expected_hash) + "\"";
   return s + "}";
 }
 
@@ -125,8 +125,6 @@ std::string unanchored_field(const Unanchored& u) {
 namespace keysvc::audit {
 
 // ---------------------------------------------------------------- helpers
-
-std::string hex(std::span<const std::uint8_t> bytes) { return to_hex(bytes); }
 
 Hash sha256(std::string_view bytes) {
   Hash h{};

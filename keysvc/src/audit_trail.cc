@@ -37,7 +37,12 @@ std::int64_t unix_ms() {
 // holds it; kTool waits up to 10 s. Neither it nor the log is opened through a symlink
 // (safe_file.h).
 int lock_file(const std::string& log, Writer writer) {
-  UniqueFd fd = open_for_append(log + std::string(kLockSuffix), 0600);
+  UniqueFd fd;
+  try {
+    fd = open_for_append(log + std::string(kLockSuffix), 0600);
+  } catch (const FileError& e) {
+    throw std::runtime_error("the audit log " + log + ": " + e.what());
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR)

@@ -239,7 +239,7 @@ VerifyResult verify_texts(const std::vector<LogText>& files, const TokenView& to
     if (rec.event == "chain_start")
       if (auto c = chain_of(rec)) {
         chain = c;
-        r.chain = hex(*c);
+        r.chain = to_hex(*c);
       }
     if (rec.event == "seal") {
       detail::SealCheck sc = detail::check_seal(lines, i, 0, chain, token.hmac);

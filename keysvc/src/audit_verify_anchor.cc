@@ -55,7 +55,7 @@ FileAnchor check_file_start(const std::vector<LogText>& files, const std::vector
     if (here)
       if (auto a = token.anchors->load(*here).anchor)
         return early(from, Failure::kTruncated,
-                     "the token anchors chain " + hex(a->chain) + " for this file (sealed up to seq " +
+                     "the token anchors chain " + to_hex(a->chain) + " for this file (sealed up to seq " +
                          std::to_string(a->seal) + " at " + iso8601_ms(a->sealed_at_ms) +
                          "); this copy has no anchored chain: rolled back to a copy from before anchors, or replaced");
     return fa;
@@ -77,18 +77,18 @@ FileAnchor check_file_start(const std::vector<LogText>& files, const std::vector
       return fa;
     }
     return early(*fa.segment, Failure::kForeign,
-                 "the token has no anchor for chain " + hex(*fa.chain) + " (" + whose +
+                 "the token has no anchor for chain " + to_hex(*fa.chain) + " (" + whose +
                      "): written with another token, or its anchor was removed");
   }
   if (st.anchor->chain != *fa.chain)
     return early(*fa.segment, Failure::kForeign,
-                 "the token anchors chain " + hex(st.anchor->chain) + " for " + whose + "; this is chain " +
-                     hex(*fa.chain));
+                 "the token anchors chain " + to_hex(st.anchor->chain) + " for " + whose + "; this is chain " +
+                     to_hex(*fa.chain));
   if (here && !(here->host == slot.host && here->file == slot.file))
     if (auto a = token.anchors->load(*here).anchor; a && a->chain != *fa.chain)
       return early(from, Failure::kForeign,
-                   "the token anchors chain " + hex(a->chain) + " (" + describe_slot(*a) +
-                       ") for this file here; it holds chain " + hex(*fa.chain) + " of " + whose);
+                   "the token anchors chain " + to_hex(a->chain) + " (" + describe_slot(*a) +
+                       ") for this file here; it holds chain " + to_hex(*fa.chain) + " of " + whose);
   const Anchor& a = *st.anchor;
   std::optional<std::size_t> start;
   for (std::size_t k = from; k < to && !start; ++k)

@@ -60,7 +60,7 @@ void forge(const std::string& file, const std::vector<std::string>& events, std:
   for (const auto& e : events) {
     const std::string line = "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"" + audit::iso8601_ms(ts_ms) +
                              "\",\"host\":" + last["host"].dump() + ",\"pid\":" + last["pid"].dump() + "," + e +
-                             ",\"prev\":\"" + audit::hex(prev) + "\"}";
+                             ",\"prev\":\"" + keysvc::to_hex(prev) + "\"}";
     out << line << '\n';
     prev = audit::sha256(line);
     ts_ms += 10;
@@ -327,8 +327,8 @@ TEST(AuditAttack, TimestampsSwapped) {
   ASSERT_NE(ta, tb);
   ls[a].replace(ls[a].find(ta), ta.size(), tb);
   ls[b].replace(ls[b].find(tb), tb.size(), ta);
-  const std::string old_prev = audit::hex(audit::sha256(lines_of(file)[a]));
-  ls[b].replace(ls[b].find(old_prev), old_prev.size(), audit::hex(audit::sha256(ls[a])));
+  const std::string old_prev = keysvc::to_hex(audit::sha256(lines_of(file)[a]));
+  ls[b].replace(ls[b].find(old_prev), old_prev.size(), keysvc::to_hex(audit::sha256(ls[a])));
   const std::string copy = s.dir() + "/swapped.jsonl";
   write_lines(copy, ls, ls.size());
   expect_verdict(verify(s, copy, true), 1, copy, b + 1, "reordered", "times swapped in the pending tail");

@@ -64,7 +64,7 @@ TEST_F(AuditAnchor, ValuesRoundTripAndOddBytesStayOnTheirLine) {
   ASSERT_TRUE(back);
   EXPECT_EQ(back->format(), text);
   EXPECT_EQ(back->file, a.file);
-  EXPECT_FALSE(Anchor::parse("keysvc-audit-anchor v2\nchain=" + hex(a.chain) + "\n"));
+  EXPECT_FALSE(Anchor::parse("keysvc-audit-anchor v2\nchain=" + to_hex(a.chain) + "\n"));
   EXPECT_FALSE(Anchor::parse(text.substr(0, text.size() / 2)));
   PendingMark m{7, {{3, 5, a.head, a.seal_hash}, {9, 9, a.seal_hash, a.head}}};
   auto mark = PendingMark::parse(m.format());

@@ -43,7 +43,7 @@ TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
     EXPECT_EQ(std::stoull(m[1]), k + 1);
     EXPECT_EQ(std::stoll(m[2]), static_cast<long long>(::getpid()));
     EXPECT_EQ(m[4].str(), prev_hash) << "line " << k + 1;
-    prev_hash = hex(sha256(ls[k]));
+    prev_hash = to_hex(sha256(ls[k]));
   }
   const std::regex start(R"re(.*"event":"chain_start","chain":"([0-9a-f]{32})","writer":"server","file":"([^"]+)","prev_file":"","prev_seq":0,"prev":"0{64}"\}$)re");
   std::smatch m;
@@ -51,7 +51,7 @@ TEST_F(AuditLogTest, RecordsChainAndCarryTheCommonFields) {
   const std::string chain = m[1];
   EXPECT_EQ(m[2].str(), w.files[0]);
   EXPECT_NE(ls.back().find("\"event\":\"seal\",\"chain\":\"" + chain + "\",\"sealed\":" + std::to_string(ls.size() - 1) +
-                           ",\"head\":\"" + hex(sha256(ls[ls.size() - 2])) + "\""),
+                           ",\"head\":\"" + to_hex(sha256(ls[ls.size() - 2])) + "\""),
             std::string::npos)
       << ls.back();
   std::string all = slurp(w.files[0]);
@@ -98,8 +98,8 @@ TEST_F(AuditLogTest, NeverWritesThePinOrKeyBytes) {
   const std::string& pin = test::TestToken::get().pin();
   EXPECT_EQ(all.find(pin), std::string::npos);
   EXPECT_EQ(all.find(std::string(value.begin(), value.end())), std::string::npos);
-  EXPECT_EQ(all.find(hex(value)), std::string::npos);
-  EXPECT_EQ(all.find(hex(std::span<const std::uint8_t>(value).subspan(0, 8))), std::string::npos);
+  EXPECT_EQ(all.find(to_hex(value)), std::string::npos);
+  EXPECT_EQ(all.find(to_hex(std::span<const std::uint8_t>(value).subspan(0, 8))), std::string::npos);
   EXPECT_NE(all.find(to_hex(name)), std::string::npos);  // the name is public
 }
 
@@ -166,7 +166,7 @@ TEST_F(AuditLogTest, RotateContinuesTheChainAndEachFileHasItsAnchor) {
   }
   auto l1 = lines_of(slurp(p1)), l2 = lines_of(slurp(p2));
   ASSERT_EQ(l1.size(), 3u);  // chain_start, config_loaded, seal
-  EXPECT_NE(l2[0].find("\"prev_file\":\"" + p1 + "\",\"prev_seq\":3,\"prev\":\"" + hex(sha256(l1[2])) + "\""),
+  EXPECT_NE(l2[0].find("\"prev_file\":\"" + p1 + "\",\"prev_seq\":3,\"prev\":\"" + to_hex(sha256(l1[2])) + "\""),
             std::string::npos)
       << l2[0];
   EXPECT_NE(l2[1].find("\"event\":\"seal\""), std::string::npos) << "a new file is sealed at once: " << l2[1];

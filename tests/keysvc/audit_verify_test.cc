@@ -212,7 +212,7 @@ TEST_F(AuditVerify, HostileInputGivesAResult) {
                          std::string(64, '0') + "\"}\n";
   EXPECT_EQ(reason(ok_start), "unsealed_tail");
   EXPECT_EQ(reason(ok_start + "{\"seq\":2,\"ts\":\"2026-11-23T12:00:00.000Z\",\"event\":\"seal\",\"prev\":\"" +
-                   hex(sha256(ok_start.substr(0, ok_start.size() - 1))) + "\"}\n"),
+                   to_hex(sha256(ok_start.substr(0, ok_start.size() - 1))) + "\"}\n"),
             "bad_seal");
   // This version's fields, hostile: a finding that is not an object, names more lines than
   // there are, a chain id that is not one.

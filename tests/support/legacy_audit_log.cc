@@ -19,7 +19,7 @@ std::size_t write_legacy_log(TokenGateway& gateway, const std::string& path, int
   auto write = [&](const std::string& event, const std::string& fields) {
     const std::string line = "{\"seq\":" + std::to_string(++seq) + ",\"ts\":\"" + audit::iso8601_ms(ts) +
                              "\",\"host\":\"legacy-host\",\"pid\":4242,\"event\":\"" + event + "\"" + fields +
-                             ",\"prev\":\"" + audit::hex(prev) + "\"}";
+                             ",\"prev\":\"" + to_hex(prev) + "\"}";
     out << line << '\n';
     prev = audit::sha256(line);
     ts += 1000;
@@ -32,8 +32,8 @@ std::size_t write_legacy_log(TokenGateway& gateway, const std::string& path, int
     const std::uint64_t sealed = seq;
     const auto mac = hmac(key, audit::seal_message_v2(sealed, prev));
     if (!mac) throw std::runtime_error("no audit key");
-    write("seal", ",\"sealed\":" + std::to_string(sealed) + ",\"head\":\"" + audit::hex(prev) + "\",\"mac\":\"" +
-                      audit::hex(*mac) + "\",\"key\":\"" + key + "\"");
+    write("seal", ",\"sealed\":" + std::to_string(sealed) + ",\"head\":\"" + to_hex(prev) + "\",\"mac\":\"" +
+                      to_hex(*mac) + "\",\"key\":\"" + key + "\"");
   }
   out.flush();
   if (!out) throw std::runtime_error("cannot write " + path);

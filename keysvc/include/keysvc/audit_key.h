@@ -31,7 +31,7 @@ inline constexpr std::size_t kAuditKeyIdBytes = 16;
 struct AuditKey {
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
   hsm::Bytes id;
-  std::string id_hex() const { return hex(id); }
+  std::string id_hex() const { return to_hex(id); }
 };
 
 // Only keys with keysvc's custody attributes count (key_custody.h): one that lacks them

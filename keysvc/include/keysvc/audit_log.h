@@ -115,8 +115,6 @@ std::vector<std::uint8_t> seal_message_v2(std::uint64_t sealed, const Hash& head
 // its chain, so a seal of another writer's file, or of another token's, never verifies.
 std::vector<std::uint8_t> seal_message_v3(const ChainId& chain, std::uint64_t sealed, const Hash& head);
 
-// to_hex (key_name.h), under the name the audit code uses.
-std::string hex(std::span<const std::uint8_t> bytes);
 Hash sha256(std::string_view bytes);
 
 // For verification: HMAC-SHA256 under the audit key whose CKA_ID is `key_id_hex`,
