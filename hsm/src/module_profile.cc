@@ -20,6 +20,7 @@ ModuleProfile profile_of(const CK_INFO& module, const CK_TOKEN_INFO& token) {
     p.key_source = KeySource::kReserved;
     p.hmac_key_type = CKK_SHA256_HMAC;
     p.rescan_needs_reinitialize = true;
+    p.busy_store_general_error = true;
     p.custody_enforced = false;
     const char* tool = std::getenv("KEYSVC_TPM2_KEY_TOOL");
     p.key_tool = tool && *tool ? tool : kDefaultTpm2KeyTool;

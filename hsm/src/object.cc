@@ -1,5 +1,8 @@
 #include "keysvc/hsm/object.h"
 
+#include <chrono>
+#include <thread>
+
 #include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/error.h"
 
@@ -8,6 +11,23 @@ namespace keysvc::hsm {
 namespace {
 CK_ATTRIBUTE attr(CK_ATTRIBUTE_TYPE type, const void* value, std::size_t len) {
   return CK_ATTRIBUTE{type, const_cast<void*>(value), static_cast<CK_ULONG>(len)};
+}
+
+// A write to the token's objects. Where the profile says a busy store answers
+// CKR_GENERAL_ERROR (module_profile.h), the write is tried again after pauses of 25 ms,
+// doubling, for about 1.5 s in all: the other process's transaction is short, and a
+// rotator that gave up there would leave half a rotation (a record without its keys)
+// for the next run.
+template <class F, class... Args>
+void checked_write(Session& session, Call c, F f, Args&&... args) {
+  CK_RV rv = call(session, c, f, args...);
+  if (session.profile().busy_store_general_error)
+    for (std::chrono::milliseconds pause(25); rv == CKR_GENERAL_ERROR && pause <= std::chrono::milliseconds(800);
+         pause *= 2) {
+      std::this_thread::sleep_for(pause);
+      rv = call(session, c, f, args...);
+    }
+  throw_unless_ok(c, rv);
 }
 }  // namespace
 
@@ -59,7 +79,7 @@ bool get_bool_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_
 }
 
 void destroy_object(Session& session, CK_OBJECT_HANDLE object) {
-  checked_call(session, Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), object);
+  checked_write(session, Call::kDestroyObject, session.fn()->C_DestroyObject, session.handle(), object);
 }
 
 CK_OBJECT_HANDLE create_data_object(Session& session, const std::string& application, const std::string& label,
@@ -83,15 +103,15 @@ CK_OBJECT_HANDLE create_data_object(Session& session, const DataObjectOptions& o
       attr(CKA_VALUE, value.data(), value.size()),
   };
   CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
-  checked_call(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), tmpl,
-               std::size(tmpl), &handle);
+  checked_write(session, Call::kCreateObject, session.fn()->C_CreateObject, session.handle(), tmpl, std::size(tmpl),
+                &handle);
   return handle;
 }
 
 void set_attribute(Session& session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE type,
                    std::span<const std::uint8_t> value) {
   CK_ATTRIBUTE a = attr(type, value.data(), value.size());
-  checked_call(session, Call::kSetAttributeValue, session.fn()->C_SetAttributeValue, session.handle(), object, &a, 1);
+  checked_write(session, Call::kSetAttributeValue, session.fn()->C_SetAttributeValue, session.handle(), object, &a, 1);
 }
 
 }  // namespace keysvc::hsm

@@ -1,6 +1,5 @@
 #include "keysvc/hsm/rescan.h"
 
-#include <iterator>
 #include <thread>
 
 #include <time.h>
@@ -50,19 +49,21 @@ bool RescanPreparer::before_scan(std::chrono::milliseconds max_wait) {
   // a missed change.
   const Marker now = read_marker();
   if (now.valid && now == seen_ && !recently_written(now)) return false;
-  // tpm2-pkcs11's C_Initialize fails (CKR_GENERAL_ERROR) while another process holds its
-  // SQLite store busy: a failed restart leaves the module uninitialised, so try again
-  // at once rather than leave every call failing until the next scan.
-  static constexpr std::chrono::milliseconds kPauses[] = {std::chrono::milliseconds(20), std::chrono::milliseconds(50),
-                                                          std::chrono::milliseconds(100)};
-  for (std::size_t retry = 0;; ++retry) {
+  // tpm2-pkcs11's C_Initialize fails (CKR_GENERAL_ERROR, "database is locked") while
+  // another process holds its SQLite store busy: the rotator writing, or other servers
+  // re-initialising after the same change (three servers and a rotator on a loaded
+  // 2-core machine kept it busy for over 170 ms). A failed restart leaves the module
+  // uninitialised, so try again, pausing longer each time, for up to `max_wait` in all,
+  // rather than leave every call failing until the next scan.
+  const auto give_up = std::chrono::steady_clock::now() + max_wait;
+  for (std::chrono::milliseconds pause(20);; pause *= 2) {
     try {
       if (!module.restart(max_wait)) return false;
       seen_ = now;
       return true;
     } catch (const Pkcs11Error&) {
-      if (retry >= std::size(kPauses)) throw;
-      std::this_thread::sleep_for(kPauses[retry]);
+      if (std::chrono::steady_clock::now() + pause > give_up) throw;
+      std::this_thread::sleep_for(pause);
     }
   }
 }

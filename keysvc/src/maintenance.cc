@@ -48,12 +48,12 @@ void Maintenance::stop() noexcept {
   wake_.notify_all();
   t.join();
   std::lock_guard lock(mutex_);
-  thread_id_ = {};
+  thread_id_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
 void Maintenance::loop() {
   std::unique_lock lock(mutex_);
-  thread_id_ = std::this_thread::get_id();
+  thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   for (;;) {
     auto due = [&](const Entry& t) { return t.requested || Clock::now() >= t.next_due; };
     auto next = Clock::time_point::max();

@@ -23,7 +23,8 @@ RingStore::ScanResult RingStore::scan() noexcept {
     ~Done() { flag.store(false, std::memory_order_relaxed); }
   } done{scanning_};
   std::shared_ptr<const KeyRing> installed;
-  gateway_.prepare_for_scan();  // a token that needs a re-initialise to show others' changes
+  const auto started = std::chrono::steady_clock::now();
+  const bool restarted = gateway_.prepare_for_scan();  // a token that needs a re-initialise to show others' changes
   try {
     KeyRing loaded = gateway_.call([rule = custody_](hsm::Session& s) { return token_store::load(s, rule); });
     const std::int64_t now = now_();
@@ -48,6 +49,9 @@ RingStore::ScanResult RingStore::scan() noexcept {
     }
     installed = std::make_shared<const KeyRing>(std::move(loaded));
     ring_.store(installed);
+    logger()->debug("token scan: {} generation(s){}, {} ms", installed->generations().size(),
+                    restarted ? " (module re-initialised first)" : "",
+                    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
     for (const auto& listener : listeners_) {
       try {
         listener(*previous, *installed, now);

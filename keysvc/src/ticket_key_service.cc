@@ -46,8 +46,13 @@ TicketKeyService::TicketKeyService(Config config, Clock clock, std::unique_ptr<T
                                        session_copies_.get(), custody_rule_of(config_));
   if (config_.tickets.issue_pool > 0) issue_pool_ = std::make_unique<IssueKeyPool>(config_.tickets.issue_pool);
   maintenance_ = std::make_unique<Maintenance>();
-  deriver_ = std::make_unique<KeyDeriver>(config_, [this] { return unix_now(); }, *gateway_, *rings_, counters_,
-                                          [this] { maintenance_->request(scan_task_); });
+  // A scan the maintenance thread itself needs (an epoch key derivation that found its
+  // handles stale after a module restart) runs there at once: requested, it would wait
+  // behind the very task that waits for it, until the call deadline.
+  deriver_ = std::make_unique<KeyDeriver>(config_, [this] { return unix_now(); }, *gateway_, *rings_, counters_, [this] {
+    if (maintenance_->on_thread()) rings_->scan();
+    else maintenance_->request(scan_task_);
+  });
 }
 
 TicketKeyService::~TicketKeyService() { stop_background(); }

@@ -189,6 +189,28 @@ TEST(KeyDeriver, AServiceHoldsAtMostLifetimeOverEpochPlusTwoKeysPerGeneration) {
   EXPECT_GE(most, bound - 1) << "tickets from every epoch of the lifetime were presented";
 }
 
+// After a module restart the ring's handles are void. When the next epoch's key is due
+// before any scheduled scan, the maintenance thread rescans itself: it does not ask for
+// a scan and wait for it, which would leave it waiting behind its own task until the
+// call deadline (made a minute here, so such a wait cannot pass the bounded waits).
+TEST(KeyDeriver, AfterAModuleRestartTheMaintenanceThreadRereadsTheHandlesItself) {
+  test::TestToken::get().clear();
+  auto seconds = std::make_shared<std::atomic<std::int64_t>>(1'900'000'000);
+  Config config = epoch_config();
+  config.hsm.call_timeout = 60s;
+  config.hsm.maintenance_timeout = 60s;
+  config.rotation.refresh_interval = 1h;  // no scheduled scan during the test
+  config.rotation.publish_lead = 2h;
+  auto service = TicketKeyService::open(
+      config, [seconds] { return std::chrono::system_clock::time_point(std::chrono::seconds(seconds->load())); });
+  ASSERT_TRUE(ready(*service));
+  const std::uint64_t scans = service->rings().scans_finished();
+  ASSERT_TRUE(service->gateway().token().module()->restart(1s)) << "the module has another user in this process";
+  *seconds += 2;  // the next epoch: its successor's key is due, under void handles
+  ASSERT_TRUE(ready(*service)) << "the next epoch key was not derived after the module restart";
+  EXPECT_GT(service->rings().scans_finished(), scans) << "no rescan read the new handles";
+}
+
 TEST(KeyDeriver, ARevokedGenerationsEpochKeysAreGoneFromEveryServerByItsNextScan) {
   test::TestToken::get().clear();
   const Config config = epoch_config();

@@ -36,7 +36,8 @@ struct RescanThrottle {
 
 class KeyDeriver {
  public:
-  // Asks for a token scan (never blocks; the maintenance thread scans).
+  // Asks for a token scan: from a handshake thread it never blocks (the maintenance
+  // thread scans); on the maintenance thread it scans at once.
   using ScanRequest = std::function<void()>;
   // Told of every epoch key the token derived (the audit trail records it).
   using EpochListener = std::function<void(const KeyName& name, std::int64_t epoch)>;

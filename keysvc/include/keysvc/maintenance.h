@@ -13,6 +13,7 @@
 // thread of keysvc is ever inside a call or holding a lock when the process forks.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -53,7 +54,7 @@ class Maintenance {
 
   bool running() const noexcept;
   // Whether the calling thread is the maintenance thread.
-  bool on_thread() const noexcept { return std::this_thread::get_id() == thread_id_; }
+  bool on_thread() const noexcept { return std::this_thread::get_id() == thread_id_.load(std::memory_order_relaxed); }
 
  private:
   struct Entry {
@@ -70,7 +71,7 @@ class Maintenance {
   std::vector<Entry> tasks_;
   bool stopping_ = false;
   std::thread thread_;
-  std::thread::id thread_id_{};
+  std::atomic<std::thread::id> thread_id_{};  // read by on_thread() from any thread
 };
 
 }  // namespace keysvc

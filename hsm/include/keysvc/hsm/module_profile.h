@@ -14,7 +14,8 @@
 //     no C_CopyObject. A process sees the token's objects as they were at its
 //     C_Initialize: another process's new or destroyed objects appear only after
 //     C_Finalize + C_Initialize (Module::restart). Attributes are metadata in its store,
-//     not enforced: C_SetAttributeValue can turn CKA_EXTRACTABLE on.
+//     not enforced: C_SetAttributeValue can turn CKA_EXTRACTABLE on. Its store is one
+//     SQLite file: a write while another process holds it busy fails (CKR_GENERAL_ERROR).
 // Anything else gets the defaults, and `keysvcctl doctor` tells what it lacks.
 #pragma once
 
@@ -42,6 +43,11 @@ struct ModuleProfile {
   // Another process's new or destroyed objects are seen only after C_Finalize +
   // C_Initialize (Module::restart), not by a new search, session or login.
   bool rescan_needs_reinitialize = false;
+  // A write to the token's store (C_CreateObject, C_DestroyObject, C_SetAttributeValue)
+  // fails with CKR_GENERAL_ERROR while another process holds the store busy, and may be
+  // tried again (tpm2-pkcs11: SQLite's "database is locked", met when servers
+  // re-initialise while the rotator writes).
+  bool busy_store_general_error = false;
   // The token enforces CKA_SENSITIVE / CKA_EXTRACTABLE (they cannot be turned off).
   bool custody_enforced = true;
   // Where the key tool is (KeySource::kReserved): $KEYSVC_TPM2_KEY_TOOL, or the

@@ -36,8 +36,9 @@ class RescanPreparer {
   // Restarts the module if this token needs it and may have changed since the last
   // (re)initialise. Returns true if it restarted the module (every handle read before is
   // void); false if nothing was needed, or the restart was not possible now (another
-  // user of the module, a call hung in it: the scan then sees the old view). Throws
-  // Pkcs11Error if C_Initialize fails.
+  // user of the module, a call hung in it: the scan then sees the old view). `max_wait`
+  // bounds the wait for calls in flight and, separately, the retries of a C_Initialize
+  // that failed; throws Pkcs11Error if it still fails then.
   bool before_scan(std::chrono::milliseconds max_wait);
 
  private:
