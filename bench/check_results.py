@@ -52,6 +52,9 @@ def check_cell(name, where, mode, cell, problems, positive):
     hsm = cell.get("hsm_calls_per_handshake")
     handshakes = cell.get("handshakes", 0)
     if name == "inprocess":
+        median = cell.get("median_round_ratio_to_openssl")
+        if not number(median) or not median > 0:
+            problems.append(f"{where}: median_round_ratio_to_openssl = {median!r}, want a number > 0")
         if not number(hsm) or hsm < 0:
             problems.append(f"{where}: hsm_calls_per_handshake = {hsm!r}")
         elif mode in EPOCH_TIER:

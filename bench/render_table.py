@@ -144,6 +144,10 @@ def main():
         else:
             print("Handshakes/s, ratio to `openssl`:\n")
             ratio_table(section, MODES)
+            if name == "inprocess":
+                print("Median over the rounds of each round's ratio to `openssl` "
+                      "(`median_round_ratio_to_openssl`):\n")
+                ratio_table(section, MODES, "median_round_ratio_to_openssl")
             print("Server CPU per handshake, `openssl`'s / the mode's (`cpu_ratio_to_openssl`):\n")
             ratio_table(section, MODES, "cpu_ratio_to_openssl")
         if name == "inprocess":

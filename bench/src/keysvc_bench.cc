@@ -107,6 +107,7 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
     }
   }
   std::mutex mu;
+  double chunk_rate = 0;
   const std::uint64_t calls0 = hsm_calls(m), pkcs11_0 = pkcs11_calls(m);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
@@ -143,10 +144,12 @@ void run_chunk(Mode& m, SSL_CTX* client, const Scenario& s, int handshakes, Cell
       acc.tickets = acc.tickets.value_or(0) + tickets;
       acc.per_thread[t].first += static_cast<double>(lat.size());
       acc.per_thread[t].second += wall;
+      if (wall > 0) chunk_rate += static_cast<double>(lat.size()) / (wall / 1e9);
       if (acc.first_error.empty() && !err.empty()) acc.first_error = err;
     });
   }
   for (auto& th : threads) th.join();
+  acc.round_rates.push_back(chunk_rate);
   acc.elapsed_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
   acc.hsm_calls = acc.hsm_calls.value_or(0) + (hsm_calls(m) - calls0);
   acc.pkcs11_calls = acc.pkcs11_calls.value_or(0) + (pkcs11_calls(m) - pkcs11_0);

@@ -71,6 +71,7 @@ CellResult summarise(const std::string& mode, const CellAccum& a, bool in_proces
   if (a.elapsed_ns > 0) r.e2e_handshakes_per_s = n / (a.elapsed_ns / 1e9);
   if (!in_process) r.handshakes_per_s = r.e2e_handshakes_per_s;
   r.server_cpu_us_per_handshake = a.server_cpu_ns / n / 1e3;
+  r.round_rates = a.round_rates;
   r.p50_us = percentile(a.latency_us, 50);
   r.p99_us = percentile(a.latency_us, 99);
   if (a.hsm_calls) r.hsm_calls_per_handshake = static_cast<double>(*a.hsm_calls) / n;
@@ -91,6 +92,12 @@ void add_ratios(Section& s) {
     for (auto& c : sc.cells) {
       if (c.skipped || c.handshakes_per_s <= 0) continue;
       if (base != nullptr) c.ratio_to_openssl = c.handshakes_per_s / base->handshakes_per_s;
+      if (base != nullptr && !c.round_rates.empty() && c.round_rates.size() == base->round_rates.size()) {
+        std::vector<double> ratios;
+        for (std::size_t i = 0; i < c.round_rates.size(); ++i)
+          if (base->round_rates[i] > 0) ratios.push_back(c.round_rates[i] / base->round_rates[i]);
+        if (!ratios.empty()) c.median_round_ratio_to_openssl = percentile(ratios, 50);
+      }
       if (base != nullptr && c.server_cpu_us_per_handshake > 0)
         c.cpu_ratio_to_openssl = base->server_cpu_us_per_handshake / c.server_cpu_us_per_handshake;
       if (ref != nullptr) c.ratio_to_baseline = c.handshakes_per_s / ref->handshakes_per_s;
@@ -115,6 +122,7 @@ void print_section(const Section& s) {
       std::string hsm = c.hsm_calls_per_handshake ? num(*c.hsm_calls_per_handshake, 2) : "-";
       std::string ratio = c.ratio_to_openssl ? num(*c.ratio_to_openssl, 3) : "-";
       if (c.ratio_to_baseline) ratio += " (" + num(*c.ratio_to_baseline, 3) + " of " + s.baseline_mode + ")";
+      if (c.median_round_ratio_to_openssl) ratio += " (median " + num(*c.median_round_ratio_to_openssl, 3) + ")";
       std::string tix = c.tickets_per_handshake ? num(*c.tickets_per_handshake, 2) : "-";
       std::printf("%-18s %-30s %10.0f %7s %9.1f %9.1f %9.1f %7s %7s %5llu%s%s\n", sc.name.c_str(), c.mode.c_str(),
                   c.handshakes_per_s, ratio.c_str(), c.server_cpu_us_per_handshake, c.p50_us, c.p99_us, hsm.c_str(),
@@ -182,7 +190,8 @@ std::string to_json(const JsonObject& machine, const JsonObject& parameters,
           << ", \"cpu_ratio_to_openssl\": " << opt_num(c.cpu_ratio_to_openssl, 4);
         if (!s.baseline_mode.empty()) o << ", \"ratio_to_baseline\": " << opt_num(c.ratio_to_baseline, 4);
         if (s.name == "inprocess")
-          o << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2)
+          o << ", \"median_round_ratio_to_openssl\": " << opt_num(c.median_round_ratio_to_openssl, 4)
+            << ", \"client_us_per_handshake\": " << num(c.client_us_per_handshake, 2)
             << ", \"tickets_per_handshake\": " << opt_num(c.tickets_per_handshake, 3)
             << ", \"pkcs11_calls_per_handshake\": " << opt_num(c.pkcs11_calls_per_handshake, 4);
         if (!c.error.empty()) o << ", \"error\": " << quote(c.error);

@@ -30,6 +30,9 @@ struct CellAccum {
   std::optional<std::uint64_t> tickets;  // received by the clients (in-process)
   double elapsed_ns = 0;            // wall time of the timed chunks
   std::map<int, std::pair<double, double>> per_thread;  // thread -> (handshakes, server wall ns)
+  // In-process: each timed chunk's server handshakes/s (its threads' handshakes over
+  // their server wall time, summed), in run order: one per round.
+  std::vector<double> round_rates;
   std::optional<std::uint64_t> hsm_calls;     // ticket-path C_Sign calls (service counters)
   std::optional<std::uint64_t> pkcs11_calls;  // every PKCS#11 call of the process meanwhile
   std::string first_error;
@@ -49,6 +52,12 @@ struct CellResult {
   std::optional<double> pkcs11_calls_per_handshake;
   std::optional<double> tickets_per_handshake;
   std::optional<double> ratio_to_openssl;
+  // In-process: the median over rounds of this mode's handshakes/s over openssl's in the
+  // same round (rounds interleave the modes, so each pair ran within seconds of each
+  // other): a slow spell of the machine moves both sides of a pair, and an outlier round
+  // moves the median little.
+  std::optional<double> median_round_ratio_to_openssl;
+  std::vector<double> round_rates;
   std::optional<double> ratio_to_baseline;  // to Section::baseline_mode, if the section has one
   // openssl's server CPU per handshake / this mode's: less sensitive to a loaded machine
   // than handshakes/s, but blind to work outside the measured threads (summarise()).
@@ -85,7 +94,8 @@ struct Section {
 // Turns the samples of a cell into its numbers. `in_process` picks how handshakes/s is
 // computed (see docs/PERFORMANCE.md).
 CellResult summarise(const std::string& mode, const CellAccum& a, bool in_process);
-// Fills ratio_to_openssl (and ratio_to_baseline) in every scenario.
+// Fills ratio_to_openssl, median_round_ratio_to_openssl (in-process) and
+// ratio_to_baseline in every scenario.
 void add_ratios(Section& s);
 
 void print_section(const Section& s);
