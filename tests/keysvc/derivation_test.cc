@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/hmac.h>
 #include <openssl/kdf.h>
 
@@ -327,6 +328,26 @@ TEST(DerivationDoc, V3TestVectorMatchesTheTokenAndOpenSslHkdf) {
   EXPECT_EQ(openssl_pkey_hkdf_expand(v["epoch_key"], v["info"], 64), both);
   for (const char* field : {"root_key", "epoch_key", "aes_key", "hmac_key"})  // never in any log (the secret scan)
     test::remember_secret_bytes(v[field]);
+}
+
+// derive_ticket_keys_from_epoch writes HKDF-Expand out (derivation.cc): the same bytes as
+// OpenSSL's HKDF for random epoch keys, key names and IVs.
+TEST(DeriveTicketKeys, FromAnEpochKeyIsOpenSslsHkdfExpandForRandomInputs) {
+  for (int round = 0; round < 200; ++round) {
+    EpochKey key;
+    KeyName name{};
+    Iv iv{};
+    ASSERT_EQ(RAND_bytes(key.data(), static_cast<int>(key.size())), 1);
+    ASSERT_EQ(RAND_bytes(name.data(), static_cast<int>(name.size())), 1);
+    ASSERT_EQ(RAND_bytes(iv.data(), static_cast<int>(iv.size())), 1);
+    TicketKeys keys;
+    derive_ticket_keys_from_epoch(key.span(), name, iv, keys);
+    const TicketInfoV3 info = ticket_info_v3(name, iv);
+    ByteVec both(keys.both().begin(), keys.both().end());
+    ASSERT_EQ(both, openssl_pkey_hkdf_expand(ByteVec(key.span().begin(), key.span().end()),
+                                             ByteVec(info.begin(), info.end()), 64))
+        << "round " << round;
+  }
 }
 
 TEST(DeriveTicketKeys, V2DiffersFromV1AndEveryInputMatters) {

@@ -69,8 +69,8 @@ TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv);
 void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch,
                       std::span<std::uint8_t, kEpochKeyBytes> out);
 
-// A ticket's keys from its generation's epoch key (HKDF-Expand-SHA256, OpenSSL's "HKDF"),
-// in this process. Throws std::runtime_error if OpenSSL fails.
+// A ticket's keys from its generation's epoch key (HKDF-Expand-SHA256, RFC 5869), in
+// this process. Throws std::runtime_error if OpenSSL fails.
 void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes> epoch_key, const KeyName& name,
                                    const Iv& iv, TicketKeys& out);
 
