@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <signal.h>
-#include <sys/prctl.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,26 +75,25 @@ std::string read_file(const std::string& path) {
 }
 
 Child::Child(const std::vector<std::string>& argv, const std::string& log_path) {
+  // posix_spawn, not fork + exec: fork runs keysvc's fork handlers in the child (the
+  // services of this process re-initialise their PKCS#11 module there, log in and scan),
+  // and a file lock SoftHSM takes meanwhile outlives the exec. The p11-kit server
+  // started so once held a lock on the remote token's file for ever, and every client's
+  // C_Initialize waited on it (bench_quick timed out). posix_spawn runs no fork handler,
+  // and only the descriptors set up here reach the program.
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    if (null >= 0) ::dup2(null, 0);
-    ::execvp(args[0], args.data());
-    ::dprintf(2, "cannot run %s: %s\n", args[0], std::strerror(errno));
-    ::_exit(127);
-  }
+  posix_spawn_file_actions_t actions;
+  if (posix_spawn_file_actions_init(&actions) != 0) throw std::runtime_error("posix_spawn_file_actions_init failed");
+  int rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (rc == 0) rc = posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  pid_t pid = -1;
+  if (rc == 0) rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error(std::string("cannot start ") + args[0] + ": " + std::strerror(rc));
   pid_ = pid;
 }
 
