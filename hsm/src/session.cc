@@ -15,9 +15,16 @@ Session::Session(const Token& token, bool read_write)
   CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
   // The slot first: after a restart, finding it again is what tells whether the token
   // is back. A restart between here and the call makes the call fail as stale (the
-  // handle would belong to the new instance, the generation to the old).
-  const CK_SLOT_ID slot = token.slot();
-  checked_call(*this, Call::kOpenSession, fn()->C_OpenSession, slot, flags, nullptr, nullptr, &handle_);
+  // handle would belong to the new instance, the generation to the old). Nothing was
+  // opened then, so the open is made once more in the new generation: a caller racing
+  // the maintenance thread's restart (TicketAdapterTest.HsmFailureNeverAbortsAHandshake
+  // once failed so) gets a session, and a module restarted twice in that time an error.
+  CK_RV rv = call(*this, Call::kOpenSession, fn()->C_OpenSession, token.slot(), flags, nullptr, nullptr, &handle_);
+  if (rv == CKR_SESSION_HANDLE_INVALID && stale()) {
+    generation_ = module_->generation();
+    rv = call(*this, Call::kOpenSession, fn()->C_OpenSession, token.slot(), flags, nullptr, nullptr, &handle_);
+  }
+  throw_unless_ok(Call::kOpenSession, rv);
 }
 
 Session::~Session() {
