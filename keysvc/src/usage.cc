@@ -124,7 +124,10 @@ UsageSnapshot UsageTable::snapshot() const {
     for (std::size_t o = 0; o < kTicketOutcomeCount; ++o) to[o] += from[o];
   };
   std::map<KeyName, KeyUsage> merged;
-  for (const auto& e : *index_.load()) merged[e.name] = KeyUsage{e.name, KeyUsage::Kind::kGeneration, read(*e.counters)};
+  // Held in a local: in a range-for the temporary of `*index_.load()` would be released
+  // before the loop, and a concurrent track() could free the entries being read.
+  const auto index = index_.load();
+  for (const auto& e : *index) merged[e.name] = KeyUsage{e.name, KeyUsage::Kind::kGeneration, read(*e.counters)};
   for (const auto& slot : unknown_) {
     if (slot.state.load(std::memory_order_acquire) != 2) continue;
     auto [it, fresh] = merged.try_emplace(slot.name, KeyUsage{slot.name, KeyUsage::Kind::kUnknown, {}});
