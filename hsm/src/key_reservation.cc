@@ -19,6 +19,7 @@
 
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/object.h"
+#include "token_write.h"
 
 extern char** environ;
 
@@ -168,22 +169,11 @@ CK_OBJECT_HANDLE claim_reserved_key(Session& session, std::span<const std::uint8
       {CKA_ID, const_cast<std::uint8_t*>(id.data()), static_cast<CK_ULONG>(id.size())},
       {CKA_LABEL, const_cast<char*>(label.data()), static_cast<CK_ULONG>(label.size())},
   };
-  // tpm2-pkcs11 answers CKR_GENERAL_ERROR when its SQLite store is busy (another process
-  // reading it at its C_Initialize): that never means the key cannot be named, so try
-  // again a few times; the pauses cover a store read.
-  static constexpr std::chrono::milliseconds kPauses[] = {std::chrono::milliseconds(20), std::chrono::milliseconds(50),
-                                                          std::chrono::milliseconds(100), std::chrono::milliseconds(250),
-                                                          std::chrono::milliseconds(500)};
-  for (std::size_t retry = 0;; ++retry) {
-    const CK_RV rv = call(session, Call::kSetAttributeValue, session.fn()->C_SetAttributeValue, session.handle(),
-                          found.front(), name, std::size(name));
-    if (rv == CKR_GENERAL_ERROR && retry < std::size(kPauses)) {
-      std::this_thread::sleep_for(kPauses[retry]);
-      continue;
-    }
-    throw_unless_ok(Call::kSetAttributeValue, rv);
-    return found.front();
-  }
+  // tpm2-pkcs11 answers CKR_GENERAL_ERROR while another process reads its store (at its
+  // C_Initialize): asked again (token_write.h), it names the key.
+  checked_write(session, Call::kSetAttributeValue, session.fn()->C_SetAttributeValue, session.handle(), found.front(),
+                name, std::size(name));
+  return found.front();
 }
 
 }  // namespace keysvc::hsm

@@ -1,10 +1,8 @@
 #include "keysvc/hsm/object.h"
 
-#include <chrono>
-#include <thread>
-
 #include "keysvc/hsm/call_stats.h"
 #include "keysvc/hsm/error.h"
+#include "token_write.h"
 
 namespace keysvc::hsm {
 
@@ -13,28 +11,6 @@ CK_ATTRIBUTE attr(CK_ATTRIBUTE_TYPE type, const void* value, std::size_t len) {
   return CK_ATTRIBUTE{type, const_cast<void*>(value), static_cast<CK_ULONG>(len)};
 }
 
-// A write to the token's objects, asked again where a token answers a passing
-// condition as a failure:
-//   - SoftHSM 2.6 answers a token-object write made while other sessions search the
-//     token with CKR_TEMPLATE_INCONSISTENT now and then, as it does C_GenerateKey
-//     (secret_key.cc; seen here on C_CreateObject in RingStoreTest's concurrent scans):
-//     a template a token really refuses is refused every time, so up to 3 attempts;
-//   - where the profile says a busy store answers CKR_GENERAL_ERROR (module_profile.h),
-//     after pauses of 25 ms, doubling, for about 1.5 s in all: the other process's
-//     transaction is short, and a rotator that gave up there would leave half a rotation
-//     (a record without its keys) for the next run.
-template <class F, class... Args>
-void checked_write(Session& session, Call c, F f, Args&&... args) {
-  CK_RV rv = call(session, c, f, args...);
-  for (int attempt = 2; attempt <= 3 && rv == CKR_TEMPLATE_INCONSISTENT; ++attempt) rv = call(session, c, f, args...);
-  if (session.profile().busy_store_general_error)
-    for (std::chrono::milliseconds pause(25); rv == CKR_GENERAL_ERROR && pause <= std::chrono::milliseconds(800);
-         pause *= 2) {
-      std::this_thread::sleep_for(pause);
-      rv = call(session, c, f, args...);
-    }
-  throw_unless_ok(c, rv);
-}
 }  // namespace
 
 std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, const ObjectQuery& query) {

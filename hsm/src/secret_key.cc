@@ -4,6 +4,7 @@
 #include "keysvc/hsm/error.h"
 #include "keysvc/hsm/key_reservation.h"
 #include "keysvc/hsm/object.h"
+#include "token_write.h"
 
 namespace keysvc::hsm {
 
@@ -64,17 +65,8 @@ CK_OBJECT_HANDLE generate_hmac_key(Session& session, std::span<const std::uint8_
   t.attrs.push_back({CKA_VALUE_LEN, &t.len, sizeof t.len});
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-  CK_RV rv = CKR_OK;
-  // SoftHSM 2.6 answers a token-object C_GenerateKey made while other sessions search the
-  // same token with CKR_TEMPLATE_INCONSISTENT now and then (measured: 1 to 11 of 12 keys
-  // with four threads scanning, tests/keysvc/ring_store_test.cc): a template a token
-  // really refuses is refused every time, so it is asked up to kGenerateAttempts times.
-  constexpr int kGenerateAttempts = 3;
-  for (int attempt = 1; attempt <= kGenerateAttempts; ++attempt) {
-    rv = call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech, t.attrs.data(),
-              t.attrs.size(), &key);
-    if (rv != CKR_TEMPLATE_INCONSISTENT) break;
-  }
+  const CK_RV rv = write_call(session, Call::kGenerateKey, session.fn()->C_GenerateKey, session.handle(), &mech,
+                              t.attrs.data(), t.attrs.size(), &key);
   // Answers that mean the token cannot do it at all, not that it failed this time.
   if (rv == CKR_MECHANISM_INVALID || rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
       rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_KEY_SIZE_RANGE)

@@ -88,7 +88,7 @@ const EVP_MD* sha256() {
 // HMAC-SHA256(key, a || b || c) into out (32 bytes), on `ctx` (RFC 2104, written out so
 // that a ticket costs no digest lookup and no HMAC context). The pads are wiped here;
 // the caller frees ctx, whose state OpenSSL wipes.
-bool hmac_sha256(EVP_MD_CTX* ctx, std::span<const std::uint8_t, kEpochKeyBytes> key,
+bool hmac_sha256_in_process(EVP_MD_CTX* ctx, std::span<const std::uint8_t, kEpochKeyBytes> key,
                  std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, std::uint8_t c,
                  std::uint8_t* out) {
   constexpr std::size_t kBlock = 64;  // SHA-256's block: HMAC's pad length
@@ -129,8 +129,9 @@ void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes>
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   std::uint8_t* t1 = both.data();
   std::uint8_t* t2 = both.data() + SHA256_DIGEST_LENGTH;
-  if (!ctx || sha256() == nullptr || !hmac_sha256(ctx.get(), epoch_key, {}, info, 1, t1) ||
-      !hmac_sha256(ctx.get(), epoch_key, std::span<const std::uint8_t>(t1, SHA256_DIGEST_LENGTH), info, 2, t2)) {
+  const std::span<const std::uint8_t> t1_bytes(t1, SHA256_DIGEST_LENGTH);
+  if (!ctx || sha256() == nullptr || !hmac_sha256_in_process(ctx.get(), epoch_key, {}, info, 1, t1) ||
+      !hmac_sha256_in_process(ctx.get(), epoch_key, t1_bytes, info, 2, t2)) {
     out.wipe();
     throw std::runtime_error("HKDF-Expand-SHA256 failed in OpenSSL");
   }
