@@ -5,7 +5,11 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <memory>
 #include <stdexcept>
 
@@ -85,34 +89,38 @@ const EVP_MD* sha256() {
   return md;
 }
 
-// HMAC-SHA256(key, a || b || c) into out (32 bytes), on `ctx` (RFC 2104, written out so
-// that a ticket costs no digest lookup and no HMAC context). The pads are wiped here;
-// the caller frees ctx, whose state OpenSSL wipes.
-bool hmac_sha256_in_process(EVP_MD_CTX* ctx, std::span<const std::uint8_t, kEpochKeyBytes> key,
-                 std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, std::uint8_t c,
-                 std::uint8_t* out) {
+// One HKDF block, T(i) = HMAC-SHA256(PRK, T(i-1) || info || i) (RFC 2104 written out,
+// so that a ticket costs no digest lookup and no HMAC context). Each of the two hashes
+// reads one contiguous buffer: [ipad][T(i-1)][info][i], then [opad][inner digest].
+// `previous` is empty for T(1). The buffers are wiped here; the caller re-initialises ctx.
+bool hkdf_block(EVP_MD_CTX* ctx, std::span<const std::uint8_t, kEpochKeyBytes> prk,
+                std::span<const std::uint8_t> previous, const TicketInfoV3& info, std::uint8_t i,
+                std::uint8_t* out) {
   constexpr std::size_t kBlock = 64;  // SHA-256's block: HMAC's pad length
-  std::uint8_t pad[kBlock], inner[SHA256_DIGEST_LENGTH];
+  constexpr std::size_t kInner = kBlock + SHA256_DIGEST_LENGTH + sizeof(TicketInfoV3) + 1;
+  constexpr std::size_t kOuter = kBlock + SHA256_DIGEST_LENGTH;
+  std::uint8_t inner[kInner], outer[kOuter];
   struct Wipe {
-    std::uint8_t* pad;
     std::uint8_t* inner;
+    std::uint8_t* outer;
     ~Wipe() {
-      OPENSSL_cleanse(pad, kBlock);
-      OPENSSL_cleanse(inner, SHA256_DIGEST_LENGTH);
+      OPENSSL_cleanse(inner, kInner);
+      OPENSSL_cleanse(outer, kOuter);
     }
-  } wipe{pad, inner};
-  auto make_pad = [&](std::uint8_t x) {
-    for (std::size_t i = 0; i < kBlock; ++i) pad[i] = static_cast<std::uint8_t>((i < key.size() ? key[i] : 0) ^ x);
-  };
+  } wipe{inner, outer};
+  for (std::size_t k = 0; k < kBlock; ++k) {
+    const std::uint8_t key_byte = k < prk.size() ? prk[k] : 0;
+    inner[k] = key_byte ^ 0x36;
+    outer[k] = key_byte ^ 0x5c;
+  }
+  std::uint8_t* end = std::copy(previous.begin(), previous.end(), inner + kBlock);
+  end = std::copy(info.begin(), info.end(), end);
+  *end++ = i;
   unsigned int n = 0;
-  make_pad(0x36);
-  if (EVP_DigestInit_ex2(ctx, sha256(), nullptr) != 1 || EVP_DigestUpdate(ctx, pad, kBlock) != 1 ||
-      EVP_DigestUpdate(ctx, a.data(), a.size()) != 1 || EVP_DigestUpdate(ctx, b.data(), b.size()) != 1 ||
-      EVP_DigestUpdate(ctx, &c, 1) != 1 || EVP_DigestFinal_ex(ctx, inner, &n) != 1)
-    return false;
-  make_pad(0x5c);
-  return EVP_DigestInit_ex2(ctx, sha256(), nullptr) == 1 && EVP_DigestUpdate(ctx, pad, kBlock) == 1 &&
-         EVP_DigestUpdate(ctx, inner, sizeof inner) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
+  return EVP_DigestInit_ex2(ctx, sha256(), nullptr) == 1 &&
+         EVP_DigestUpdate(ctx, inner, static_cast<std::size_t>(end - inner)) == 1 &&
+         EVP_DigestFinal_ex(ctx, outer + kBlock, &n) == 1 && EVP_DigestInit_ex2(ctx, sha256(), nullptr) == 1 &&
+         EVP_DigestUpdate(ctx, outer, sizeof outer) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
 }
 }  // namespace
 
@@ -126,21 +134,76 @@ void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes>
   const TicketInfoV3 info = ticket_info_v3(name, iv);
   const auto both = out.both();
   static_assert(SHA256_DIGEST_LENGTH == kTicketKeyBytes, "T(1) is the AES key, T(2) the HMAC key");
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  // One digest context per thread, reused: a context made and freed per ticket is two
+  // allocations and a provider context each time. Between tickets it holds SHA-256's
+  // initial state only: it is initialised again before this returns, on every path,
+  // which overwrites the state that produced T(2).
+  thread_local const std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  struct Reset {
+    EVP_MD_CTX* ctx;
+    ~Reset() {
+      if (ctx != nullptr && EVP_DigestInit_ex2(ctx, sha256(), nullptr) != 1) EVP_MD_CTX_reset(ctx);
+    }
+  } reset{ctx.get()};
   std::uint8_t* t1 = both.data();
   std::uint8_t* t2 = both.data() + SHA256_DIGEST_LENGTH;
   const std::span<const std::uint8_t> t1_bytes(t1, SHA256_DIGEST_LENGTH);
-  if (!ctx || sha256() == nullptr || !hmac_sha256_in_process(ctx.get(), epoch_key, {}, info, 1, t1) ||
-      !hmac_sha256_in_process(ctx.get(), epoch_key, t1_bytes, info, 2, t2)) {
+  if (!ctx || sha256() == nullptr || !hkdf_block(ctx.get(), epoch_key, {}, info, 1, t1) ||
+      !hkdf_block(ctx.get(), epoch_key, t1_bytes, info, 2, t2)) {
     out.wipe();
     throw std::runtime_error("HKDF-Expand-SHA256 failed in OpenSSL");
   }
 }
 
+namespace {
+// Incremented in every fork child (pthread_atfork): a nonce reserve filled before the
+// fork is not used after it.
+std::atomic<unsigned> g_forks{0};
+
+// The 12 random bytes of each epoch-tier IV come from a per-thread reserve that one
+// RAND_bytes call fills for 20 tickets: OpenSSL's DRBG re-keys its AES-CTR state after
+// every request, so 12 bytes asked alone cost as much as the ticket's HKDF (1.4 us in
+// keysvc-bench, docs/PERFORMANCE.md). Nonces are public (each is sent in its ticket)
+// but must never repeat under one epoch key: each is handed out once and wiped, and a
+// fork child (which shares the parent's epoch keys until it derives its own) draws a
+// reserve of its own.
+class NonceReserve {
+ public:
+  static constexpr std::size_t kNonceBytes = kIvBytes - 4;
+
+  bool take(std::uint8_t* out) noexcept {
+    const unsigned forks = g_forks.load(std::memory_order_relaxed);
+    if (left_ == 0 || forks != filled_at_fork_) {
+      if (RAND_bytes(nonces_.data(), static_cast<int>(nonces_.size())) != 1) return false;
+      left_ = kNonces;
+      filled_at_fork_ = forks;
+    }
+    std::uint8_t* n = nonces_.data() + --left_ * kNonceBytes;
+    std::copy(n, n + kNonceBytes, out);
+    OPENSSL_cleanse(n, kNonceBytes);
+    return true;
+  }
+
+  static NonceReserve& of_this_thread() {
+    static std::once_flag once;
+    std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1); }); });
+    thread_local NonceReserve reserve;
+    return reserve;
+  }
+
+ private:
+  static constexpr std::size_t kNonces = 20;
+  std::array<std::uint8_t, kNonces * kNonceBytes> nonces_{};
+  std::size_t left_ = 0;
+  unsigned filled_at_fork_ = 0;
+};
+}  // namespace
+
 bool make_epoch_iv(std::int64_t epoch, Iv& out) noexcept {
   const auto e = static_cast<std::uint32_t>(epoch);
   for (int k = 0; k < 4; ++k) out[k] = static_cast<std::uint8_t>(e >> (8 * (3 - k)));
-  return RAND_bytes(out.data() + 4, static_cast<int>(out.size() - 4)) == 1;
+  static_assert(NonceReserve::kNonceBytes == kIvBytes - 4);
+  return NonceReserve::of_this_thread().take(out.data() + 4);
 }
 
 std::int64_t epoch_of_iv(const Iv& iv, std::int64_t near) noexcept {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace keysvc::openssl {
 namespace {
 
@@ -30,7 +32,7 @@ TEST(TicketAppData, RejectsMalformedRecords) {
   auto good = TicketAppData{}.encode();
   EXPECT_FALSE(TicketAppData::decode({}));
   EXPECT_FALSE(TicketAppData::decode(std::span(good).first(good.size() - 1)));
-  auto longer = good;
+  std::vector<std::uint8_t> longer(good.begin(), good.end());
   longer.push_back(0);
   EXPECT_FALSE(TicketAppData::decode(longer));
   auto version = good;

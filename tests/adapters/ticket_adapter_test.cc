@@ -10,9 +10,7 @@
 #include <thread>
 
 #include "app_data.h"
-#include "c_api_support.h"
 #include "keysvc/hsm/session.h"
-#include "keysvc/openssl/keysvc_openssl.h"
 #include "keysvc/token_store.h"
 #include "test_token.h"
 #include "tls_pair.h"
@@ -329,6 +327,30 @@ TEST_P(TicketAdapterTest, WorksInItsOwnLibraryContext) {
   OSSL_LIB_CTX_free(libctx);
 }
 
+// The server's own info callback (nginx and httpd set one) is kept and called for every
+// state, before keysvc counts the resumption.
+std::atomic<int> g_server_info_calls{0}, g_server_handshakes_done{0};
+void server_info_cb(const SSL*, int where, int) {
+  ++g_server_info_calls;
+  if (where & SSL_CB_HANDSHAKE_DONE) ++g_server_handshakes_done;
+}
+
+TEST_P(TicketAdapterTest, TheServersOwnInfoCallbackIsStillCalled) {
+  auto server = test::make_server_ctx();
+  SSL_CTX_set_info_callback(server.get(), server_info_cb);
+  install(server.get(), service_);
+  g_server_info_calls = g_server_handshakes_done = 0;
+  Handshake h = test::handshake(server.get(), client_.get());
+  ASSERT_TRUE(h.ok) << h.error;
+  ASSERT_FALSE(h.tickets.empty());
+  const int per_handshake = g_server_info_calls.load();
+  EXPECT_GT(per_handshake, 2) << "the server's callback sees the states, not only the end";
+  Handshake again = test::handshake(server.get(), client_.get(), h.last());
+  ASSERT_TRUE(again.ok && again.reused) << again.error;
+  EXPECT_EQ(g_server_handshakes_done.load(), 2);
+  EXPECT_EQ(counters(server.get()).resumed, 1u);
+}
+
 TEST(TicketAdapterInstall, UnsatisfiablePropertyQueryIsOneClearError) {
   TestToken::get().clear();
   auto service = TicketKeyService::open(test::strict(TestToken::get().config()));
@@ -350,52 +372,6 @@ TEST(TicketAdapterInstall, SecondInstallOnTheSameContextIsRefused) {
   auto server = test::make_server_ctx();
   install(server.get(), service);
   EXPECT_THROW(install(server.get(), service), std::runtime_error);
-}
-
-TEST(TicketAdapterCApi, OpensInstallsAndResumes) {
-  TestToken::get().clear();
-  char err[256] = "";
-  keysvc_service* svc = keysvc_service_open(TestToken::get().config_path().c_str(), err, sizeof err);
-  ASSERT_NE(svc, nullptr) << err;
-  auto server = test::make_server_ctx();
-  ASSERT_EQ(keysvc_ssl_ctx_install(server.get(), svc, nullptr, nullptr, err, sizeof err), 1) << err;
-  keysvc_service_free(svc);  // the SSL_CTX keeps the service alive
-  auto client = test::make_client_ctx(TLS1_3_VERSION);
-  Handshake h = test::handshake(server.get(), client.get());
-  ASSERT_TRUE(h.ok) << h.error;
-  ASSERT_FALSE(h.tickets.empty());
-  EXPECT_TRUE(test::handshake(server.get(), client.get(), h.last()).reused);
-}
-
-// A web server worker at exit: keysvc_service_stop() ends the background thread (no more
-// token scans, with rescans due every second) while the SSL_CTX, never freed, keeps the
-// service and its tickets working.
-TEST(TicketAdapterCApi, StopEndsTheBackgroundWorkAndTicketsGoOn) {
-  TestToken::get().clear();
-  Config config = test::strict(TestToken::get().config());
-  config.rotation.refresh_interval = std::chrono::seconds(1);
-  keysvc_service handle{TicketKeyService::open(config)};
-  auto server = test::make_server_ctx();
-  char err[256] = "";
-  ASSERT_EQ(keysvc_ssl_ctx_install(server.get(), &handle, nullptr, nullptr, err, sizeof err), 1) << err;
-  keysvc_service_stop(&handle);
-  keysvc_service_stop(&handle);  // idempotent
-  keysvc_service_stop(nullptr);
-  const std::uint64_t scans = handle.service->counters().refreshes;
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  EXPECT_EQ(handle.service->counters().refreshes, scans) << "a token scan after keysvc_service_stop";
-  auto client = test::make_client_ctx(TLS1_3_VERSION);
-  Handshake h = test::handshake(server.get(), client.get());
-  ASSERT_TRUE(h.ok) << h.error;
-  ASSERT_FALSE(h.tickets.empty());
-  EXPECT_TRUE(test::handshake(server.get(), client.get(), h.last()).reused);
-}
-
-TEST(TicketAdapterCApi, BadConfigIsOneLineError) {
-  char err[256] = "";
-  EXPECT_EQ(keysvc_service_open("/nonexistent/keysvc.toml", err, sizeof err), nullptr);
-  EXPECT_NE(std::string(err).find("/nonexistent/keysvc.toml"), std::string::npos) << err;
-  EXPECT_EQ(std::string(err).find('\n'), std::string::npos);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "keysvc/key_name.h"
 #include "keysvc/ticket_key_service.h"
+#include "kdf_context_pool.h"
 #include "provider.h"
 
 namespace keysvc::openssl {
@@ -24,13 +25,15 @@ struct AdapterState {
   std::shared_ptr<TicketKeyService> service;
   LoadedProvider provider;
   EVP_KDF* kdf = nullptr;
+  std::optional<KdfContextPool> kdf_contexts;  // of `kdf`, made by install()
   EVP_CIPHER* cipher = nullptr;
   std::string propq;
   std::int64_t max_session_age = 0;
-  // The server's own info callback, called first from ours (info_cb).
+  // The server's own info callback, called first from ours (chained_info_cb).
   void (*previous_info_cb)(const SSL*, int, int) = nullptr;
 
   ~AdapterState() {
+    kdf_contexts.reset();  // before the KDF they are contexts of
     EVP_KDF_free(kdf);
     EVP_CIPHER_free(cipher);
     if (provider.provider != nullptr) OSSL_PROVIDER_unload(provider.provider);

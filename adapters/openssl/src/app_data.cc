@@ -4,8 +4,8 @@
 
 namespace keysvc::openssl {
 
-std::vector<std::uint8_t> TicketAppData::encode() const {
-  std::vector<std::uint8_t> out(kEncodedBytes);
+std::array<std::uint8_t, TicketAppData::kEncodedBytes> TicketAppData::encode() const {
+  std::array<std::uint8_t, kEncodedBytes> out{};
   out[0] = kVersion;
   out[1] = 0;
   auto t = static_cast<std::uint64_t>(auth_time);

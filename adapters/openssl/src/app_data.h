@@ -9,10 +9,10 @@
 //          or last renewed
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
-#include <vector>
 
 #include "keysvc/key_name.h"
 
@@ -25,7 +25,8 @@ struct TicketAppData {
   std::int64_t auth_time = 0;
   KeyName issued_under{};
 
-  std::vector<std::uint8_t> encode() const;
+  // On the stack: one is made for every ticket issued.
+  std::array<std::uint8_t, kEncodedBytes> encode() const;
   // nullopt for anything that is not a well-formed version-1 record.
   static std::optional<TicketAppData> decode(std::span<const std::uint8_t> bytes);
 };

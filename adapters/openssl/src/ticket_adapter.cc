@@ -86,6 +86,7 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
   std::string kdf_query = "provider=" + st->provider.name;
   st->kdf = EVP_KDF_fetch(options.libctx, KEYSVC_TICKET_KDF_NAME, kdf_query.c_str());
   if (st->kdf == nullptr) throw std::runtime_error("cannot fetch " KEYSVC_TICKET_KDF_NAME " from " + st->provider.name);
+  st->kdf_contexts.emplace(st->kdf);
 
   int tickets = options.tickets_per_handshake >= 0 ? options.tickets_per_handshake
                                                    : service->config().tickets.per_handshake;
@@ -98,7 +99,7 @@ void install(SSL_CTX* ctx, std::shared_ptr<TicketKeyService> service, const Inst
   SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
   SSL_CTX_set_session_ticket_cb(ctx, generate_app_data_cb, decrypt_app_data_cb, state);
   state->previous_info_cb = SSL_CTX_get_info_callback(ctx);
-  SSL_CTX_set_info_callback(ctx, info_cb);
+  SSL_CTX_set_info_callback(ctx, state->previous_info_cb != nullptr ? chained_info_cb : info_cb);
   SSL_CTX_set_num_tickets(ctx, static_cast<std::size_t>(tickets));
   set_session_timeout(ctx, static_cast<long>(service->config().tickets.lifetime.count()));
   if (SSL_CTX_get_max_early_data(ctx) > 0)

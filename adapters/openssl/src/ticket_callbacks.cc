@@ -29,24 +29,41 @@ namespace {
 // derivations (and look like a thousand MAC failures). Beyond it: a full handshake.
 constexpr int kMaxTicketsPerHandshake = 2;
 
-// Key bytes on their way from the KDF into OpenSSL's contexts: secure memory (locked,
-// left out of core dumps), wiped when the scope ends, whatever the path. Empty when no
-// secure block is left (then no ticket this time).
-template <std::size_t N>
-struct KeyBuffer {
-  std::optional<hsm::SecureBuffer<N>> buffer;
-  KeyBuffer() noexcept {
-    try {
-      buffer.emplace();
-    } catch (const std::bad_alloc&) {
-    }
-  }
-  explicit operator bool() const noexcept { return buffer.has_value(); }
-  unsigned char* bytes() const noexcept { return buffer->data(); }
-  static constexpr std::size_t size = N;
-};
+// Key bytes on their way from the KDF into OpenSSL's contexts: a block of secure memory
+// (locked, left out of core dumps, zeroed in a fork child) kept per thread, so that a
+// ticket costs no allocation, and wiped when the scope ends, whatever the path. Empty
+// when no secure block is left (then no ticket this time).
+class KeyScratch {
+ public:
+  static constexpr std::size_t kBytes = KEYSVC_KDF_ISSUE_OUTPUT_BYTES;
+  static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES <= kBytes);
 
-using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)>;
+  KeyScratch() noexcept : block_(thread_block()) {}
+  ~KeyScratch() {
+    if (block_ != nullptr) block_->wipe();
+  }
+  KeyScratch(const KeyScratch&) = delete;
+  KeyScratch& operator=(const KeyScratch&) = delete;
+  explicit operator bool() const noexcept { return block_ != nullptr; }
+  unsigned char* bytes() const noexcept { return block_->data(); }
+
+ private:
+  // The calling thread's block, taken on its first ticket and given back (wiped) when
+  // the thread ends. OpenSSL never nests ticket callbacks on one thread.
+  static hsm::SecureBuffer<kBytes>* thread_block() noexcept {
+    thread_local std::optional<hsm::SecureBuffer<kBytes>> block;
+    if (!block) {
+      try {
+        block.emplace();
+      } catch (const std::bad_alloc&) {
+        return nullptr;
+      }
+    }
+    return &*block;
+  }
+
+  hsm::SecureBuffer<kBytes>* block_;
+};
 
 // What the evp callback last did on this thread. OpenSSL calls the evp callback and
 // then dec_cb for the same SSL on the same thread within one handshake step, so dec_cb
@@ -75,20 +92,21 @@ bool set_mac_key(const AdapterState& st, EVP_MAC_CTX* hctx, const unsigned char*
 // enc=1: returns 1 with a ticket key set up, or 0 (no ticket this time).
 int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cctx,
                  EVP_MAC_CTX* hctx) {
-  KeyBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES> out;
+  KeyScratch out;
   if (!out) {
     st.service->count(TicketEvent::kIssueFailed);
     return 0;
   }
-  KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
+  KdfContextPool::Lease kctx(*st.kdf_contexts);
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
       OSSL_PARAM_construct_end(),
   };
   const unsigned char* aes_key = out.bytes() + kKeyNameBytes + kIvBytes;
   const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
-  if (kctx && EVP_KDF_derive(kctx.get(), out.bytes(), out.size, params) != 1) return 0;  // counted there
-  if (!kctx || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
+  if (kctx.get() != nullptr && EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_ISSUE_OUTPUT_BYTES, params) != 1)
+    return 0;  // counted there
+  if (kctx.get() == nullptr || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
       !set_mac_key(st, hctx, hmac_key)) {
     st.service->count(TicketEvent::kIssueFailed);
     return 0;
@@ -114,13 +132,13 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
     return 0;
   }
   ++c->tickets_opened;
-  KeyBuffer<KEYSVC_KDF_OPEN_OUTPUT_BYTES> out;
+  KeyScratch out;
   if (!out) {
     st.service->record(t_last_open.name, TicketOutcome::kHsmError);
     return 0;
   }
-  KdfCtxPtr kctx(EVP_KDF_CTX_new(st.kdf), EVP_KDF_CTX_free);
-  if (!kctx) {
+  KdfContextPool::Lease kctx(*st.kdf_contexts);
+  if (kctx.get() == nullptr) {
     st.service->record(t_last_open.name, TicketOutcome::kHsmError);
     return 0;
   }
@@ -130,7 +148,7 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
       OSSL_PARAM_construct_octet_string(KEYSVC_KDF_PARAM_IV, iv, kIvBytes),
       OSSL_PARAM_construct_end(),
   };
-  int derived = EVP_KDF_derive(kctx.get(), out.bytes(), out.size, params);
+  int derived = EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_OPEN_OUTPUT_BYTES, params);
   int status = 0;
   OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
   EVP_KDF_CTX_get_params(kctx.get(), get);
@@ -183,7 +201,7 @@ int generate_app_data_cb(SSL* s, void* arg) {
   auto previous = SSL_session_reused(s) ? read_app_data(session) : std::nullopt;
   record.auth_time = previous ? previous->auth_time : unix_now(*st);
   record.issued_under = st->service->encrypt_key_name().value_or(KeyName{});
-  auto bytes = record.encode();
+  const auto bytes = record.encode();
   return SSL_SESSION_set1_ticket_appdata(session, bytes.data(), bytes.size());
 }
 
@@ -260,21 +278,35 @@ SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsign
   return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
 }
 
-// The SSL_CTX's info callback: the server's own first, then keysvc's count of what
-// really resumed (see Connection::accepted).
-void info_cb(const SSL* s, int where, int ret) {
-  AdapterState* st = state_of(SSL_get_SSL_CTX(s));
-  if (st == nullptr) return;
-  if (st->previous_info_cb != nullptr) st->previous_info_cb(s, where, ret);
-  if ((where & SSL_CB_HANDSHAKE_DONE) == 0) return;
+namespace {
+
+// Counts a finished handshake that really resumed (see Connection::accepted).
+void count_resumption(const SSL* s, AdapterState& st) {
   Connection* c = connection_of(s, false);
   if (c == nullptr) return;
   c->tickets_opened = 0;  // a renegotiation (TLS 1.2) is a new handshake
   if (!c->accepted) return;
   const KeyName name = *std::exchange(c->accepted, std::nullopt);
   if (!SSL_session_reused(const_cast<SSL*>(s))) return;
-  st->service->record(name, TicketOutcome::kResumed);
-  if (c->accepted_renewed) st->service->record(name, TicketOutcome::kRenewed);
+  st.service->record(name, TicketOutcome::kResumed);
+  if (c->accepted_renewed) st.service->record(name, TicketOutcome::kRenewed);
+}
+
+}  // namespace
+
+// OpenSSL calls the info callback at every state of every handshake (17 times a
+// handshake on average in keysvc-bench's mix); keysvc needs only the end, so the other
+// calls return before any lookup.
+void info_cb(const SSL* s, int where, int) {
+  if ((where & SSL_CB_HANDSHAKE_DONE) == 0) return;
+  if (AdapterState* st = state_of(SSL_get_SSL_CTX(s))) count_resumption(s, *st);
+}
+
+void chained_info_cb(const SSL* s, int where, int ret) {
+  AdapterState* st = state_of(SSL_get_SSL_CTX(s));
+  if (st == nullptr) return;
+  if (st->previous_info_cb != nullptr) st->previous_info_cb(s, where, ret);
+  if ((where & SSL_CB_HANDSHAKE_DONE) != 0) count_resumption(s, *st);
 }
 
 }  // namespace keysvc::openssl

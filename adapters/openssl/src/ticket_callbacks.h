@@ -24,8 +24,9 @@ int generate_app_data_cb(SSL* s, void* arg);
 SSL_TICKET_RETURN decrypt_app_data_cb(SSL* s, SSL_SESSION* session, const unsigned char* keyname,
                                       std::size_t keyname_len, SSL_TICKET_STATUS status, void* arg);
 
-// SSL_CTX_set_info_callback: the server's own callback first, then keysvc's count of the
-// handshakes that really resumed.
+// SSL_CTX_set_info_callback: keysvc's count of the handshakes that really resumed;
+// chained_info_cb calls the server's own callback (AdapterState::previous_info_cb) first.
 void info_cb(const SSL* s, int where, int ret);
+void chained_info_cb(const SSL* s, int where, int ret);
 
 }  // namespace keysvc::openssl

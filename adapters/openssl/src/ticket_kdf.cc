@@ -24,8 +24,11 @@ struct KdfContext {
   bool have_iv = false;
   int open_status = 0;
 
+  // Also what a context parked between tickets keeps (kdf_context_pool.h): nothing.
   void reset() {
     operation = Operation::kNone;
+    name = {};
+    iv = {};
     have_name = have_iv = false;
     open_status = 0;
   }
