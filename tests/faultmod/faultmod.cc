@@ -155,11 +155,16 @@ std::array<std::mutex*, 4> fork_locks() {
   return {&s.init_mutex, &s.reload_mutex, &s.write_mutex, &s.stats_mutex};
 }
 
+// The rules snapshot's own lock last: no other lock is taken while it is held. (A call
+// hanging in the parent reads the rules every 2 ms: a child forked while that read held
+// the lock hung in its first call, C_Initialize.)
 void lock_for_fork() {
   for (std::mutex* m : fork_locks()) m->lock();
+  state().rules.lock();
 }
 
 void unlock_after_fork() {
+  state().rules.unlock();
   const auto locks = fork_locks();
   for (auto m = locks.rbegin(); m != locks.rend(); ++m) (*m)->unlock();
 }

@@ -37,6 +37,11 @@ class SharedSnapshot {
     return value;
   }
 
+  // Holds the snapshot still (BasicLockable): for a pthread_atfork handler, so that fork()
+  // never copies the lock held by a thread the child will not have.
+  void lock() const { mutex_.lock(); }
+  void unlock() const { mutex_.unlock(); }
+
  private:
   mutable std::mutex mutex_;
   std::shared_ptr<T> value_;
