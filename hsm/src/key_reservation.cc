@@ -14,7 +14,6 @@
 #include <cstring>
 #include <mutex>
 #include <string_view>
-#include <thread>
 #include <utility>
 
 #include "keysvc/hsm/error.h"

@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 
 #include "keysvc/hsm/error.h"

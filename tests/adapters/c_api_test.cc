@@ -18,6 +18,15 @@ namespace {
 using test::Handshake;
 using test::TestToken;
 
+// A TLS 1.3 full handshake with `server` gets a ticket, and the ticket resumes.
+void expect_a_ticket_that_resumes(SSL_CTX* server) {
+  auto client = test::make_client_ctx(TLS1_3_VERSION);
+  Handshake h = test::handshake(server, client.get());
+  ASSERT_TRUE(h.ok) << h.error;
+  ASSERT_FALSE(h.tickets.empty());
+  EXPECT_TRUE(test::handshake(server, client.get(), h.last()).reused);
+}
+
 TEST(TicketAdapterCApi, OpensInstallsAndResumes) {
   TestToken::get().clear();
   char err[256] = "";
@@ -26,11 +35,7 @@ TEST(TicketAdapterCApi, OpensInstallsAndResumes) {
   auto server = test::make_server_ctx();
   ASSERT_EQ(keysvc_ssl_ctx_install(server.get(), svc, nullptr, nullptr, err, sizeof err), 1) << err;
   keysvc_service_free(svc);  // the SSL_CTX keeps the service alive
-  auto client = test::make_client_ctx(TLS1_3_VERSION);
-  Handshake h = test::handshake(server.get(), client.get());
-  ASSERT_TRUE(h.ok) << h.error;
-  ASSERT_FALSE(h.tickets.empty());
-  EXPECT_TRUE(test::handshake(server.get(), client.get(), h.last()).reused);
+  expect_a_ticket_that_resumes(server.get());
 }
 
 // A web server worker at exit: keysvc_service_stop() ends the background thread (no more
@@ -50,11 +55,7 @@ TEST(TicketAdapterCApi, StopEndsTheBackgroundWorkAndTicketsGoOn) {
   const std::uint64_t scans = handle.service->counters().refreshes;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   EXPECT_EQ(handle.service->counters().refreshes, scans) << "a token scan after keysvc_service_stop";
-  auto client = test::make_client_ctx(TLS1_3_VERSION);
-  Handshake h = test::handshake(server.get(), client.get());
-  ASSERT_TRUE(h.ok) << h.error;
-  ASSERT_FALSE(h.tickets.empty());
-  EXPECT_TRUE(test::handshake(server.get(), client.get(), h.last()).reused);
+  expect_a_ticket_that_resumes(server.get());
 }
 
 TEST(TicketAdapterCApi, BadConfigIsOneLineError) {

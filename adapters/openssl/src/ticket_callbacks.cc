@@ -98,15 +98,18 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
     return 0;
   }
   KdfContextPool::Lease kctx(*st.kdf_contexts);
+  if (kctx.get() == nullptr) {
+    st.service->count(TicketEvent::kIssueFailed);
+    return 0;
+  }
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
       OSSL_PARAM_construct_end(),
   };
+  if (EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_ISSUE_OUTPUT_BYTES, params) != 1) return 0;  // counted there
   const unsigned char* aes_key = out.bytes() + kKeyNameBytes + kIvBytes;
   const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
-  if (kctx.get() != nullptr && EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_ISSUE_OUTPUT_BYTES, params) != 1)
-    return 0;  // counted there
-  if (kctx.get() == nullptr || EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
+  if (EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
       !set_mac_key(st, hctx, hmac_key)) {
     st.service->count(TicketEvent::kIssueFailed);
     return 0;
