@@ -71,87 +71,32 @@ TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv) {
   return labelled_message<TicketInfoV3>(kTicketKeysV3Label, name, iv);
 }
 
-void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch,
-                      std::span<std::uint8_t, kEpochKeyBytes> out) {
+void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch, EpochKey& out) {
   if (generation.handles_predate(session.generation()))
     throw hsm::Pkcs11Error("C_SignInit (key handles from before a module restart)", CKR_KEY_HANDLE_INVALID);
-  hsm::hmac_sha256(session, generation.enc_signing_key(), epoch_key_message(generation.name, epoch), out);
+  out.assign([&](std::span<std::uint8_t, kEpochKeyBytes> key) {
+    hsm::hmac_sha256(session, generation.enc_signing_key(), epoch_key_message(generation.name, epoch), key);
+  });
 }
 
-namespace {
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
-};
-// SHA-256 from the default library context, fetched once: a digest named per call (as
-// OpenSSL's HKDF does with its "digest" parameter) is looked up again each time.
-const EVP_MD* sha256() {
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
-
-// One HKDF block, T(i) = HMAC-SHA256(PRK, T(i-1) || info || i) (RFC 2104 written out,
-// so that a ticket costs no digest lookup and no HMAC context). Each of the two hashes
-// reads one contiguous buffer: [ipad][T(i-1)][info][i], then [opad][inner digest].
-// `previous` is empty for T(1). The buffers are wiped here; the caller re-initialises ctx.
-bool hkdf_block(EVP_MD_CTX* ctx, std::span<const std::uint8_t, kEpochKeyBytes> prk,
-                std::span<const std::uint8_t> previous, const TicketInfoV3& info, std::uint8_t i,
-                std::uint8_t* out) {
-  constexpr std::size_t kBlock = 64;  // SHA-256's block: HMAC's pad length
-  constexpr std::size_t kInner = kBlock + SHA256_DIGEST_LENGTH + sizeof(TicketInfoV3) + 1;
-  constexpr std::size_t kOuter = kBlock + SHA256_DIGEST_LENGTH;
-  std::uint8_t inner[kInner], outer[kOuter];
-  struct Wipe {
-    std::uint8_t* inner;
-    std::uint8_t* outer;
-    ~Wipe() {
-      OPENSSL_cleanse(inner, kInner);
-      OPENSSL_cleanse(outer, kOuter);
-    }
-  } wipe{inner, outer};
-  for (std::size_t k = 0; k < kBlock; ++k) {
-    const std::uint8_t key_byte = k < prk.size() ? prk[k] : 0;
-    inner[k] = key_byte ^ 0x36;
-    outer[k] = key_byte ^ 0x5c;
-  }
-  std::uint8_t* end = std::copy(previous.begin(), previous.end(), inner + kBlock);
-  end = std::copy(info.begin(), info.end(), end);
-  *end++ = i;
-  unsigned int n = 0;
-  return EVP_DigestInit_ex2(ctx, sha256(), nullptr) == 1 &&
-         EVP_DigestUpdate(ctx, inner, static_cast<std::size_t>(end - inner)) == 1 &&
-         EVP_DigestFinal_ex(ctx, outer + kBlock, &n) == 1 && EVP_DigestInit_ex2(ctx, sha256(), nullptr) == 1 &&
-         EVP_DigestUpdate(ctx, outer, sizeof outer) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
-}
-}  // namespace
-
-void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes> epoch_key, const KeyName& name,
-                                   const Iv& iv, TicketKeys& out) {
+void derive_ticket_keys_from_epoch(const EpochKey& epoch_key, const KeyName& name, const Iv& iv, TicketKeys& out) {
   // HKDF-Expand (RFC 5869) for 64 bytes: T(1) = HMAC(PRK, info || 1),
   // T(2) = HMAC(PRK, T(1) || info || 2); out = T(1) || T(2). The same bytes as OpenSSL's
   // "HKDF" in expand-only mode (derivation_test checks both against the documented
-  // vector and random inputs), at about half its cost per ticket: no EVP_KDF_CTX and no
-  // digest fetched by name (keysvc-microbench BM_KdfDerive, docs/PERFORMANCE.md).
+  // vector and random inputs), at a third of its cost per ticket: each HMAC starts from
+  // the epoch key's stored pad states (epoch_key.h), so a ticket costs six SHA-256
+  // compressions instead of ten, and no EVP context (keysvc-microbench BM_KdfDerive,
+  // docs/PERFORMANCE.md).
+  static_assert(SHA256_DIGEST_LENGTH == kTicketKeyBytes, "T(1) is the AES key, T(2) the HMAC key");
   const TicketInfoV3 info = ticket_info_v3(name, iv);
   const auto both = out.both();
-  static_assert(SHA256_DIGEST_LENGTH == kTicketKeyBytes, "T(1) is the AES key, T(2) the HMAC key");
-  // One digest context per thread, reused: a context made and freed per ticket is two
-  // allocations and a provider context each time. Between tickets it holds SHA-256's
-  // initial state only: it is initialised again before this returns, on every path,
-  // which overwrites the state that produced T(2).
-  thread_local const std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  struct Reset {
-    EVP_MD_CTX* ctx;
-    ~Reset() {
-      if (ctx != nullptr && EVP_DigestInit_ex2(ctx, sha256(), nullptr) != 1) EVP_MD_CTX_reset(ctx);
-    }
-  } reset{ctx.get()};
   std::uint8_t* t1 = both.data();
   std::uint8_t* t2 = both.data() + SHA256_DIGEST_LENGTH;
-  const std::span<const std::uint8_t> t1_bytes(t1, SHA256_DIGEST_LENGTH);
-  if (!ctx || sha256() == nullptr || !hkdf_block(ctx.get(), epoch_key, {}, info, 1, t1) ||
-      !hkdf_block(ctx.get(), epoch_key, t1_bytes, info, 2, t2)) {
+  constexpr std::uint8_t kOne = 1, kTwo = 2;
+  if (!epoch_key.hmac({info, {&kOne, 1}}, t1) ||
+      !epoch_key.hmac({{t1, SHA256_DIGEST_LENGTH}, info, {&kTwo, 1}}, t2)) {
     out.wipe();
-    throw std::runtime_error("HKDF-Expand-SHA256 failed in OpenSSL");
+    throw std::runtime_error("HKDF-Expand-SHA256: no secure memory left for its working state");
   }
 }
 

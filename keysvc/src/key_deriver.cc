@@ -157,7 +157,7 @@ EpochKeyCache::Key KeyDeriver::epoch_key(std::shared_ptr<const KeyRing>& ring, c
   EpochKeyCache::Key derived;
   const bool ok = with_current_handles(ring, g, "epoch key derivation", [&](const Generation& gen) {
     auto work = std::make_shared<EpochWork>(gen, epoch);
-    auto r = gateway_.run([work](hsm::Session& s) { derive_epoch_key(s, work->generation, work->epoch, work->key->span()); },
+    auto r = gateway_.run([work](hsm::Session& s) { derive_epoch_key(s, work->generation, work->epoch, *work->key); },
                           lane);
     if (r.ok()) derived = work->key;
     return r;

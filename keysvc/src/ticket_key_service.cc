@@ -25,7 +25,7 @@ namespace {
 // A ticket's keys from an epoch key (derivation.h); false (logged) if OpenSSL failed.
 bool keys_from_epoch(const EpochKey& key, const KeyName& name, const Iv& iv, TicketKeys& out) noexcept {
   try {
-    derive_ticket_keys_from_epoch(key.span(), name, iv, out);
+    derive_ticket_keys_from_epoch(key, name, iv, out);
     return true;
   } catch (const std::exception& e) {
     out.wipe();

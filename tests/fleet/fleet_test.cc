@@ -542,7 +542,7 @@ class EpochTally {
         for (const auto& g : ring.generations()) {
           if (keysvc::to_hex(g.name) != name || !g.epoch_tier() || !g.usable()) continue;
           keysvc::EpochKey key;
-          keysvc::derive_epoch_key(session, g, epoch, key.span());
+          keysvc::derive_epoch_key(session, g, epoch, key);
           keysvc::test::remember_epoch_key(key.span());
           ++n;
         }

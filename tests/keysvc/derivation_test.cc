@@ -311,7 +311,7 @@ TEST(DerivationDoc, V3TestVectorMatchesTheTokenAndOpenSslHkdf) {
   g.epoch_seconds = 300;
   g.enc_key = g.mac_key = hsm::import_hmac_key(*s, name, "test-epoch-root", v["root_key"]);
   EpochKey key;
-  derive_epoch_key(*s, g, epoch, key.span());
+  derive_epoch_key(*s, g, epoch, key);
   EXPECT_EQ(test::hex(key.span()), test::hex(v["epoch_key"]));
   EXPECT_EQ(g.sign_calls(), 1);
   EXPECT_EQ(test::openssl_hmac_sha256(v["root_key"], v["epoch_message"]), v["epoch_key"]);
@@ -319,7 +319,7 @@ TEST(DerivationDoc, V3TestVectorMatchesTheTokenAndOpenSslHkdf) {
   // ...and the documented ticket keys are what the code, RFC 5869 and OpenSSL's other HKDF
   // entry point derive from it.
   TicketKeys keys;
-  derive_ticket_keys_from_epoch(key.span(), name, iv, keys);
+  derive_ticket_keys_from_epoch(key, name, iv, keys);
   EXPECT_EQ(test::hex(keys.aes_key), test::hex(v["aes_key"]));
   EXPECT_EQ(test::hex(keys.hmac_key), test::hex(v["hmac_key"]));
   ByteVec both = v["aes_key"];
@@ -337,11 +337,11 @@ TEST(DeriveTicketKeys, FromAnEpochKeyIsOpenSslsHkdfExpandForRandomInputs) {
     EpochKey key;
     KeyName name{};
     Iv iv{};
-    ASSERT_EQ(RAND_bytes(key.data(), static_cast<int>(key.size())), 1);
+    key.assign([](std::span<std::uint8_t, kEpochKeyBytes> k) { ASSERT_EQ(RAND_bytes(k.data(), kEpochKeyBytes), 1); });
     ASSERT_EQ(RAND_bytes(name.data(), static_cast<int>(name.size())), 1);
     ASSERT_EQ(RAND_bytes(iv.data(), static_cast<int>(iv.size())), 1);
     TicketKeys keys;
-    derive_ticket_keys_from_epoch(key.span(), name, iv, keys);
+    derive_ticket_keys_from_epoch(key, name, iv, keys);
     const TicketInfoV3 info = ticket_info_v3(name, iv);
     ByteVec both(keys.both().begin(), keys.both().end());
     ASSERT_EQ(both, openssl_pkey_hkdf_expand(ByteVec(key.span().begin(), key.span().end()),

@@ -129,7 +129,7 @@ TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogS
     EXPECT_EQ(g->epoch_seconds, 2);
     for (auto [epoch, held_key] : {std::pair{e, current}, std::pair{e + 1, next}}) {
       EpochKey mine;
-      derive_epoch_key(session, *g, epoch, mine.span());
+      derive_epoch_key(session, *g, epoch, mine);
       key_hex.push_back(hex_of(mine.span()));
       test::remember_epoch_key(mine.span());
       const auto a = mine.span();
@@ -138,8 +138,8 @@ TEST(KeyDeriver, EpochKeysAreTheTokensHmacOfTheRootKeyAndAreRegisteredForTheLogS
     }
     // Another epoch gives another key.
     EpochKey other, same;
-    derive_epoch_key(session, *g, e + 2, other.span());
-    derive_epoch_key(session, *g, e, same.span());
+    derive_epoch_key(session, *g, e + 2, other);
+    derive_epoch_key(session, *g, e, same);
     test::remember_epoch_key(other.span());
     EXPECT_FALSE(std::equal(other.span().begin(), other.span().end(), same.span().begin()));
   });

@@ -38,7 +38,7 @@ class KeyScratch {
   static constexpr std::size_t kBytes = KEYSVC_KDF_ISSUE_OUTPUT_BYTES;
   static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES <= kBytes);
 
-  KeyScratch() noexcept : block_(thread_block()) {}
+  KeyScratch() noexcept : block_(hsm::thread_scratch<hsm::SecureBuffer<kBytes>, KeyScratch>()) {}
   ~KeyScratch() {
     if (block_ != nullptr) block_->wipe();
   }
@@ -48,20 +48,7 @@ class KeyScratch {
   unsigned char* bytes() const noexcept { return block_->data(); }
 
  private:
-  // The calling thread's block, taken on its first ticket and given back (wiped) when
-  // the thread ends. OpenSSL never nests ticket callbacks on one thread.
-  static hsm::SecureBuffer<kBytes>* thread_block() noexcept {
-    thread_local std::optional<hsm::SecureBuffer<kBytes>> block;
-    if (!block) {
-      try {
-        block.emplace();
-      } catch (const std::bad_alloc&) {
-        return nullptr;
-      }
-    }
-    return &*block;
-  }
-
+  // OpenSSL never nests ticket callbacks on one thread.
   hsm::SecureBuffer<kBytes>* block_;
 };
 

@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "keysvc/hsm/secure_memory.h"
+#include "keysvc/epoch_key.h"
 #include "keysvc/hsm/session.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
@@ -56,23 +57,20 @@ DerivationMessageV2 derivation_message_v2(const KeyName& name, const Iv& iv);
 // epoch_seconds) in Unix seconds (ticket_rules.h).
 inline constexpr std::string_view kEpochKeyLabel = "keysvc epoch v1";
 inline constexpr std::string_view kTicketKeysV3Label = "keysvc ticket v3 aes-256-cbc+hmac-sha256";
-inline constexpr std::size_t kEpochKeyBytes = 32;
-using EpochKey = hsm::SecureBuffer<kEpochKeyBytes>;
 
 using EpochKeyMessage = std::array<std::uint8_t, kEpochKeyLabel.size() + 1 + kKeyNameBytes + 8>;
 EpochKeyMessage epoch_key_message(const KeyName& name, std::int64_t epoch);
 using TicketInfoV3 = std::array<std::uint8_t, kTicketKeysV3Label.size() + 1 + kKeyNameBytes + kIvBytes>;
 TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv);
 
-// The epoch key of `generation` (derivation 3) for `epoch`, computed in the token: one
-// HMAC-SHA256 with the root key. Throws hsm::Pkcs11Error.
-void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch,
-                      std::span<std::uint8_t, kEpochKeyBytes> out);
+// Sets `out` to the epoch key of `generation` (derivation 3) for `epoch`, computed in the
+// token: one HMAC-SHA256 with the root key. Throws hsm::Pkcs11Error (`out` is then wiped).
+void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch, EpochKey& out);
 
 // A ticket's keys from its generation's epoch key (HKDF-Expand-SHA256, RFC 5869), in
-// this process. Throws std::runtime_error if OpenSSL fails.
-void derive_ticket_keys_from_epoch(std::span<const std::uint8_t, kEpochKeyBytes> epoch_key, const KeyName& name,
-                                   const Iv& iv, TicketKeys& out);
+// this process. Throws std::runtime_error if no secure memory is left for the HMAC's
+// working state (`out` is then wiped).
+void derive_ticket_keys_from_epoch(const EpochKey& epoch_key, const KeyName& name, const Iv& iv, TicketKeys& out);
 
 // A fresh IV for a ticket of `epoch`: the epoch in its first 4 bytes, then 12 random ones.
 // False if the random generator fails.

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -96,6 +97,24 @@ class SecureBuffer {
  private:
   SecureBlock block_;
 };
+
+// Scratch space of the calling thread: its own T (a SecureBuffer, or a type holding
+// one), built on the thread's first call and destroyed (so wiped) when the thread ends.
+// For work done once per ticket, which must not take a secure block each time: the
+// caller wipes it when done. Tag tells apart users of the same T. nullptr if no secure
+// memory was left for it (tried again on the next call).
+template <class T, class Tag = T>
+T* thread_scratch() noexcept {
+  thread_local std::optional<T> scratch;
+  if (!scratch) {
+    try {
+      scratch.emplace();
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+  }
+  return &*scratch;
+}
 
 // What the allocator has done since the process started (both kinds together).
 struct SecureMemoryStats {
