@@ -1,11 +1,13 @@
 // One way to write to a token's objects (create, destroy, set attributes, generate):
 // the call, asked again where a token answers a passing condition as a failure. Used by
 // object.cc, secret_key.cc and key_reservation.cc; internal to the hsm library.
-//   - SoftHSM 2.6 answers a token-object write made while other sessions search the
-//     token with CKR_TEMPLATE_INCONSISTENT now and then (measured: 1 to 11 of 12
-//     generated keys with four threads scanning; also seen on C_CreateObject, both in
-//     tests/keysvc/ring_store_test.cc): a template a token really refuses is refused
-//     every time, so up to 3 attempts;
+//   - SoftHSM 2.6 answers a token-object write made while other threads of the same
+//     process search the token with CKR_TEMPLATE_INCONSISTENT now and then (measured: 1
+//     to 11 of 12 generated keys with four threads scanning; also seen on
+//     C_CreateObject): its object files' fcntl locks do not exclude threads of one
+//     process, and a search re-reading the new object's file drops the attributes the
+//     write is checking. A template a token really refuses is refused every time, so up
+//     to 3 attempts;
 //   - where the profile says a busy store answers CKR_GENERAL_ERROR (module_profile.h:
 //     tpm2-pkcs11's SQLite store while another process holds it), after pauses of 25 ms,
 //     doubling, for about 1.5 s in all: the other process's transaction is short, and a
