@@ -21,8 +21,8 @@
 #include <span>
 #include <string_view>
 
-#include "keysvc/hsm/secure_memory.h"
 #include "keysvc/epoch_key.h"
+#include "keysvc/hsm/secure_memory.h"
 #include "keysvc/hsm/session.h"
 #include "keysvc/key_name.h"
 #include "keysvc/key_ring.h"
