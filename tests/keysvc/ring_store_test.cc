@@ -118,7 +118,7 @@ TEST_F(RingStoreTest, AScanThatLostEveryGenerationIsTakenForAnOutage) {
 // here writes it can find the file empty and mark the object invalid for good in this
 // process (ObjectFile::refresh); the ring would then lack that generation until the
 // module is loaded again. A reader in another process reads the file again on its next
-// refresh. keysvc writes token objects from its maintenance thread, where it also scans.
+// refresh.
 void generate_in_another_process() {
   const test::RunResult r = test::run(
       {KEYSVCCTL_BIN, "--config", test::TestToken::get().config_path(), "keys", "generate"}, "", 60s);
