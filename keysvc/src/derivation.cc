@@ -70,9 +70,9 @@ TicketInfoV3 ticket_info_v3(const KeyName& name, const Iv& iv) {
 }
 
 void derive_epoch_key(hsm::Session& session, const Generation& generation, std::int64_t epoch, EpochKey& out) {
-  if (generation.handles_predate(session.generation()))
-    throw hsm::Pkcs11Error("C_SignInit (key handles from before a module restart)", CKR_KEY_HANDLE_INVALID);
   out.assign([&](std::span<std::uint8_t, kEpochKeyBytes> key) {
+    if (generation.handles_predate(session.generation()))
+      throw hsm::Pkcs11Error("C_SignInit (key handles from before a module restart)", CKR_KEY_HANDLE_INVALID);
     hsm::hmac_sha256(session, generation.enc_signing_key(), epoch_key_message(generation.name, epoch), key);
   });
 }

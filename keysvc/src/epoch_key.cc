@@ -64,13 +64,8 @@ void EpochKey::prepare() noexcept {
 }
 
 bool EpochKey::hmac(std::initializer_list<std::span<const std::uint8_t>> parts, std::uint8_t* out) const noexcept {
-  struct Tag {};
-  WorkingBlock* scratch = hsm::thread_scratch<WorkingBlock, Tag>();
-  if (scratch == nullptr) return false;
-  struct WipeAfter {
-    WorkingBlock* block;
-    ~WipeAfter() { block->wipe(); }
-  } wipe_after{scratch};
+  const hsm::ThreadScratch<WorkingBlock, struct WorkingTag> scratch;  // wiped on return
+  if (!scratch) return false;
   auto* w = new (scratch->data()) Working;
   std::memcpy(&w->state, state_at(block_.data(), kInnerAt), sizeof(SHA256_CTX));
   for (const auto& part : parts) SHA256_Update(&w->state, part.data(), part.size());

@@ -29,28 +29,13 @@ namespace {
 // derivations (and look like a thousand MAC failures). Beyond it: a full handshake.
 constexpr int kMaxTicketsPerHandshake = 2;
 
-// Key bytes on their way from the KDF into OpenSSL's contexts: a block of secure memory
-// (locked, left out of core dumps, zeroed in a fork child) kept per thread, so that a
-// ticket costs no allocation, and wiped when the scope ends, whatever the path. Empty
-// when no secure block is left (then no ticket this time).
-class KeyScratch {
- public:
-  static constexpr std::size_t kBytes = KEYSVC_KDF_ISSUE_OUTPUT_BYTES;
-  static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES <= kBytes);
-
-  KeyScratch() noexcept : block_(hsm::thread_scratch<hsm::SecureBuffer<kBytes>, KeyScratch>()) {}
-  ~KeyScratch() {
-    if (block_ != nullptr) block_->wipe();
-  }
-  KeyScratch(const KeyScratch&) = delete;
-  KeyScratch& operator=(const KeyScratch&) = delete;
-  explicit operator bool() const noexcept { return block_ != nullptr; }
-  unsigned char* bytes() const noexcept { return block_->data(); }
-
- private:
-  // OpenSSL never nests ticket callbacks on one thread.
-  hsm::SecureBuffer<kBytes>* block_;
-};
+// Key bytes on their way from the KDF into OpenSSL's contexts: the thread's block of
+// secure memory (locked, left out of core dumps, zeroed in a fork child), so that a
+// ticket costs no allocation, wiped when the callback returns, whatever the path. Empty
+// when no secure block is left (then no ticket this time). OpenSSL never nests ticket
+// callbacks on one thread.
+static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES <= KEYSVC_KDF_ISSUE_OUTPUT_BYTES);
+using KeyScratch = hsm::ThreadScratch<hsm::SecureBuffer<KEYSVC_KDF_ISSUE_OUTPUT_BYTES>, struct KeyScratchTag>;
 
 // What the evp callback last did on this thread. OpenSSL calls the evp callback and
 // then dec_cb for the same SSL on the same thread within one handshake step, so dec_cb
@@ -93,16 +78,16 @@ int issue_ticket(AdapterState& st, SSL* s, unsigned char* key_name, unsigned cha
       OSSL_PARAM_construct_utf8_string(KEYSVC_KDF_PARAM_OPERATION, const_cast<char*>("issue"), 0),
       OSSL_PARAM_construct_end(),
   };
-  if (EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_ISSUE_OUTPUT_BYTES, params) != 1) return 0;  // counted there
-  const unsigned char* aes_key = out.bytes() + kKeyNameBytes + kIvBytes;
+  if (EVP_KDF_derive(kctx.get(), out->data(), KEYSVC_KDF_ISSUE_OUTPUT_BYTES, params) != 1) return 0;  // counted there
+  const unsigned char* aes_key = out->data() + kKeyNameBytes + kIvBytes;
   const unsigned char* hmac_key = aes_key + kTicketKeyBytes;
-  if (EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out.bytes() + kKeyNameBytes, nullptr) != 1 ||
+  if (EVP_EncryptInit_ex2(cctx, st.cipher, aes_key, out->data() + kKeyNameBytes, nullptr) != 1 ||
       !set_mac_key(st, hctx, hmac_key)) {
     st.service->count(TicketEvent::kIssueFailed);
     return 0;
   }
-  std::memcpy(key_name, out.bytes(), kKeyNameBytes);
-  std::memcpy(iv, out.bytes() + kKeyNameBytes, kIvBytes);
+  std::memcpy(key_name, out->data(), kKeyNameBytes);
+  std::memcpy(iv, out->data() + kKeyNameBytes, kIvBytes);
   if (Connection* c = connection_of(s, true)) {
     c->last_issued.emplace();
     std::memcpy(c->last_issued->data(), key_name, kKeyNameBytes);
@@ -138,13 +123,13 @@ int open_ticket(AdapterState& st, const SSL* s, unsigned char* key_name, unsigne
       OSSL_PARAM_construct_octet_string(KEYSVC_KDF_PARAM_IV, iv, kIvBytes),
       OSSL_PARAM_construct_end(),
   };
-  int derived = EVP_KDF_derive(kctx.get(), out.bytes(), KEYSVC_KDF_OPEN_OUTPUT_BYTES, params);
+  if (EVP_KDF_derive(kctx.get(), out->data(), KEYSVC_KDF_OPEN_OUTPUT_BYTES, params) != 1)
+    return 0;  // the service counted why (unknown, retired, HSM error)
   int status = 0;
   OSSL_PARAM get[] = {OSSL_PARAM_construct_int(KEYSVC_KDF_PARAM_OPEN_STATUS, &status), OSSL_PARAM_construct_end()};
   EVP_KDF_CTX_get_params(kctx.get(), get);
-  if (derived != 1) return 0;  // the service counted why (unknown, retired, HSM error)
-  if (EVP_DecryptInit_ex2(cctx, st.cipher, out.bytes(), iv, nullptr) != 1 ||
-      !set_mac_key(st, hctx, out.bytes() + kTicketKeyBytes)) {
+  if (EVP_DecryptInit_ex2(cctx, st.cipher, out->data(), iv, nullptr) != 1 ||
+      !set_mac_key(st, hctx, out->data() + kTicketKeyBytes)) {
     st.service->record(t_last_open.name, TicketOutcome::kDecryptFailure);
     return 0;
   }

@@ -81,26 +81,6 @@ const OSSL_PARAM* kdf_settable_ctx_params(void*, void*) {
   return params;
 }
 
-// The calling thread's keys for one derivation (hsm::thread_scratch: no secure block is
-// taken per ticket), wiped when the derivation returns, whatever the path. OpenSSL never
-// nests ticket callbacks on one thread.
-template <class Keys>
-class ThreadKeys {
- public:
-  ThreadKeys() noexcept : keys_(hsm::thread_scratch<Keys>()) {}
-  ~ThreadKeys() {
-    if (keys_ != nullptr) wipe(*keys_);
-  }
-  ThreadKeys(const ThreadKeys&) = delete;
-  ThreadKeys& operator=(const ThreadKeys&) = delete;
-  Keys* get() const noexcept { return keys_; }
-
- private:
-  static void wipe(TicketKeys& k) noexcept { k.wipe(); }
-  static void wipe(IssueKeys& k) noexcept { k.keys.wipe(); }
-  Keys* keys_;
-};
-
 int kdf_derive_keys(void* vctx, unsigned char* out, std::size_t outlen, const OSSL_PARAM params[]) {
   auto* ctx = static_cast<KdfContext*>(vctx);
   if (!kdf_set_ctx_params(vctx, params)) return 0;
@@ -108,9 +88,11 @@ int kdf_derive_keys(void* vctx, unsigned char* out, std::size_t outlen, const OS
     case KdfContext::Operation::kIssue: {
       static_assert(KEYSVC_KDF_ISSUE_OUTPUT_BYTES == kKeyNameBytes + kIvBytes + 2 * kTicketKeyBytes);
       if (outlen != KEYSVC_KDF_ISSUE_OUTPUT_BYTES) return 0;
-      const ThreadKeys<IssueKeys> scratch;
-      if (scratch.get() == nullptr) return 0;
-      IssueKeys& keys = *scratch.get();
+      // The thread's keys (hsm::ThreadScratch: no secure block taken per ticket), wiped
+      // on return. OpenSSL never nests ticket callbacks on one thread.
+      const hsm::ThreadScratch<IssueKeys> scratch;
+      if (!scratch) return 0;
+      IssueKeys& keys = *scratch;
       if (!ctx->service->derive_for_issue(keys)) return 0;
       unsigned char* o = out;
       o = std::copy(keys.name.begin(), keys.name.end(), o);
@@ -122,9 +104,9 @@ int kdf_derive_keys(void* vctx, unsigned char* out, std::size_t outlen, const OS
     case KdfContext::Operation::kOpen: {
       static_assert(KEYSVC_KDF_OPEN_OUTPUT_BYTES == 2 * kTicketKeyBytes);
       if (outlen != KEYSVC_KDF_OPEN_OUTPUT_BYTES || !ctx->have_name || !ctx->have_iv) return 0;
-      const ThreadKeys<TicketKeys> scratch;
-      if (scratch.get() == nullptr) return 0;
-      TicketKeys& keys = *scratch.get();
+      const hsm::ThreadScratch<TicketKeys> scratch;  // as for an issue
+      if (!scratch) return 0;
+      TicketKeys& keys = *scratch;
       switch (ctx->service->derive_for_open(ctx->name, ctx->iv, keys)) {
         case OpenStatus::kOk:
           ctx->open_status = KEYSVC_OPEN_OK;

@@ -66,6 +66,7 @@ struct IssueKeys {
   KeyName name{};
   Iv iv{};
   TicketKeys keys;
+  void wipe() noexcept { keys.wipe(); }  // name and IV are sent in the ticket
 };
 
 enum class OpenStatus {

@@ -98,23 +98,44 @@ class SecureBuffer {
   SecureBlock block_;
 };
 
-// Scratch space of the calling thread: its own T (a SecureBuffer, or a type holding
-// one), built on the thread's first call and destroyed (so wiped) when the thread ends.
-// For work done once per ticket, which must not take a secure block each time: the
-// caller wipes it when done. Tag tells apart users of the same T. nullptr if no secure
-// memory was left for it (tried again on the next call).
+// Scratch space of the calling thread for one scope: the thread's own T (a SecureBuffer,
+// or a type holding one, with wipe()), built on the thread's first use and destroyed
+// (so wiped) when the thread ends, and wiped when each scope ends, whatever the path.
+// For work done once per ticket, which must not take a secure block each time. Tag tells
+// apart users of the same T; one scope per T and Tag at a time on a thread. Empty if no
+// secure memory was left for it (tried again next time).
+//
+//   hsm::ThreadScratch<hsm::SecureBuffer<64>, struct MyTag> scratch;
+//   if (!scratch) return false;
+//   use(scratch->data());   // wiped when `scratch` goes out of scope
 template <class T, class Tag = T>
-T* thread_scratch() noexcept {
-  thread_local std::optional<T> scratch;
-  if (!scratch) {
-    try {
-      scratch.emplace();
-    } catch (const std::bad_alloc&) {
-      return nullptr;
-    }
+class ThreadScratch {
+ public:
+  ThreadScratch() noexcept : value_(of_this_thread()) {}
+  ~ThreadScratch() {
+    if (value_ != nullptr) value_->wipe();
   }
-  return &*scratch;
-}
+  ThreadScratch(const ThreadScratch&) = delete;
+  ThreadScratch& operator=(const ThreadScratch&) = delete;
+
+  explicit operator bool() const noexcept { return value_ != nullptr; }
+  T& operator*() const noexcept { return *value_; }
+  T* operator->() const noexcept { return value_; }
+
+ private:
+  static T* of_this_thread() noexcept {
+    thread_local std::optional<T> scratch;
+    if (!scratch) {
+      try {
+        scratch.emplace();
+      } catch (const std::bad_alloc&) {
+        return nullptr;
+      }
+    }
+    return &*scratch;
+  }
+  T* value_;
+};
 
 // What the allocator has done since the process started (both kinds together).
 struct SecureMemoryStats {
