@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "keysvc/hsm/module.h"
+#include "process.h"
 #include "test_token.h"
 
 namespace keysvc {
@@ -23,7 +24,7 @@ namespace {
 
 // In a forked child: preloads the test token's config and opens a service with the lock
 // wait bounded at `wait_ms`. Exit code: 0 opened with the lock, 1 opened without it,
-// 2 not opened. -1 if the child had to be killed (it hung).
+// 2 not opened; 128 + N if signal N ended it; -1 if it hung (then it is killed).
 int open_in_child(long wait_ms) {
   const std::string config = test::TestToken::get().config_path();
   pid_t pid = ::fork();
@@ -38,14 +39,7 @@ int open_in_child(long wait_ms) {
                               : nullptr;
     ::_exit(svc == nullptr ? 2 : held == 1 ? 0 : 1);
   }
-  int status = 0;
-  for (int i = 0; i < 6000; ++i) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  return -1;
+  return test::wait_for_child(pid, std::chrono::seconds(60));
 }
 
 TEST(WebserverOpen, TakesTheLockWhenFree) {

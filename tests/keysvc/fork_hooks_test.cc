@@ -156,21 +156,14 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
     children.push_back(pid);
   }
   for (int i = 0; i < kWorkers; ++i) {
-    int status = 0;
-    pid_t done = 0;
-    for (int k = 0; k < 6000 && done == 0; ++k) {
-      done = waitpid(children[i], &status, WNOHANG);
-      if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (done == 0) {
-      kill(children[i], SIGKILL);
-      waitpid(children[i], &status, 0);
+    const int code = test::wait_for_child(children[i], std::chrono::seconds(60));
+    if (code == -1) {
       ADD_FAILURE() << "worker " << i << " hung";
       continue;
     }
-    EXPECT_TRUE(WIFEXITED(status)) << "worker " << i << " died with signal " << WTERMSIG(status);
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "worker " << i << " failed (10 full, 11 own ticket, 12 read, "
-                                      << "13 other worker's ticket, 14 counters, 15 reload)";
+    EXPECT_LT(code, 128) << "worker " << i << " died with signal " << code - 128;
+    EXPECT_EQ(code, 0) << "worker " << i << " failed (10 full, 11 own ticket, 12 read, "
+                       << "13 other worker's ticket, 14 counters, 15 reload)";
   }
   // No two workers issued a ticket with the same IV (the parent's pre-derived keys were
   // wiped in each child).
@@ -191,23 +184,6 @@ TEST_P(ForkHooksTest, EveryWorkerResumesTicketsOfAnotherWorker) {
   ASSERT_NE(full.last(), nullptr);
   test::Handshake again = test::handshake(server_.get(), client.get(), full.last());
   EXPECT_TRUE(again.ok && again.reused) << again.error;
-}
-
-// Waits (at most 30 s) for the child `pid`: its exit code, 128 + the signal that ended it,
-// or -1 if it hung (then it is killed).
-int wait_for_child(pid_t pid) {
-  int status = 0;
-  pid_t done = 0;
-  for (int k = 0; k < 3000 && done == 0; ++k) {
-    done = waitpid(pid, &status, WNOHANG);
-    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // The epoch tier and fork (issue 13): a child never holds the parent's epoch keys. The
@@ -252,8 +228,9 @@ TEST(ForkHooksEpochKeys, AChildNeverHoldsTheParentsEpochKeysAndDerivesItsOwn) {
     if (service->ticket_counters()[TicketEvent::kEpochKeysDerived] <= derived_at_fork) _exit(26);
     _exit(0);
   }
-  EXPECT_EQ(wait_for_child(pid), 0) << "-1 hung, 20 inherited key not wiped, 21 inherited cache, 23 no resumption, "
-                                       "24 no key of its own, 25 another key, 26 nothing derived";
+  EXPECT_EQ(test::wait_for_child(pid, std::chrono::seconds(30)), 0)
+      << "-1 hung, 20 inherited key not wiped, 21 inherited cache, 23 no resumption, 24 no key of its own, "
+         "25 another key, 26 nothing derived";
   // The parent keeps its key and serves.
   EXPECT_TRUE(std::equal(value.begin(), value.end(), parents->span().begin()));
   test::Handshake again = test::handshake(server.get(), client.get(), full.last());
@@ -289,7 +266,7 @@ TEST(ForkHooksAudit, AChildLeavesTheParentsTrailAloneAndExitsCleanly) {
     service.reset();
     _exit(served ? 0 : 10);
   }
-  const int code = wait_for_child(pid);
+  const int code = test::wait_for_child(pid, std::chrono::seconds(30));
   ASSERT_NE(code, -1) << "the child hung shutting keysvc down";
   ASSERT_LT(code, 128) << "the child died with signal " << code - 128;
   EXPECT_EQ(code, 0) << "10: the child could not serve";

@@ -4,7 +4,6 @@
 // and a fork while the maintenance thread waits in that seal goes through, the child
 // deriving its own keys once the HSM answers.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "keysvc/audit_verify.h"
 #include "keysvc/openssl/ticket_adapter.h"
 #include "keysvc/token_gateway.h"
+#include "process.h"
 #include "test_token.h"
 #include "tls_pair.h"
 
@@ -78,17 +78,6 @@ class HungHsm : public ::testing::Test {
       std::this_thread::sleep_for(20ms);
     }
     ::_exit(3);
-  }
-  // The child's exit status; -1 (and the child killed) if it has not ended within 30 s.
-  static int wait_for_child(pid_t child) {
-    int status = 0;
-    for (int i = 0; i < 3000; ++i) {
-      if (::waitpid(child, &status, WNOHANG) == child) return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-      std::this_thread::sleep_for(10ms);
-    }
-    ::kill(child, SIGKILL);
-    ::waitpid(child, &status, 0);
-    return -1;
   }
   bool verifies() {
     auto gateway = TokenGateway::open(test::TestToken::get().config());
@@ -160,7 +149,7 @@ TEST_F(HungHsm, AForkWhileTheMaintenanceThreadWaitsInASealGoesThrough) {
   ASSERT_GE(child, 0);
   const auto fork_took = std::chrono::steady_clock::now() - forking;
   faults_->clear();
-  EXPECT_EQ(wait_for_child(child), 0) << "the child could not derive (-1: hung)";
+  EXPECT_EQ(test::wait_for_child(child, 30s), 0) << "the child could not derive (-1: hung)";
   // fork() waited for the task in progress at most its deadline (maintenance_timeout).
   EXPECT_LT(fork_took, config_.hsm.maintenance_timeout + 2s);
   IssueKeys keys;
@@ -169,8 +158,6 @@ TEST_F(HungHsm, AForkWhileTheMaintenanceThreadWaitsInASealGoesThrough) {
   service_.reset();
   EXPECT_TRUE(verifies());
 }
-
-
 
 // The HSM hangs before the first epoch key is derived: the maintenance thread's
 // derivations overrun their deadline in guard workers, and a fork meanwhile still gives a
@@ -192,7 +179,7 @@ TEST_F(HungHsm, AForkWhileEpochDerivationsHangGoesThrough) {
   const pid_t child = fork_a_deriving_child();
   ASSERT_GE(child, 0);
   faults_->clear();
-  EXPECT_EQ(wait_for_child(child), 0) << "the child could not derive (-1: hung)";
+  EXPECT_EQ(test::wait_for_child(child, 30s), 0) << "the child could not derive (-1: hung)";
   IssueKeys keys;
   EXPECT_TRUE(service_->derive_for_issue(keys)) << "the parent works on after the fork";
 }

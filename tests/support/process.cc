@@ -160,6 +160,20 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   }
 }
 
+int wait_for_child(pid_t pid, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) != pid) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return decode_status(status);
+}
+
 void Process::keep_output() const noexcept {
   // For the suite-wide secret scan (tools/scan_logs_for_secrets.py): every child's output
   // stays under $KEYSVC_TEST_TMPDIR/logs/processes, named after its temporary folder.

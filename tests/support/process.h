@@ -92,6 +92,12 @@ int in_forked_child(F child) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// Waits up to `timeout` for the forked child `pid`: its exit code, or 128 + N if signal N
+// ended it; -1 if it is still running then (it is killed with SIGKILL and reaped). For
+// fork() children of a test, whose hang must be a failure with its reason rather than
+// a ctest timeout.
+int wait_for_child(pid_t pid, std::chrono::milliseconds timeout);
+
 // Number of lines in `text` (a final line without '\n' counts).
 std::size_t count_lines(const std::string& text);
 
