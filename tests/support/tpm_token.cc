@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -47,11 +48,14 @@ int free_port_pair() {
   throw std::runtime_error("no two free consecutive ports for swtpm");
 }
 
-// Runs `argv` until it exits 0 or `timeout` passes (a daemon still starting up).
-void retry_until_ok(const std::vector<std::string>& argv, std::chrono::seconds timeout, const std::string& what) {
+// Runs `argv` until it exits 0 or `timeout` passes (a daemon still starting up). Before
+// each try, `revive()` may start again a daemon that has exited.
+void retry_until_ok(const std::vector<std::string>& argv, std::chrono::seconds timeout, const std::string& what,
+                    const std::function<void()>& revive) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   RunResult r;
   while (std::chrono::steady_clock::now() < deadline) {
+    revive();
     r = run(argv, "", 10s);
     if (r.exit_code == std::optional<int>(0)) return;
     std::this_thread::sleep_for(50ms);
@@ -83,17 +87,21 @@ TpmToken::TpmToken() {
   const std::string bus = "unix:path=" + dir_ + "/bus";
   ::setenv("DBUS_SESSION_BUS_ADDRESS", bus.c_str(), 1);
   for (int i = 0; i < 200 && !std::filesystem::exists(dir_ + "/bus"); ++i) std::this_thread::sleep_for(10ms);
-  // As root abrmd wants --allow-root; --flush-all empties the TPM's object slots.
-  abrmd_ = std::make_unique<Process>(std::vector<std::string>{
-      "tpm2-abrmd", "--session", "--allow-root", "--flush-all",
-      "--tcti=swtpm:host=127.0.0.1,port=" + std::to_string(port)});
+  // As root abrmd wants --allow-root; --flush-all empties the TPM's object slots. abrmd
+  // exits at once if swtpm does not answer yet (its start is not waited for): then it is
+  // started again before the next try below.
+  const std::vector<std::string> abrmd{"tpm2-abrmd", "--session", "--allow-root", "--flush-all",
+                                       "--tcti=swtpm:host=127.0.0.1,port=" + std::to_string(port)};
+  auto start_abrmd_unless_running = [&] {
+    if (!abrmd_ || abrmd_->poll()) abrmd_ = std::make_unique<Process>(abrmd);
+  };
   ::setenv("TPM2_PKCS11_TCTI", "tabrmd:bus_type=session", 1);
   ::setenv("TPM2TOOLS_TCTI", "tabrmd:bus_type=session", 1);
   ::setenv("TPM2_PKCS11_STORE", (dir_ + "/store").c_str(), 1);
   ::setenv("KEYSVC_TPM2_KEY_TOOL", KEYSVC_TPM2_KEY_TOOL, 1);
   // tpm2-pkcs11 logs warnings (an unset CKA_VALUE read...) on stderr unless told not to.
   ::setenv("TPM2_PKCS11_LOG_LEVEL", "0", 1);
-  retry_until_ok({"tpm2_getrandom", "--hex", "8"}, 20s, "tpm2-abrmd on swtpm");
+  retry_until_ok({"tpm2_getrandom", "--hex", "8"}, 20s, "tpm2-abrmd on swtpm", start_abrmd_unless_running);
 
   pin_ = random_text(16);
   const std::string so_pin = random_text(16);
