@@ -17,6 +17,7 @@ namespace {
                "usage: keysvc-bench [--quick] [--out FILE] [--rounds N] [--handshakes N]\n"
                "                    [--tcp-rounds N] [--tcp-connections N] [--tcp-clients N] [--no-tcp]\n"
                "                    [--warmup-s N] [--no-slow-hsm] [--server PATH] [--modes M,M...]\n"
+               "                    [--scenarios S,S...]\n"
                "  --quick             few handshakes per cell (a smoke run, numbers are rough)\n"
                "  --out FILE          JSON results (default %s)\n"
                "  --rounds N          interleaved rounds, in-process (default 5)\n"
@@ -30,7 +31,9 @@ namespace {
                "  --no-slow-hsm       skip the slow-HSM section\n"
                "  --server PATH       keysvc-tls-server (default: next to this binary)\n"
                "  --modes M,M...      only these modes and openssl (e.g. to profile one mode with perf);\n"
-               "                      the others are reported as skipped\n",
+               "                      the others are reported as skipped\n"
+               "  --scenarios S,S...  only these in-process scenarios (e.g. tls12-resume-t1), the others\n"
+               "                      left out of the report\n",
                default_out.c_str());
   std::exit(code);
 }
@@ -73,6 +76,19 @@ Options parse_options(int argc, char** argv, const std::string& default_out) {
           usage(2);
         }
         o.modes.insert(m);
+      }
+    }
+    else if (a == "--scenarios") {
+      std::stringstream list(value(i));
+      for (std::string sc; std::getline(list, sc, ',');) {
+        static const std::set<std::string> known = {"tls13-full-t1",   "tls13-full-t2",   "tls13-resume-t1",
+                                                    "tls13-resume-t2", "tls12-full-t1",   "tls12-full-t2",
+                                                    "tls12-resume-t1", "tls12-resume-t2"};
+        if (!known.count(sc)) {
+          std::fprintf(stderr, "keysvc-bench: unknown scenario '%s'\n", sc.c_str());
+          usage(2);
+        }
+        o.scenarios.insert(sc);
       }
     }
     else if (a == "--help" || a == "-h") usage(0);

@@ -19,6 +19,7 @@ struct Options {
   int warmup_s = 60;  // slow-HSM section: load before measuring
   std::string server_bin;
   std::set<std::string> modes;  // --modes: only these (and openssl, the baseline); empty: all
+  std::set<std::string> scenarios;  // --scenarios: only these in-process scenarios; empty: all
 };
 
 // Parses argv; prints the usage and exits on --help (0) or a bad argument (2).

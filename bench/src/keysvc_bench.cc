@@ -240,6 +240,7 @@ int run(const Options& o) {
   for (int version : {TLS1_3_VERSION, TLS1_2_VERSION})
     for (bool resume : {false, true})
       for (int threads : {1, 2}) scenarios.push_back({version, resume, threads});
+  std::erase_if(scenarios, [&](const Scenario& sc) { return !o.scenarios.empty() && !o.scenarios.count(sc.name()); });
 
   std::vector<std::vector<CellAccum>> acc(scenarios.size(), std::vector<CellAccum>(modes.size()));
   for (int round = 0; round < o.rounds; ++round) {
