@@ -130,29 +130,38 @@ bool KeyDeriver::per_ticket(std::shared_ptr<const KeyRing>& ring, const Generati
 EpochKeyCache::Key KeyDeriver::epoch_key(std::shared_ptr<const KeyRing>& ring, const Generation*& g,
                                          std::int64_t epoch, TokenGateway::Lane lane) noexcept {
   if (auto key = epoch_keys_.find(g->name, epoch)) return key;
-  // One derivation of a missing key at a time on the ticket path: handshakes that need
-  // the same key wait for it (at most the ticket deadline) and then find it cached.
-  struct Turn {  // this handshake's turn, given back on every return
+  // One derivation per key: a lane waits for the other lane's derivation of the same key
+  // and then finds it cached (at start-up the maintenance thread prepares the current
+  // epoch's key while the first handshakes ask for it). And one derivation of a missing
+  // key at a time on the ticket path: handshakes wait for it (at most the ticket
+  // deadline), so tickets from many old epochs cost the HSM one call at a time.
+  const bool ticket = lane == TokenGateway::Lane::kTicket;
+  std::optional<EpochId>& mine = ticket ? ticket_deriving_ : maintenance_deriving_;
+  const std::optional<EpochId>& other = ticket ? maintenance_deriving_ : ticket_deriving_;
+  const EpochId id{g->name, epoch};
+  struct Turn {  // this call's turn, given back on every return
     KeyDeriver* owner = nullptr;
+    std::optional<EpochId>* slot = nullptr;
     ~Turn() {
       if (owner == nullptr) return;
       {
-        std::lock_guard lock(owner->on_demand_mutex_);
-        owner->on_demand_busy_ = false;
+        std::lock_guard lock(owner->deriving_mutex_);
+        slot->reset();
       }
-      owner->on_demand_free_.notify_one();
+      owner->derived_.notify_all();
     }
   } turn;
-  if (lane == TokenGateway::Lane::kTicket) {
-    std::unique_lock lock(on_demand_mutex_);
-    if (!on_demand_free_.wait_for(lock, ticket_wait(), [this] { return !on_demand_busy_; })) {
-      counters_.count(TicketEvent::kHsmErrors);
+  {
+    std::unique_lock lock(deriving_mutex_);
+    const auto wait = ticket ? ticket_wait() : config_.hsm.maintenance_timeout;
+    if (!derived_.wait_for(lock, wait, [&] { return !mine && other != id; })) {
+      if (ticket) counters_.count(TicketEvent::kHsmErrors);
       return nullptr;
     }
-    on_demand_busy_ = true;
+    if (auto key = epoch_keys_.find(g->name, epoch)) return key;  // derived meanwhile
+    mine = id;
     turn.owner = this;
-    lock.unlock();
-    if (auto key = epoch_keys_.find(g->name, epoch)) return key;
+    turn.slot = &mine;
   }
   EpochKeyCache::Key derived;
   const bool ok = with_current_handles(ring, g, "epoch key derivation", [&](const Generation& gen) {

@@ -9,7 +9,9 @@
 //     and at most lifetime / epoch + 2 per generation however many epochs tickets come
 //     from;
 //   - a revoked generation's epoch keys are wiped from every service of a fleet by its
-//     first token scan after the revocation (scans run every refresh_interval).
+//     first token scan after the revocation (scans run every refresh_interval);
+//   - a handshake and the maintenance thread needing the same epoch key at once (the
+//     first handshakes after start-up) cost one derivation, whichever asks first.
 // Counts only: the waits below are bounded but never measured.
 #include "keysvc/key_deriver.h"
 
@@ -31,6 +33,7 @@
 #include "keysvc/ticket_key_service.h"
 #include "keysvc/ticket_rules.h"
 #include "keysvc/token_store.h"
+#include "fault_control.h"
 #include "known_secrets.h"
 #include "test_token.h"
 
@@ -256,6 +259,53 @@ TEST(KeyDeriver, ARevokedGenerationsEpochKeysAreGoneFromEveryServerByItsNextScan
   EXPECT_TRUE(ready(*a) && ready(*b));
   TicketKeys again;
   EXPECT_EQ(b->derive_for_open(revoked, issued.iv, again), OpenStatus::kRetired);
+}
+
+// The first handshakes after start-up ask for the current epoch's key while the
+// maintenance thread prepares it. The fault module holds every C_Sign for 300 ms, so the
+// second call (50 ms later; the wait orders the calls, nothing is timed) arrives while
+// the first one's derivation is under way, and must wait for it rather than derive again.
+TEST(KeyDeriver, AHandshakeAndTheMaintenanceThreadNeedingTheSameEpochKeyCostOneDerivation) {
+  test::TestToken::get().clear();
+  static const test::FaultControl faults(test::TestToken::get().dir() + "/key-deriver-faults");
+  faults.export_env();
+  Config config = epoch_config();
+  config.hsm.module = test::FaultControl::module_path();
+  config.hsm.call_timeout = 20s;
+  config.hsm.maintenance_timeout = 20s;
+  const std::int64_t now = 1'900'000'000;
+  auto gateway = TokenGateway::open(config);
+  RingStore rings(*gateway, [now] { return now; }, 0, nullptr);
+  gateway->call([&](hsm::Session& s) {
+    return token_store::create_generation(s, Schedule{now, now, now + 3600, now + 7200}, key_options(config.rotation));
+  });
+  ASSERT_EQ(rings.scan(), RingStore::ScanResult::kInstalled);
+  TicketCounters counters;
+  KeyDeriver deriver(config, [now] { return now; }, *gateway, rings, counters, [&] { rings.scan(); });
+  using Lane = TokenGateway::Lane;
+  const std::int64_t epoch = epoch_of(now, config.rotation.epoch.count());
+  for (const Lane first : {Lane::kMaintenance, Lane::kTicket}) {
+    const Lane second = first == Lane::kTicket ? Lane::kMaintenance : Lane::kTicket;
+    const std::int64_t e = first == Lane::kTicket ? epoch + 1 : epoch;  // not derived yet
+    const char* order = first == Lane::kTicket ? "handshake first" : "maintenance first";
+    auto ask = [&](Lane lane) {
+      auto ring = rings.current();
+      const Generation* g = &ring->generations().front();
+      return deriver.epoch_key(ring, g, e, lane);
+    };
+    faults.set("C_Sign latency 300\n");
+    std::this_thread::sleep_for(10ms);  // the module reads its rules every 2 ms
+    const std::uint64_t before = counters.snapshot()[TicketEvent::kEpochKeysDerived];
+    EpochKeyCache::Key a, b;
+    std::thread early([&] { a = ask(first); });
+    std::this_thread::sleep_for(50ms);
+    b = ask(second);
+    early.join();
+    faults.clear();
+    ASSERT_TRUE(a && b) << order;
+    EXPECT_EQ(a.get(), b.get()) << order << ": both callers get the one key";
+    EXPECT_EQ(counters.snapshot()[TicketEvent::kEpochKeysDerived] - before, 1u) << order;
+  }
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <utility>
 
 #include "keysvc/config.h"
 #include "keysvc/derivation.h"
@@ -56,8 +58,9 @@ class KeyDeriver {
 
   // The epoch tier: the key of `g` for `epoch`, from the cache or derived in the token on
   // `lane` (the ticket lane from a handshake, which then waits at most hsm.call_timeout;
-  // concurrent handshakes needing the same key wait for one derivation). nullptr, counted,
-  // if the token failed.
+  // the maintenance lane from its one thread). A key is derived once however many ask:
+  // concurrent handshakes, and a handshake and the maintenance thread, needing the same
+  // key wait for one derivation. nullptr, counted, if the token failed.
   EpochKeyCache::Key epoch_key(std::shared_ptr<const KeyRing>& ring, const Generation*& g, std::int64_t epoch,
                                TokenGateway::Lane lane) noexcept;
 
@@ -95,12 +98,14 @@ class KeyDeriver {
   ScanRequest request_scan_;
   EpochListener epoch_listener_;
   EpochKeyCache epoch_keys_;
-  // One epoch key derivation on the ticket path at a time. A flag under a mutex with a
-  // condition variable rather than std::timed_mutex: libstdc++ waits on that one with
-  // pthread_mutex_clocklock, which GCC 12's ThreadSanitizer does not intercept.
-  std::mutex on_demand_mutex_;
-  std::condition_variable on_demand_free_;
-  bool on_demand_busy_ = false;
+  // The epoch key each lane is deriving (epoch_key): at most one on the ticket lane, and
+  // the maintenance lane is one thread. Under a mutex with a condition variable rather
+  // than std::timed_mutex: libstdc++ waits on that one with pthread_mutex_clocklock, which
+  // GCC 12's ThreadSanitizer does not intercept.
+  using EpochId = std::pair<KeyName, std::int64_t>;
+  std::mutex deriving_mutex_;
+  std::condition_variable derived_;
+  std::optional<EpochId> ticket_deriving_, maintenance_deriving_;
   Throttle stale_handle_rescans_;
 };
 
