@@ -1,6 +1,6 @@
 // softhsm-config/dev-token in hostile folders: someone else's folder, a folder others can
 // write to, and links planted under the names of the files it writes. Nothing outside
-// DIR is ever written. (Its normal use is in keysvcctl_test.cc, DevToken.)
+// DIR is ever written. (Its normal use is in keysvcctl_token_test.cc, DevToken.)
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -161,7 +161,7 @@ TEST_P(FleetRotator, RotatorOutlivesTheLossOfTheNetworkHsmAndRunsAgainWhenItRetu
 }
 
 // Only a network HSM can go away under a running rotator (SoftHSM's token folder taken
-// away: tests/apps/keysvcctl_test.cc, RotateEveryLogsTokenErrorsAndKeepsGoing).
+// away: tests/apps/keysvcctl_rotate_test.cc, RotateEveryLogsTokenErrorsAndKeepsGoing).
 INSTANTIATE_TEST_SUITE_P(fleet, FleetRotator, ::testing::Values(FleetParam{TlsVersion::kTls13, Hsm::kP11Kit}),
                          fleet_param_name);
 

@@ -1,6 +1,6 @@
 // Bad configuration files for the command-line tools' hostile-input sweeps
-// (tests/apps/keysvcctl_test.cc, tests/interop/tls_server_interop_test.cc): each one must
-// give one error line, exit 1 or 2, and leave the token unchanged.
+// (tests/apps/keysvcctl_input_test.cc, tests/interop/tls_server_interop_test.cc): each
+// one must give one error line, exit 1 or 2, and leave the token unchanged.
 #pragma once
 
 #include <string>
