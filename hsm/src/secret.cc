@@ -5,10 +5,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "keysvc/hsm/vector_registers.h"
+
 namespace keysvc::hsm {
 
 void wipe(std::span<std::byte> bytes) noexcept {
   if (!bytes.empty()) OPENSSL_cleanse(bytes.data(), bytes.size());
+  clear_vector_registers();  // the copies the bytes left in this thread's registers
 }
 
 void wipe(std::string& s) noexcept {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "keysvc/hsm/report.h"
+#include "keysvc/hsm/vector_registers.h"
 
 // Under AddressSanitizer free blocks are poisoned, so a use after free of a secure
 // block is reported like one of the heap (ASan cannot see this allocator otherwise).
@@ -212,6 +213,7 @@ void SecureBlock::reset() noexcept {
 
 void wipe_secure(std::uint8_t* p, std::size_t n) noexcept {
   if (p != nullptr && n > 0) OPENSSL_cleanse(p, n);
+  clear_vector_registers();  // the copies the bytes left in this thread's registers
 }
 
 SecureMemoryStats secure_memory_stats() noexcept {

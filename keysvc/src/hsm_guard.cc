@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "keysvc/hsm/error.h"
+#include "keysvc/hsm/vector_registers.h"
 #include "keysvc/log.h"
 
 namespace keysvc {
@@ -118,6 +119,9 @@ void HsmGuard::execute(Job& job) noexcept {
     r = Result{Outcome::kFailed, CKR_OK, "unknown error", std::current_exception()};
   }
   job.result = std::move(r);
+  // What the call read or wrote (a PIN, a derived key: the module's own copies) may be
+  // in this thread's registers, which a core dump saves while the thread waits.
+  hsm::clear_vector_registers();
 }
 
 void HsmGuard::worker_loop() {

@@ -2,9 +2,11 @@
 // with gdb's gcore while the server is inside C_Login (held there by keysvc-faultmod's
 // "C_Login hang", so the PIN is in use) and again after real handshakes, it must hold
 // neither the token's PIN (read from a file, or from an env: variable) nor any per-ticket
-// key of the tickets the clients got, and none of the process's secure memory
-// (MADV_DONTDUMP) may be in it. The scan is shown to work on public bytes that are in
-// memory (the generation's key name).
+// key of the tickets the clients got (whole or either half: a register of a sleeping
+// thread, which the core saves, holds 16, 32 or 64 bytes), nor, in the epoch tier, the
+// epoch key they came from, and none of the process's secure memory (MADV_DONTDUMP) may
+// be in it. The scan is shown to work on public bytes that are in memory (the
+// generation's key name).
 //
 // Every test name contains "interop" so `ctest -R interop` selects them.
 #include <elf.h>
@@ -32,6 +34,7 @@
 #include "keysvc/derivation.h"
 #include "keysvc/hsm/object.h"
 #include "keysvc/hsm/secret_key.h"
+#include "keysvc/ticket_rules.h"
 #include "keysvc/token_store.h"
 #include "known_secrets.h"
 #include "process.h"
@@ -57,12 +60,33 @@ struct Range {
 // PIN and the keys may sign).
 struct KnownGeneration {
   KeyName name{};
+  bool epoch_tier = false;
 };
-KnownGeneration make_known_generation() {
+constexpr std::int64_t kEpochSeconds = 300;
+// The strict tier (derivation 1: two token keys) or the epoch tier (5-minute epochs).
+KnownGeneration make_known_generation(bool epoch_tier = false) {
   TestToken::get().clear();
   auto s = test::user_session();
   const std::int64_t now = std::time(nullptr);
-  return {token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200}).name};
+  const token_store::KeyOptions options =
+      epoch_tier ? token_store::KeyOptions{.derivation = 3, .epoch_seconds = kEpochSeconds} : token_store::KeyOptions{};
+  return {token_store::create_generation(*s, Schedule{now - 60, now - 60, now + 3600, now + 7200}, options).name,
+          epoch_tier};
+}
+
+// The epoch tier's keys of one ticket: the epoch key (from the token, as the server
+// derives it) and the ticket's AES and HMAC keys from it.
+void epoch_tier_keys(hsm::Session& s, const KeyName& name, const Iv& iv, std::vector<ByteVec>& keys) {
+  const KeyRing ring = token_store::load(s);
+  const Generation* g = ring.find(name);
+  if (g == nullptr || !g->epoch_tier()) throw std::runtime_error("no epoch-tier generation under the known name");
+  EpochKey epoch_key;
+  derive_epoch_key(s, *g, epoch_of_iv(iv, epoch_of(std::time(nullptr), kEpochSeconds)), epoch_key);
+  TicketKeys ticket;
+  derive_ticket_keys_from_epoch(epoch_key, name, iv, ticket);
+  keys.emplace_back(epoch_key.span().begin(), epoch_key.span().end());
+  keys.emplace_back(ticket.aes_key.begin(), ticket.aes_key.end());
+  keys.emplace_back(ticket.hmac_key.begin(), ticket.hmac_key.end());
 }
 
 // The per-ticket AES and HMAC keys of the ticket in an s_client session file
@@ -83,6 +107,12 @@ std::vector<ByteVec> ticket_keys(const std::string& session_file, const KnownGen
     // Found again in this session: SoftHSM forgets object handles once a process has no
     // session left on the token.
     auto s = test::user_session();
+    if (g.epoch_tier) {
+      epoch_tier_keys(*s, g.name, iv, keys);
+      for (const auto& k : keys) test::remember_secret_bytes(k);
+      SSL_SESSION_free(session);
+      return keys;
+    }
     auto key_of = [&](const char* label) {
       auto found = hsm::find_objects(
           *s, {.object_class = CKO_SECRET_KEY, .id = hsm::Bytes(g.name.begin(), g.name.end()), .label = label});
@@ -194,8 +224,12 @@ void expect_clean_core(const std::string& core, const std::vector<Range>& secure
   SCOPED_TRACE(when);
   EXPECT_FALSE(secure.empty()) << "the server has no MADV_DONTDUMP memory (secure memory)";
   EXPECT_FALSE(contains(core, test::as_bytes(pin))) << "the PIN is in the core dump";
-  for (std::size_t i = 0; i < keys.size(); ++i)
-    EXPECT_FALSE(contains(core, keys[i])) << "per-ticket key #" << i << " is in the core dump";
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const std::span<const std::uint8_t> key(keys[i]);
+    EXPECT_FALSE(contains(core, key)) << "key #" << i << " is in the core dump";
+    EXPECT_FALSE(contains(core, key.first(16))) << "the first half of key #" << i << " is in the core dump";
+    EXPECT_FALSE(contains(core, key.last(16))) << "the second half of key #" << i << " is in the core dump";
+  }
   for (const Range& d : dumped_ranges(core))
     for (const Range& s : secure)
       EXPECT_TRUE(d.end <= s.begin || s.end <= d.begin) << std::hex << "secure memory " << s.begin << "-" << s.end
@@ -238,7 +272,7 @@ void check_server_cores(const std::string& pin_source, const KnownGeneration& g)
   std::vector<ByteVec> keys;
   for (const auto& file : handshakes(server.port(), "core-"))
     for (auto& k : ticket_keys(file, g)) keys.push_back(std::move(k));
-  EXPECT_EQ(keys.size(), 4u) << "two tickets under the known generation";
+  EXPECT_EQ(keys.size(), g.epoch_tier ? 6u : 4u) << "two tickets under the known generation";
   const std::string core = core_of(pid, TestToken::get().dir());
   expect_scan_works(core, g);
   expect_clean_core(core, dontdump_ranges(pid), TestToken::get().pin(), keys, "after handshakes");
@@ -248,6 +282,14 @@ void check_server_cores(const std::string& pin_source, const KnownGeneration& g)
 TEST(CoreDumpInterop, HoldsNoPinNoTicketKeyAndNoSecureMemory) {
   KEYSVC_SKIP_UNDER_SANITIZERS();
   KnownGeneration g = make_known_generation();
+  check_server_cores("file:pin", g);
+}
+
+// The default tier: the epoch key (derived in the token, held in secure memory) and the
+// per-ticket keys the server computes from it are not in the core either.
+TEST(CoreDumpInterop, EpochTierHoldsNoEpochKeyAndNoTicketKey) {
+  KEYSVC_SKIP_UNDER_SANITIZERS();
+  KnownGeneration g = make_known_generation(true);
   check_server_cores("file:pin", g);
 }
 
