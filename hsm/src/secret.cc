@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "keysvc/hsm/vector_registers.h"
+#include "keysvc/hsm/thread_residue.h"
 
 namespace keysvc::hsm {
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "keysvc/hsm/report.h"
-#include "keysvc/hsm/vector_registers.h"
+#include "keysvc/hsm/thread_residue.h"
 
 // Under AddressSanitizer free blocks are poisoned, so a use after free of a secure
 // block is reported like one of the heap (ASan cannot see this allocator otherwise).

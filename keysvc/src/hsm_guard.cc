@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "keysvc/hsm/error.h"
-#include "keysvc/hsm/vector_registers.h"
+#include "keysvc/hsm/thread_residue.h"
 #include "keysvc/log.h"
 
 namespace keysvc {
@@ -120,8 +120,9 @@ void HsmGuard::execute(Job& job) noexcept {
   }
   job.result = std::move(r);
   // What the call read or wrote (a PIN, a derived key: the module's own copies) may be
-  // in this thread's registers, which a core dump saves while the thread waits.
-  hsm::clear_vector_registers();
+  // in this thread's registers and in the module's returned stack frames, which a core
+  // dump saves while the thread waits (thread_residue.h).
+  hsm::clear_call_residue();
 }
 
 void HsmGuard::worker_loop() {

@@ -1,4 +1,6 @@
-#include "keysvc/hsm/vector_registers.h"
+#include "keysvc/hsm/thread_residue.h"
+
+#include <string.h>
 
 namespace keysvc::hsm {
 
@@ -77,5 +79,22 @@ void clear_vector_registers() noexcept {
 void clear_vector_registers() noexcept {}
 
 #endif
+
+namespace {
+
+// Its frame lies just below the caller's, where the frames of the caller's last call
+// were. explicit_bzero is never optimised away; the empty asm keeps the buffer.
+__attribute__((noinline)) void zero_stack_below() noexcept {
+  unsigned char below[kStackResidueBytes];
+  explicit_bzero(below, sizeof below);
+  asm volatile("" : : "r"(below) : "memory");
+}
+
+}  // namespace
+
+void clear_call_residue() noexcept {
+  zero_stack_below();
+  clear_vector_registers();
+}
 
 }  // namespace keysvc::hsm
