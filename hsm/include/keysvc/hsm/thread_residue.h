@@ -25,7 +25,7 @@ void clear_vector_registers() noexcept;
 
 // Zeroes the kStackResidueBytes of stack below the caller's frame, where the frames of
 // a call it just made were, then the vector registers. For after each PKCS#11 call
-// (HsmGuard). About a microsecond.
+// (HsmGuard). About 900 cycles (0.4 us at 2.3 GHz).
 inline constexpr unsigned kStackResidueBytes = 32 * 1024;
 void clear_call_residue() noexcept;
 
