@@ -18,8 +18,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -174,7 +176,29 @@ std::string first_line(std::string s) {
   return s;
 }
 
+// Every in-process scenario, or those `names` asks for (--scenarios); nullopt, said in
+// one line, for a name that is none of them.
+std::optional<std::vector<Scenario>> in_process_scenarios(const std::set<std::string>& names) {
+  std::vector<Scenario> all;
+  for (int version : {TLS1_3_VERSION, TLS1_2_VERSION})
+    for (bool resume : {false, true})
+      for (int threads : {1, 2}) all.push_back({version, resume, threads});
+  if (names.empty()) return all;
+  std::vector<Scenario> chosen;
+  std::copy_if(all.begin(), all.end(), std::back_inserter(chosen), [&](const Scenario& sc) { return names.count(sc.name()); });
+  for (const auto& name : names) {
+    if (std::none_of(chosen.begin(), chosen.end(), [&](const Scenario& sc) { return sc.name() == name; })) {
+      std::fprintf(stderr, "keysvc-bench: unknown scenario '%s' (--scenarios; e.g. tls12-resume-t1)\n", name.c_str());
+      return std::nullopt;
+    }
+  }
+  return chosen;
+}
+
 int run(const Options& o) {
+  const auto picked = in_process_scenarios(o.scenarios);  // before any set-up
+  if (!picked) return 2;
+  const std::vector<Scenario>& scenarios = *picked;
   auto started = std::chrono::steady_clock::now();
   const std::string load_start = loadavg();
   set_log_level("warn");
@@ -235,12 +259,6 @@ int run(const Options& o) {
         throw std::runtime_error("mode " + m.name + ": warm-up handshakes fail: " + scratch.first_error);
     }
   }
-
-  std::vector<Scenario> scenarios;
-  for (int version : {TLS1_3_VERSION, TLS1_2_VERSION})
-    for (bool resume : {false, true})
-      for (int threads : {1, 2}) scenarios.push_back({version, resume, threads});
-  std::erase_if(scenarios, [&](const Scenario& sc) { return !o.scenarios.empty() && !o.scenarios.count(sc.name()); });
 
   std::vector<std::vector<CellAccum>> acc(scenarios.size(), std::vector<CellAccum>(modes.size()));
   for (int round = 0; round < o.rounds; ++round) {

@@ -74,6 +74,24 @@ KnownGeneration make_known_generation(bool epoch_tier = false) {
           epoch_tier};
 }
 
+// The strict tier's keys of one ticket (derivation 1): HMACs of the generation's two
+// token keys over the ticket's name and IV.
+void strict_tier_keys(hsm::Session& s, const KeyName& name, const Iv& iv, std::vector<ByteVec>& keys) {
+  auto key_of = [&](const char* label) {
+    auto found = hsm::find_objects(
+        s, {.object_class = CKO_SECRET_KEY, .id = hsm::Bytes(name.begin(), name.end()), .label = label});
+    if (found.size() != 1) throw std::runtime_error(std::string("no single ") + label + " key in the token");
+    return found.front();
+  };
+  for (auto [label, key] : {std::pair{kAesKeyLabel, key_of(token_store::kEncKeyLabel)},
+                            std::pair{kHmacKeyLabel, key_of(token_store::kMacKeyLabel)}}) {
+    DerivationMessage m = derivation_message(label, name, iv);
+    std::array<std::uint8_t, hsm::kHmacSha256Bytes> out{};
+    hsm::hmac_sha256(s, key, m, out);
+    keys.emplace_back(out.begin(), out.end());
+  }
+}
+
 // The epoch tier's keys of one ticket: the epoch key (from the token, as the server
 // derives it) and the ticket's AES and HMAC keys from it.
 void epoch_tier_keys(hsm::Session& s, const KeyName& name, const Iv& iv, std::vector<ByteVec>& keys) {
@@ -89,8 +107,9 @@ void epoch_tier_keys(hsm::Session& s, const KeyName& name, const Iv& iv, std::ve
   keys.emplace_back(ticket.hmac_key.begin(), ticket.hmac_key.end());
 }
 
-// The per-ticket AES and HMAC keys of the ticket in an s_client session file
-// (key_name(16) | iv(16) | ...), computed outside the server.
+// The keys of the ticket in an s_client session file (key_name(16) | iv(16) | ...),
+// computed outside the server: its AES and HMAC keys, after its epoch key in the epoch
+// tier.
 std::vector<ByteVec> ticket_keys(const std::string& session_file, const KnownGeneration& g) {
   FILE* f = std::fopen(session_file.c_str(), "r");
   if (f == nullptr) throw std::runtime_error("cannot read " + session_file);
@@ -107,26 +126,9 @@ std::vector<ByteVec> ticket_keys(const std::string& session_file, const KnownGen
     // Found again in this session: SoftHSM forgets object handles once a process has no
     // session left on the token.
     auto s = test::user_session();
-    if (g.epoch_tier) {
-      epoch_tier_keys(*s, g.name, iv, keys);
-      for (const auto& k : keys) test::remember_secret_bytes(k);
-      SSL_SESSION_free(session);
-      return keys;
-    }
-    auto key_of = [&](const char* label) {
-      auto found = hsm::find_objects(
-          *s, {.object_class = CKO_SECRET_KEY, .id = hsm::Bytes(g.name.begin(), g.name.end()), .label = label});
-      if (found.size() != 1) throw std::runtime_error(std::string("no single ") + label + " key in the token");
-      return found.front();
-    };
-    for (auto [label, key] : {std::pair{kAesKeyLabel, key_of(token_store::kEncKeyLabel)},
-                              std::pair{kHmacKeyLabel, key_of(token_store::kMacKeyLabel)}}) {
-      DerivationMessage m = derivation_message(label, g.name, iv);
-      std::array<std::uint8_t, hsm::kHmacSha256Bytes> out{};
-      hsm::hmac_sha256(*s, key, m, out);
-      keys.emplace_back(out.begin(), out.end());
-      test::remember_secret_bytes(keys.back());
-    }
+    if (g.epoch_tier) epoch_tier_keys(*s, g.name, iv, keys);
+    else strict_tier_keys(*s, g.name, iv, keys);
+    for (const auto& k : keys) test::remember_secret_bytes(k);
   }
   SSL_SESSION_free(session);
   return keys;
