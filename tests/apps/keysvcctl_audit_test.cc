@@ -2,8 +2,6 @@
 // logs this process writes through AuditLog (sealed with the token's audit key).
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <regex>
@@ -12,6 +10,7 @@
 
 #include "audit_report.h"
 #include "audit_test_log.h"
+#include "keysvcctl_runner.h"
 #include "keysvc/audit_key.h"
 #include "keysvc/ticket_key_service.h"
 #include "process.h"
@@ -22,21 +21,12 @@ namespace {
 using keysvc::test::TestToken;
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
+using keysvc::test::keysvcctl::Result;
 
-std::string keysvcctl_path() {
-  if (const char* dir = std::getenv("KEYSVC_BIN_DIR"); dir && *dir) return std::string(dir) + "/keysvcctl";
-  return KEYSVCCTL_PATH;
-}
-
+// keysvcctl ARGS..., with the test token's config first unless `with_config` is false.
 Result ctl(std::vector<std::string> args, bool with_config = true) {
-  if (with_config) args.insert(args.begin(), {"--config", TestToken::get().config_path()});
-  args.insert(args.begin(), keysvcctl_path());
-  auto r = keysvc::test::run(args, "", std::chrono::seconds(60));
-  return {r.exit_code.value_or(-1), r.out, r.err};
+  return with_config ? keysvc::test::keysvcctl::ctl_config(std::move(args))
+                     : keysvc::test::keysvcctl::ctl(std::move(args));
 }
 
 class KeysvcctlAudit : public ::testing::Test {
