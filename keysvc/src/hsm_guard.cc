@@ -1,6 +1,7 @@
 #include "keysvc/hsm_guard.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -35,7 +36,38 @@ bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
   }
 }
 
+thread_local bool t_background = false;  // HsmGuard::mark_background_thread
+
+// The cores this process may run on (its CPU affinity mask; a container's cpuset shows
+// there), at least 1.
+std::uint32_t usable_cores() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<std::uint32_t>(std::max(CPU_COUNT(&set), 1));
+  return std::max(std::thread::hardware_concurrency(), 1u);
+}
+
 }  // namespace
+
+void HsmGuard::mark_background_thread() noexcept { t_background = true; }
+
+void HsmGuard::count_caller(std::chrono::steady_clock::time_point now) noexcept {
+  const std::int64_t window = now.time_since_epoch() / kCensusWindow;
+  std::int64_t counting = census_window_.load(std::memory_order_relaxed);
+  if (window > counting && census_window_.compare_exchange_strong(counting, window, std::memory_order_relaxed)) {
+    // The window before this one had no caller at all if more than one passed.
+    const std::uint32_t last = census_current_.exchange(0, std::memory_order_relaxed);
+    census_previous_.store(window == counting + 1 ? last : 0, std::memory_order_relaxed);
+  }
+  if (t_background) return;
+  // Once per thread and window (per guard: a process may have several).
+  thread_local const HsmGuard* t_guard = nullptr;
+  thread_local std::int64_t t_window = -1;
+  if (t_guard == this && t_window == window) return;
+  t_guard = this;
+  t_window = window;
+  census_current_.fetch_add(1, std::memory_order_relaxed);
+}
 
 struct HsmGuard::Job {
   Job(Work w, hsm::SessionPool::Deadline d) : work(std::move(w)), deadline(d) {}
@@ -51,7 +83,7 @@ struct HsmGuard::Job {
 };
 
 HsmGuard::HsmGuard(hsm::SessionPool& pool, Options options)
-    : pool_(pool), options_(options), breaker_(options.breaker) {
+    : pool_(pool), options_(options), breaker_(options.breaker), cores_(usable_cores()) {
   // Workers exist even with call_timeout = 0: work with a deadline of its own (ring
   // scans, seals, rotation) still runs on them.
   const std::size_t n = std::max<std::size_t>(options_.workers, 1);
@@ -139,7 +171,7 @@ void HsmGuard::worker_loop() {
     // worker polling does not notify; the queue is checked under the lock after the poll
     // ends, so its job is taken either way.
     std::size_t none = 0;
-    if (spinning_.compare_exchange_strong(none, 1)) {
+    if (census_previous_.load(std::memory_order_relaxed) < cores_ && spinning_.compare_exchange_strong(none, 1)) {
       spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; }, kWorkerSpin);
       spinning_.store(0);
     }
@@ -218,7 +250,9 @@ HsmGuard::Result HsmGuard::run(Work work, Admission admission, std::chrono::mill
   }
   std::shared_ptr<Job> job;
   try {
-    job = std::make_shared<Job>(std::move(work), std::chrono::steady_clock::now() + timeout);
+    const auto now = std::chrono::steady_clock::now();
+    count_caller(now);
+    job = std::make_shared<Job>(std::move(work), now + timeout);
     std::lock_guard lock(queue_mutex_);
     queue_.push_back(job);
     queued_.fetch_add(1, std::memory_order_release);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "keysvc/hsm_guard.h"
 #include "keysvc/log.h"
 
 namespace keysvc {
@@ -52,6 +53,7 @@ void Maintenance::stop() noexcept {
 }
 
 void Maintenance::loop() {
+  HsmGuard::mark_background_thread();  // not a handshake thread (hsm_guard.h, the census)
   std::unique_lock lock(mutex_);
   thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   for (;;) {

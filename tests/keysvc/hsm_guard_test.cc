@@ -6,8 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include "fault_control.h"
 #include "keysvc/hsm/secret_key.h"
@@ -148,6 +151,41 @@ TEST_F(HsmGuardTest, BypassWorkRunsWhileTheBreakerIsOpen) {
   EXPECT_EQ(g->run(hmac()).outcome, Outcome::kRefused);
   EXPECT_TRUE(g->run(hmac(), HsmGuard::Admission::kBypassBreaker).ok());
   EXPECT_EQ(g->counters().breaker.state, CircuitBreaker::State::kOpen) << "bypass work does not close it";
+}
+
+// The census that decides whether an idle worker polls (hsm_guard.h): each thread that
+// hands the guard work counts once per window, the maintenance thread's kind not at all.
+// Counts only: the threads run until the largest count seen is the expected one (or
+// 20 s pass), and it must never be larger.
+TEST_F(HsmGuardTest, CountsTheThreadsThatHandItWorkButNotBackgroundThreads) {
+  auto census = [&](int handshake_threads, int background_threads) {
+    auto g = guard(1000ms);
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < handshake_threads + background_threads; ++i)
+      threads.emplace_back([&, background = i >= handshake_threads] {
+        if (background) HsmGuard::mark_background_thread();
+        while (!stop.load()) EXPECT_TRUE(g->run([](hsm::Session&) {}).ok());
+      });
+    std::uint32_t most = 0;
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    while (most < static_cast<std::uint32_t>(handshake_threads) && std::chrono::steady_clock::now() < give_up) {
+      most = std::max(most, g->callers_last_window());
+      std::this_thread::sleep_for(100us);
+    }
+    for (int k = 0; k < 200; ++k) {  // and it stays at most that
+      most = std::max(most, g->callers_last_window());
+      std::this_thread::sleep_for(100us);
+    }
+    stop = true;
+    for (auto& t : threads) t.join();
+    return most;
+  };
+  EXPECT_EQ(census(1, 0), 1u);
+  EXPECT_EQ(census(2, 0), 2u);
+  EXPECT_EQ(census(3, 0), 3u);
+  EXPECT_EQ(census(1, 1), 1u) << "a background thread was counted";
+  EXPECT_EQ(census(0, 2), 0u) << "background threads were counted";
 }
 
 // Not a timing assertion: prints what the deadline costs per guarded operation (one

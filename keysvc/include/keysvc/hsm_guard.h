@@ -91,6 +91,21 @@ class HsmGuard {
   // a caller wakes a sleeping worker only when none polls: on 2 cores, several polling
   // workers or a needless wake-up cost more than they save.
   static constexpr std::chrono::microseconds kWorkerSpin{100};
+  // ...but only while fewer threads hand the guard work than the process may use cores.
+  // With as many busy handshake threads as cores, a worker that polls under load never
+  // sleeps and takes a third of the cores from them (docs/PERFORMANCE.md, "The strict
+  // tier's guard hand-off": at two threads on two cores 0.59 of `openssl` with the
+  // poll, 0.70 without; at one thread 0.82-0.85 with it, 0.71 without). The guard
+  // counts the distinct threads that called run() with a deadline in each
+  // kCensusWindow, leaving out background threads (mark_background_thread); a worker
+  // polls if the last complete window had fewer than the cores in the process's CPU
+  // affinity mask.
+  static constexpr std::chrono::milliseconds kCensusWindow{2};
+
+  // Marks the calling thread as background work (the maintenance thread: pool refills,
+  // epoch keys, rescans): its calls are left out of the census above, which is about the
+  // threads that serve handshakes.
+  static void mark_background_thread() noexcept;
 
   // Whether the breaker decides. Recovery work (a ring rescan to reload stale object
   // handles, the periodic refresh) is rate-limited by its own throttle and must be able
@@ -126,6 +141,9 @@ class HsmGuard {
   }
 
   Counters counters() const noexcept;
+  // The census (kCensusWindow): the distinct non-background threads that called run()
+  // with a deadline in the last complete window.
+  std::uint32_t callers_last_window() const noexcept { return census_previous_.load(std::memory_order_relaxed); }
   const Options& options() const noexcept { return options_; }
   CircuitBreaker& breaker() noexcept { return breaker_; }
 
@@ -137,6 +155,8 @@ class HsmGuard {
   void worker_loop();
   // Reports the outcome to the breaker, logs its transitions (opened, closed), sets r.probe.
   void settle(CircuitBreaker::Permit permit, Result& r) noexcept;
+  // Counts the calling thread in the census of the window `now` falls in.
+  void count_caller(std::chrono::steady_clock::time_point now) noexcept;
 
   hsm::SessionPool& pool_;
   const Options options_;
@@ -147,6 +167,12 @@ class HsmGuard {
   std::deque<std::shared_ptr<Job>> queue_;
   std::atomic<std::size_t> queued_{0};    // queue_.size(), for workers polling without the lock
   std::atomic<std::size_t> spinning_{0};  // workers polling the queue (0 or 1)
+  // The census: the window being counted (steady-clock time / kCensusWindow), its count
+  // so far, and the last complete window's. A count lost to a race makes it lower.
+  std::atomic<std::int64_t> census_window_{-1};
+  std::atomic<std::uint32_t> census_current_{0};
+  std::atomic<std::uint32_t> census_previous_{0};
+  const std::uint32_t cores_;
   bool stopping_ = false;
   std::size_t workers_ended_ = 0;  // under queue_mutex_; signalled on worker_ended_
   std::condition_variable worker_ended_;
