@@ -37,6 +37,10 @@ bool spin_until(Ready ready, std::chrono::nanoseconds budget) {
 }
 
 thread_local bool t_background = false;  // HsmGuard::mark_background_thread
+// The census window this thread was last counted in, and by which guard (a process may
+// have several).
+thread_local const HsmGuard* t_census_guard = nullptr;
+thread_local std::uint64_t t_census_window = 0;
 
 // The cores this process may run on (its CPU affinity mask; a container's cpuset shows
 // there), at least 1.
@@ -52,21 +56,28 @@ std::uint32_t usable_cores() noexcept {
 void HsmGuard::mark_background_thread() noexcept { t_background = true; }
 
 void HsmGuard::count_caller(std::chrono::steady_clock::time_point now) noexcept {
-  const std::int64_t window = now.time_since_epoch() / kCensusWindow;
-  std::int64_t counting = census_window_.load(std::memory_order_relaxed);
-  if (window > counting && census_window_.compare_exchange_strong(counting, window, std::memory_order_relaxed)) {
-    // The window before this one had no caller at all if more than one passed.
-    const std::uint32_t last = census_current_.exchange(0, std::memory_order_relaxed);
-    census_previous_.store(window == counting + 1 ? last : 0, std::memory_order_relaxed);
+  // census_: the window being counted in the high 48 bits, its count in the low 16. One
+  // compare-and-swap moves both, so a thread counted in a window is never counted in the
+  // next one by a race, and a count is never above the threads that called.
+  const std::uint64_t window = static_cast<std::uint64_t>(now.time_since_epoch() / kCensusWindow) & 0xffff'ffff'ffff;
+  const bool count = !t_background && !(t_census_guard == this && t_census_window == window);
+  std::uint64_t seen = census_.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t seen_window = seen >> 16, seen_count = seen & 0xffff;
+    if (seen_window > window) return;  // read the clock just before another thread moved on
+    if (seen_window == window && !count) return;
+    const std::uint64_t next = seen_window == window ? (window << 16) | std::min<std::uint64_t>(seen_count + 1, 0xffff)
+                                                     : (window << 16) | (count ? 1 : 0);
+    if (!census_.compare_exchange_weak(seen, next, std::memory_order_relaxed)) continue;
+    if (seen_window != window)  // a window ended: its count, or 0 if windows passed with no caller
+      census_previous_.store(seen_window + 1 == window ? static_cast<std::uint32_t>(seen_count) : 0,
+                             std::memory_order_relaxed);
+    break;
   }
-  if (t_background) return;
-  // Once per thread and window (per guard: a process may have several).
-  thread_local const HsmGuard* t_guard = nullptr;
-  thread_local std::int64_t t_window = -1;
-  if (t_guard == this && t_window == window) return;
-  t_guard = this;
-  t_window = window;
-  census_current_.fetch_add(1, std::memory_order_relaxed);
+  if (count) {
+    t_census_guard = this;
+    t_census_window = window;
+  }
 }
 
 struct HsmGuard::Job {

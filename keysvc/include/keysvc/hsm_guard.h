@@ -167,10 +167,9 @@ class HsmGuard {
   std::deque<std::shared_ptr<Job>> queue_;
   std::atomic<std::size_t> queued_{0};    // queue_.size(), for workers polling without the lock
   std::atomic<std::size_t> spinning_{0};  // workers polling the queue (0 or 1)
-  // The census: the window being counted (steady-clock time / kCensusWindow), its count
-  // so far, and the last complete window's. A count lost to a race makes it lower.
-  std::atomic<std::int64_t> census_window_{-1};
-  std::atomic<std::uint32_t> census_current_{0};
+  // The census: the window being counted (steady-clock time / kCensusWindow) and its
+  // count so far, in one word (count_caller), and the last complete window's count.
+  std::atomic<std::uint64_t> census_{0};
   std::atomic<std::uint32_t> census_previous_{0};
   const std::uint32_t cores_;
   bool stopping_ = false;
