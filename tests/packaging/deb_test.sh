@@ -211,5 +211,8 @@ for f in /etc/keysvc /var/lib/keysvc /var/log/keysvc /usr/share/nginx/modules-av
   [ ! -e "$f" ] && [ ! -L "$f" ] || fail "left after purge: $f $cleanup_log"
 done
 if [ "$had_user" = 0 ] && id -u keysvc >/dev/null 2>&1; then fail "the keysvc user is still there"; fi
-[ "$(ls /etc/apache2/mods-enabled 2>/dev/null || true)" = "$apache_mods_before" ] || fail "Apache's enabled modules changed"
+apache_mods_after=$(ls /etc/apache2/mods-enabled 2>/dev/null || true)
+[ "$apache_mods_after" = "$apache_mods_before" ] ||
+  fail "Apache's enabled modules changed (before/after): $(diff <(printf '%s\n' "$apache_mods_before") \
+    <(printf '%s\n' "$apache_mods_after") | grep '^[<>]' | tr '\n' ' ') $cleanup_log"
 say "purged: nothing left; machine as before"
