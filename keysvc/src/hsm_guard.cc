@@ -178,7 +178,8 @@ void HsmGuard::worker_loop() {
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   for (;;) {
     std::shared_ptr<Job> job;
-    // Poll before sleeping, unless another worker polls already. A caller that saw this
+    // Poll before sleeping, unless another worker polls already or the census says the
+    // callers had every core in the last window (hsm_guard.h). A caller that saw this
     // worker polling does not notify; the queue is checked under the lock after the poll
     // ends, so its job is taken either way.
     std::size_t none = 0;
